@@ -1,0 +1,5 @@
+"""`python -m daemon` = `dermis` (for environments without the console script)."""
+
+from .cli import entrypoint
+
+entrypoint()

@@ -1,0 +1,274 @@
+"""run(recipe, image, ...) -> result: the one entry point the CLI, the daemon and the tests share.
+
+Progress and cancellation are defined here once. Stages report through ``ctx.progress(...)`` and call
+``ctx.cancel.check()`` at every step, tile and stage boundary; the daemon maps both to proto events.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+
+from . import images
+from .config import Config
+from .device import select_device, stage_seed
+from .errors import Cancelled, ImageTooLarge, InvalidParameter
+from .images import Image
+from .models.cache import ModelCache
+from .models.weights import WeightLocator
+from .recipes import Recipe
+from .regions import Region, composite, feather, work_area
+from .stages import ResolvedStage, resolve
+
+log = logging.getLogger("dermis.pipeline")
+
+OutputMode = Literal["full", "layer"]
+
+
+class Progress(NamedTuple):
+    stage: str  # stage id, or "" for job-level messages
+    step: int  # steps done in the current tile (1-based once a step finished)
+    steps: int
+    tile: int = 0  # current tile, 1-based; 0 when the stage does not tile
+    tiles: int = 0
+    fraction: float = 0.0  # the whole job, 0..1
+    message: str = ""
+    preview: np.ndarray | None = None  # small uint8 (h, w, 3) RGB preview, when a stage has one
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+class CancelToken:
+    """Cooperative cancellation. ``check()`` raises Cancelled once ``cancel()`` was called.
+
+    ``checkpoint`` (optional) runs at every check: the daemon uses it to let an editor job run at a
+    batch job's next step/tile boundary.
+    """
+
+    def __init__(self, checkpoint: Callable[[], None] | None = None) -> None:
+        self._event = threading.Event()
+        self.checkpoint = checkpoint
+        self.reason = "The job was cancelled."
+
+    def cancel(self, reason: str | None = None) -> None:
+        if reason:
+            self.reason = reason
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        if self._event.is_set():
+            raise Cancelled(self.reason)
+        if self.checkpoint is not None:
+            self.checkpoint()
+            if self._event.is_set():
+                raise Cancelled(self.reason)
+
+
+@dataclass
+class StageContext:
+    """What a stage gets besides the pixels and its Params."""
+
+    stage_id: str
+    seed: int  # already mixed with the stage id: use it directly
+    device: Any  # torch.device
+    dtype: Any  # torch.dtype
+    cancel: CancelToken
+    models: ModelCache
+    weights: dict[str, Any]  # weight name -> Path, resolved before the job started
+    target_size: tuple[int, int]  # (height, width) the recipe's output has for this crop
+    mask: np.ndarray | None  # the job's selection on the stage input (crop), float32 0..1, or None
+    locator: WeightLocator
+    _report: Callable[..., None] = field(repr=False, default=lambda *a, **k: None)
+
+    def progress(
+        self,
+        step: int,
+        steps: int,
+        *,
+        tile: int = 0,
+        tiles: int = 0,
+        message: str = "",
+        preview: np.ndarray | None = None,
+    ) -> None:
+        self._report(step, steps, tile, tiles, message, preview)
+
+    def log(self, message: str) -> None:
+        log.info("%s: %s", self.stage_id, message)
+        self._report(0, 0, 0, 0, message, None)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    image: Image  # the full image, or the layer (processed region with alpha) in "layer" mode
+    offset: tuple[int, int]  # (x, y) of ``image`` in the output canvas; (0, 0) in "full" mode
+    canvas_size: tuple[int, int]  # (width, height) of the whole output image
+    recipe: Recipe
+    seed: int
+    layer_name: str
+    timings: dict[str, float]  # stage id -> seconds
+    messages: tuple[str, ...] = ()
+
+
+def run(
+    recipe: Recipe,
+    image: Image,
+    *,
+    seed: int = 0,
+    region: Region | None = None,
+    mask: np.ndarray | None = None,
+    output: OutputMode = "full",
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+    config: Config | None = None,
+    locator: WeightLocator | None = None,
+    models: ModelCache | None = None,
+    device: str | None = None,
+) -> RunResult:
+    """Run a recipe on an image (or a region / soft mask of it) and return the result."""
+    config = config or Config()
+    locator = locator or WeightLocator(config)
+    models = models if models is not None else ModelCache()
+    cancel = cancel or CancelToken()
+    report = progress or (lambda p: None)
+    if output not in ("full", "layer"):
+        raise InvalidParameter(f"output must be 'full' or 'layer', not {output!r}.")
+    if not 0 <= seed < 2**63:
+        raise InvalidParameter(f"seed must be between 0 and 2^63-1, not {seed}.")
+
+    # 1. Check everything before doing anything
+    stages, skipped = resolve(recipe, locator)
+    dev, dtype = select_device(device or config.device)
+    area = work_area(image.width, image.height, region=region, mask=mask, context=recipe.context)
+    s = recipe.scale
+    out_w, out_h = max(1, round(image.width * s)), max(1, round(image.height * s))
+    if out_w * out_h > config.max_output_pixels:
+        raise ImageTooLarge(
+            f"the result would be {out_w}x{out_h} = {out_w * out_h:,} pixels, more than the limit of "
+            f"{config.max_output_pixels:,}; lower the scale or select a region."
+        )
+    c = area.crop
+    ox, oy = round(c.x * s), round(c.y * s)
+    tw, th = round((c.x + c.w) * s) - ox, round((c.y + c.h) * s) - oy
+    messages = [sk.reason for sk in skipped]
+    for m in messages:
+        report(Progress("", 0, 0, message=m))
+
+    # 2. Stages, each on the previous one's output
+    rgb = np.ascontiguousarray(image.rgb[c.y : c.y + c.h, c.x : c.x + c.w])
+    total = sum(st.cost for st in stages) or 1.0
+    done = 0.0
+    timings: dict[str, float] = {}
+    for st in stages:
+        cancel.check()
+        t0 = time.perf_counter()
+        ctx = StageContext(
+            stage_id=st.spec.id,
+            seed=stage_seed(seed, st.spec.id),
+            device=dev,
+            dtype=dtype,
+            cancel=cancel,
+            models=models,
+            weights=st.weights,
+            target_size=(th, tw),
+            mask=_mask_for(area.mask, rgb.shape[:2]),
+            locator=locator,
+            _report=_reporter(report, st, done, total, messages),
+        )
+        report(Progress(st.spec.id, 0, 0, fraction=done / total, message=f"{st.spec.id}: started"))
+        rgb = st.module.run(rgb, st.params, ctx)
+        _check_stage_output(st, rgb)
+        done += st.cost
+        timings[st.spec.id] = time.perf_counter() - t0
+        log.info("stage %s took %.2fs", st.spec.id, timings[st.spec.id])
+    cancel.check()
+
+    # 3. Exact output size, then back into the picture
+    if rgb.shape[:2] != (th, tw):
+        rgb = images.resize_rgb(rgb, (th, tw))
+    result = _compose(image, rgb, area, recipe, output, (ox, oy, tw, th), (out_w, out_h))
+    report(Progress("", 1, 1, fraction=1.0, message="done"))
+    return RunResult(
+        image=result,
+        offset=(ox, oy) if output == "layer" else (0, 0),
+        canvas_size=(out_w, out_h),
+        recipe=recipe,
+        seed=seed,
+        layer_name=recipe.layer_name(seed),
+        timings=timings,
+        messages=tuple(messages),
+    )
+
+
+def _reporter(report: ProgressFn, st: ResolvedStage, done: float, total: float, messages: list[str]):
+    def emit(step: int, steps: int, tile: int, tiles: int, message: str, preview) -> None:
+        if steps > 0:
+            local = ((max(tile, 1) - 1) * steps + step) / (max(tiles, 1) * steps)
+        else:
+            local = 0.0
+        frac = (done + st.cost * min(1.0, max(0.0, local))) / total
+        if message and steps == 0:
+            messages.append(message)
+        report(Progress(st.spec.id, step, steps, tile, tiles, min(frac, 0.999), message, preview))
+
+    return emit
+
+
+def _mask_for(mask: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray | None:
+    if mask is None:
+        return None
+    return mask if mask.shape == shape else images.resize_plane(mask, shape)
+
+
+def _check_stage_output(st: ResolvedStage, rgb: Any) -> None:
+    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.float32:
+        raise RuntimeError(f"stage {st.spec.id} returned {type(rgb).__name__} {getattr(rgb, 'shape', '')}")
+    if not np.isfinite(rgb).all():
+        raise RuntimeError(f"stage {st.spec.id} produced NaN or infinite pixels")
+
+
+def _compose(
+    image: Image,
+    rgb: np.ndarray,
+    area,
+    recipe: Recipe,
+    output: OutputMode,
+    box: tuple[int, int, int, int],
+    canvas: tuple[int, int],
+) -> Image:
+    ox, oy, tw, th = box
+    out_w, out_h = canvas
+    c = area.crop
+    rgb = np.clip(rgb, 0.0, 1.0).astype(np.float32)
+    src_alpha = None
+    if image.alpha is not None:
+        src_alpha = images.resize_plane(image.alpha[c.y : c.y + c.h, c.x : c.x + c.w], (th, tw))
+    if area.whole_image:
+        blend = None
+    else:
+        m = images.resize_plane(area.mask, (th, tw)) if area.mask.shape != (th, tw) else area.mask
+        keep = (c.y == 0, c.y + c.h == image.height, c.x == 0, c.x + c.w == image.width)
+        blend = feather(m, recipe.feather * recipe.scale, keep_border=keep)
+    if output == "layer":
+        alpha = np.ones((th, tw), np.float32) if blend is None else blend
+        if src_alpha is not None:
+            alpha = alpha * src_alpha
+        mode = "LA" if image.mode in ("L", "LA") else "RGBA"
+        return Image(rgb=rgb, alpha=alpha.astype(np.float32), bit_depth=image.bit_depth, mode=mode,
+                     icc_profile=image.icc_profile)
+    if area.whole_image:
+        return image.with_rgb(rgb, alpha=src_alpha)
+    base = image if (out_w, out_h) == image.size else images.resize(image, (out_h, out_w))
+    full = base.rgb.copy()
+    full[oy : oy + th, ox : ox + tw] = composite(full[oy : oy + th, ox : ox + tw], rgb, blend)
+    return base.with_rgb(full)

@@ -1,0 +1,1 @@
+"""Samplers: plain loops, one file per algorithm (EDM Euler, DPM++ 2M SDE, flow matching)."""

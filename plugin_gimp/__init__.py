@@ -1,0 +1,1 @@
+"""GIMP 3 plug-in: a procedure and a dialog over proto's thin client."""

@@ -1,0 +1,1 @@
+"""Krita plugin: editor glue and a docker over proto's thin client."""
