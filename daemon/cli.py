@@ -19,6 +19,7 @@ COMMANDS = [
     "daemon.cmd_presets",
     "daemon.cmd_doctor",
     "daemon.cmd_dev",
+    "daemon.cmd_install_plugin",
 ]
 
 
