@@ -20,6 +20,7 @@ COMMANDS = [
     "daemon.cmd_doctor",
     "daemon.cmd_dev",
     "daemon.cmd_install_plugin",
+    "daemon.cmd_watch",
 ]
 
 

@@ -1,0 +1,490 @@
+"""One watched folder: find complete inputs, claim them, run them, publish results, never lose one.
+
+Layout (everything that is renamed stays on the watched folder's volume, so renames are atomic):
+
+    IN_DIR/                 drop images here (and optional dermis.toml, <name>.dermis.toml)
+    IN_DIR/.dermis/work/    claimed inputs (renamed here from IN_DIR: the claim)
+    IN_DIR/.dermis/journal.sqlite, lock
+    IN_DIR/done/            originals that were processed (or skipped as already done)
+    IN_DIR/failed/          originals that failed, each with <name>.error.txt
+    OUT_DIR/<stem>.dermis.png   results (a counter when the name is taken; nothing is overwritten)
+
+One thread runs ``serve``: file-system events (watchdog) only wake it early; a full rescan runs every
+``rescan_s`` seconds regardless, because events get lost. The order of journal commits and file
+operations is what makes a kill -9 at any instruction recoverable; ``_recover`` reads it back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import platformdirs
+from watchdog.events import FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.polling import PollingObserver
+
+import pipeline
+from pipeline import Cancelled, CancelToken, DermisError, images
+
+from . import watch_journal as J
+from .watch_files import (
+    FolderLock,
+    counter_name,
+    finish_move,
+    free_path,
+    fsync_dir,
+    move_new,
+    remove_temps,
+    sha256_file,
+    write_new,
+)
+from .watch_runner import JobRunner, WatchJob
+from .watch_scan import FOLDER_SETTINGS, SIDECAR_SUFFIX, Scanner, find_sidecar, is_input_name
+from .watch_settings import Settings, resolve, seed_from_hash
+
+log = logging.getLogger("dermis.watch")
+
+
+class _QuietStopRace(logging.Filter):
+    """watchdog logs this at ERROR when an event arrives while its emitter stops (it then carries on
+    as if there were no event, watchdog PR #963); for a watcher that is shutting down it is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "called when the thread is inactive" not in record.getMessage()
+
+
+logging.getLogger("watchdog.observers.inotify").addFilter(_QuietStopRace())
+
+STATE_DIR = ".dermis"
+FAULT_ENV = "DERMIS_WATCH_FAULT"
+# Errors that another attempt cannot fix: fail the file at once. Anything else (out of memory, a bug)
+# is retried up to max_attempts.
+PERMANENT = {"invalid_argument", "corrupt_image", "unsupported_image", "image_too_large",
+             "invalid_parameter", "unknown_preset", "missing_weights", "wrong_weights",
+             "stage_unavailable", "cancelled"}
+
+
+@dataclass(frozen=True)
+class Options:
+    stable_s: float = 2.0  # size+mtime unchanged this long before a file is looked at
+    give_up_s: float = 30.0  # a stable file that does not decode gets this long to change
+    rescan_s: float = 30.0  # full listing even when no event came
+    max_attempts: int = 3  # runs started (crashes included) before a file is failed
+    polling: bool = False  # PollingObserver (network shares) instead of native events
+    poll_s: float = 1.0
+
+
+def default_journal(inbox: Path, polling: bool) -> Path:
+    """Locally, next to the files; for a share (``polling``), on this machine: SQLite's WAL needs
+    shared memory that network file systems do not give."""
+    if not polling:
+        return inbox / STATE_DIR / "journal.sqlite"
+    key = re.sub(r"[^A-Za-z0-9]+", "_", str(inbox.resolve())).strip("_")[-80:]
+    return Path(platformdirs.user_state_dir("dermis")) / "watch" / f"{key}.sqlite"
+
+
+def find_journal(inbox: Path) -> Path | None:
+    for cand in (default_journal(inbox, False), default_journal(inbox, True)):
+        if cand.is_file():
+            return cand
+    return None
+
+
+class WatchFolder:
+    def __init__(self, inbox: str | os.PathLike[str], out: str | os.PathLike[str], base: Settings,
+                 runner: JobRunner, *, options: Options = Options(), journal: Path | None = None,
+                 max_pixels: int = images.DEFAULT_MAX_PIXELS) -> None:
+        self.inbox = Path(inbox).resolve()
+        self.out = Path(out).resolve()
+        if not self.inbox.is_dir():
+            raise pipeline.InvalidParameter(f"watch folder {self.inbox} does not exist.")
+        if self.out in (self.inbox / STATE_DIR, self.inbox / "done", self.inbox / "failed"):
+            raise pipeline.InvalidParameter(f"the output folder cannot be {self.out}: Dermis uses it.")
+        self.base, self.runner, self.options = base, runner, options
+        state = self.inbox / STATE_DIR
+        self.work, self.done, self.failed = state / "work", self.inbox / "done", self.inbox / "failed"
+        for d in (self.work, self.done, self.failed, self.out):
+            d.mkdir(parents=True, exist_ok=True)
+        self.journal = J.Journal(journal or default_journal(self.inbox, options.polling))
+        self.scanner = Scanner(self.inbox, stable_s=options.stable_s, give_up_s=options.give_up_s,
+                               max_pixels=max_pixels)
+        self._lock = FolderLock(state / "lock")
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._cancel: CancelToken | None = None
+        self._waiting_files = 0
+
+    # ------------------------------------------------------------------------------ public surface
+
+    def serve(self, *, once: bool = False) -> None:
+        """Watch until ``stop()`` (or, with ``once``, until nothing is left to do)."""
+        if not self._lock.acquire():
+            raise DermisError(f"{self.inbox} is already watched by another Dermis process "
+                              f"(pid {self._lock.holder()}).")
+        observer = None
+        try:
+            self._recover()
+            observer = self._start_observer()
+            self._loop(once, observer)
+        finally:
+            if observer is not None:
+                observer.stop()
+                observer.join(timeout=5)
+            self._lock.release()
+
+    def stop(self) -> None:
+        """Finish cleanly: the running job is cancelled and stays claimed for the next start."""
+        self._stop.set()
+        self._wake.set()
+        if self._cancel is not None:
+            self._cancel.cancel("the watcher is stopping")
+
+    def counts(self) -> dict[str, int]:
+        """pending (in the folder or claimed), running, done, skipped, failed."""
+        c = self.journal.counts()
+        return {"pending": self._waiting_files + c.pop("queued"), **c}
+
+    def close(self) -> None:
+        self.journal.close()
+
+    # ------------------------------------------------------------------------------------ the loop
+
+    def _loop(self, once: bool, observer) -> None:
+        ready: list[Path] = []
+        last_scan = float("-inf")
+        while not self._stop.is_set():
+            entry = self.journal.next_queued()
+            if entry is not None:
+                self._process(entry)
+                continue
+            now = time.monotonic()
+            if not ready or self._wake.is_set() or now - last_scan >= self.options.rescan_s:
+                self._wake.clear()
+                if not observer.is_alive():  # an emitter can die (e.g. a share went away)
+                    log.warning("%s: file event watcher stopped; restarting it", self.inbox)
+                    observer = self._start_observer()
+                res = self.scanner.scan(now)
+                last_scan = now
+                self._waiting_files = res.pending
+                for b in res.broken:
+                    self._claim(b.path, b.error)
+                ready = res.ready
+                if res.broken:
+                    continue
+            if ready:
+                path = ready.pop(0)
+                if self.scanner.unchanged(path):
+                    self._claim(path)
+                continue
+            if once and res.waiting == 0:
+                return
+            due = self.scanner.next_due()
+            timeout = self.options.rescan_s if due is None else min(self.options.rescan_s, due + 0.01)
+            self._wake.wait(timeout)
+
+    def _start_observer(self):
+        handler = _Hint(self.inbox, self._wake)
+        kinds = [PollingObserver] if self.options.polling else [Observer, PollingObserver]
+        for kind in kinds:
+            observer = kind(timeout=self.options.poll_s)
+            try:
+                observer.schedule(handler, str(self.inbox), recursive=False)
+                observer.start()
+                return observer
+            except OSError as e:  # inotify watch/instance limits (ENOSPC, EMFILE)
+                log.warning("%s: native file events unavailable (%s); polling instead", self.inbox, e)
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------------------------- claim
+
+    def _claim(self, path: Path, broken: DermisError | None = None) -> J.Entry | None:
+        self.scanner.forget(path)
+        entry = self.journal.add_claim(path.name)
+        if (self.work / entry.work).exists():  # left by a lost journal: never rename over it
+            entry = self.journal.update(entry.id, work=f"{entry.id}-{os.urandom(4).hex()}-{path.name}")
+        _fault("claim.journaled")
+        try:
+            os.rename(path, self.work / entry.work)  # atomic: a second watcher would get ENOENT
+        except FileNotFoundError:
+            self.journal.delete(entry.id)
+            return None
+        fsync_dir(self.work)
+        _fault("claim.moved")
+        return self._finish_claim(entry, broken)
+
+    def _finish_claim(self, entry: J.Entry, broken: DermisError | None = None) -> J.Entry:
+        sidecar = self._claim_sidecar(entry)
+        work = self.work / entry.work
+        sha = sha256_file(work)
+        values: dict = {"sha256": sha, "state": J.QUEUED}
+        try:
+            if broken is not None:
+                raise broken
+            s = resolve(self.base, self.inbox / FOLDER_SETTINGS, sidecar)
+            if s.seed is None:
+                s = replace(s, seed=seed_from_hash(sha))
+            values.update(settings=s.to_json(), settings_key=s.key())
+        except DermisError as e:
+            values.update(error_code=e.code, error=str(e))
+        entry = self.journal.update(entry.id, **values)
+        self.journal.event(entry, "claimed" + (f" with {sidecar.name}" if sidecar else ""))
+        log.info("%s: claimed%s", entry.name, f" with {sidecar.name}" if sidecar else "")
+        return entry
+
+    def _claim_sidecar(self, entry: J.Entry) -> Path | None:
+        if entry.sidecar:
+            target = self.work / entry.sidecar
+            if not target.exists():  # died between recording and moving it
+                src = find_sidecar(self.inbox, entry.name)
+                if src is None:
+                    return None
+                os.rename(src, target)
+            return target
+        src = find_sidecar(self.inbox, entry.name)
+        if src is None:
+            return None
+        entry = self.journal.update(entry.id, sidecar=f"{entry.id}-{src.name}")
+        os.rename(src, self.work / entry.sidecar)
+        return self.work / entry.sidecar
+
+    # ------------------------------------------------------------------------------------ process
+
+    def _process(self, entry: J.Entry) -> None:
+        if entry.error_code:
+            return self._decide(entry, J.FAILED, entry.error_code, entry.error)
+        earlier = self.journal.find_done(entry.sha256, entry.settings_key, entry.id)
+        if earlier is not None:
+            return self._decide(entry, J.SKIPPED, None,
+                                f"same content and settings as {earlier.name} (#{earlier.id}), "
+                                f"already done: {earlier.output}")
+        if entry.attempts >= self.options.max_attempts:
+            return self._decide(entry, J.FAILED, "crashed",
+                                f"processing was started {entry.attempts} times and the watcher stopped "
+                                "during each (crash, kill or power loss); giving up on this file.")
+        settings = Settings.from_json(entry.settings)
+        entry = self.journal.update(entry.id, state=J.RUNNING, attempts=entry.attempts + 1)
+        self.journal.event(entry, f"running (attempt {entry.attempts})")
+        log.info("%s: running, preset %s, seed %s (attempt %d)", entry.name, settings.preset,
+                 settings.seed, entry.attempts)
+        _fault("run")
+        job = WatchJob(self.work / entry.work, entry.name, settings, str(self.inbox))
+        self._cancel = token = CancelToken()
+        if self._stop.is_set():
+            token.cancel("the watcher is stopping")
+        t0 = time.perf_counter()
+        try:
+            result = self.runner.run(job, token)
+        except Cancelled as e:
+            if self._stop.is_set():  # our own shutdown: not the file's fault, resume next start
+                self.journal.update(entry.id, state=J.QUEUED, attempts=entry.attempts - 1)
+                self.journal.event(entry, "interrupted by shutdown; will resume")
+                log.info("%s: interrupted by shutdown; stays claimed", entry.name)
+                return None
+            return self._decide(entry, J.FAILED, e.code, str(e))
+        except DermisError as e:
+            return self._retry_or_fail(entry, e.code, str(e))
+        except Exception as e:  # a bug or a library failure: keep the batch going, record it
+            log.exception("%s: unexpected error", entry.name)
+            return self._retry_or_fail(entry, "internal", f"{type(e).__name__}: {e}")
+        finally:
+            self._cancel = None
+        seconds = time.perf_counter() - t0
+        self._write_output(entry, settings, result, seconds)
+        return None
+
+    def _retry_or_fail(self, entry: J.Entry, code: str, message: str) -> None:
+        if code in PERMANENT or entry.attempts >= self.options.max_attempts:
+            return self._decide(entry, J.FAILED, code, message)
+        self.journal.update(entry.id, state=J.QUEUED, error=None)
+        self.journal.event(entry, f"attempt {entry.attempts} failed ({code}): {message}; will retry")
+        log.warning("%s: attempt %d failed (%s): %s; will retry", entry.name, entry.attempts, code, message)
+        return None
+
+    def _write_output(self, entry: J.Entry, settings: Settings, result: pipeline.Image,
+                      seconds: float) -> None:
+        name = Path(entry.name).stem + ".dermis" + settings.output_suffix(entry.name)
+        data = images.encode(result, images.format_for_path(name))
+        digest = _sha256(data)
+        while True:
+            target = free_path(self.out, name, taken=self.journal.outputs_in_flight() - {entry.output})
+            entry = self.journal.update(entry.id, state=J.WRITING, output=str(target),
+                                        output_sha256=digest)
+            try:
+                write_new(target, data, before_publish=lambda: _fault("output.temp"))
+                break
+            except FileExistsError:  # someone took the name since free_path looked
+                continue
+        _fault("output.linked")
+        self._decide(entry, J.DONE, None, None,
+                     note=f"wrote {target.name} ({result.width}x{result.height}, {seconds:.2f} s)")
+
+    # ------------------------------------------------------------------------------------ archive
+
+    def _decide(self, entry: J.Entry, outcome: str, code: str | None, message: str | None,
+                note: str = "") -> None:
+        entry = self.journal.update(entry.id, state=J.ARCHIVING, outcome=outcome, error_code=code,
+                                    error=message)
+        self._archive(entry, note)
+
+    def _archive(self, entry: J.Entry, note: str = "") -> None:
+        folder = self.failed if entry.outcome == J.FAILED else self.done
+        work = self.work / entry.work
+        dest = Path(entry.archived) if entry.archived else None
+        if dest is not None and os.path.lexists(dest) and os.path.lexists(work) \
+                and not finish_move(work, dest):
+            dest = None  # the recorded name was taken by someone else in the meantime
+        while os.path.lexists(work):
+            if dest is None:
+                dest = self._free_archive_name(folder, entry.name, entry.outcome == J.FAILED)
+                entry = self.journal.update(entry.id, archived=str(dest))
+            if entry.outcome == J.FAILED:
+                _write_error(dest, entry)  # before the move: a failed original never lacks its reason
+                _fault("fail.noted")
+            try:
+                move_new(work, dest)
+            except FileExistsError:
+                dest = None
+                continue
+            _fault("archive.moved")
+        if dest is None:  # nothing to move (the work file vanished): still close the record
+            dest = folder
+            log.error("%s: the claimed file disappeared from %s", entry.name, self.work)
+        if entry.sidecar and (self.work / entry.sidecar).exists():
+            move_new(self.work / entry.sidecar, free_path(folder, dest.name + SIDECAR_SUFFIX))
+        entry = self.journal.update(entry.id, state=entry.outcome)
+        self._report(entry, dest, note)
+
+    @staticmethod
+    def _free_archive_name(folder: Path, name: str, with_error: bool) -> Path:
+        """A free name for the original (a-2.png …); for a failure its .error.txt must be free too."""
+        n = 1
+        while True:
+            cand = folder / counter_name(name, n)
+            if not os.path.lexists(cand) and not (with_error and os.path.lexists(_error_path(cand))):
+                return cand
+            n += 1
+
+    def _report(self, entry: J.Entry, dest: Path, note: str) -> None:
+        where = os.path.relpath(dest, self.inbox)
+        if entry.outcome == J.DONE:
+            msg = f"done, original in {where}: {note or 'wrote ' + str(entry.output)}"
+        elif entry.outcome == J.SKIPPED:
+            msg = f"skipped, original in {where}: {entry.error}"
+        else:
+            msg = (f"failed ({entry.error_code}, {entry.attempts} attempt(s)), original in {where}: "
+                   f"{entry.error}")
+        log.log(logging.WARNING if entry.outcome == J.FAILED else logging.INFO, "%s: %s", entry.name, msg)
+        self.journal.event(entry, msg)
+
+    # ----------------------------------------------------------------------------------- recovery
+
+    def _recover(self) -> None:
+        """Finish or undo whatever a previous run left half-done, then adopt unknown work files."""
+        for entry in self.journal.active():
+            work = self.work / entry.work
+            if entry.state == J.CLAIMING:
+                if work.exists():
+                    self._finish_claim(entry)
+                else:  # the rename never happened: the file is still in the folder (or was removed)
+                    self.journal.delete(entry.id)
+            elif entry.state == J.ARCHIVING:
+                self._archive(entry)
+            elif not work.exists():
+                self._decide(entry, J.FAILED, "missing", "the claimed file disappeared from the work "
+                             "folder before it was processed (removed by hand?).")
+            elif entry.state == J.RUNNING:
+                self.journal.update(entry.id, state=J.QUEUED)
+                self.journal.event(entry, f"attempt {entry.attempts} was interrupted; will resume")
+                log.info("%s: attempt %d was interrupted; will resume", entry.name, entry.attempts)
+            elif entry.state == J.WRITING:
+                out = Path(entry.output)
+                remove_temps(out)
+                if out.is_file() and sha256_file(out) == entry.output_sha256:
+                    self._decide(entry, J.DONE, None, None, note=f"wrote {out.name}")
+                else:  # never published: run again (the seed is fixed, so the result is the same)
+                    self.journal.update(entry.id, state=J.QUEUED, output=None, output_sha256=None)
+        self._adopt_orphans()
+
+    def _adopt_orphans(self) -> None:
+        known = {e.work for e in self.journal.all()} | {e.sidecar for e in self.journal.all()}
+        for p in sorted(self.work.iterdir()):
+            if p.name in known or p.name.startswith(".") or p.name.endswith(SIDECAR_SUFFIX):
+                continue
+            name = re.sub(r"^\d+-", "", p.name)
+            if not is_input_name(name):
+                continue
+            entry = self.journal.add_claim(name)
+            entry = self.journal.update(entry.id, work=p.name)
+            log.warning("%s: found in the work folder without a journal record; queued again", p.name)
+            self._finish_claim(entry)
+
+
+class _Hint(FileSystemEventHandler):
+    """Watchdog callback: a relevant change in the folder wakes the loop early. Nothing else."""
+
+    _KINDS = {"created", "modified", "closed", "moved"}
+
+    def __init__(self, inbox: Path, wake: threading.Event) -> None:
+        self.inbox = str(inbox)
+        self.wake = wake
+
+    def on_any_event(self, event) -> None:
+        # opened/closed_no_write come from our own decode checks; deletes and our claims (moves out
+        # of the folder) change nothing to look at.
+        if event.is_directory or event.event_type not in self._KINDS:
+            return
+        path = getattr(event, "dest_path", "") or event.src_path
+        path = os.fsdecode(path)
+        name = os.path.basename(path)
+        if os.path.dirname(path) == self.inbox and (
+                is_input_name(name) or name.endswith(SIDECAR_SUFFIX) or name == FOLDER_SETTINGS):
+            self.wake.set()
+
+
+def _error_path(original: Path) -> Path:
+    return original.parent / (original.name + ".error.txt")
+
+
+def _write_error(dest: Path, entry: J.Entry) -> None:
+    text = (
+        f"Dermis could not process {entry.name}.\n"
+        f"reason ({entry.error_code}): {entry.error}\n"
+        f"attempts: {entry.attempts}\n"
+        f"settings: {entry.settings or '-'}\n"
+        f"time: {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+        f"To try again, move {dest.name} back into the watched folder.\n"
+    )
+    images.write_atomic(_error_path(dest), text.encode())
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+_fault_hits: Counter[str] = Counter()
+
+
+def _fault(point: str) -> None:
+    """Test hook, off unless $DERMIS_WATCH_FAULT is set: ``point[:n]`` kills this process (SIGKILL)
+    the n-th time it reaches ``point``, so crash tests can die exactly between two steps."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    name, _, nth = spec.partition(":")
+    if name != point:
+        return
+    _fault_hits[point] += 1
+    if _fault_hits[point] == int(nth or 1):
+        logging.shutdown()
+        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
+        time.sleep(10)
