@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
                          max_pixels=config.max_pixels)
     # Say what happens to each file even without -v.
     logging.getLogger("dermis.watch").setLevel(logging.INFO)
-    _stop_on_signals(folder)
+    previous = _stop_on_signals(folder)
     print(f"dermis: watching {folder.inbox} -> {folder.out} (preset {args.preset}); "
           f"Ctrl-C stops, unfinished files resume next time", file=sys.stderr)
     try:
@@ -79,18 +79,23 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         folder.stop()
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         c = folder.counts()
         folder.close()
     print("dermis: " + _counts_line(c), file=sys.stderr)
     return 0
 
 
-def _stop_on_signals(folder: WatchFolder) -> None:
+def _stop_on_signals(folder: WatchFolder) -> dict:
+    """SIGTERM/SIGHUP stop cleanly (the running file stays claimed); returns the handlers replaced."""
     if threading.current_thread() is not threading.main_thread():
-        return  # tests drive main() from other threads; signals only reach the main one
+        return {}  # signals only reach the main thread
+    previous = {}
     for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
         if sig is not None:
-            signal.signal(sig, lambda *_: folder.stop())
+            previous[sig] = signal.signal(sig, lambda *_: folder.stop())
+    return previous
 
 
 def _status(inbox: Path, journal: Path | None) -> int:

@@ -16,10 +16,12 @@ operations is what makes a kill -9 at any instruction recoverable; ``_recover`` 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import signal
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -47,7 +49,14 @@ from .watch_files import (
     write_new,
 )
 from .watch_runner import JobRunner, WatchJob
-from .watch_scan import FOLDER_SETTINGS, SIDECAR_SUFFIX, Scanner, find_sidecar, is_input_name
+from .watch_scan import (
+    FOLDER_SETTINGS,
+    SIDECAR_SUFFIX,
+    Scanner,
+    ScanResult,
+    find_sidecar,
+    is_input_name,
+)
 from .watch_settings import Settings, resolve, seed_from_hash
 
 log = logging.getLogger("dermis.watch")
@@ -120,7 +129,9 @@ class WatchFolder:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._cancel: CancelToken | None = None
-        self._waiting_files = 0
+        self._observer = None
+        self._settling = 0  # files in the folder not yet complete, as of the last scan
+        self._ready: list[Path] = []  # complete files in the folder, not yet claimed
 
     # ------------------------------------------------------------------------------ public surface
 
@@ -129,15 +140,15 @@ class WatchFolder:
         if not self._lock.acquire():
             raise DermisError(f"{self.inbox} is already watched by another Dermis process "
                               f"(pid {self._lock.holder()}).")
-        observer = None
         try:
             self._recover()
-            observer = self._start_observer()
-            self._loop(once, observer)
+            self._observer = self._start_observer()
+            self._loop(once)
         finally:
-            if observer is not None:
-                observer.stop()
-                observer.join(timeout=5)
+            if self._observer is not None:
+                self._observer.stop()
+                self._observer.join(timeout=5)
+                self._observer = None
             self._lock.release()
 
     def stop(self) -> None:
@@ -150,45 +161,64 @@ class WatchFolder:
     def counts(self) -> dict[str, int]:
         """pending (in the folder or claimed), running, done, skipped, failed."""
         c = self.journal.counts()
-        return {"pending": self._waiting_files + c.pop("queued"), **c}
+        return {"pending": self._settling + len(self._ready) + c.pop("queued"), **c}
 
     def close(self) -> None:
         self.journal.close()
 
     # ------------------------------------------------------------------------------------ the loop
 
-    def _loop(self, once: bool, observer) -> None:
-        ready: list[Path] = []
+    def _loop(self, once: bool) -> None:
+        ready = self._ready
         last_scan = float("-inf")
+        res = ScanResult()
         while not self._stop.is_set():
-            entry = self.journal.next_queued()
-            if entry is not None:
-                self._process(entry)
-                continue
-            now = time.monotonic()
-            if not ready or self._wake.is_set() or now - last_scan >= self.options.rescan_s:
-                self._wake.clear()
-                if not observer.is_alive():  # an emitter can die (e.g. a share went away)
-                    log.warning("%s: file event watcher stopped; restarting it", self.inbox)
-                    observer = self._start_observer()
-                res = self.scanner.scan(now)
-                last_scan = now
-                self._waiting_files = res.pending
-                for b in res.broken:
-                    self._claim(b.path, b.error)
-                ready = res.ready
-                if res.broken:
+            try:
+                entry = self.journal.next_queued()
+                if entry is not None:
+                    self._process(entry)
                     continue
-            if ready:
-                path = ready.pop(0)
-                if self.scanner.unchanged(path):
-                    self._claim(path)
+                now = time.monotonic()
+                if not ready or self._wake.is_set() or now - last_scan >= self.options.rescan_s:
+                    self._wake.clear()
+                    self._check_observer()
+                    res = self.scanner.scan(now)
+                    last_scan = now
+                    self._settling = res.waiting
+                    for b in res.broken:
+                        self._claim(b.path, b.error)
+                    ready[:] = res.ready
+                    if res.broken:
+                        continue
+                if ready:
+                    path = ready.pop(0)
+                    if self.scanner.unchanged(path):
+                        self._claim(path)
+                    continue
+            except (OSError, sqlite3.Error) as e:
+                # A full disk, a share that went away, a locked journal: stay up, say why, and put the
+                # journal back in order the way a restart would.
+                pause = max(1.0, min(self.options.rescan_s, 10.0))
+                log.error("%s: %s; trying again in %.0f s", self.inbox, e, pause)
+                self._stop.wait(pause)
+                ready.clear()
+                last_scan = float("-inf")
+                with contextlib.suppress(OSError, sqlite3.Error):
+                    self._recover()
                 continue
             if once and res.waiting == 0:
+                return
+            if self._stop.is_set():  # stop() may have come just before the wake flag was cleared
                 return
             due = self.scanner.next_due()
             timeout = self.options.rescan_s if due is None else min(self.options.rescan_s, due + 0.01)
             self._wake.wait(timeout)
+
+    def _check_observer(self) -> None:
+        if self._observer is not None and not self._observer.is_alive():
+            # An emitter thread can die (a share went away, SMB1's bogus deletes): start a new one.
+            log.warning("%s: the file event watcher stopped; restarting it", self.inbox)
+            self._observer = self._start_observer()
 
     def _start_observer(self):
         handler = _Hint(self.inbox, self._wake)
@@ -206,16 +236,23 @@ class WatchFolder:
     # ------------------------------------------------------------------------------------- claim
 
     def _claim(self, path: Path, broken: DermisError | None = None) -> J.Entry | None:
-        self.scanner.forget(path)
         entry = self.journal.add_claim(path.name)
         if (self.work / entry.work).exists():  # left by a lost journal: never rename over it
             entry = self.journal.update(entry.id, work=f"{entry.id}-{os.urandom(4).hex()}-{path.name}")
         _fault("claim.journaled")
         try:
             os.rename(path, self.work / entry.work)  # atomic: a second watcher would get ENOENT
-        except FileNotFoundError:
+        except FileNotFoundError:  # gone, or another watcher on a shared folder took it first
             self.journal.delete(entry.id)
+            self.scanner.forget(path)
             return None
+        except PermissionError as e:
+            self.journal.delete(entry.id)
+            self.scanner.hold(path)
+            log.error("%s: cannot be moved out of the folder (%s); left alone until it changes",
+                      path.name, e.strerror or e)
+            return None
+        self.scanner.forget(path)
         fsync_dir(self.work)
         _fault("claim.moved")
         return self._finish_claim(entry, broken)
@@ -322,6 +359,10 @@ class WatchFolder:
                 break
             except FileExistsError:  # someone took the name since free_path looked
                 continue
+            except OSError as e:  # full disk, output folder gone: maybe better next time
+                entry = self.journal.update(entry.id, output=None, output_sha256=None)
+                return self._retry_or_fail(entry, "write_failed",
+                                           f"could not write the result {target}: {e.strerror or e}")
         _fault("output.linked")
         self._decide(entry, J.DONE, None, None,
                      note=f"wrote {target.name} ({result.width}x{result.height}, {seconds:.2f} s)")

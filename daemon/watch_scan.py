@@ -79,6 +79,7 @@ class _Seen:
     since: float  # monotonic time the signature was first seen
     mtime: float
     checked: bool = False  # decoded for this signature
+    held: bool = False  # could not be claimed (permissions): ignored until it changes
     error: DermisError | None = None  # what the decode said, when it failed
 
 
@@ -116,7 +117,9 @@ class Scanner:
             seen = self._seen.get(entry.name)
             if seen is None or seen.signature != sig:
                 seen = self._seen[entry.name] = _Seen(sig, now, st.st_mtime)
-            verdict = self._judge(entry.name, seen, now)
+            verdict = "held" if seen.held else self._judge(entry.name, seen, now)
+            if verdict == "held":
+                continue
             if verdict == "ready":
                 ready.append((seen.mtime, entry.name))
             elif verdict == "broken":
@@ -137,6 +140,12 @@ class Scanner:
             return False
         return seen is not None and seen.signature == (
             st.st_size, st.st_mtime_ns, *self._sidecar_sig(path.name))
+
+    def hold(self, path: Path) -> None:
+        """Leave this file alone until its size, time stamp or sidecar change."""
+        seen = self._seen.get(path.name)
+        if seen is not None:
+            seen.held = True
 
     def forget(self, path: Path) -> None:
         self._seen.pop(path.name, None)
