@@ -271,8 +271,8 @@ class WatchFolder:
             values.update(settings=s.to_json(), settings_key=s.key())
         except DermisError as e:
             values.update(error_code=e.code, error=str(e))
-        entry = self.journal.update(entry.id, **values)
-        self.journal.event(entry, "claimed" + (f" with {sidecar.name}" if sidecar else ""))
+        entry = self.journal.update(entry.id, **values,
+                                    event="claimed" + (f" with {sidecar.name}" if sidecar else ""))
         log.info("%s: claimed%s", entry.name, f" with {sidecar.name}" if sidecar else "")
         return entry
 
@@ -307,8 +307,8 @@ class WatchFolder:
                                 f"processing was started {entry.attempts} times and the watcher stopped "
                                 "during each (crash, kill or power loss); giving up on this file.")
         settings = Settings.from_json(entry.settings)
-        entry = self.journal.update(entry.id, state=J.RUNNING, attempts=entry.attempts + 1)
-        self.journal.event(entry, f"running (attempt {entry.attempts})")
+        entry = self.journal.update(entry.id, state=J.RUNNING, attempts=entry.attempts + 1,
+                                    event=f"running (attempt {entry.attempts + 1})")
         log.info("%s: running, preset %s, seed %s (attempt %d)", entry.name, settings.preset,
                  settings.seed, entry.attempts)
         _fault("run")
@@ -321,8 +321,8 @@ class WatchFolder:
             result = self.runner.run(job, token)
         except Cancelled as e:
             if self._stop.is_set():  # our own shutdown: not the file's fault, resume next start
-                self.journal.update(entry.id, state=J.QUEUED, attempts=entry.attempts - 1)
-                self.journal.event(entry, "interrupted by shutdown; will resume")
+                self.journal.update(entry.id, state=J.QUEUED, attempts=entry.attempts - 1,
+                                    event="interrupted by shutdown; will resume")
                 log.info("%s: interrupted by shutdown; stays claimed", entry.name)
                 return None
             return self._decide(entry, J.FAILED, e.code, str(e))
@@ -340,8 +340,8 @@ class WatchFolder:
     def _retry_or_fail(self, entry: J.Entry, code: str, message: str) -> None:
         if code in PERMANENT or entry.attempts >= self.options.max_attempts:
             return self._decide(entry, J.FAILED, code, message)
-        self.journal.update(entry.id, state=J.QUEUED, error=None)
-        self.journal.event(entry, f"attempt {entry.attempts} failed ({code}): {message}; will retry")
+        self.journal.update(entry.id, state=J.QUEUED, error=None,
+                            event=f"attempt {entry.attempts} failed ({code}): {message}; will retry")
         log.warning("%s: attempt %d failed (%s): %s; will retry", entry.name, entry.attempts, code, message)
         return None
 
@@ -371,8 +371,10 @@ class WatchFolder:
 
     def _decide(self, entry: J.Entry, outcome: str, code: str | None, message: str | None,
                 note: str = "") -> None:
+        folder = self.failed if outcome == J.FAILED else self.done
+        dest = self._free_archive_name(folder, entry.name, outcome == J.FAILED)
         entry = self.journal.update(entry.id, state=J.ARCHIVING, outcome=outcome, error_code=code,
-                                    error=message)
+                                    error=message, archived=str(dest))
         self._archive(entry, note)
 
     def _archive(self, entry: J.Entry, note: str = "") -> None:
@@ -395,13 +397,17 @@ class WatchFolder:
                 dest = None
                 continue
             _fault("archive.moved")
-        if dest is None:  # nothing to move (the work file vanished): still close the record
-            dest = folder
+        if dest is None:
+            dest = self._free_archive_name(folder, entry.name, entry.outcome == J.FAILED)
+        if not os.path.lexists(dest):  # the work file vanished (removed by hand): keep the record
             log.error("%s: the claimed file disappeared from %s", entry.name, self.work)
+            if entry.outcome == J.FAILED:
+                _write_error(dest, entry)
         if entry.sidecar and (self.work / entry.sidecar).exists():
             move_new(self.work / entry.sidecar, free_path(folder, dest.name + SIDECAR_SUFFIX))
-        entry = self.journal.update(entry.id, state=entry.outcome)
-        self._report(entry, dest, note)
+        msg = self._summary(entry, dest, note)
+        entry = self.journal.update(entry.id, state=entry.outcome, event=msg)
+        log.log(logging.WARNING if entry.outcome == J.FAILED else logging.INFO, "%s: %s", entry.name, msg)
 
     @staticmethod
     def _free_archive_name(folder: Path, name: str, with_error: bool) -> Path:
@@ -413,17 +419,14 @@ class WatchFolder:
                 return cand
             n += 1
 
-    def _report(self, entry: J.Entry, dest: Path, note: str) -> None:
+    def _summary(self, entry: J.Entry, dest: Path, note: str) -> str:
         where = os.path.relpath(dest, self.inbox)
         if entry.outcome == J.DONE:
-            msg = f"done, original in {where}: {note or 'wrote ' + str(entry.output)}"
-        elif entry.outcome == J.SKIPPED:
-            msg = f"skipped, original in {where}: {entry.error}"
-        else:
-            msg = (f"failed ({entry.error_code}, {entry.attempts} attempt(s)), original in {where}: "
-                   f"{entry.error}")
-        log.log(logging.WARNING if entry.outcome == J.FAILED else logging.INFO, "%s: %s", entry.name, msg)
-        self.journal.event(entry, msg)
+            return f"done, original in {where}: {note or 'wrote ' + str(entry.output)}"
+        if entry.outcome == J.SKIPPED:
+            return f"skipped, original in {where}: {entry.error}"
+        return (f"failed ({entry.error_code}, {entry.attempts} attempt(s)), original in {where}: "
+                f"{entry.error}")
 
     # ----------------------------------------------------------------------------------- recovery
 
@@ -442,8 +445,8 @@ class WatchFolder:
                 self._decide(entry, J.FAILED, "missing", "the claimed file disappeared from the work "
                              "folder before it was processed (removed by hand?).")
             elif entry.state == J.RUNNING:
-                self.journal.update(entry.id, state=J.QUEUED)
-                self.journal.event(entry, f"attempt {entry.attempts} was interrupted; will resume")
+                self.journal.update(entry.id, state=J.QUEUED,
+                                    event=f"attempt {entry.attempts} was interrupted; will resume")
                 log.info("%s: attempt %d was interrupted; will resume", entry.name, entry.attempts)
             elif entry.state == J.WRITING:
                 out = Path(entry.output)

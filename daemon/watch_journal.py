@@ -121,11 +121,22 @@ class Journal:
                 raise
         return self.get(rid)
 
-    def update(self, entry_id: int, **values) -> Entry:
+    def update(self, entry_id: int, *, event: str | None = None, **values) -> Entry:
+        """Change columns, and log ``event`` for it in the same transaction (one fsync, not two)."""
         values["updated"] = time.time()
         cols = ", ".join(f"{k} = ?" for k in values)
         with self._lock:
-            self._db.execute(f"UPDATE inputs SET {cols} WHERE id = ?", (*values.values(), entry_id))
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(f"UPDATE inputs SET {cols} WHERE id = ?", (*values.values(), entry_id))
+                if event is not None:
+                    self._db.execute(
+                        "INSERT INTO events (time, input_id, name, message) "
+                        "SELECT ?, id, name, ? FROM inputs WHERE id = ?", (values["updated"], event, entry_id))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
         return self.get(entry_id)
 
     def delete(self, entry_id: int) -> None:
