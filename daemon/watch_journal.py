@@ -10,8 +10,9 @@ announces, so after a crash the row says what may have half-happened and recover
     claiming   row written, rename into the work folder may or may not have happened
     queued     in the work folder, hashed, settings resolved (or the reason they are invalid)
     running    a run was started (``attempts`` counts these, crashes included)
-    writing    result encoded; ``output`` and its hash recorded, the file may or may not be in place
-    archiving  outcome decided (done / skipped / failed); original on its way to done/ or failed/
+    writing    result encoded; ``output``, its hash and the original's place in done/ recorded; the
+               result may or may not be published (once it is, the original moves to done/)
+    archiving  outcome decided (skipped / failed); original on its way to done/ or failed/
     done | skipped | failed   final
 """
 
