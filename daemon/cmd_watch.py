@@ -88,13 +88,24 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _stop_on_signals(folder: WatchFolder) -> dict:
-    """SIGTERM/SIGHUP stop cleanly (the running file stays claimed); returns the handlers replaced."""
+    """SIGTERM/SIGHUP and a first Ctrl-C stop cleanly at the next step of the running job, which stays
+    claimed for the next start (a KeyboardInterrupt could land between two file operations and would
+    count as a crashed attempt). A second Ctrl-C quits at once. Returns the handlers replaced."""
     if threading.current_thread() is not threading.main_thread():
         return {}  # signals only reach the main thread
+    stopping = threading.Event()
+
+    def on_signal(signum, frame) -> None:
+        if signum == signal.SIGINT and stopping.is_set():
+            raise KeyboardInterrupt
+        stopping.set()
+        print("dermis: stopping after the current step (Ctrl-C again to quit at once)", file=sys.stderr)
+        folder.stop()
+
     previous = {}
-    for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+    for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
         if sig is not None:
-            previous[sig] = signal.signal(sig, lambda *_: folder.stop())
+            previous[sig] = signal.signal(sig, on_signal)
     return previous
 
 
