@@ -112,7 +112,7 @@ def test_vendored_client_runs_a_job_with_only_grpcio_and_protobuf(tmp_path, daem
                 __import__(name)
             except ImportError:
                 continue
-            raise SystemExit(f"{name} is importable: the test is not isolated")
+            raise SystemExit(f"{{name}} is importable: the test is not isolated")
         from dermis_vendored.client import Client, JobRequest, EventKind
         pixels = bytes(range(256)) * 16  # 64x64 L
         kinds = []
