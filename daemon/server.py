@@ -25,14 +25,13 @@ import pipeline
 from pipeline import InvalidParameter
 from pipeline.device import select_device
 from proto.dermis.v1 import dermis_pb2 as pb
-from proto.dermis.v1 import dermis_pb2_grpc as pb_grpc
 
 from . import auth, runtime
 from .executor import Executor
 from .queue import JobQueue
 from .residency import Residency, default_budget
 from .server_info import device_text
-from .servicer import DermisServicer
+from .servicer import DermisServicer, add_to_server
 
 log = logging.getLogger("dermis.daemon")
 
@@ -136,7 +135,7 @@ def start_server(config: ServerConfig) -> tuple[grpc.Server, Daemon]:
         )
         servicer = DermisServicer(queue, executor, residency, config.pipeline, device,
                                   max_upload_bytes=config.max_upload_bytes)
-        pb_grpc.add_DermisServicer_to_server(servicer, server)
+        add_to_server(servicer, server)
         health_servicer = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(

@@ -18,6 +18,7 @@ import torch
 
 import pipeline
 from pipeline import DermisError
+from proto import bulk
 from proto.dermis.v1 import dermis_pb2 as pb
 from proto.dermis.v1 import dermis_pb2_grpc as pb_grpc
 
@@ -85,7 +86,7 @@ class DermisServicer(pb_grpc.DermisServicer):
 
     def Submit(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
         first = next(request_iterator, None)
-        if first is None or first.WhichOneof("part") != "header":
+        if first is None or isinstance(first, bulk.RawChunk) or first.WhichOneof("part") != "header":
             abort(context, upload.BadUpload("a job upload starts with a JobHeader message."))
         header = first.header
         try:
@@ -151,3 +152,27 @@ class DermisServicer(pb_grpc.DermisServicer):
         count, freed = self.residency.unload(request.key)
         log.info("unloaded %d model(s), %d bytes, on request of %s", count, freed, context.peer())
         return pb.UnloadModelsReply(unloaded=count, freed_bytes=freed)
+
+
+def add_to_server(servicer: DermisServicer, server: grpc.Server) -> None:
+    """Register the service like the generated add_DermisServicer_to_server, except that Submit and
+    Watch use proto/bulk.py's copy-saving (de)serializers for their pixel chunks."""
+    service = pb.DESCRIPTOR.services_by_name["Dermis"]
+
+    def unary(name: str, request: Any, reply: Any) -> Any:
+        return grpc.unary_unary_rpc_method_handler(getattr(servicer, name), request.FromString,
+                                                   reply.SerializeToString)
+
+    handlers = {
+        "Submit": grpc.stream_unary_rpc_method_handler(
+            servicer.Submit, lambda raw: bulk.decode_submit(raw, pb.SubmitRequest),
+            pb.SubmitReply.SerializeToString),
+        "Watch": grpc.unary_stream_rpc_method_handler(servicer.Watch, pb.WatchRequest.FromString,
+                                                      bulk.serialize),
+        "Cancel": unary("Cancel", pb.CancelRequest, pb.CancelReply),
+        "GetServerInfo": unary("GetServerInfo", pb.GetServerInfoRequest, pb.ServerInfo),
+        "ListJobs": unary("ListJobs", pb.ListJobsRequest, pb.ListJobsReply),
+        "UnloadModels": unary("UnloadModels", pb.UnloadModelsRequest, pb.UnloadModelsReply),
+    }
+    assert set(handlers) == {m.name for m in service.methods}, "a new rpc needs a handler here"
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline import Config, ImageTooLarge, InvalidParameter
+from proto.bulk import RawChunk
 
 from .errors import BadUpload, QueueFull
 
@@ -99,10 +100,9 @@ def receive(header: Any, layout: PixelLayout, messages: Iterator[Any]) -> tuple[
     bufs = {blob: bytearray(n) for blob, n in sizes.items()}
     got = dict.fromkeys(sizes, 0)
     running = dict.fromkeys(sizes, 0)  # CRC-32 as the bytes arrive
-    for msg in messages:
-        if msg.WhichOneof("part") != "chunk":
+    for c in messages:  # proto.bulk.RawChunk: blob, offset, data (a memoryview)
+        if not isinstance(c, RawChunk):
             raise BadUpload("a job upload has exactly one header, as its first message; a second one came.")
-        c = msg.chunk
         if c.blob not in sizes:
             what = "a mask, but the header says there is none" if c.blob == BLOB_MASK else f"blob {c.blob}"
             raise BadUpload(f"a chunk belongs to {what}.")

@@ -18,6 +18,7 @@ import numpy as np
 import pipeline
 from pipeline import Config, ImageTooLarge, InvalidParameter, Recipe, Region, WeightLocator, images
 from pipeline.stages import resolve
+from proto import bulk
 from proto.dermis.v1 import dermis_pb2 as pb
 
 from .queue import Job, JobEvent, JobSpec, Priority, State
@@ -153,9 +154,8 @@ def to_raw(result: pipeline.RunResult) -> RawResult:
 def result_events(job_id: str, seq: int, raw: RawResult) -> Iterator[Any]:
     """The result pixels in <= 1 MiB chunks, then Done, all with the done event's seq."""
     view = memoryview(raw.pixels)
-    for offset in range(0, len(view), MAX_CHUNK_BYTES):
-        chunk = pb.ResultChunk(offset=offset, data=bytes(view[offset:offset + MAX_CHUNK_BYTES]))
-        yield pb.JobEvent(job_id=job_id, seq=seq, result_chunk=chunk)
+    for offset in range(0, len(view), MAX_CHUNK_BYTES):  # pre-encoded: one copy of the pixels
+        yield bulk.encode_result_chunk(job_id, seq, offset, view[offset:offset + MAX_CHUNK_BYTES])
     info = pb.ResultInfo(
         format=pb.PixelFormat(width=raw.layout.width, height=raw.layout.height,
                               channels=raw.layout.channels, bit_depth=raw.layout.bit_depth),

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from . import bulk
 from .client_types import (
     DEFAULT_PRIORITY,
     TERMINAL,
@@ -161,6 +162,8 @@ class Client:
         self._token: str | None = None
         self._channel: Any = None
         self._stub: Any = None
+        self._submit_call: Any = None
+        self._watch_call: Any = None
         self._lock = threading.Lock()
         self._calls: set[Any] = set()  # open Watch streams, cancelled by close()
         self._closed = False
@@ -197,6 +200,14 @@ class Client:
                     ("grpc.keepalive_timeout_ms", 10_000),
                 ])
                 self._stub = pb_grpc.DermisStub(self._channel)
+                # the two pixel-carrying calls take bulk.py's copy-saving (de)serializers
+                service = "/" + pb.DESCRIPTOR.services_by_name["Dermis"].full_name
+                self._submit_call = self._channel.stream_unary(
+                    service + "/Submit", request_serializer=bulk.serialize,
+                    response_deserializer=pb.SubmitReply.FromString)
+                self._watch_call = self._channel.unary_stream(
+                    service + "/Watch", request_serializer=pb.WatchRequest.SerializeToString,
+                    response_deserializer=lambda raw: bulk.decode_event(raw, pb.JobEvent))
             return grpc, pb, self._stub
 
     def _discover(self) -> tuple[str, str | None]:
@@ -271,8 +282,8 @@ class Client:
         # an upload deadline that grows with the size: ~25 MB/s is far below loopback speed
         deadline = self.timeout + (len(job.pixels) + len(job.mask or b"")) / 25e6
         try:
-            reply = stub.Submit(_upload(pb, header, job), timeout=deadline,
-                                metadata=self._metadata(), wait_for_ready=True)
+            reply = self._submit_call(_upload(pb, header, job), timeout=deadline,
+                                      metadata=self._metadata(), wait_for_ready=True)
         except grpc.RpcError as e:
             raise self._error(e, "job upload") from None
         return str(reply.job_id)
@@ -282,26 +293,25 @@ class Client:
         grpc, pb, stub = self._connect()
         last, retries = after_seq, 0
         while True:
-            call = stub.Watch(pb.WatchRequest(job_id=job_id, after_seq=last),
-                              metadata=self._metadata(), wait_for_ready=True)
+            call = self._watch_call(pb.WatchRequest(job_id=job_id, after_seq=last),
+                                    metadata=self._metadata(), wait_for_ready=True)
             with self._lock:
                 if self._closed:
                     call.cancel()
                     return
                 self._calls.add(call)
-            chunks: list[bytes] = []
+            chunks: list[memoryview] = []
             received = 0
             try:
                 for msg in call:
-                    kind = msg.WhichOneof("kind")
-                    if kind == "result_chunk":
-                        if msg.result_chunk.offset != received:
-                            raise ClientError(f"result chunk at byte {msg.result_chunk.offset}, expected "
-                                              f"{received}: the stream is damaged.", "data_loss")
-                        chunks.append(msg.result_chunk.data)
-                        received += len(msg.result_chunk.data)
+                    if isinstance(msg, bulk.RawResultChunk):
+                        if msg.offset != received:
+                            raise ClientError(f"result chunk at byte {msg.offset}, expected {received}: "
+                                              "the stream is damaged.", "data_loss")
+                        chunks.append(msg.data)
+                        received += len(msg.data)
                         continue
-                    event = _event(msg, kind, chunks)
+                    event = _event(msg, msg.WhichOneof("kind"), chunks)
                     chunks, received = [], 0
                     last = event.seq
                     yield event
@@ -425,13 +435,12 @@ def _upload(pb: Any, header: Any, job: JobRequest) -> Iterator[Any]:
     for blob, data in ((pb.BLOB_IMAGE, job.pixels), (pb.BLOB_MASK, job.mask)):
         if data is None:
             continue
-        view = memoryview(data)
+        view = memoryview(data).cast("B")
         for offset in range(0, len(view), CHUNK_BYTES):
-            piece = bytes(view[offset:offset + CHUNK_BYTES])
-            yield pb.SubmitRequest(chunk=pb.Chunk(blob=blob, offset=offset, data=piece))
+            yield bulk.encode_chunk(blob, offset, view[offset:offset + CHUNK_BYTES])
 
 
-def _event(msg: Any, kind: str | None, chunks: list[bytes]) -> Event:
+def _event(msg: Any, kind: str | None, chunks: list[memoryview]) -> Event:
     base = {"job_id": msg.job_id, "seq": int(msg.seq)}
     if kind == "queued":
         return Event(EventKind.queued, position=msg.queued.position, **base)
@@ -461,7 +470,7 @@ def _event(msg: Any, kind: str | None, chunks: list[bytes]) -> Event:
     return Event(EventKind.message, message="", **base)
 
 
-def _result(job_id: str, info: Any, chunks: list[bytes]) -> JobResult:
+def _result(job_id: str, info: Any, chunks: list[memoryview]) -> JobResult:
     pixels = b"".join(chunks)
     if len(pixels) != info.bytes:
         raise ClientError(f"the result has {len(pixels):,} bytes, the daemon announced {info.bytes:,}.",

@@ -15,7 +15,15 @@ import pytest
 from daemon.cli import main
 from proto.client import Client, EventKind, default_runtime_file
 
-from ._daemon_helpers import client, raw_image, request, short_tmp, start, test_presets  # noqa: F401
+from ._daemon_helpers import (  # noqa: F401 - daemon, short_tmp, test_presets are fixtures
+    client,
+    daemon,
+    raw_image,
+    request,
+    short_tmp,
+    start,
+    test_presets,
+)
 from .conftest import REPO
 
 

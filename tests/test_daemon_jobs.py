@@ -14,7 +14,7 @@ from daemon.executor import ProgressPublisher
 from pipeline import images
 from proto.client import EventKind, JobFailed, Rejected
 
-from ._daemon_helpers import (  # noqa: F401 - fixtures
+from ._daemon_helpers import (  # noqa: F401 - daemon, short_tmp, test_presets are fixtures
     client,
     daemon,
     raw_image,

@@ -19,7 +19,12 @@ from google import protobuf
 
 from proto import regen
 
-from ._daemon_helpers import TOKEN, daemon, short_tmp, test_presets  # noqa: F401 - fixtures
+from ._daemon_helpers import (  # noqa: F401 - daemon, short_tmp, test_presets are fixtures
+    TOKEN,
+    daemon,
+    short_tmp,
+    test_presets,
+)
 from .conftest import REPO
 
 PROTO = REPO / "proto"
