@@ -161,3 +161,37 @@ def test_client_reports_no_daemon_clearly(tmp_path, monkeypatch):
     with Client(f"unix:{tmp_path}/none.sock", "t", timeout=1) as c, \
             pytest.raises(DaemonUnavailable, match="No Dermis daemon answered"):
         c.info()
+
+
+@pytest.mark.parametrize("offset, data", [(0, b""), (0, b"abc"), (5 << 30, bytes(range(256)) * 4096),
+                                          (2**40 + 3, b"\x00\xff" * 7)])
+def test_bulk_chunk_encoding_is_what_protobuf_reads_and_writes(offset, data):
+    from proto import bulk
+    from proto.dermis.v1 import dermis_pb2 as pb
+
+    fast = bulk.encode_chunk(pb.BLOB_MASK, offset, memoryview(data))
+    assert pb.SubmitRequest.FromString(fast) == pb.SubmitRequest(
+        chunk=pb.Chunk(blob=pb.BLOB_MASK, offset=offset, data=data))
+    raw = pb.SubmitRequest(chunk=pb.Chunk(blob=pb.BLOB_IMAGE, offset=offset, data=data)).SerializeToString()
+    chunk = bulk.decode_submit(raw, pb.SubmitRequest)
+    assert (chunk.blob, chunk.offset, bytes(chunk.data)) == (pb.BLOB_IMAGE, offset, data)
+    header = pb.SubmitRequest(header=pb.JobHeader(job_id="j", preset="lite", image_bytes=12))
+    assert bulk.decode_submit(header.SerializeToString(), pb.SubmitRequest) == header
+
+    fast = bulk.encode_result_chunk("job-7", 42, offset, data)
+    assert pb.JobEvent.FromString(fast) == pb.JobEvent(
+        job_id="job-7", seq=42, result_chunk=pb.ResultChunk(offset=offset, data=data))
+    raw = pb.JobEvent(job_id="job-7", seq=42, result_chunk=pb.ResultChunk(offset=offset, data=data))
+    got = bulk.decode_event(raw.SerializeToString(), pb.JobEvent)
+    assert (got.job_id, got.seq, got.offset, bytes(got.data)) == ("job-7", 42, offset, data)
+    progress = pb.JobEvent(job_id="j", seq=3, progress=pb.Progress(stage="s", step=2, steps=9, fraction=0.5))
+    assert bulk.decode_event(progress.SerializeToString(), pb.JobEvent) == progress
+
+
+def test_bulk_decoding_refuses_truncated_messages():
+    from proto import bulk
+    from proto.dermis.v1 import dermis_pb2 as pb
+
+    raw = bulk.encode_chunk(pb.BLOB_IMAGE, 0, b"x" * 100)
+    with pytest.raises(ValueError, match="truncated"):
+        bulk.decode_submit(raw[:50], pb.SubmitRequest)
