@@ -304,15 +304,16 @@ class JobQueue:
         with self._cond:
             job = self.get(job_id)
             state = job.state
+            if state in FINISHED:
+                return state
+            with job._cond:  # no event can slip in between: cancel_seq marks exactly when it arrived
+                job.token.cancel(reason)
+                job.cancel_seq = job.last_seq
             if job in self._waiting:
                 self._waiting.remove(job)
-                job.cancel_seq = job.last_seq
-                job.token.cancel(reason)
                 job._set_state(State.CANCELLED, "cancelled", message=reason)
                 self._announce_positions()
-            elif state in ACTIVE:
-                job.cancel_seq = job.last_seq
-                job.token.cancel(reason)  # the executor stops at the job's next step boundary
+            # a running or paused job stops at its next step boundary (the executor ends it)
             return state
 
     def close(self, reason: str) -> list[Job]:

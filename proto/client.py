@@ -232,7 +232,14 @@ class Client:
                 token = token_file.read_text(encoding="utf-8").strip() or None
             except OSError:
                 token = None
-        return normalize_address(address), token
+        target = normalize_address(address)
+        if target.startswith("unix:"):
+            path = target[len("unix:"):]
+            path = path[2:] if path.startswith("//") else path
+            if not os.path.exists(path):  # nothing to wait for: no daemon has bound it
+                raise DaemonUnavailable(f"No Dermis daemon is listening at {target} (there is no socket "
+                                        "there). Start it with `dermis serve`.")
+        return target, token
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self._token}"),) if self._token else ()

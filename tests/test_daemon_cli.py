@@ -101,9 +101,8 @@ def test_sigterm_cancels_the_running_job_and_tells_its_client(serve):
         job_id = c.submit(request(raw_image(384, 384, seed=1), preset="tiles", seed=1))
         for ev in c.watch(job_id):
             events.append(ev)
-            if ev.kind is EventKind.progress and len(events) < 100:
+            if ev.kind is EventKind.progress and ev.step == 1:
                 proc.send_signal(signal.SIGTERM)
-                events.append(None)  # marks the signal
     assert proc.wait(60) == 0
     last = events[-1]
     assert last.kind is EventKind.cancelled and "shutting down" in last.message
@@ -128,3 +127,27 @@ def test_stop_lets_the_running_job_finish_within_the_grace_time(short_tmp, test_
 def test_status_without_a_daemon_says_how_to_start_one(capsys):
     assert main(["status", "--timeout", "1"]) == 1
     assert "dermis serve" in capsys.readouterr().err
+
+
+def test_upscale_server_without_a_daemon_fails_clearly(portrait_path, tmp_path, capsys):
+    out = tmp_path / "o.png"
+    rc = main(["upscale", str(portrait_path), "-o", str(out), "--preset", "lite", "--quiet",
+               "--server", f"unix:{tmp_path}/nothing.sock"])
+    assert rc == 1 and not out.exists()
+    assert "dermis serve" in capsys.readouterr().err
+
+
+def test_serve_takes_its_settings_from_the_daemon_table_and_the_command_line(tmp_path):
+    from daemon.cli import main_parser
+    from daemon.cmd_serve import server_config
+
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[daemon]\nlisten = "127.0.0.1:50999"\nvram_budget_gb = 1.5\nmax_queue = 4\n'
+                   'result_ttl_s = 60\ngrace_s = 5\n')
+    sc = server_config(main_parser().parse_args(["serve", "--config", str(cfg)]))
+    assert (sc.listen, sc.vram_budget, sc.max_queue, sc.result_ttl, sc.shutdown_grace) == (
+        "127.0.0.1:50999", int(1.5 * 2**30), 4, 60.0, 5.0)
+    assert sc.runtime_file == default_runtime_file()
+    sc = server_config(main_parser().parse_args(["serve", "--config", str(cfg), "--listen", "unix:/tmp/x.sock",
+                                                 "--max-queue", "9", "--grace", "1"]))
+    assert (sc.listen, sc.max_queue, sc.shutdown_grace) == ("unix:/tmp/x.sock", 9, 1.0)

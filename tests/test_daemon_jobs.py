@@ -219,3 +219,21 @@ def test_a_job_that_fails_while_running_ends_with_an_error_event(daemon):
             c.run(request(raw_image(32, 32), preset="lite", mask=empty_mask))
         assert e.value.code == "invalid_parameter" and "mask is empty" in str(e.value)
         assert c.run(request(raw_image(32, 32), preset="lite")).width == 64  # still serving
+
+
+def test_in_process_batch_jobs_as_the_watch_folder_submits_them(daemon, portrait_path):
+    from daemon.queue import JobSpec, Priority
+
+    spec = JobSpec(recipe=pipeline.build("lite", scale=1.0), image=lambda: images.load(portrait_path),
+                   seed=5, priority=Priority.BATCH, client_name="watch")
+    job, duplicate = daemon.queue.submit(spec)
+    assert not duplicate and job.wait(120) and job.state.value == "done"
+    assert isinstance(job.result, pipeline.RunResult) and job.result.image.size == (512, 512)
+    direct = pipeline.run(pipeline.build("lite", scale=1.0), images.load(portrait_path), seed=5, device="cpu")
+    assert np.array_equal(job.result.image.rgb, direct.image.rgb)
+    assert [e.kind for e in job.events_after(0)][-1] == "done"
+    with client(daemon) as c:
+        counts = {cc.client_name: cc for cc in c.job_counts()}
+        assert counts["watch"].done == 1
+        listed = c.list_jobs(include_finished=True)
+        assert listed[0].job_id == job.id and listed[0].priority == "batch" and listed[0].state == "done"
