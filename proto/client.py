@@ -167,6 +167,7 @@ class Client:
         self._lock = threading.Lock()
         self._calls: set[Any] = set()  # open Watch streams, cancelled by close()
         self._closed = False
+        self._rediscover = False  # set when the daemon went away or refused the token
 
     # -- connection --------------------------------------------------------------------------------
     def __enter__(self) -> Client:
@@ -191,6 +192,10 @@ class Client:
         with self._lock:
             if self._closed:
                 raise ClientError("this client was closed.", "closed")
+            if self._rediscover and not (self._address_arg and self._token_arg):
+                # a restarted daemon has a new token (and maybe a new port): look again
+                self._rediscover = False
+                self._channel = self._stub = None  # a watch on the old channel may still be running
             if self._stub is None:
                 self.address, self._token = self._discover()
                 self._channel = grpc.insecure_channel(self.address, options=[
@@ -252,6 +257,8 @@ class Client:
         for key, value in (e.trailing_metadata() or ()) if hasattr(e, "trailing_metadata") else ():
             if key == ERROR_CODE_KEY:
                 code = value
+        if status in ("UNAUTHENTICATED", "UNAVAILABLE") and not code:
+            self._rediscover = True
         if status == "UNAUTHENTICATED":
             how = "no token was found" if not self._token else "the token is not this daemon's"
             return Unauthenticated(
@@ -272,34 +279,46 @@ class Client:
 
     # -- calls -------------------------------------------------------------------------------------
     def info(self) -> ServerInfo:
-        grpc, pb, stub = self._connect()
-        try:
-            reply = stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=self.timeout,
-                                       metadata=self._metadata(), wait_for_ready=True)
-        except grpc.RpcError as e:
-            raise self._error(e, "server info request") from None
-        return _server_info(reply)
+        return _server_info(self._unary("GetServerInfo", lambda pb: pb.GetServerInfoRequest(),
+                                        "server info request"))
+
+    def _unary(self, method: str, make_request: Callable[[Any], Any], what: str) -> Any:
+        """One unary call with wait_for_ready and the deadline. A token refusal after a daemon restart
+        is retried once with the token (and address) found again."""
+        for attempt in (1, 2):
+            grpc, pb, stub = self._connect()
+            try:
+                return getattr(stub, method)(make_request(pb), timeout=self.timeout,
+                                             metadata=self._metadata(), wait_for_ready=True)
+            except grpc.RpcError as e:
+                err = self._error(e, what)
+            if attempt == 2 or not (isinstance(err, Unauthenticated) and self._rediscover):
+                raise err
+        raise AssertionError("unreachable")
 
     def submit(self, job: JobRequest) -> str:
         """Uploads the job in <= 1 MiB chunks; returns its id once the daemon has queued it."""
         job.check()
-        grpc, pb, stub = self._connect()
         job_id = job.job_id or uuid.uuid4().hex
-        header = _header(pb, job, job_id)
         # an upload deadline that grows with the size: ~25 MB/s is far below loopback speed
         deadline = self.timeout + (len(job.pixels) + len(job.mask or b"")) / 25e6
-        try:
-            reply = self._submit_call(_upload(pb, header, job), timeout=deadline,
-                                      metadata=self._metadata(), wait_for_ready=True)
-        except grpc.RpcError as e:
-            raise self._error(e, "job upload") from None
-        return str(reply.job_id)
+        for attempt in (1, 2):
+            grpc, pb, _stub = self._connect()
+            try:
+                reply = self._submit_call(_upload(pb, _header(pb, job, job_id), job), timeout=deadline,
+                                          metadata=self._metadata(), wait_for_ready=True)
+                return str(reply.job_id)
+            except grpc.RpcError as e:
+                err = self._error(e, "job upload")
+            if attempt == 2 or not (isinstance(err, Unauthenticated) and self._rediscover):
+                raise err
+        raise AssertionError("unreachable")
 
     def watch(self, job_id: str, after_seq: int = 0) -> Iterator[Event]:
         """Events of one job, ending after done / error / cancelled. Reconnects if the stream breaks."""
-        grpc, pb, stub = self._connect()
         last, retries = after_seq, 0
         while True:
+            grpc, pb, _stub = self._connect()
             call = self._watch_call(pb.WatchRequest(job_id=job_id, after_seq=last),
                                     metadata=self._metadata(), wait_for_ready=True)
             with self._lock:
@@ -342,12 +361,7 @@ class Client:
                     self._calls.discard(call)
 
     def cancel(self, job_id: str) -> None:
-        grpc, pb, stub = self._connect()
-        try:
-            stub.Cancel(pb.CancelRequest(job_id=job_id), timeout=self.timeout,
-                        metadata=self._metadata(), wait_for_ready=True)
-        except grpc.RpcError as e:
-            raise self._error(e, "cancel") from None
+        self._unary("Cancel", lambda pb: pb.CancelRequest(job_id=job_id), "cancel")
 
     def run(self, job: JobRequest, on_event: Callable[[Event], None] | None = None) -> JobResult:
         """submit + watch: returns the result, raises JobFailed / JobCancelled."""
@@ -382,12 +396,8 @@ class Client:
         return self._list(True)[1]
 
     def _list(self, include_finished: bool) -> tuple[list[JobInfo], list[ClientCounts]]:
-        grpc, pb, stub = self._connect()
-        try:
-            reply = stub.ListJobs(pb.ListJobsRequest(include_finished=include_finished),
-                                  timeout=self.timeout, metadata=self._metadata(), wait_for_ready=True)
-        except grpc.RpcError as e:
-            raise self._error(e, "job list request") from None
+        reply = self._unary("ListJobs", lambda pb: pb.ListJobsRequest(include_finished=include_finished),
+                            "job list request")
         jobs = [JobInfo(j.job_id, _STATES.get(j.state, "unknown"), j.preset,
                         "batch" if j.priority == 2 else "editor", j.client_name, j.fraction, j.position,
                         j.error_code, j.message, j.submitted_unix) for j in reply.jobs]
@@ -397,12 +407,7 @@ class Client:
 
     def unload_models(self, key: str = "") -> tuple[int, int]:
         """Frees model memory on the daemon: (models unloaded, bytes). ``key`` "" = all."""
-        grpc, pb, stub = self._connect()
-        try:
-            reply = stub.UnloadModels(pb.UnloadModelsRequest(key=key), timeout=self.timeout,
-                                      metadata=self._metadata(), wait_for_ready=True)
-        except grpc.RpcError as e:
-            raise self._error(e, "unload request") from None
+        reply = self._unary("UnloadModels", lambda pb: pb.UnloadModelsRequest(key=key), "unload request")
         return int(reply.unloaded), int(reply.freed_bytes)
 
 

@@ -218,3 +218,22 @@ def test_unload_models_frees_the_cache(daemon):
         assert c.unload_models() == (1, nbytes)
         assert c.info().loaded_models == {}
     assert np.asarray(daemon.residency.loaded()).size == 0
+
+
+def test_client_finds_a_restarted_daemon_and_its_new_token(short_tmp, test_presets, monkeypatch):
+    from proto.client import default_runtime_file
+
+    for var in ("DERMIS_TOKEN", "DERMIS_ADDRESS"):
+        monkeypatch.delenv(var, raising=False)
+    runtime = default_runtime_file()
+    first = start(short_tmp, runtime_file=runtime, token=None)  # a random token, published
+    with Client(timeout=10) as c:
+        assert c.info().version
+        first.stop(grace=1.0)
+        second = start(short_tmp, runtime_file=runtime, token=None)  # same socket, new token
+        try:
+            assert second.token != first.token
+            assert c.info().version  # refused once with the old token, then found again
+            assert c.run(request(raw_image(8, 8), preset="lite")).width == 16
+        finally:
+            second.stop(grace=1.0)
