@@ -111,7 +111,13 @@ class Executor:
                 if self.queue.closed:
                     return
                 continue
-            self._run(job, nested=False)
+            try:
+                self._run(job, nested=False)
+            except BaseException:  # never let the one device thread die silently
+                log.exception("executor error on job %s", job.id)
+                if not job.finished:
+                    self.queue.finish_failed(job, "internal", "Internal error in the daemon's executor; "
+                                             "its log has the details.")
 
     def _run(self, job: Job, *, nested: bool) -> bool:
         """Run one job to its end. Returns False if a nested job needs the whole device."""

@@ -105,6 +105,10 @@ class DermisServicer(pb_grpc.DermisServicer):
         except DermisError as e:
             log.info("refused a job from %s: %s", context.peer(), e)
             abort(context, e)
+        except Exception:  # a bug must cost this request, never the daemon
+            log.exception("Submit failed")
+            context.abort(grpc.StatusCode.INTERNAL, "internal error while taking the job; the daemon's log "
+                          "has the details.")
         log.info("queued job %s (%s, %s, %dx%d) from %s", job.id, plan.recipe.preset,
                  job.priority.name.lower(), layout.width, layout.height, header.client_name or context.peer())
         return pb.SubmitReply(job_id=job.id, position=max(job.position, 0), duplicate=duplicate)
