@@ -437,7 +437,7 @@ def _header(pb: Any, job: JobRequest, job_id: str) -> Any:
     if job.region is not None:
         x, y, w, hh = (int(v) for v in job.region)
         if w <= 0 or hh <= 0:
-            raise ClientError(f"the region {x},{y},{w},{hh} is empty.", "invalid_argument")
+            raise Rejected(f"the region {x},{y},{w},{hh} is empty.", "invalid_argument")
         h.region.CopyFrom(pb.Region(x=x, y=y, width=w, height=hh))
     return h
 

@@ -88,28 +88,29 @@ class JobRequest:
         return self.width * self.height * self.channels * (self.bit_depth // 8)
 
     def check(self) -> None:
-        """Catch the mistakes a plugin can make before anything is sent (the daemon checks again)."""
+        """Catch the mistakes a plugin can make before anything is sent (the daemon checks again).
+        Raises Rejected (a JobFailed) with code "invalid_argument", as the daemon would."""
         if self.channels not in (1, 2, 3, 4):
-            raise ClientError(f"channels must be 1-4, not {self.channels}.", "invalid_argument")
+            raise Rejected(f"channels must be 1-4, not {self.channels}.", "invalid_argument")
         if self.bit_depth not in (8, 16):
-            raise ClientError(f"bit_depth must be 8 or 16, not {self.bit_depth}.", "invalid_argument")
+            raise Rejected(f"bit_depth must be 8 or 16, not {self.bit_depth}.", "invalid_argument")
         if self.width <= 0 or self.height <= 0:
-            raise ClientError(f"the image is empty ({self.width}x{self.height}).", "invalid_argument")
+            raise Rejected(f"the image is empty ({self.width}x{self.height}).", "invalid_argument")
         if len(self.pixels) != self.expected_bytes():
-            raise ClientError(
+            raise Rejected(
                 f"{self.width}x{self.height}x{self.channels} at {self.bit_depth} bits needs "
                 f"{self.expected_bytes():,} bytes of pixels, not {len(self.pixels):,}.",
                 "invalid_argument",
             )
         if self.mask is not None and len(self.mask) != self.width * self.height:
-            raise ClientError(
+            raise Rejected(
                 f"the mask needs {self.width * self.height:,} bytes (one per pixel), not {len(self.mask):,}.",
                 "invalid_argument",
             )
         if self.output not in OUTPUTS:
-            raise ClientError(f"output must be 'layer' or 'full', not {self.output!r}.", "invalid_argument")
+            raise Rejected(f"output must be 'layer' or 'full', not {self.output!r}.", "invalid_argument")
         if self.priority not in PRIORITIES:
-            raise ClientError(f"priority must be 'editor' or 'batch', not {self.priority!r}.",
+            raise Rejected(f"priority must be 'editor' or 'batch', not {self.priority!r}.",
                               "invalid_argument")
 
 

@@ -237,3 +237,24 @@ def test_in_process_batch_jobs_as_the_watch_folder_submits_them(daemon, portrait
         assert counts["watch"].done == 1
         listed = c.list_jobs(include_finished=True)
         assert listed[0].job_id == job.id and listed[0].priority == "batch" and listed[0].state == "done"
+
+
+def test_previews_travel_as_small_rgb8_and_only_the_newest_is_kept(test_presets):
+    from daemon import wire
+    from daemon.queue import JobQueue, JobSpec
+    from proto import client as thin
+    from proto.dermis.v1 import dermis_pb2 as pb
+
+    job, _ = JobQueue().submit(JobSpec(recipe=pipeline.build("lite"), image=images.from_array(raw_image(8, 8)),
+                                       seed=1))
+    publish = ProgressPublisher(job)
+    for i in range(2):
+        preview = np.full((6, 10, 3), 40 * (i + 1), np.uint8)
+        publish(pipeline.Progress("refine", i + 1, 2, fraction=0.5, preview=preview))
+        time.sleep(ProgressPublisher.PREVIEW_INTERVAL)
+    previews = [e for e in job.events_after(0) if e.kind == "preview"]
+    assert len(previews) == 1 and previews[0].preview[0, 0, 0] == 80  # the older one was dropped
+    msg = pb.JobEvent.FromString(wire.event_pb(job.id, previews[0]).SerializeToString())
+    event = thin._event(msg, msg.WhichOneof("kind"), [])
+    assert event.kind is EventKind.preview and event.seq == previews[0].seq
+    assert (event.preview.width, event.preview.height, event.preview.pixels) == (10, 6, bytes([80]) * 180)

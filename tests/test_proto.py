@@ -197,3 +197,17 @@ def test_bulk_decoding_refuses_truncated_messages():
     raw = bulk.encode_chunk(pb.BLOB_IMAGE, 0, b"x" * 100)
     with pytest.raises(ValueError, match="truncated"):
         bulk.decode_submit(raw[:50], pb.SubmitRequest)
+
+
+def test_client_checks_a_request_before_sending_it():
+    from proto.client import Client, JobRequest, Rejected
+
+    with Client("unix:/nonexistent.sock", "t") as c:  # never reached: the request is refused first
+        for bad, says in [(JobRequest(b"\0" * 11, 2, 2, 3), "needs 12 bytes"),
+                          (JobRequest(b"\0" * 12, 2, 2, 3, mask=b"\0"), "one per pixel"),
+                          (JobRequest(b"\0" * 12, 2, 2, 3, output="png"), "output must be"),
+                          (JobRequest(b"\0" * 12, 2, 2, 3, priority="urgent"), "priority must be"),
+                          (JobRequest(b"", 0, 0, 3), "empty")]:
+            with pytest.raises(Rejected, match=says) as e:
+                c.submit(bad)
+            assert e.value.code == "invalid_argument"
