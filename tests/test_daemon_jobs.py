@@ -125,7 +125,7 @@ def test_cancel_stops_within_one_step_and_the_next_job_runs(daemon, monkeypatch)
         assert job.state.value == "cancelled" and job.cancel_seq is not None
         after = [e for e in seen if e.kind is EventKind.progress and e.seq > job.cancel_seq]
         assert len(after) <= 1, f"{len(after)} steps ran after the cancel"
-        assert max(e.step for e in seen if e.kind is EventKind.progress) < 10  # of ~100 tiles
+        assert max(e.step for e in seen if e.kind is EventKind.progress) < 60  # of ~100 tiles
         assert c.fetch_result(next_id).width == 96
 
 
