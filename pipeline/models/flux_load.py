@@ -29,7 +29,7 @@ from .weights import WeightSpec, register
 
 FLUX_LICENSE = ("FLUX.1 [dev] Non-Commercial License v1.1.1 (non-commercial use only); SRPO weights "
                 "additionally under Tencent's academic-only terms")
-_DEV = "*[Ff][Ll][Uu][Xx]*[Dd][Ee][Vv]*"  # a diffusers FLUX.1-dev folder, whatever its capitalisation
+DEV_FOLDER_GLOB = "*[Ff][Ll][Uu][Xx]*[Dd][Ee][Vv]*"  # a diffusers FLUX.1-dev folder, whatever its capitalisation
 
 register(WeightSpec(
     key="flux_transformer",
@@ -37,7 +37,7 @@ register(WeightSpec(
                 "SRPO or flux1-dev .safetensors, or a diffusers FLUX.1-dev transformer/ folder",
     folders=("diffusion_models", "unet", "diffusers"),
     patterns=("*[Ss][Rr][Pp][Oo]*.safetensors", "*[Ss][Rr][Pp][Oo]*/diffusion_pytorch_model.safetensors",
-              "flux1-dev*.safetensors", "flux1-dev*.sft", f"{_DEV}/transformer"),
+              "flux1-dev*.safetensors", "flux1-dev*.sft", f"{DEV_FOLDER_GLOB}/transformer"),
     kind="any", license=FLUX_LICENSE,
 ))
 register(WeightSpec(
@@ -45,7 +45,7 @@ register(WeightSpec(
     description="the FLUX.1 autoencoder ae.safetensors (from black-forest-labs/FLUX.1-dev)",
     folders=("vae", "diffusers"),
     patterns=("ae.safetensors", "ae.sft", "flux*ae*.safetensors", "*[Ff][Ll][Uu][Xx]*vae*.safetensors",
-              f"{_DEV}/vae"),
+              f"{DEV_FOLDER_GLOB}/vae"),
     kind="any", license=FLUX_LICENSE,
 ))
 register(WeightSpec(
@@ -53,7 +53,7 @@ register(WeightSpec(
     description="a diffusers FLUX.1-dev folder (model_index.json, transformer/, vae/, text_encoder*/, "
                 "tokenizer*/); used when a stage sets base = \"flux_dev\"",
     folders=("diffusers",),
-    patterns=("FLUX.1-dev", _DEV),
+    patterns=("FLUX.1-dev", DEV_FOLDER_GLOB),
     kind="dir", license=FLUX_LICENSE,
 ))
 

@@ -199,10 +199,14 @@ def converted(source: TensorSource, plan: Plan, dtype: torch.dtype,
         t = source.get(src)
         if t.is_floating_point():
             t = t.to(dtype)
+        done: dict[Callable[[torch.Tensor], torch.Tensor], torch.Tensor] = {}
         for target, op in targets:
-            # contiguous: a split view would pin the whole fused tensor and slow the matmuls
-            yield target, op(t).contiguous().to(device)
-        del t
+            # contiguous: a split view would pin the whole fused tensor and slow the matmuls; the
+            # same (source, op) twice (tied embeddings) gives one tensor, not two device copies
+            if op not in done:
+                done[op] = op(t).contiguous().to(device)
+            yield target, done[op]
+        del t, done
 
 
 def predicted_shapes(source: TensorSource | MetaSource, plan: Plan) -> dict[str, tuple[int, ...]]:
