@@ -102,5 +102,6 @@ tile = {tile}
 """
 
 
-def flux_stages(steps: int = 2, tile: int = 1024, extra: str = "") -> str:
-    return FLUX_STAGES.format(steps=steps, tile=tile, extra=extra)
+def flux_stages(steps: int = 2, tile: int = 1024, extra: str = "", stage_3: bool = True) -> str:
+    text = FLUX_STAGES.format(steps=steps, tile=tile, extra=extra)
+    return text if stage_3 else text[: text.index('[[stage]]\nid = "final"')]
