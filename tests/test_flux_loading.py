@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 import torch
+from _flux_helpers import flux_fixtures
 from safetensors.torch import load_file, save_file
 
-from _flux_helpers import flux_fixtures
 from pipeline.errors import WrongWeights
 from pipeline.models import flux_convert as fc
 from pipeline.models import flux_load as fl

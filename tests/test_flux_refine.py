@@ -7,9 +7,17 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from _flux_helpers import (
+    ConstantTransformer,
+    Counting,
+    LocalCodec,
+    conditioning,
+    flux_stages,
+    velocity,
+    write_preset,
+)
 
-from _flux_helpers import ConstantTransformer, Counting, LocalCodec, conditioning, flux_stages, velocity, write_preset
-from pipeline import CancelToken, Cancelled, MissingWeights, OutOfMemory, build, images, run
+from pipeline import Cancelled, CancelToken, MissingWeights, OutOfMemory, build, images, run
 from pipeline.config import Config
 from pipeline.models import flux_engine as engine
 from pipeline.models import flux_load as fl
@@ -228,3 +236,21 @@ def test_missing_component_names_the_file_it_wanted(tmp_path, tiny_models, portr
     assert "t5_tokenizer" in text and "comfy/text_encoders/t5_tokenizer" in text
     rc, _ = _run_cli(tmp_path, models, portrait_path, "--preset", "flux-missing")
     assert rc != 0
+
+
+def test_vae_out_of_memory_switches_to_tiles(tiny_vae, monkeypatch):
+    forward = tiny_vae.encoder.forward
+
+    def small_only(x):
+        if x.shape[-1] > 256:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated by the test)")
+        return forward(x)
+
+    monkeypatch.setattr(tiny_vae.encoder, "forward", small_only)
+    codec = engine.LatentCodec(tiny_vae, None, torch.device("cpu"), tiling=False, tile=256)
+    z = codec.encode(_frame(320, 320))
+    assert codec.tiling and z.shape == (1, 16, 40, 40) and torch.isfinite(z).all()
+    codec.tile = 128
+    monkeypatch.setattr(tiny_vae.encoder, "forward", lambda x: small_only(torch.zeros(1, 3, 1, 512)))
+    with pytest.raises(OutOfMemory, match="autoencoder"):
+        codec.encode(_frame(320, 320))

@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-
 from _flux_helpers import ConstantTransformer, LocalCodec, velocity
+
 from pipeline import CancelToken
 from pipeline.errors import InvalidParameter
 from pipeline.models import flux_engine as engine

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Literal
 
@@ -61,12 +62,52 @@ class RefineSettings:
 
 
 class LatentCodec:
-    """FLUX's autoencoder: pixels in [0, 1] <-> its scaled, shifted 16-channel latents (float32)."""
+    """FLUX's autoencoder: pixels in [0, 1] <-> its scaled, shifted 16-channel latents (float32).
+
+    ``tiling`` makes diffusers' AutoencoderKL work in ``tile``-px tiles (large frames, lean memory
+    modes); a CUDA out-of-memory error without tiling switches it on and tries once more.
+    """
 
     def __init__(self, vae, placement: Placement | None, device: torch.device, tiling: bool,
                  tile: int = 1024) -> None:
         self.vae, self.placement, self.device, self.tiling = vae, placement, torch.device(device), tiling
         self.tile = tile
+
+    def encode(self, rgb: torch.Tensor) -> torch.Tensor:
+        def enc(vae):
+            # the distribution's mean: deterministic, no extra noise on top of the sampler's
+            z = vae.encode((rgb * 2 - 1).to(self.device, vae.dtype)).latent_dist.mode()
+            return (z.float() - vae.config.shift_factor) * vae.config.scaling_factor
+
+        return self._run(enc)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        def dec(vae):
+            x = vae.decode((z / vae.config.scaling_factor + vae.config.shift_factor).to(self.device, vae.dtype),
+                           return_dict=False)[0]
+            return ((x.float() + 1) / 2).clamp(0, 1)
+
+        return self._run(dec)
+
+    def _run(self, fn):
+        while True:
+            result = self._attempt(fn)
+            if result is not None:
+                return result
+            if self.tiling:
+                raise OutOfMemory("the FLUX autoencoder ran out of device memory even in tiles; lower "
+                                  "vae_tile (--set <stage>.vae_tile=512) or free the GPU.")
+            self.tiling = True
+            _empty_cache(self.device)
+            log.warning("FLUX VAE: out of memory, retrying in %d px tiles", self.tile)
+
+    @torch.inference_mode()
+    def _attempt(self, fn):
+        try:
+            with self.placement.active("vae") if self.placement is not None else nullcontext():
+                return fn(self._ready())
+        except torch.OutOfMemoryError:
+            return None  # recover outside the handler: its traceback pins the activations
 
     def _ready(self):
         vae = self.vae
@@ -78,29 +119,10 @@ class LatentCodec:
             vae.disable_tiling()
         return vae
 
-    @torch.inference_mode()
-    def encode(self, rgb: torch.Tensor) -> torch.Tensor:
-        with self._active():
-            vae = self._ready()
-            x = (rgb * 2 - 1).to(self.device, vae.dtype)
-            # the distribution's mean: deterministic, no extra noise on top of the sampler's
-            z = vae.encode(x).latent_dist.mode()
-            return ((z.float() - vae.config.shift_factor) * vae.config.scaling_factor)
 
-    @torch.inference_mode()
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        with self._active():
-            vae = self._ready()
-            z = (z / vae.config.scaling_factor + vae.config.shift_factor).to(self.device, vae.dtype)
-            x = vae.decode(z, return_dict=False)[0]
-            return ((x.float() + 1) / 2).clamp(0, 1)
-
-    def _active(self):
-        if self.placement is None:
-            from contextlib import nullcontext
-
-            return nullcontext()
-        return self.placement.active("vae")
+def _empty_cache(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 # ------------------------------------------------------------------------- the transformer call
@@ -118,12 +140,12 @@ def unpack(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return x.view(b, h // 2, w // 2, c, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
 
 
-def image_ids(h: int, w: int, device, dtype) -> torch.Tensor:
+def image_ids(h: int, w: int, device) -> torch.Tensor:
     """(H/2 * W/2, 3) RoPE positions (0, row, col) of a latent tile: each tile is its own image."""
     ids = torch.zeros(h // 2, w // 2, 3)
     ids[..., 1] = torch.arange(h // 2)[:, None]
     ids[..., 2] = torch.arange(w // 2)[None, :]
-    return ids.reshape(-1, 3).to(device, dtype)
+    return ids.reshape(-1, 3).to(device)  # float32: bf16 would round positions above 256
 
 
 class Velocity:
@@ -145,7 +167,7 @@ class Velocity:
         self.cfg = use_cfg
         self.embeds = [c.prompt_embeds.to(self.device, dtype) for c in conds]
         self.pooled = [c.pooled.to(self.device, dtype) for c in conds]
-        self.txt_ids = torch.zeros(cond.prompt_embeds.shape[1], 3, device=self.device, dtype=dtype)
+        self.txt_ids = torch.zeros(cond.prompt_embeds.shape[1], 3, device=self.device)
         self._ids: dict[tuple[int, int], torch.Tensor] = {}
 
     def __call__(self, tiles: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -170,8 +192,7 @@ class Velocity:
             return None  # recover outside the handler: its traceback pins the activations
 
     def _shrink(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+        _empty_cache(self.device)
         if self.batch > 1:
             self.batch //= 2
             log.warning("FLUX: out of memory, retrying with %d tile(s) per batch", self.batch)
@@ -186,7 +207,7 @@ class Velocity:
     def _forward(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
         b, _, h, w = x.shape
         if (h, w) not in self._ids:
-            self._ids[(h, w)] = image_ids(h, w, self.device, self.dtype)
+            self._ids[(h, w)] = image_ids(h, w, self.device)
         tokens = pack(x.to(self.device, self.dtype))
         k = len(self.embeds)
         hs = tokens.repeat(k, 1, 1) if k > 1 else tokens
@@ -194,8 +215,7 @@ class Velocity:
         pooled = torch.cat([p.expand(b, -1) for p in self.pooled])
         t = torch.full((k * b,), sigma, device=self.device, dtype=torch.float32)
         g = torch.full((k * b,), self.settings.guidance, device=self.device, dtype=torch.float32)
-        ctx = self.placement.active("transformer") if self.placement is not None else _null()
-        with ctx:
+        with self.placement.active("transformer") if self.placement is not None else nullcontext():
             out = self.transformer(hidden_states=hs, encoder_hidden_states=enc, pooled_projections=pooled,
                                    timestep=t, img_ids=self._ids[(h, w)], txt_ids=self.txt_ids,
                                    guidance=g, return_dict=False)[0]
@@ -204,12 +224,6 @@ class Velocity:
             cond, uncond = v.chunk(2)
             v = uncond + self.settings.true_cfg * (cond - uncond)
         return v
-
-
-def _null():
-    from contextlib import nullcontext
-
-    return nullcontext()
 
 
 # ----------------------------------------------------------------------------------- the modes

@@ -201,8 +201,8 @@ def converted(source: TensorSource, plan: Plan, dtype: torch.dtype,
             t = t.to(dtype)
         done: dict[Callable[[torch.Tensor], torch.Tensor], torch.Tensor] = {}
         for target, op in targets:
-            # contiguous: a split view would pin the whole fused tensor and slow the matmuls; the
-            # same (source, op) twice (tied embeddings) gives one tensor, not two device copies
+            # q/k/v slices along dim 0 are contiguous views sharing the fused tensor's memory (no
+            # copy); the same (source, op) twice (tied embeddings) gives one tensor, not two copies
             if op not in done:
                 done[op] = op(t).contiguous().to(device)
             yield target, done[op]

@@ -25,7 +25,14 @@ from ..errors import InvalidParameter, MissingWeights
 from ..models import flux_engine as engine
 from ..models.flux_load import load_transformer, load_vae
 from ..models.flux_memory import Placement, choose_mode
-from ..models.flux_text import Conditioning, TextEncoders, encode_prompt, load_clip, load_t5, load_tokenizers
+from ..models.flux_text import (
+    Conditioning,
+    TextEncoders,
+    encode_prompt,
+    load_clip,
+    load_t5,
+    load_tokenizers,
+)
 
 DEFAULT_PROMPT = (
     "a high-resolution photograph of a person, natural realistic skin texture with visible pores, fine "
