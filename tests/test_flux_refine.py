@@ -205,9 +205,14 @@ def test_diffusers_folder_as_base(tmp_path, portrait):
     from pipeline.models.tiny_flux import build_flux_diffusers
 
     base = build_flux_diffusers(tmp_path / "FLUX.1-dev")
-    write_preset("flux-base", flux_stages(steps=1, extra=f'base = "{base}"', stage_3=False))
-    result = run(build("flux-base"), images.resize(portrait, (128, 128)), seed=2, config=Config())
-    assert result.image.rgb.shape == (128, 128, 3)
+    # fit_target: the stage itself upscales 128 -> 384 first, so it works on 2x2 tiles of 256
+    write_preset("flux-base", flux_stages(steps=1, tile=256, extra=f'base = "{base}"\nfit_target = true',
+                                          stage_3=False), scale=3.0)
+    events = []
+    result = run(build("flux-base"), images.resize(portrait, (128, 128)), seed=2, config=Config(),
+                 progress=events.append)
+    assert result.image.rgb.shape == (384, 384, 3)
+    assert any(e.message == "step 1/1, tile 4/4" for e in events)
 
 
 def test_cancel_from_progress_stops_the_stage(tiny_models, portrait):

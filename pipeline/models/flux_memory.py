@@ -30,8 +30,8 @@ log = logging.getLogger("dermis.flux")
 Mode = Literal["resident", "model_offload", "sequential"]
 MODES: tuple[Mode, ...] = ("resident", "model_offload", "sequential")
 STREAMED = ("transformer", "t5")  # parts big enough to stream layer by layer in sequential mode
-# activations of one 1024² FLUX.1-dev tile in bf16 (4096 image + 512 text tokens): ~2 GB measured
-# order of magnitude on an H100; a margin for the VAE and the allocator
+# activations of one 1024² FLUX.1-dev tile in bf16 (4096 image + 512 text tokens), an estimate (not
+# measured here: no GPU); too low is safe, the engine's out-of-memory fallback takes over
 ACTIVATION_BYTES_PER_TILE = 2_500_000_000
 MARGIN_BYTES = 2_000_000_000
 

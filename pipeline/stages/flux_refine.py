@@ -105,7 +105,7 @@ class Params:
             bad("max_sequence_length must be 1–512.")
 
 
-def COST(params: Params) -> float:  # noqa: N802 - the stage interface's name
+def COST(params: Params) -> float:  # the stage interface's name: a share of the progress bar
     return 0.2 * params.steps * (2 if params.true_cfg > 1 and params.negative_prompt else 1)
 
 
