@@ -13,12 +13,14 @@ def test_bench_script_runs_every_memory_mode_at_toy_size(capsys):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     rc = bench.main(["--toy", "--device", "cpu", "--size", "256", "--steps", "2", "--tile", "256",
-                     "--rows", "2", "--cols", "2", "--text-tokens", "8", "--no-warmup"])
+                     "--rows", "2", "--cols", "2", "--text-tokens", "8", "--no-warmup",
+                     "--sequential-steps", "1"])
     assert rc == 0
     lines = capsys.readouterr().out.splitlines()
     table = {line.split()[0]: line.split() for line in lines if line.split()[0] in bench.MODES}
     assert set(table) == set(bench.MODES)
-    for cols in table.values():
-        wall, forwards, ratio = float(cols[1]), float(cols[4]), float(cols[5])
+    for mode, cols in table.items():
+        steps, wall, forwards, ratio = int(cols[1]), float(cols[2]), float(cols[5]), float(cols[6])
         assert forwards <= wall and ratio >= 1.0
-        assert cols[7:9] == ["2", "4"]  # 2 steps, each one batched call over the 4 tiles
+        assert steps == (1 if mode == "sequential" else 2)
+        assert cols[8:10] == [str(steps), "4"]  # one batched call over the 4 tiles per step
