@@ -14,8 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-import pipeline
 from _face_helpers import (
     ConstantRestorer,
     IdentityRestorer,
@@ -25,6 +23,8 @@ from _face_helpers import (
     synthetic_image,
     template_landmarks,
 )
+
+import pipeline
 from daemon.cli import main
 from pipeline import images
 from pipeline.errors import MissingWeights, WrongWeights
