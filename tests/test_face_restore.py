@@ -175,6 +175,37 @@ def test_a_selection_that_excludes_one_face(monkeypatch, use_restorer):
     np.testing.assert_allclose(both[140, 130], [0, 1, 0], atol=1e-5)
 
 
+def test_a_region_job_restores_the_face_inside_it(monkeypatch, use_restorer, tiny_models):
+    """Through pipeline.run: the stage sees the region's crop (plus context) and the selection mask, so
+    its detector's coordinates are crop coordinates, and the result lands back in the right place."""
+    from pipeline.config import Config
+    from pipeline.recipes import Recipe, StageSpec
+    from pipeline.regions import Region, work_area
+
+    rgb, big, small = two_faces()
+    region = Region(280, 70, 100, 110)  # around the small face only
+    recipe = Recipe("t", "t", "", 1.0, (StageSpec("face_restore", "face_restore"),), context=24, feather=6)
+    crop = work_area(440, 280, region=region, context=24).crop
+    seen = []
+
+    def detector(stage_rgb, params, ctx):
+        seen.append((stage_rgb.shape, None if ctx.mask is None else ctx.mask.shape))
+        shift = np.array([crop.x, crop.y], np.float32)
+        return [Face.from_landmarks(f.landmarks - shift) for f in (big, small)]
+
+    monkeypatch.setattr(face_restore, "find_faces", detector)
+    r = use_restorer(ConstantRestorer((0, 0, 1)))
+    res = pipeline.run(recipe, pipeline.Image(rgb=rgb, alpha=None, bit_depth=8, mode="RGB", icc_profile=None),
+                       region=region, config=Config(comfy_models=(tiny_models,)))
+    assert seen == [((crop.h, crop.w, 3), (crop.h, crop.w))]
+    assert r.calls == 1  # the big face lies outside the crop
+    out = res.image.rgb
+    np.testing.assert_allclose(out[120, 330], [0, 0, 1], atol=2 / 255)
+    outside = np.ones(rgb.shape[:2], bool)
+    outside[region.y - 8 : region.y + region.h + 8, region.x - 8 : region.x + region.w + 8] = False
+    np.testing.assert_allclose(out[outside], rgb[outside], atol=1 / 255)  # 8-bit output encoding
+
+
 def test_visibility_zero_leaves_the_image_unchanged(monkeypatch, use_restorer):
     rgb, big, _ = two_faces()
     give_faces(monkeypatch, [big])
