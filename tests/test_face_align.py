@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _face_helpers import (
+
+from pipeline.faces import FFHQ_TEMPLATE_512, Face, align, paste_face, paste_mask, warp_face
+from pipeline.faces.detect import decode_boxes, decode_landmarks, nms, priors
+from pipeline.models.retinaface import CONFIGS
+
+from ._face_helpers import (
     PORTRAIT_LANDMARKS,
     ConstantRestorer,
     IdentityRestorer,
@@ -14,10 +19,6 @@ from _face_helpers import (
     synthetic_image,
     template_landmarks,
 )
-
-from pipeline.faces import FFHQ_TEMPLATE_512, Face, align, paste_face, paste_mask, warp_face
-from pipeline.faces.detect import decode_boxes, decode_landmarks, nms, priors
-from pipeline.models.retinaface import CONFIGS
 
 
 def round_trip(rgb: np.ndarray, landmarks: np.ndarray, restorer=None) -> tuple[np.ndarray, np.ndarray]:

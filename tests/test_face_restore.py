@@ -14,15 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _face_helpers import (
-    ConstantRestorer,
-    IdentityRestorer,
-    logged,
-    portrait_face,
-    stage_context,
-    synthetic_image,
-    template_landmarks,
-)
 
 import pipeline
 from daemon.cli import main
@@ -33,6 +24,16 @@ from pipeline.models.face_restorers import load_face_restorer
 from pipeline.models.retinaface import CONFIGS, RetinaFace, load_retinaface
 from pipeline.stages import face_restore
 from pipeline.stages.face_restore import Params
+
+from ._face_helpers import (
+    ConstantRestorer,
+    IdentityRestorer,
+    logged,
+    portrait_face,
+    stage_context,
+    synthetic_image,
+    template_landmarks,
+)
 
 CPU = torch.device("cpu")
 
