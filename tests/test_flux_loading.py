@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 import torch
-from _flux_helpers import flux_fixtures
+from ._flux_helpers import flux_fixtures
 from safetensors.torch import load_file, save_file
 
 from pipeline.errors import WrongWeights

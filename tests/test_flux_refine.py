@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from _flux_helpers import (
+from ._flux_helpers import (
     ConstantTransformer,
     Counting,
     LocalCodec,

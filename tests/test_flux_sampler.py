@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from _flux_helpers import ConstantTransformer, LocalCodec, velocity
+from ._flux_helpers import ConstantTransformer, LocalCodec, velocity
 
 from pipeline import CancelToken
 from pipeline.errors import InvalidParameter
