@@ -27,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
             info = client.info()
             jobs = client.list_jobs(include_finished=args.all)
             counts = client.job_counts()
+            folders = client.watch_folders()
             address = client.address
     except ClientError as e:
         print(f"dermis: {e}", file=sys.stderr)
@@ -55,4 +56,10 @@ def run(args: argparse.Namespace) -> int:
         print("jobs per client (queued/running/done/failed/cancelled):")
         for c in counts:
             print(f"  {c.client_name or '(unnamed)'}: {c.queued}/{c.running}/{c.done}/{c.failed}/{c.cancelled}")
+    if folders:
+        print("watch folders (pending/running/done/skipped/failed):")
+        for f in folders:
+            state = f"NOT WATCHED: {f.error}" if f.error else \
+                f"{f.pending}/{f.running}/{f.done}/{f.skipped}/{f.failed}"
+            print(f"  {f.folder} -> {f.out} ({f.preset}): {state}")
     return 0

@@ -32,6 +32,7 @@ from .queue import JobQueue
 from .residency import Residency, default_budget
 from .server_info import device_text
 from .servicer import DermisServicer, add_to_server
+from .watch_daemon import WatchService
 
 log = logging.getLogger("dermis.daemon")
 
@@ -72,6 +73,7 @@ class Daemon:
     lock: runtime.DaemonLock | None = None
     socket_path: Path | None = None
     warnings: list[str] = field(default_factory=list)
+    watch: WatchService | None = None  # the config's [[watch]] folders
     _stopped: bool = False
 
     def stop(self, grace: float | None = None) -> None:
@@ -82,6 +84,8 @@ class Daemon:
         self._stopped = True
         grace = self.config.shutdown_grace if grace is None else grace
         self.health.enter_graceful_shutdown()
+        if self.watch is not None:  # first: a folder job is cancelled and stays claimed for next time
+            self.watch.stop()
         self.executor.stop(grace)
         self.server.stop(grace=3.0).wait()  # open Watch streams get their terminal events first
         if self.config.runtime_file is not None:
@@ -119,6 +123,7 @@ def start_server(config: ServerConfig) -> tuple[grpc.Server, Daemon]:
         queue = JobQueue(max_queued=config.max_queue, max_queued_bytes=config.max_queue_bytes,
                          result_ttl=config.result_ttl)
         executor = Executor(queue, residency, config=config.pipeline, device=str(device[0]))
+        watch = WatchService.from_config(config.pipeline, queue)  # bad [[watch]] tables: refuse to start
         token = config.token or auth.new_token()
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="dermis-rpc"),
@@ -134,7 +139,7 @@ def start_server(config: ServerConfig) -> tuple[grpc.Server, Daemon]:
             maximum_concurrent_rpcs=config.max_rpcs,
         )
         servicer = DermisServicer(queue, executor, residency, config.pipeline, device,
-                                  max_upload_bytes=config.max_upload_bytes)
+                                  max_upload_bytes=config.max_upload_bytes, watch=watch)
         add_to_server(servicer, server)
         health_servicer = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -146,6 +151,7 @@ def start_server(config: ServerConfig) -> tuple[grpc.Server, Daemon]:
             os.chmod(listen.socket_path, 0o600)
         server.start()
         executor.start()
+        watch.start()
         for name in ("", SERVICE):
             health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         address = runtime.client_address(listen, port)
@@ -163,7 +169,8 @@ def start_server(config: ServerConfig) -> tuple[grpc.Server, Daemon]:
     log.info("serving %s on %s (%s)", SERVICE, address, device[0])
     daemon = Daemon(server, address, token, device_text(*device)[0], queue, executor, residency,
                     health_servicer, config,
-                    token_file=token_file, lock=lock, socket_path=listen.socket_path, warnings=warnings)
+                    token_file=token_file, lock=lock, socket_path=listen.socket_path, warnings=warnings,
+                    watch=watch)
     return server, daemon
 
 

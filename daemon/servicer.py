@@ -76,7 +76,9 @@ class DermisServicer(pb_grpc.DermisServicer):
         device: tuple[torch.device, torch.dtype],
         *,
         max_upload_bytes: int = 2 << 30,
+        watch: Any = None,  # daemon.watch_daemon.WatchService, when folders are configured
     ) -> None:
+        self.watch = watch
         self.queue = queue
         self.executor = executor
         self.residency = residency
@@ -149,8 +151,9 @@ class DermisServicer(pb_grpc.DermisServicer):
 
     def ListJobs(self, request: Any, context: grpc.ServicerContext) -> Any:
         jobs = self.queue.jobs(include_finished=request.include_finished)
+        folders = wire.folders_pb(self.watch.counts()) if self.watch is not None else []
         return pb.ListJobsReply(jobs=[wire.job_info(j) for j in jobs],
-                                counts=wire.counts_pb(self.queue.counts()))
+                                counts=wire.counts_pb(self.queue.counts()), folders=folders)
 
     def UnloadModels(self, request: Any, context: grpc.ServicerContext) -> Any:
         count, freed = self.residency.unload(request.key)

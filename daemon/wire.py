@@ -205,3 +205,8 @@ def job_info(job: Job) -> Any:
 
 def counts_pb(counts: dict[str, dict[str, int]]) -> list[Any]:
     return [pb.ClientCounts(client_name=name, **row) for name, row in sorted(counts.items())]
+
+
+def folders_pb(rows: list[dict[str, Any]]) -> list[Any]:
+    """WatchService.counts() -> WatchFolderCounts messages."""
+    return [pb.WatchFolderCounts(**row) for row in rows]

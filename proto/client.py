@@ -48,6 +48,7 @@ from .client_types import (
     ServerInfo,
     StageInfo,
     Unauthenticated,
+    WatchFolderCounts,
     WeightInfo,
 )
 
@@ -55,7 +56,7 @@ __all__ = [
     "CHUNK_BYTES", "DEFAULT_PRIORITY", "Client", "ClientCounts", "ClientError", "DaemonUnavailable",
     "DependencyMissing", "Event", "EventKind", "JobCancelled", "JobFailed", "JobInfo", "JobRequest",
     "JobResult", "PresetInfo", "Preview", "Rejected", "ServerInfo", "StageInfo", "Unauthenticated",
-    "WeightInfo", "default_runtime_file", "read_runtime_file",
+    "WatchFolderCounts", "WeightInfo", "default_runtime_file", "read_runtime_file",
 ]
 
 CHUNK_BYTES = 1 << 20  # 1 MiB per upload chunk: far below gRPC's 4 MiB message limit
@@ -390,6 +391,12 @@ class Client:
 
     def list_jobs(self, include_finished: bool = False) -> list[JobInfo]:
         return self._list(include_finished)[0]
+
+    def watch_folders(self) -> list[WatchFolderCounts]:
+        """The daemon's watch folders and their files by state (pending, running, done, skipped, failed)."""
+        reply = self._unary("ListJobs", lambda pb: pb.ListJobsRequest(), "job list request")
+        return [WatchFolderCounts(f.folder, f.out, f.preset, f.pending, f.running, f.done, f.skipped,
+                                  f.failed, f.error) for f in reply.folders]
 
     def job_counts(self) -> list[ClientCounts]:
         """Jobs per client name: queued, running, done, failed, cancelled."""

@@ -237,6 +237,21 @@ class JobInfo:
 
 
 @dataclass
+class WatchFolderCounts:
+    """A watch folder the daemon serves: its files by state (``error`` says why it is not watched)."""
+
+    folder: str
+    out: str
+    preset: str
+    pending: int
+    running: int
+    done: int
+    skipped: int
+    failed: int
+    error: str = ""
+
+
+@dataclass
 class ClientCounts:
     client_name: str
     queued: int

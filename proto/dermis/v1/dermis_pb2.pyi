@@ -370,13 +370,37 @@ class ClientCounts(_message.Message):
     cancelled: int
     def __init__(self, client_name: _Optional[str] = ..., queued: _Optional[int] = ..., running: _Optional[int] = ..., done: _Optional[int] = ..., failed: _Optional[int] = ..., cancelled: _Optional[int] = ...) -> None: ...
 
+class WatchFolderCounts(_message.Message):
+    __slots__ = ("folder", "out", "preset", "pending", "running", "done", "skipped", "failed", "error")
+    FOLDER_FIELD_NUMBER: _ClassVar[int]
+    OUT_FIELD_NUMBER: _ClassVar[int]
+    PRESET_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    folder: str
+    out: str
+    preset: str
+    pending: int
+    running: int
+    done: int
+    skipped: int
+    failed: int
+    error: str
+    def __init__(self, folder: _Optional[str] = ..., out: _Optional[str] = ..., preset: _Optional[str] = ..., pending: _Optional[int] = ..., running: _Optional[int] = ..., done: _Optional[int] = ..., skipped: _Optional[int] = ..., failed: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+
 class ListJobsReply(_message.Message):
-    __slots__ = ("jobs", "counts")
+    __slots__ = ("jobs", "counts", "folders")
     JOBS_FIELD_NUMBER: _ClassVar[int]
     COUNTS_FIELD_NUMBER: _ClassVar[int]
+    FOLDERS_FIELD_NUMBER: _ClassVar[int]
     jobs: _containers.RepeatedCompositeFieldContainer[JobInfo]
     counts: _containers.RepeatedCompositeFieldContainer[ClientCounts]
-    def __init__(self, jobs: _Optional[_Iterable[_Union[JobInfo, _Mapping]]] = ..., counts: _Optional[_Iterable[_Union[ClientCounts, _Mapping]]] = ...) -> None: ...
+    folders: _containers.RepeatedCompositeFieldContainer[WatchFolderCounts]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[JobInfo, _Mapping]]] = ..., counts: _Optional[_Iterable[_Union[ClientCounts, _Mapping]]] = ..., folders: _Optional[_Iterable[_Union[WatchFolderCounts, _Mapping]]] = ...) -> None: ...
 
 class GetServerInfoRequest(_message.Message):
     __slots__ = ()
