@@ -192,8 +192,9 @@ class WatchFolder:
                         continue
                 if ready:
                     path = ready.pop(0)
-                    if self.scanner.unchanged(path):
-                        self._claim(path)
+                    verdict, error = self.scanner.verify(path)
+                    if verdict != "wait":
+                        self._claim(path, error)
                     continue
             except (OSError, sqlite3.Error) as e:
                 # A full disk, a share that went away, a locked journal: stay up, say why, and put the
@@ -465,7 +466,8 @@ class WatchFolder:
         self._adopt_orphans()
 
     def _adopt_orphans(self) -> None:
-        known = {e.work for e in self.journal.all()} | {e.sidecar for e in self.journal.all()}
+        rows = self.journal.all()
+        known = {e.work for e in rows} | {e.sidecar for e in rows}
         for p in sorted(self.work.iterdir()):
             if p.name in known or p.name.startswith(".") or p.name.endswith(SIDECAR_SUFFIX):
                 continue

@@ -6,7 +6,8 @@ get lost or coalesced), so this module decides from the folder listing alone; th
 
 1. its name is an image name and not a temp/hidden/partial file or one of our own outputs,
 2. its size and mtime (and its sidecar's, if any) have not changed for ``stable_s`` seconds, and
-3. it decodes completely (``pipeline.images.load``).
+3. it decodes completely (``pipeline.images.load``), checked by ``verify`` just before the claim, one
+   file at a time: a thousand large TIFFs dropped at once are not all decoded before the first runs.
 
 A stable file that does not decode may still be written by a slow writer that paused, so it gets
 ``give_up_s`` more seconds of being unchanged before it is declared broken. Unsupported or oversized
@@ -64,7 +65,7 @@ class Broken:
 
 @dataclass
 class ScanResult:
-    ready: list[Path] = field(default_factory=list)  # complete inputs, oldest first
+    ready: list[Path] = field(default_factory=list)  # stable inputs, oldest first (``verify`` next)
     broken: list[Broken] = field(default_factory=list)  # complete but never going to decode
     waiting: int = 0  # inputs still being written or settling
 
@@ -131,15 +132,30 @@ class Scanner:
         result.ready = [self.folder / n for _, n in sorted(ready)]
         return result
 
-    def unchanged(self, path: Path) -> bool:
-        """Re-check just before claiming: the file still has the signature it was judged on."""
+    def verify(self, path: Path) -> tuple[str, DermisError | None]:
+        """Just before claiming a ready file: ("ready", None), ("broken", error) or ("wait", None).
+
+        The file must still have the signature it was judged stable with, and decode completely."""
         seen = self._seen.get(path.name)
         try:
             st = path.stat()
         except FileNotFoundError:
-            return False
-        return seen is not None and seen.signature == (
-            st.st_size, st.st_mtime_ns, *self._sidecar_sig(path.name))
+            return "wait", None
+        if seen is None or seen.signature != (st.st_size, st.st_mtime_ns, *self._sidecar_sig(path.name)):
+            return "wait", None  # changed since the scan: the next scan starts its clock again
+        if not seen.checked:
+            seen.checked = True
+            try:
+                images.load(path, max_pixels=self.max_pixels)
+            except InvalidParameter:
+                return "wait", None  # vanished while reading
+            except DermisError as e:
+                seen.error = e
+        if seen.error is None:
+            return "ready", None
+        if not isinstance(seen.error, CorruptImage):
+            return "broken", seen.error
+        return "wait", None  # truncated: the scans give it give_up_s to change
 
     def hold(self, path: Path) -> None:
         """Leave this file alone until its size, time stamp or sidecar change."""
@@ -164,16 +180,8 @@ class Scanner:
     def _judge(self, name: str, seen: _Seen, now: float) -> str:
         if now - seen.since < self.stable_s:
             return "waiting"
-        if not seen.checked:
-            seen.checked = True
-            try:
-                images.load(self.folder / name, max_pixels=self.max_pixels)
-            except InvalidParameter:
-                return "waiting"  # vanished between listing and reading: the next scan forgets it
-            except DermisError as e:
-                seen.error = e
-        if seen.error is None:
-            return "ready"
+        if not seen.checked or seen.error is None:
+            return "ready"  # stable; verify() decodes it when its turn comes
         if not isinstance(seen.error, CorruptImage):
             return "broken"  # unsupported or too large: decided by the header, more bytes won't help
         # Truncated/garbled: maybe a writer that paused longer than stable_s. Give it time to change.

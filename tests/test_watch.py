@@ -285,17 +285,23 @@ def test_cli_once_processes_and_exits_and_refuses_missing_weights_up_front(dirs,
     assert sorted(p.name for p in inbox.iterdir() if p.is_file()) == ["a.dermis.png"]
 
 
-def test_scanner_waits_for_stable_size_and_time(tmp_path):
+def test_scanner_waits_for_stable_size_and_time_then_a_full_decode(tmp_path):
     data = png_bytes(3)
-    p = tmp_path / "a.png"
+    p, q = tmp_path / "a.png", tmp_path / "b.png"
     p.write_bytes(data[:100])
+    q.write_bytes(data[:100])
     sc = Scanner(tmp_path, stable_s=1.0, give_up_s=5.0)
     t = 1000.0
-    assert sc.scan(t).waiting == 1
-    assert sc.scan(t + 1.5).waiting == 1  # stable but truncated: within the grace period
+    assert sc.scan(t).waiting == 2
+    assert sc.scan(t + 1.5).ready == [p, q]  # stable: now it is decoded, one file at a time
+    assert sc.verify(p) == ("wait", None) and sc.verify(q) == ("wait", None)  # truncated
+    assert sc.scan(t + 1.6).waiting == 2  # within the grace period for slow writers
     p.write_bytes(data)
     os.utime(p, ns=(time.time_ns(), time.time_ns() + 10**9))
-    assert sc.scan(t + 1.6).waiting == 1  # changed: the clock restarts
-    assert sc.scan(t + 2.0).ready == []
-    assert sc.scan(t + 2.7).ready == [p]
-    assert hashlib.sha256(p.read_bytes()).hexdigest()  # untouched by scanning
+    res = sc.scan(t + 1.7)
+    assert res.waiting == 2 and res.ready == []  # p changed: its clock restarts
+    assert sc.scan(t + 2.8).ready == [p]
+    assert sc.verify(p) == ("ready", None)
+    res = sc.scan(t + 6.6)  # q never changed: given up on
+    assert [b.path for b in res.broken] == [q] and res.broken[0].error.code == "corrupt_image"
+    assert hashlib.sha256(p.read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()
