@@ -37,6 +37,8 @@ from pipeline import images  # noqa: E402
 def crops(count: int, size: int) -> list[bytes]:
     """Distinct PNGs cut from the example portrait (real skin, not noise)."""
     portrait = images.load(REPO / "examples" / "portrait_astronaut_512.png")
+    if portrait.width < 2 * size:
+        portrait = images.resize(portrait, (2 * size, 2 * size))
     rng = np.random.default_rng(0)
     out = []
     for _ in range(count):
