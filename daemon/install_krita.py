@@ -124,7 +124,8 @@ def install(args: argparse.Namespace) -> int:
     if not args.no_vendor:
         pyver, how = (args.python_version, "given") if args.python_version else detect_python_version()
         platforms = args.platform or vendor.default_platforms()
-        print(f"Vendoring grpcio + protobuf for Python {pyver} ({how}), platform {platforms[0]}…")
+        where = f"from {args.wheels}" if args.wheels else f"platform {platforms[0]}"
+        print(f"Vendoring grpcio + protobuf for Python {pyver} ({how}), {where}…")
         try:
             wheels = vendor.vendor(pkg / "vendor", pyver, platforms,
                                    Path(args.wheels) if args.wheels else None)

@@ -97,7 +97,8 @@ class Controller(QObject):
         s = self.settings
         larger = s.scale != 1.0
         try:
-            src = document.read_source(document.active_document(), whole_image=whole_image,
+            doc = document.active_document()
+            src = document.read_source(doc, document.active_node(doc), whole_image=whole_image,
                                        padding=self.padding, full_canvas=larger)
         except document.DocumentError as e:
             self._error(str(e))

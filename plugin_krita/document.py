@@ -7,8 +7,8 @@ Call these only on Krita's UI thread. Rules they keep:
 - Pixels go to the daemon as R,G,B,A in 8 or 16 bits with the sRGB transfer curve, which is what
   the models expect. RGBA U8/U16 layers with an sRGB profile go as they are (16-bit stays 16-bit);
   anything else (linear or wide-gamut profiles, float depths, grey, CMYK, Lab) is converted on a
-  copy to sRGB at 8 bits (from U8) or 16 bits (from anything deeper), and the result is converted
-  back to the document's colour space. A layer without a profile is taken to be sRGB.
+  copy to 16-bit sRGB, and the result is converted back to the document's colour space (colours
+  outside sRGB's gamut are clipped on the way). A layer without a profile is taken to be sRGB.
 - The result is one new paint layer directly above the source layer, created and filled before it
   is added, so adding it is a single undo step. Where it goes was recorded when the job started
   (``Target``): later edits to the document do not misplace it, and a closed document or a deleted
@@ -69,6 +69,10 @@ def active_document() -> Any:
     return Krita.instance().activeDocument()
 
 
+def active_node(doc: Any) -> Any:
+    return doc.activeNode() if doc is not None else None
+
+
 def read_setting(key: str, default: str = "") -> str:
     return Krita.instance().readSetting("dermis", key, default)
 
@@ -82,9 +86,11 @@ def is_open(doc: Any) -> bool:
 
 
 # -- reading ----------------------------------------------------------------------------------
-def read_source(doc: Any, *, whole_image: bool = False, padding: int = 128, full_canvas: bool = False) -> Source:
+def read_source(doc: Any, node: Any, *, whole_image: bool = False, padding: int = 128,
+                full_canvas: bool = False) -> Source:
     """The pixels a job works on, from the UI thread.
 
+    ``node``: the layer to refine (the active one; None only with ``whole_image``).
     ``whole_image``: the merged image of the whole canvas instead of the active layer and selection.
     ``full_canvas``: send the whole canvas (with the selection as mask) rather than the selection's
     box plus ``padding``; used when the result becomes a new, larger document.
@@ -92,8 +98,9 @@ def read_source(doc: Any, *, whole_image: bool = False, padding: int = 128, full
     if doc is None:
         raise DocumentError("Open an image first.")
     cw, ch = doc.width(), doc.height()
-    node = None if whole_image else doc.activeNode()
-    if not whole_image:
+    if whole_image:
+        node = None
+    else:
         if node is None:
             raise DocumentError("Select the layer to refine in the Layers docker.")
         if node.type() in _MASK_TYPES:
@@ -156,7 +163,8 @@ def wire_space(space: Space) -> Space:
     model, depth, profile = space
     if model == "RGBA" and depth in _DEPTH_BITS and is_srgb(profile):
         return space
-    return ("RGBA", "U8" if depth == "U8" else "U16", SRGB)
+    # 16 bits even from U8: two conversions at 8 bits would cost a few levels of precision
+    return ("RGBA", "U16", SRGB)
 
 
 def is_srgb(profile: str) -> bool:
