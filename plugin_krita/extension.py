@@ -25,39 +25,15 @@ class DermisExtension(Extension):
         pass
 
     def createActions(self, window) -> None:
-        menu = _dermis_menu(window)
+        # The submenu is itself an action Krita creates, so Krita's menu location lookup finds it
+        # ("tools/scripts/dermis_menu") and keeps it when the menus are rebuilt.
+        menu_action = window.createAction(MENU_NAME, "Dermis", "tools/scripts")
+        menu_action.setMenu(QMenu("Dermis", window.qwindow()))
         for action_id, text, whole in ACTIONS:
-            # no menu location here: Krita's lookup only knows its own menus, so we add it to ours
-            action = window.createAction(action_id, text, "")
+            action = window.createAction(action_id, text, f"tools/scripts/{MENU_NAME}")
             action.setToolTip("Dermis: " + ("the merged image → a new layer on top" if whole
                                             else "the selection, or the active layer → a new layer above it"))
             action.triggered.connect(lambda _checked=False, w=whole: controller.instance().refine(whole_image=w))
-            if menu is not None:
-                menu.addAction(action)
-
-
-def _dermis_menu(window) -> QMenu | None:
-    """Tools → Scripts → Dermis (created once per window)."""
-    bar = window.qwindow().menuBar()
-    tools = _submenu(bar.actions(), "tools")
-    scripts = _submenu(tools.actions(), "scripts") if tools is not None else None
-    parent = scripts or tools
-    if parent is None:
-        return None
-    existing = _submenu(parent.actions(), MENU_NAME)
-    if existing is not None:
-        return existing
-    menu = QMenu("Dermis", parent)
-    menu.menuAction().setObjectName(MENU_NAME)
-    parent.addMenu(menu)
-    return menu
-
-
-def _submenu(actions, name: str) -> QMenu | None:
-    for a in actions:
-        if a.objectName().lower() == name and a.menu() is not None:
-            return a.menu()
-    return None
 
 
 Krita.instance().addExtension(DermisExtension(Krita.instance()))
