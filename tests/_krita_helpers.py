@@ -57,7 +57,7 @@ def wheels_for(python_version: str) -> Path:
     from daemon import vendor
 
     d = WHEEL_CACHE / f"py{python_version}"
-    if not sorted(d.glob("*.whl")) or len(list(d.glob("*.whl"))) < 2:
+    if len(list(d.glob("*.whl"))) < len(vendor.PACKAGES):
         vendor.download_wheels(d, python_version)
     return d
 
