@@ -170,8 +170,8 @@ def _check_layer(core, name: str, *, overrides=None, tol: int = 1) -> dict:
     want, (ox, oy) = _expected_layer(sent, mask, overrides or {})
     lx, ly, lw, lh = res["layer_rect"]
     assert (lx, ly) == (x + ox, y + oy) and (lw, lh) == (want.shape[1], want.shape[0])
-    got = _raw(out, f"{name}.layer.raw", (lh, lw, 4), bits)[..., [2, 1, 0, 3]]  # Krita's BGRA
-    if res["new_space"] == res["sent"]["wire"]:
+    if res["new_space"] == res["sent"]["wire"]:  # else: checked by the colour-conversion test
+        got = _raw(out, f"{name}.layer.raw", (lh, lw, 4), bits)[..., [2, 1, 0, 3]]  # Krita's BGRA
         alpha_diff = np.abs(got[..., 3].astype(int) - want[..., 3].astype(int)).max()
         assert alpha_diff <= tol, f"alpha differs by {alpha_diff}"
         seen = want[..., 3] > 0
@@ -261,7 +261,9 @@ def test_other_colour_spaces_are_converted_on_a_copy(core, name, tol):
     src = _raw(out, f"{name}.source_after.raw", (lh, lw, ch), bits).astype(int)
     inside = got[..., -1] == (65535 if bits == 16 else 255)
     assert inside.sum() > 1000
-    assert np.abs(got - src)[inside][:, :-1].max() <= tol
+    diff = np.abs(got - src)[inside][:, :-1]
+    print(name, "max diff", diff.max(), "mean", diff.mean())
+    assert diff.max() <= tol
 
 
 def test_result_lands_above_its_source_after_edits(core):
@@ -277,7 +279,7 @@ def test_closed_document_is_reported_not_guessed(core):
 def test_deleted_source_puts_the_result_on_top_and_says_so(core):
     res = _case(core, "source_deleted_meanwhile")
     assert res["job"]["phase"] == "done"
-    assert res["layers_after"] == ["Dermis (lite, 7)", "Selection Mask"]
+    assert [n for n in res["layers_after"] if n != "Selection Mask"] == ["Dermis (lite, 7)"]
     assert "was deleted" in res["inserted"]["notes"][0]
 
 
