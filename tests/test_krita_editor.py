@@ -26,12 +26,13 @@ SEED = 7
 # lite with the texture and grain switched off: at scale 1 it gives back its input, which is what
 # the colour-conversion cases need (there the daemon sees converted pixels, not the document's)
 IDENTITY = {"skin_texture.strength": "0", "grain.strength": "0"}
-# a user preset that is slow on purpose (many cheap stages, each a cancel point), for Cancel and
-# the "UI keeps ticking" measurement in the GUI test; it is loaded by the daemon like any user preset
+# a user preset that is slow on purpose (~0.1 s stages with face detection, each a cancel point), for
+# Cancel and the "UI keeps ticking" measurement in the GUI test; the daemon loads it like any user preset
 SLOW_PRESET = "\n".join(
     ['name = "lite-slow"', 'label = "lite-slow"', 'description = "test: lite, repeated"', "scale = 1.0",
      "context = 32", "feather = 8"]
-    + [f'[[stage]]\nid = "texture{i}"\nkind = "skin_texture"\nstrength = 0.01' for i in range(40)]
+    + [f'[[stage]]\nid = "texture{i}"\nkind = "skin_texture"\nstrength = 0.01\nface_only = true'
+       for i in range(30)]
 )
 
 
