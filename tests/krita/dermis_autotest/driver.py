@@ -35,6 +35,8 @@ class Driver:
         self.out: dict = {"steps": [], "exceptions": []}
         self.finished = False
         self.ticks = 0
+        self.last_beat = None
+        self.max_gap = 0.0  # longest time between two heartbeats: how long the UI thread was busy
         self.heart = QTimer()
         self.heart.setInterval(20)
         self.heart.timeout.connect(self._beat)
@@ -43,6 +45,10 @@ class Driver:
 
     # -- plumbing -------------------------------------------------------------------------------
     def _beat(self) -> None:
+        now = time.monotonic()
+        if self.last_beat is not None:
+            self.max_gap = max(self.max_gap, now - self.last_beat)
+        self.last_beat = now
         self.ticks += 1
 
     def _excepthook(self, etype, value, tb) -> None:
@@ -142,6 +148,7 @@ class Driver:
 
     def run_to_the_end(self) -> None:
         ticks0, t0 = self.ticks, time.monotonic()
+        self.max_gap, self.last_beat = 0.0, t0
         self.action.trigger()
         trigger_s = time.monotonic() - t0
         job = self.ctl.job
@@ -167,7 +174,7 @@ class Driver:
                 data["alpha_center"] = bytes(new.pixelData(x + w // 2, y + h // 2, 1, 1))[3]
                 data["alpha_far"] = bytes(new.pixelData(0, 0, 1, 1))[3]
             self.step("run", trigger_s=trigger_s, phase=job.phase.value, seconds=took,
-                      ticks=self.ticks - ticks0, layers=names, new_layer=new.name() if new else None,
+                      ticks=self.ticks - ticks0, max_gap_s=self.max_gap, layers=names, new_layer=new.name() if new else None,
                       progress_texts=texts[:50], message=self.ctl.last_message, error=self.ctl.last_error,
                       docker_progress=self.docker.progress.value(), **data)
             self.later(200, self.undo)
