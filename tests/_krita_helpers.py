@@ -62,10 +62,12 @@ def wheels_for(python_version: str) -> Path:
     return d
 
 
-def install_plugin(pykrita: Path, *extra: str) -> None:
+def install_plugin(pykrita: Path | None, *extra: str) -> None:
+    """`dermis install-plugin krita` into ``pykrita`` (None: Krita's default folder)."""
     from daemon.cli import main
 
-    assert main(["install-plugin", "krita", "--target", str(pykrita), *extra]) == 0
+    target = ["--target", str(pykrita)] if pykrita is not None else []
+    assert main(["install-plugin", "krita", *target, *extra]) == 0
 
 
 class Daemon:

@@ -103,6 +103,12 @@ CASES = [
          meanwhile="close_document"),
     dict(name="source_deleted_meanwhile", depth="U8", profile="", selection={"rect": [60, 40, 50, 50]},
          meanwhile="delete_source"),
+    dict(name="scale_2_opens_a_new_document", depth="U8", profile="", scale=2.0,
+         selection={"rect": [60, 40, 50, 50]}),
+    dict(name="daemon_unreachable", depth="U8", profile="", selection={"rect": [60, 40, 50, 50]},
+         client={"address": "unix:/nonexistent/dermis.sock", "timeout": 3.0}),
+    dict(name="wrong_token", depth="U8", profile="", selection={"rect": [60, 40, 50, 50]},
+         client={"token": "not-the-token"}),
 ]
 
 
@@ -302,19 +308,53 @@ def test_plugin_without_grpc_explains_itself(base, tmp_path):
     assert report["info"]["code"] == "dependency_missing"
 
 
+def test_scale_above_1_opens_the_whole_image_as_a_new_document(core):
+    res = _case(core, "scale_2_opens_a_new_document")
+    assert res["job"]["phase"] == "done", res["job"]
+    assert res["sent"]["box"] == [0, 0, W, H]  # the whole canvas, the selection as mask
+    nd = res["new_document"]
+    assert nd["count"] == 1 and nd["size"] == [2 * W, 2 * H] and nd["layers"] == ["Dermis (lite, 7)"]
+    assert res["result"]["canvas"] == [2 * W, 2 * H] and res["result"]["offset"] == [0, 0]
+    assert res["layers_after"] == res["layers_before"] and res["source_unchanged"]
+    # the new document is the pipeline's full-mode output
+    from pipeline import build, images, run
+
+    _, out, _ = core
+    sent = _raw(out, "scale_2_opens_a_new_document.sent.raw", (H, W, 4), 8)
+    mask = _raw(out, "scale_2_opens_a_new_document.sent_mask.raw", (H, W), 8)
+    want = images.to_array(run(build("lite", scale=2.0), images.from_array(sent), seed=SEED,
+                               mask=mask.astype(np.float32) / 255, output="full").image, bit_depth=8, mode="RGBA")
+    got = _raw(out, "scale_2_opens_a_new_document.new_document.raw", (2 * H, 2 * W, 4), 8)[..., [2, 1, 0, 3]]
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("name, code, words", [("daemon_unreachable", "unavailable", "daemon"),
+                                               ("wrong_token", "unauthenticated", "token")])
+def test_daemon_problems_are_readable_messages(core, name, code, words):
+    res = _case(core, name)
+    assert res["job"]["phase"] == "failed" and res["job"]["code"] == code, res["job"]
+    assert words in res["job"]["error"].lower() and "Traceback" not in res["job"]["error"]
+    assert "layers_after" not in res  # nothing was inserted
+
+
 # -- the GUI ---------------------------------------------------------------------------------------
-def test_gui_menu_action_cancel_run_and_undo(base, daemon, pykrita):
+def test_gui_menu_action_cancel_run_and_undo(base, daemon, monkeypatch):
     """Krita's real window: menu entry → Cancel in the docker → menu entry again → new layer → undo."""
     import shutil
 
     profile = base / "gui-profile"
     env = kh.profile_env(profile, daemon.state)
+    # installed the way a user does it: default folder of this profile, switched on in its kritarc
+    monkeypatch.setenv("XDG_DATA_HOME", env["XDG_DATA_HOME"])
+    monkeypatch.setenv("XDG_CONFIG_HOME", env["XDG_CONFIG_HOME"])
+    kh.install_plugin(None, "--enable", "--wheels", str(kh.wheels_for(kh.krita_python_version())))
     home_pykrita = Path(env["XDG_DATA_HOME"]) / "krita" / "pykrita"
-    shutil.copytree(pykrita, home_pykrita, dirs_exist_ok=True)
+    assert (home_pykrita / "dermis_krita" / "vendor" / "grpc").is_dir()
     shutil.copytree(kh.KRITA_TESTS / "dermis_autotest", home_pykrita / "dermis_autotest")
     shutil.copy(kh.KRITA_TESTS / "dermis_autotest.desktop", home_pykrita)
-    Path(env["XDG_CONFIG_HOME"], "kritarc").write_text(
-        "[python]\nenable_dermis_krita=true\nenable_dermis_autotest=true\n")
+    kritarc = Path(env["XDG_CONFIG_HOME"], "kritarc")
+    assert "enable_dermis_krita=true" in kritarc.read_text()
+    kritarc.write_text(kritarc.read_text().replace("[python]\n", "[python]\nenable_dermis_autotest=true\n"))
     from pipeline import images
 
     img = images.load(kh.REPO / "examples" / "portrait_astronaut_512.png")
@@ -331,7 +371,11 @@ def test_gui_menu_action_cancel_run_and_undo(base, daemon, pykrita):
     assert r["error"] is None and not r["exceptions"], json.dumps(r, indent=1)[:4000]
     assert proc.returncode == 0
     assert r["setup"]["docker"] and r["setup"]["menu_action"]
-    assert "lite-slow" in r["connected"]["presets"]
+    conn = r["connected"]
+    assert conn["server_text"].startswith("Connected: Dermis") and "lite-slow" in conn["presets"]
+    assert conn["missing"].startswith("Missing weights:")  # no model weights on this machine
+    assert "face_restore.enabled" in conn["default_controls"] and "final.denoise" in conn["default_controls"]
+    assert conn["preset_shown"] == "lite-slow"
 
     c = r["cancel"]
     assert c["trigger_s"] < 0.5  # the action returns at once; the upload happens on a worker thread

@@ -98,11 +98,14 @@ def run_case(case: dict, out_dir: Path, document, jobs, dc) -> dict:
                    "mask": src.mask is not None, "notes": src.notes}
 
     # 2. the job, through the vendored client and the daemon the runtime file names
+    scale = case.get("scale", 1.0)
+    output = "layer" if scale == 1.0 else "full"  # as the controller decides
     request = dc.JobRequest(pixels=src.pixels, width=src.width, height=src.height, channels=4,
-                            bit_depth=src.bit_depth, preset=case["preset"], scale=1.0, seed=case["seed"],
-                            overrides=case.get("overrides", {}), mask=src.mask, output="layer",
+                            bit_depth=src.bit_depth, preset=case["preset"], scale=scale, seed=case["seed"],
+                            overrides=case.get("overrides", {}), mask=src.mask, output=output,
                             client_name="krita-test")
-    job = jobs.Job(request, lambda: dc.Client(), context=t).start()
+    client_args = case.get("client", {})  # a wrong address or token, for the error cases
+    job = jobs.Job(request, lambda: dc.Client(**client_args), context=t).start()
     edit = case.get("meanwhile")
     if edit == "add_layer_above_and_new_document":
         other = doc.createNode("Meanwhile", "paintlayer")
@@ -127,6 +130,18 @@ def run_case(case: dict, out_dir: Path, document, jobs, dc) -> dict:
                      "channels": r.channels}
 
     # 3. insert, as the controller does when the job is done
+    if output == "full":
+        docs_before = len(app.documents())
+        layer_name, notes = document.open_result_document(t, r)
+        new_doc = app.documents()[-1]
+        new_doc.waitForDone()
+        res["new_document"] = {"count": len(app.documents()) - docs_before, "size": [new_doc.width(), new_doc.height()],
+                               "layers": names(new_doc), "space": [new_doc.colorModel(), new_doc.colorDepth(),
+                                                                   new_doc.colorProfile()]}
+        (out_dir / f"{name}.new_document.raw").write_bytes(bytes(new_doc.pixelData(0, 0, r.width, r.height)))
+        res["layers_after"] = names(doc)
+        res["source_unchanged"] = bytes(source.pixelData(0, 0, w, h)) == source_before
+        return res
     try:
         layer_name, notes = document.insert_result(t, r)
     except document.DocumentError as e:

@@ -120,8 +120,15 @@ class Driver:
         self.wait_for(lambda: self.ctl.server_ok, self.run_and_cancel, 30, "the daemon's info")
 
     def run_and_cancel(self) -> None:
-        self.step("connected", server_text=self.ctl.server_text,
-                  presets=[p.name for p in self.ctl.info.presets])
+        # the docker builds its stage controls from the daemon's presets: look at the default one's
+        self.ctl.settings.preset = ""
+        self.docker.refresh_view()
+        default_controls = sorted(self.docker._stage_widgets)
+        self.ctl.settings.preset = self.spec["preset"]
+        self.docker.refresh_view()
+        self.step("connected", server_text=self.docker.server.text(), missing=self.docker.missing.text(),
+                  presets=[p.name for p in self.ctl.info.presets], default_controls=default_controls,
+                  preset_shown=self.docker.preset.currentData())
         self.heart.start()
         t0 = time.monotonic()
         self.action.trigger()  # the menu entry a user clicks: Tools → Scripts → Dermis → Refine skin
