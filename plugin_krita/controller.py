@@ -78,6 +78,10 @@ class Controller(QObject):
         return options.controls_for(self.preset_info())
 
     @property
+    def connecting(self) -> bool:
+        return self._info_call is not None
+
+    @property
     def busy(self) -> bool:
         return self.job is not None and not self.job.finished
 
@@ -157,12 +161,13 @@ class Controller(QObject):
         if job.phase == Phase.done:
             insert = document.insert_result if job.request.output == "layer" else document.open_result_document
             try:
-                name, notes = insert(job.context, job.result)
+                placed = insert(job.context, job.result)
             except document.DocumentError as e:
                 self._error(str(e))
                 return
             took = (job.ended_at or 0) - job.started_at
-            self.last_message = f"Added '{name}' in {took:.1f} s" + "".join(f". {n}" for n in notes)
+            notes = placed.notes + list(getattr(job.result, "messages", []) or [])
+            self.last_message = f"Added '{placed.name}' in {took:.1f} s" + "".join(f". {n}" for n in notes)
         elif job.phase == Phase.failed:
             self._error(self._with_hint(job.error, job.error_code))
         elif job.phase == Phase.cancelled:

@@ -54,6 +54,15 @@ class Target:
 
 
 @dataclass
+class Placed:
+    """Where a result went."""
+
+    name: str  # the new layer's (or document's) name
+    document: Any  # the document holding it (a new one for scale > 1)
+    notes: list[str] = field(default_factory=list)  # what the user should know (source deleted…)
+
+
+@dataclass
 class Source:
     target: Target
     pixels: bytes  # R,G,B,A interleaved, little-endian uint16 when bit_depth is 16
@@ -192,7 +201,7 @@ def convert(data: bytes, w: int, h: int, src: Space, dst: Space) -> bytes:
 
 
 # -- writing ----------------------------------------------------------------------------------
-def insert_result(target: Target, result: Any) -> tuple[str, list[str]]:
+def insert_result(target: Target, result: Any) -> Placed:
     """Add the daemon's layer-mode result above the source layer; returns (layer name, notes)."""
     doc = target.document
     if not is_open(doc):
@@ -218,10 +227,10 @@ def insert_result(target: Target, result: Any) -> tuple[str, list[str]]:
         layers = [n for n in root.childNodes() if n.type() not in _MASK_TYPES]
         root.addChildNode(node, layers[-1] if layers else None)
     doc.refreshProjection()
-    return node.name(), notes
+    return Placed(node.name(), doc, notes)
 
 
-def open_result_document(target: Target, result: Any) -> tuple[str, list[str]]:
+def open_result_document(target: Target, result: Any) -> Placed:
     """A larger (scale > 1) full-image result opens as a new document; the original stays as it is."""
     _check_result(target, result, want_canvas=None)
     app = Krita.instance()
@@ -240,8 +249,8 @@ def open_result_document(target: Target, result: Any) -> tuple[str, list[str]]:
     doc.refreshProjection()
     window = app.activeWindow()
     if window is not None:
-        window.addView(doc)
-    return result.layer_name, notes
+        window.addView(doc)  # the view keeps the document open (the caller's reference does too)
+    return Placed(result.layer_name, doc, notes)
 
 
 def find_node(parent: Any, uid: Any) -> Any:

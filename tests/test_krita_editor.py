@@ -275,6 +275,7 @@ def test_other_colour_spaces_are_converted_on_a_copy(core, name, tol):
 
 def test_result_lands_above_its_source_after_edits(core):
     res = _check_layer(core, "edited_meanwhile")
+    assert res["inserted"]["same_document"]  # not the document created (and active) meanwhile
     assert res["layers_after"] == ["Background", "Dermis (lite, 7)", "Meanwhile", "Selection Mask"]
 
 
@@ -313,7 +314,7 @@ def test_scale_above_1_opens_the_whole_image_as_a_new_document(core):
     assert res["job"]["phase"] == "done", res["job"]
     assert res["sent"]["box"] == [0, 0, W, H]  # the whole canvas, the selection as mask
     nd = res["new_document"]
-    assert nd["count"] == 1 and nd["size"] == [2 * W, 2 * H] and nd["layers"] == ["Dermis (lite, 7)"]
+    assert nd["open"] and nd["size"] == [2 * W, 2 * H] and nd["layers"] == ["Dermis (lite, 7)"]
     assert res["result"]["canvas"] == [2 * W, 2 * H] and res["result"]["offset"] == [0, 0]
     assert res["layers_after"] == res["layers_before"] and res["source_unchanged"]
     # the new document is the pipeline's full-mode output

@@ -131,11 +131,10 @@ def run_case(case: dict, out_dir: Path, document, jobs, dc) -> dict:
 
     # 3. insert, as the controller does when the job is done
     if output == "full":
-        docs_before = len(app.documents())
-        layer_name, notes = document.open_result_document(t, r)
-        new_doc = app.documents()[-1]
+        placed = document.open_result_document(t, r)
+        new_doc = placed.document
         new_doc.waitForDone()
-        res["new_document"] = {"count": len(app.documents()) - docs_before, "size": [new_doc.width(), new_doc.height()],
+        res["new_document"] = {"open": document.is_open(new_doc), "size": [new_doc.width(), new_doc.height()],
                                "layers": names(new_doc), "space": [new_doc.colorModel(), new_doc.colorDepth(),
                                                                    new_doc.colorProfile()]}
         (out_dir / f"{name}.new_document.raw").write_bytes(bytes(new_doc.pixelData(0, 0, r.width, r.height)))
@@ -143,12 +142,13 @@ def run_case(case: dict, out_dir: Path, document, jobs, dc) -> dict:
         res["source_unchanged"] = bytes(source.pixelData(0, 0, w, h)) == source_before
         return res
     try:
-        layer_name, notes = document.insert_result(t, r)
+        placed = document.insert_result(t, r)
     except document.DocumentError as e:
         res["insert_error"] = str(e)
         return res
     doc.waitForDone()
-    res["inserted"] = {"name": layer_name, "notes": notes}
+    layer_name = placed.name
+    res["inserted"] = {"name": layer_name, "notes": placed.notes, "same_document": placed.document == doc}
     res["layers_after"] = names(doc)
     new = next(n for n in doc.rootNode().childNodes() if n.name() == layer_name)
     res["new_space"] = [new.colorModel(), new.colorDepth(), new.colorProfile()]

@@ -117,7 +117,7 @@ class Driver:
         if self.docker is None or self.action is None:
             return self.finish("the Dermis docker or its menu entry is missing")
         self.ctl.refresh()
-        self.wait_for(lambda: self.ctl.server_ok, self.run_and_cancel, 30, "the daemon's info")
+        self.wait_for(lambda: self.ctl.server_ok and not self.ctl.connecting, self.run_and_cancel, 30, "the daemon's info")
 
     def run_and_cancel(self) -> None:
         # the docker builds its stage controls from the daemon's presets: look at the default one's
