@@ -168,10 +168,12 @@ class Controller(QObject):
             took = (job.ended_at or 0) - job.started_at
             notes = placed.notes + list(getattr(job.result, "messages", []) or [])
             self.last_message = f"Added '{placed.name}' in {took:.1f} s" + "".join(f". {n}" for n in notes)
+            document.notify(f"Dermis: {self.last_message}")
         elif job.phase == Phase.failed:
             self._error(self._with_hint(job.error, job.error_code))
         elif job.phase == Phase.cancelled:
             self.last_message = job.status_text or "Cancelled"
+            document.notify(f"Dermis: {self.last_message}")
 
     def _with_hint(self, text: str, code: str) -> str:
         hint = HINTS.get(code)
@@ -179,10 +181,25 @@ class Controller(QObject):
 
     def _error(self, text: str) -> None:
         self.last_error = text
+        try:
+            document.notify(f"Dermis: {text}", 8000)
+        except Exception:
+            traceback.print_exc()  # the docker still shows it
         self.changed.emit()
+
+    def shutdown(self) -> None:
+        """Krita is closing: stop the daemon working for a window that is going away."""
+        self._timer.stop()
+        if self.busy:
+            self.job.cancel(wait=2.0)  # the one place that may block: Krita is exiting anyway
 
 
 _instance: Controller | None = None
+
+
+def shutdown() -> None:
+    if _instance is not None:
+        _instance.shutdown()
 
 
 def instance() -> Controller:

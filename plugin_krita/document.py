@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from krita import Krita
+from PyQt5.QtGui import QIcon
 
 from . import pixels
 
@@ -88,6 +89,14 @@ def read_setting(key: str, default: str = "") -> str:
 
 def write_setting(key: str, value: str) -> None:
     Krita.instance().writeSetting("dermis", key, value)
+
+
+def notify(text: str, ms: int = 5000) -> None:
+    """A floating message on the canvas, so the outcome shows even when the docker is hidden."""
+    window = Krita.instance().activeWindow()
+    view = window.activeView() if window is not None else None
+    if view is not None:
+        view.showFloatingMessage(text, QIcon(), ms, 1)  # 1 = medium priority
 
 
 def is_open(doc: Any) -> bool:

@@ -22,7 +22,9 @@ MENU_NAME = "dermis_menu"
 
 class DermisExtension(Extension):
     def setup(self) -> None:
-        pass
+        notifier = Krita.instance().notifier()
+        notifier.setActive(True)  # Krita only emits applicationClosing to active notifiers
+        notifier.applicationClosing.connect(controller.shutdown)
 
     def createActions(self, window) -> None:
         # The submenu is itself an action Krita creates, so Krita's menu location lookup finds it

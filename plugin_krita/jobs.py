@@ -86,8 +86,8 @@ class Job:
     def cancel_requested(self) -> bool:
         return self._cancel_requested
 
-    def cancel(self) -> None:
-        """Ask the daemon to stop this job; returns at once."""
+    def cancel(self, wait: float = 0.0) -> None:
+        """Ask the daemon to stop this job; returns at once (or after up to ``wait`` s, at exit)."""
         with self._lock:
             if self.finished or self._cancel_requested:
                 return
@@ -96,7 +96,10 @@ class Job:
         self.phase = Phase.cancelling
         self.status_text = "Cancelling…"
         if client is not None and submitted:
-            threading.Thread(target=self._send_cancel, args=(client,), daemon=True).start()
+            sender = threading.Thread(target=self._send_cancel, args=(client,), daemon=True)
+            sender.start()
+            if wait > 0:
+                sender.join(wait)
         # else: the worker sends the cancel itself right after the upload (see _work)
 
     def poll(self) -> bool:

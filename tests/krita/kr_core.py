@@ -24,11 +24,10 @@ def main(args: list) -> None:
     report: dict = {"cases": {}}
     code = 0
     try:
-        from krita import Krita
-
         import dermis_krita
         from dermis_krita import document, jobs
         from dermis_krita.thin_client import client as dc
+        from krita import Krita
 
         report["plugin_file"] = dermis_krita.__file__
         report["krita"] = Krita.instance().version()
