@@ -166,7 +166,17 @@ def names(doc) -> list:
 
 
 def no_grpc(args: list) -> None:
-    """The plugin installed without vendored wheels, in a Krita whose Python has no grpcio."""
+    """The plugin installed without vendored wheels, in a Krita whose Python has no grpcio.
+
+    Krita's official builds bundle a Python without grpcio; Debian's Krita uses the system Python,
+    where a python3-grpcio package could be installed. So the system site folders are taken off the
+    path first (PyQt5 and krita are already imported by then).
+    """
+    import sys
+
+    sys.path[:] = [p for p in sys.path if "-packages" not in p]
+    for name in [m for m in sys.modules if m == "grpc" or m.startswith(("grpc.", "google.protobuf"))]:
+        del sys.modules[name]
     out = Path(args[0])
     report: dict = {}
     try:
