@@ -51,7 +51,7 @@ class Target:
     height: int
     canvas: tuple[int, int]  # document size when the job started
     wire_space: Space  # colour space of the pixels sent
-    description: str  # "selection 96x80 of 'Background'" for the docker
+    description: str  # "selection (96x80) on 'Background'", for the docker
 
 
 @dataclass
@@ -138,14 +138,14 @@ def read_source(doc: Any, node: Any, *, whole_image: bool = False, padding: int 
                                 "Deselect (Ctrl+Shift+A) to refine the whole layer.")
         x, y, w, h = (0, 0, cw, ch) if full_canvas else _pad(region, padding, cw, ch)
         mask = bytes(sel.pixelData(x, y, w, h))
-        what = f"selection {region[2]}x{region[3]}"
+        what = f"selection ({region[2]}x{region[3]}) on '{node.name()}'"
     else:
         box = (0, 0, cw, ch) if whole_image or full_canvas else _rect(node.bounds())
         clipped = _clip(box, cw, ch)
         if clipped is None:
             raise DocumentError(f"The layer '{node.name()}' has no pixels on the canvas.")
         x, y, w, h = clipped
-        what = "whole image" if whole_image else f"{w}x{h}"
+        what = f"whole image ({w}x{h})" if whole_image else f"layer '{node.name()}' ({w}x{h})"
     source_name = "merged image" if whole_image else node.name()
 
     # 2. The pixels, in the node's own colour space
@@ -171,7 +171,7 @@ def read_source(doc: Any, node: Any, *, whole_image: bool = False, padding: int 
         x=x, y=y, width=w, height=h,
         canvas=(cw, ch),
         wire_space=wire,
-        description=f"{what} of '{source_name}'",
+        description=what,
     )
     return Source(target, pixels.swap_red_blue(raw, bits), w, h, bits, mask, notes)
 

@@ -361,7 +361,8 @@ def test_gui_menu_action_cancel_run_and_undo(base, daemon, monkeypatch):
     (profile / "image.raw").write_bytes(_bgra(rgba))
     out = profile / "gui.json"
     spec = {"out": str(out), "image": str(profile / "image.raw"), "width": rgba.shape[1], "height": rgba.shape[0],
-            "selection": [150, 100, 220, 260], "preset": "lite-slow", "seed": SEED, "hard_timeout_s": 150}
+            "selection": [150, 100, 220, 260], "preset": "lite-slow", "seed": SEED, "hard_timeout_s": 150,
+            "screenshot": str(profile / "after-run.png")}
     (profile / "spec.json").write_text(json.dumps(spec))
     env["DERMIS_AUTOTEST_SPEC"] = str(profile / "spec.json")
     proc = kh.run_krita_gui(env, timeout=200)

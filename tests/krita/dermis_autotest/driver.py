@@ -184,6 +184,8 @@ class Driver:
                       ticks=self.ticks - ticks0, max_gap_s=self.max_gap, layers=names, new_layer=new.name() if new else None,
                       progress_texts=texts[:50], message=self.ctl.last_message, error=self.ctl.last_error,
                       docker_progress=self.docker.progress.value(), **data)
+            if self.spec.get("screenshot"):  # for a person looking into a failure
+                Krita.instance().activeWindow().qwindow().grab().save(self.spec["screenshot"])
             self.later(200, self.undo)
 
         self.wait_for(watch, done, 90, "the second job to finish")
