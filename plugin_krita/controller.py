@@ -41,6 +41,8 @@ class Controller(QObject):
         self.server_text = "Not connected yet"
         self.server_ok = False
         self.job: Job | None = None
+        self.handled_job_id = ""  # the last finished job whose outcome is applied (layer inserted…)
+        self._applying = ""
         self.last_error = ""
         self.last_message = ""
         self.padding = options.DEFAULT_PADDING
@@ -114,6 +116,7 @@ class Controller(QObject):
             output="full" if larger else "layer", client_name="krita",
         )
         self.job = Job(request, self.connect_client, context=src.target).start()
+        self.handled_job_id = ""
         self.last_error = ""
         self.last_message = f"Refining the {src.target.description}"
         if src.notes:
@@ -139,8 +142,13 @@ class Controller(QObject):
             job = self.job
             if job is not None and job.poll():
                 changed = True
-                if job.finished:
-                    self._finish(job)
+                if job.finished and job.id not in (self._applying, self.handled_job_id):
+                    # guarded: Krita calls in _finish may run the event loop, and so this tick again
+                    self._applying = job.id
+                    try:
+                        self._finish(job)
+                    finally:
+                        self._applying, self.handled_job_id = "", job.id
         except Exception as exc:
             traceback.print_exc()
             self._error(f"Unexpected error ({type(exc).__name__}): {exc}")

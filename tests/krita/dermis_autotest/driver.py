@@ -139,7 +139,8 @@ class Driver:
             self.cancel_at = time.monotonic()
             self.cancel_fraction = job.fraction
             self.docker.cancel_button.click()
-            self.wait_for(lambda: job.finished, lambda: cancelled(), 30, "the cancelled job to end")
+            self.wait_for(lambda: self.ctl.handled_job_id == job.id, lambda: cancelled(), 30,
+                          "the cancelled job to end")
 
         def cancelled() -> None:
             self.step("cancel", trigger_s=trigger_s, phase=job.phase.value, fraction=self.cancel_fraction,
@@ -165,7 +166,7 @@ class Driver:
             text = self.docker.stage_text.text()
             if text and (not texts or texts[-1] != text):
                 texts.append(text)
-            return job.finished
+            return self.ctl.handled_job_id == job.id  # finished, and the result handled
 
         def done() -> None:
             took = time.monotonic() - t0
