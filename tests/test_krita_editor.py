@@ -189,6 +189,14 @@ def _check_layer(core, name: str, *, overrides=None, tol: int = 1) -> dict:
     return res
 
 
+def test_installer_found_the_python_krita_embeds(core):
+    from daemon.install_krita import detect_python_version
+
+    version, how = detect_python_version()
+    assert version == core[0]["python"] and how.startswith("linked by")
+    assert core[0]["plugin_file"].endswith("dermis_krita/__init__.py")
+
+
 def test_u8_soft_selection_gives_the_pipelines_layer_above_the_source(core):
     res = _check_layer(core, "u8_soft_selection")
     _, out, inputs = core

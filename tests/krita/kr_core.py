@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -31,6 +32,7 @@ def main(args: list) -> None:
 
         report["plugin_file"] = dermis_krita.__file__
         report["krita"] = Krita.instance().version()
+        report["python"] = f"{sys.version_info[0]}.{sys.version_info[1]}"
         for case in spec["cases"]:
             try:
                 report["cases"][case["name"]] = run_case(case, out_dir, document, jobs, dc)
@@ -172,8 +174,6 @@ def no_grpc(args: list) -> None:
     where a python3-grpcio package could be installed. So the system site folders are taken off the
     path first (PyQt5 and krita are already imported by then).
     """
-    import sys
-
     sys.path[:] = [p for p in sys.path if "-packages" not in p]
     for name in [m for m in sys.modules if m == "grpc" or m.startswith(("grpc.", "google.protobuf"))]:
         del sys.modules[name]
