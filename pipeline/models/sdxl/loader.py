@@ -66,11 +66,6 @@ def build_clip(arch, role: str):
     return cls(CLIPTextConfig(**clip_config(arch, role)))
 
 
-def unet_keymap(unet, arch: UNetArch) -> K.KeyMap:
-    return K.unet_keymap(unet.state_dict().keys(), arch, UNET_PREFIX,
-                         ignore=())
-
-
 def sdxl_parts(shapes: dict[str, tuple[int, ...]], path: Path, *, head_dim: int | None = None,
                add_time_dim: int | None = None) -> dict[str, Any]:
     """Architectures, empty modules and key maps for everything an SDXL file holds (no tensors read).
@@ -117,18 +112,21 @@ def sdxl_parts(shapes: dict[str, tuple[int, ...]], path: Path, *, head_dim: int 
     return parts
 
 
-def load_sdxl(path: str | Path, dtype: torch.dtype = torch.float32, *, head_dim: int | None = None,
-              add_time_dim: int | None = None, text_encoders: bool = True) -> SdxlModel:
-    """Load an SDXL checkpoint file or diffusers folder into diffusers modules on the CPU."""
+def load_sdxl(path: str | Path, dtype: torch.dtype = torch.float32, *, vae_dtype: torch.dtype | None = None,
+              head_dim: int | None = None, add_time_dim: int | None = None,
+              text_encoders: bool = True) -> SdxlModel:
+    """Load an SDXL checkpoint file or diffusers folder into diffusers modules on the CPU (UNet and
+    text encoders in ``dtype``, the VAE in ``vae_dtype``, default the same)."""
     path = Path(path)
+    vae_dtype = vae_dtype or dtype
     if path.is_dir():
-        return _load_folder(path, dtype, text_encoders)
+        return _load_folder(path, dtype, vae_dtype, text_encoders)
     ckpt = Checkpoint(path)
     parts = sdxl_parts({k: ckpt.shape(k) for k in ckpt.keys()}, path, head_dim=head_dim,
                        add_time_dim=add_time_dim)
     names = ["unet", "vae"] + ([n for n in ("te1", "te2") if n in parts] if text_encoders else [])
     verify(path, {k: ckpt.shape(k) for k in ckpt.keys()}, [parts[n] for n in names], "SDXL")
-    loaded = {n: assign(parts[n][1], ckpt, parts[n][0], dtype) for n in names}
+    loaded = {n: assign(parts[n][1], ckpt, parts[n][0], vae_dtype if n == "vae" else dtype) for n in names}
     return SdxlModel(loaded["unet"], loaded["vae"], loaded.get("te1"), loaded.get("te2"),
                      parts["unet_arch"], parts["vae_arch"], path)
 
@@ -151,7 +149,7 @@ def arch_from_diffusers(unet_cfg: Any) -> UNetArch:
     )
 
 
-def _load_folder(path: Path, dtype: torch.dtype, text_encoders: bool) -> SdxlModel:
+def _load_folder(path: Path, dtype: torch.dtype, vae_dtype: torch.dtype, text_encoders: bool) -> SdxlModel:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
@@ -161,7 +159,7 @@ def _load_folder(path: Path, dtype: torch.dtype, text_encoders: bool) -> SdxlMod
     kw = {"local_files_only": True, "dtype": dtype}
     try:
         unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", **kw)
-        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", **kw)
+        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", **{**kw, "dtype": vae_dtype})
         te1 = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", **kw) if text_encoders else None
         te2 = (CLIPTextModelWithProjection.from_pretrained(path, subfolder="text_encoder_2", **kw)
                if text_encoders else None)

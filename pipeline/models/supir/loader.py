@@ -77,11 +77,12 @@ def supir_parts(shapes: dict[str, tuple[int, ...]], path: Path, unet_arch: UNetA
 
 
 def load_supir(path: str | Path, unet_arch: UNetArch, vae_arch: VaeArch,
-               dtype: torch.dtype = torch.float32) -> SupirParts:
+               dtype: torch.dtype = torch.float32, vae_dtype: torch.dtype | None = None) -> SupirParts:
     path = Path(path)
     ckpt = Checkpoint(path)
     shapes = {k: ckpt.shape(k) for k in ckpt.keys()}
     parts = supir_parts(shapes, path, unet_arch, vae_arch)
     verify(path, shapes, list(parts.values()), "SUPIR-v0", whole_file=True, ignore=IGNORED)
-    loaded = {n: assign(m, ckpt, km, dtype) for n, (km, m) in parts.items()}
+    loaded = {n: assign(m, ckpt, km, (vae_dtype or dtype) if n == "denoise_encoder" else dtype)
+              for n, (km, m) in parts.items()}
     return SupirParts(loaded["control"], loaded["connectors"], loaded["denoise_encoder"], path)
