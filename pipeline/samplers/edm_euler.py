@@ -47,6 +47,7 @@ def step(model, x: torch.Tensor, sigma: float, next_sigma: float, gamma: float, 
          record: Record | None = None) -> torch.Tensor:
     """One ``sampler_step`` on a batch of rows (whole latent, or tiles cut at ``windows``)."""
     n = x.shape[0]
+    x_in = x
     sig = torch.full((n,), sigma, dtype=torch.float32, device=x.device)
     nxt = torch.full((n,), next_sigma, dtype=torch.float32, device=x.device)
     sigma_hat = sig * (gamma + 1.0)
@@ -54,13 +55,15 @@ def step(model, x: torch.Tensor, sigma: float, next_sigma: float, gamma: float, 
         x = x + (xi * p.s_noise) * ((sigma_hat**2 - sig**2) ** 0.5).view(-1, 1, 1, 1)
     d_u, d_c = model(x, sigma_hat, scale, windows)
     denoised = d_u + cfg_scale(sigma_hat, p.cfg_start, p.cfg_end).view(-1, 1, 1, 1) * (d_c - d_u)
-    if record is not None:
-        record({"sigma_hat": sigma_hat, "x_churned": x, "denoised_cfg": denoised, "gamma": gamma,
-                "control_scale": scale})
+    cfg_out = denoised
     if next_sigma > p.restore_s_tmin and p.restore_cfg > 0:
         denoised = denoised - (denoised - x_center) * ((sig.view(-1, 1, 1, 1) / SIGMA_MAX) ** p.restore_cfg)
     d = (x - denoised) / sigma_hat.view(-1, 1, 1, 1)
-    return x + (nxt - sigma_hat).view(-1, 1, 1, 1) * d
+    out = x + (nxt - sigma_hat).view(-1, 1, 1, 1) * d
+    if record is not None:
+        record({"sigma": sig, "next_sigma": nxt, "gamma": gamma, "sigma_hat": sigma_hat, "control_scale": scale,
+                "x_in": x_in, "x_churned": x, "denoised_cfg": cfg_out, "x_out": out})
+    return out
 
 
 def sample(model, x_T: torch.Tensor, sigmas: torch.Tensor, p: EdmParams, *, noise: NoiseSource,
@@ -81,6 +84,8 @@ def sample(model, x_T: torch.Tensor, sigmas: torch.Tensor, p: EdmParams, *, nois
         xi = noise("churn", x.shape) if gamma > 0 else None
         scale = control_scale(sigma, p.control_start, p.control_end, p.linear_control)
         rec = None if record is None else (lambda r, k=k: record({"step": k, "tile": None, **r}))
+        if record is not None and tiles is not None:
+            record({"step": k, "tile": "full", "x_full_in": x})
         if tiles is None:
             x = step(model, x, sigma, next_sigma, gamma, xi, p, scale, x_center, None, rec)
         else:

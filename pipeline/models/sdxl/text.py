@@ -59,14 +59,14 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 
 @lru_cache(maxsize=4)
-def _bpe_vocab(path: str) -> tuple[dict[str, int], list[str]]:
+def _bpe_vocab(path: str) -> tuple[dict[str, int], list[tuple[str, ...]]]:
     """OpenAI CLIP's SimpleTokenizer vocabulary from its merges file (the same ids as HF vocab.json)."""
     lines = gzip.open(path).read().decode("utf-8").split("\n")
     merges = lines[1 : 49152 - 256 - 2 + 1]
     chars = list(_bytes_to_unicode().values())
     vocab = chars + [c + "</w>" for c in chars] + ["".join(m.split()) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
-    return {v: i for i, v in enumerate(vocab)}, merges
+    return {v: i for i, v in enumerate(vocab)}, [tuple(m.split()) for m in merges]
 
 
 def _from_source(src: Path, sub: str, pad: str):

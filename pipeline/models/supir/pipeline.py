@@ -88,6 +88,7 @@ class Restored:
     z_lq: torch.Tensor
     latent: torch.Tensor
     z_stage1: torch.Tensor | None = None
+    decoded: torch.Tensor | None = None  # before the colour fix
 
 
 def encode_lq(m: SupirModels, x: torch.Tensor, s: Settings, cancel=None) -> torch.Tensor:
@@ -110,7 +111,8 @@ def encode_sample(m: SupirModels, x: torch.Tensor, s: Settings, noise: NoiseSour
 @torch.inference_mode()
 def restore(m: SupirModels, lq: torch.Tensor, cond: TextCond, uncond: TextCond, s: Settings,
             noise: NoiseSource, *, place: Placement | None = None,
-            progress: Callable[..., None] | None = None, cancel: Callable[[], None] | None = None) -> Restored:
+            progress: Callable[..., None] | None = None, cancel: Callable[[], None] | None = None,
+            record: Callable[[dict], None] | None = None) -> Restored:
     """``lq`` [1, 3, H, W] in [-1, 1] at the working size (H, W multiples of 32) -> restored image."""
     place = place or Placement("resident", lq.device)
     dev = place.device
@@ -130,12 +132,12 @@ def restore(m: SupirModels, lq: torch.Tensor, cond: TextCond, uncond: TextCond, 
         if s.sampler == "edm":
             latent = edm_euler.sample(model, x_t, legacy_sigmas(s.steps, m.table), s.edm, noise=noise,
                                       x_center=z_stage1, tiles=tiles, tile_batch=s.tile_batch,
-                                      progress=progress, cancel=cancel)
+                                      progress=progress, cancel=cancel, record=record)
         else:
             latent = dpmpp_2m_sde.sample(model, x_t, lightning_sigmas(s.steps, m.table), s.dpm, noise=noise,
                                          tiles=tiles, tile_batch=s.tile_batch, progress=progress, cancel=cancel)
     # 5. decode + colour fix
     with place.use(m.vae):
         out = decode(m, latent, s, cancel)
-    out = color_fix(out, x_stage1, s.color_fix)
-    return Restored(out, x_stage1, z_lq, latent, z_stage1)
+    fixed = color_fix(out, x_stage1, s.color_fix)
+    return Restored(fixed, x_stage1, z_lq, latent, z_stage1, decoded=out)
