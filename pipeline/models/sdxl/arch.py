@@ -90,7 +90,7 @@ def infer_unet(shapes: Shapes, *, head_dim: int | None = None, add_time_dim: int
         width = _need(shapes, f"input_blocks.{i}.0.out_layers.3.weight")[0]
         if per_level[-1] == 0:
             widths.append(width)
-            has_attn = f"input_blocks.{i}.1.proj_in.weight" in shapes
+            has_attn = any(k.startswith(f"input_blocks.{i}.1.") for k in shapes)
             attention.append(has_attn)
             blocks = _indices(shapes, rf"input_blocks\.{i}\.1\.transformer_blocks\.(\d+)\.")
             depth.append(len(blocks) if has_attn else 1)

@@ -59,12 +59,15 @@ def supir_parts(shapes: dict[str, tuple[int, ...]], path: Path, unet_arch: UNetA
                           head_dim=unet_arch.head_dim, add_time_dim=unet_arch.add_time_dim)
     except ArchError as e:
         raise WrongWeights(path, f"its control encoder is not an SDXL encoder copy ({e}).") from None
-    arch = arch.with_(out_channels=unet_arch.out_channels)
-    if arch != unet_arch:
+    # The control encoder is a copy of SDXL's encoder half: build it from SDXL's architecture, so a
+    # damaged file is reported key by key (below) rather than as a different network.
+    core = ("widths", "layers", "context_dim", "adm_in_channels", "in_channels")
+    if any(getattr(arch, f) != getattr(unet_arch, f) for f in core):
         raise WrongWeights(path, f"its control encoder ({arch.widths}, context {arch.context_dim}) does not "
                                  f"match the SDXL model ({unet_arch.widths}, context {unet_arch.context_dim}); "
                                  "SUPIR-v0 needs an SDXL base model or fine-tune.")
     nhidden = shapes.get(PM_PREFIX + "0.mlp_shared.0.weight", (NHIDDEN,))[0]
+    arch = unet_arch
     control = empty(lambda: ControlEncoder(unet_config(arch)))
     connectors = empty(lambda: build_connectors(unet_arch, nhidden))
     denoise = empty(lambda: build_denoise_encoder(vae_arch))
