@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from _supir_helpers import require_fixtures
+
 from pipeline.models.sdxl.load import verify
 from pipeline.models.sdxl.loader import sdxl_parts
 from pipeline.models.supir.connectors import connector_sites

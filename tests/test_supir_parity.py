@@ -14,11 +14,18 @@ import re
 
 import pytest
 import torch
-
 from _supir_helpers import close, require_fixtures, tiny_config
+
 from pipeline import colorfix
 from pipeline.models.supir.denoiser import CfgDenoiser, TextCond, denoise
-from pipeline.models.supir.pipeline import Settings, decode, encode_lq, encode_sample, load_models, restore
+from pipeline.models.supir.pipeline import (
+    Settings,
+    decode,
+    encode_lq,
+    encode_sample,
+    load_models,
+    restore,
+)
 from pipeline.models.supir.unet import vector_cond
 from pipeline.samplers import edm_euler
 from pipeline.samplers.noise import RecordedNoise
