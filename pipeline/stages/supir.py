@@ -177,4 +177,5 @@ def _settings(p: Params, tile_batch: int) -> Settings:
         tile_stride=p.tile_stride,
         tile_batch=tile_batch,
         vae_tile=p.vae_tile,
+        vae_decode_tile=p.vae_tile // 8,
     )
