@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from _supir_helpers import require_fixtures
+from ._supir_helpers import require_fixtures
 
 from pipeline.models.sdxl.load import verify
 from pipeline.models.sdxl.loader import sdxl_parts

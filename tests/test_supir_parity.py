@@ -14,7 +14,7 @@ import re
 
 import pytest
 import torch
-from _supir_helpers import close, require_fixtures, tiny_config
+from ._supir_helpers import close, require_fixtures, tiny_config
 
 from pipeline import colorfix
 from pipeline.models.supir.denoiser import CfgDenoiser, TextCond, denoise

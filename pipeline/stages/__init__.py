@@ -150,7 +150,12 @@ def resolve(
     for spec in recipe.stages:
         if not spec.enabled:
             continue
-        module = load_stage(spec.kind)
+        try:
+            module = load_stage(spec.kind)
+        except StageUnavailable as e:
+            raise StageUnavailable(
+                f"{e} Preset '{recipe.preset}' needs it; `--preset lite` runs without it."
+            ) from None
         params = make_params(module, spec.params, spec.id)
         found, lacking = {}, []
         for name in needed_weights(module, params):
@@ -161,7 +166,8 @@ def resolve(
         if lacking and spec.optional:
             skipped.append(Skipped(spec, f"{spec.id}: skipped, weights not found ({', '.join(e.key for e in lacking)})"))
             continue
-        missing.extend(lacking)
+        # two stages needing the same file (flux refine + final) report it once
+        missing.extend(e for e in lacking if e.key not in {m.key for m in missing})
         ready.append(ResolvedStage(spec, module, params, found))
     if missing:
         hint = (
