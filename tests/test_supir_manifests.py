@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from ._supir_helpers import require_fixtures
 
 from pipeline.models.sdxl.load import verify
 from pipeline.models.sdxl.loader import sdxl_parts
 from pipeline.models.supir.connectors import connector_sites
 from pipeline.models.supir.loader import IGNORED, supir_parts
+
+from ._supir_helpers import require_fixtures
 
 pytestmark = pytest.mark.parity
 

@@ -14,7 +14,6 @@ import re
 
 import pytest
 import torch
-from ._supir_helpers import close, require_fixtures, tiny_config
 
 from pipeline import colorfix
 from pipeline.models.supir.denoiser import CfgDenoiser, TextCond, denoise
@@ -31,6 +30,8 @@ from pipeline.samplers import edm_euler
 from pipeline.samplers.noise import RecordedNoise
 from pipeline.samplers.schedules import ddpm_sigma_table, legacy_sigmas, quantize
 from pipeline.samplers.tiles import LatentTiles
+
+from ._supir_helpers import close, require_fixtures, tiny_config
 
 pytestmark = pytest.mark.parity
 MODEL_TOL, SAMPLER_TOL = 1e-4, 1e-3
