@@ -283,14 +283,15 @@ def encode(img: Image, fmt: str = "PNG", *, bit_depth: int | None = None) -> byt
     mode = img.mode
     if fmt == "JPEG" and mode in ("RGBA", "LA"):
         mode = mode[:-1]  # JPEG has no alpha channel
+    if depth == 16 and mode == "LA":
+        mode = "RGBA"  # neither Pillow nor OpenCV writes 16-bit grey+alpha: keep depth and alpha
     arr = to_array(img, bit_depth=depth, mode=mode)
     if depth == 16 and mode in ("RGB", "RGBA"):
         return _encode_16bit_colour(arr, fmt, img.icc_profile)
-    pil_mode = {"L": "L", "LA": "LA", "RGB": "RGB", "RGBA": "RGBA"}[mode]
-    if depth == 16:  # greyscale 16-bit: Pillow's I;16 handles it (alpha is dropped)
-        pim = PILImage.fromarray(arr[..., 0], mode="I;16")
+    if depth == 16:  # greyscale 16-bit: Pillow's I;16
+        pim = PILImage.fromarray(np.ascontiguousarray(arr[..., 0]))
     else:
-        pim = PILImage.fromarray(arr if arr.shape[2] > 1 else arr[..., 0], mode=pil_mode)
+        pim = PILImage.fromarray(arr if arr.shape[2] > 1 else np.ascontiguousarray(arr[..., 0]))
     buf = io.BytesIO()
     opts: dict[str, object] = {}
     if img.icc_profile:

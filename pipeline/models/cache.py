@@ -54,6 +54,10 @@ def module_bytes(obj: Any) -> int:
         elif hasattr(o, "__dataclass_fields__"):
             for name in o.__dataclass_fields__:
                 visit(getattr(o, name))
+        elif hasattr(o, "__dict__"):  # wrappers such as spandrel's ModelDescriptor hold the module
+            for v in vars(o).values():
+                if isinstance(v, (torch.nn.Module, torch.Tensor)):
+                    visit(v)
 
     visit(obj)
     return total

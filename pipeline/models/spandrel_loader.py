@@ -31,9 +31,12 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     except WrongWeights:
         raise
     except pickle.UnpicklingError as e:
-        raise WrongWeights(
-            path, f"contains Python objects other than tensors, so it is not loaded for safety ({e})."
-        ) from None
+        detail = next((ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln), "")
+        if detail:  # a pickle that wants to import and call something: never let it
+            raise WrongWeights(
+                path, f"contains Python objects other than tensors, so it is not loaded for safety ({detail})."
+            ) from None
+        raise WrongWeights(path, "cannot be read as model weights (not a PyTorch checkpoint).") from None
     except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile, KeyError) as e:
         raise WrongWeights(path, f"cannot be read as model weights ({e}).") from None
     if not isinstance(sd, dict):

@@ -150,7 +150,12 @@ def resolve(
     for spec in recipe.stages:
         if not spec.enabled:
             continue
-        module = load_stage(spec.kind)
+        try:
+            module = load_stage(spec.kind)
+        except StageUnavailable as e:
+            raise StageUnavailable(
+                f"{e} Preset '{recipe.preset}' needs it; `--preset lite` runs without it."
+            ) from None
         params = make_params(module, spec.params, spec.id)
         found, lacking = {}, []
         for name in needed_weights(module, params):
