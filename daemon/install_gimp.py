@@ -65,7 +65,7 @@ def detect_python_version(system: str | None = None) -> str:
                                  capture_output=True, text=True)
             if out.returncode == 0 and out.stdout.strip():
                 return out.stdout.strip()
-        return "%d.%d" % sys.version_info[:2]
+        return "{}.{}".format(*sys.version_info[:2])
     if system == "Windows":
         roots = [os.environ.get("ProgramFiles", r"C:\Program Files"),
                  os.path.join(os.environ.get("LOCALAPPDATA", ""), "Programs")]
@@ -82,7 +82,7 @@ def detect_python_version(system: str | None = None) -> str:
             "could not find GIMP.app's Python; pass --python-version X.Y (GIMP's "
             "Filters → Development → Python-Fu → Console prints it on its first line)."
         )
-    return "%d.%d" % sys.version_info[:2]
+    return "{}.{}".format(*sys.version_info[:2])
 
 
 def _proto_files() -> list[Path]:

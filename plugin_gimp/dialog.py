@@ -13,7 +13,7 @@ import gi
 gi.require_version("Gimp", "3.0")
 gi.require_version("GimpUi", "3.0")
 gi.require_version("Gtk", "3.0")
-from gi.repository import GObject, GimpUi, Gtk  # noqa: E402
+from gi.repository import GimpUi, GObject, Gtk  # noqa: E402
 
 from ._client import client  # noqa: E402
 
@@ -42,7 +42,7 @@ def preset_row(config, presets: list[tuple[str, str]], default_name: str) -> Gtk
     row = Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=6)
     row.pack_start(Gtk.Label(label="Preset"), False, False, 0)
     combo = Gtk.ComboBoxText.new_with_entry()
-    for name, description in presets:
+    for name, _ in presets:
         combo.append(name, name)
     combo.set_tooltip_text("\n".join(f"{n}: {d}" for n, d in presets)
                            or "Type a preset name; empty uses the daemon's default.")

@@ -66,7 +66,7 @@ class Settings:
                     f"(e.g. 'grain.strength=0.05'), not {item.strip()!r}."
                 )
             out[key.strip()] = value.strip()
-        for stage_id, value in zip(DENOISE_STAGES, (self.refine_denoise, self.final_denoise)):
+        for stage_id, value in zip(DENOISE_STAGES, (self.refine_denoise, self.final_denoise), strict=True):
             if value > 0:
                 out[f"{stage_id}.denoise"] = f"{value:g}"
         return out

@@ -14,7 +14,7 @@ import traceback
 import gi
 
 gi.require_version("Gimp", "3.0")
-from gi.repository import GLib, GObject, Gimp  # noqa: E402
+from gi.repository import Gimp, GLib, GObject  # noqa: E402
 
 PROC_NAME = "plug-in-dermis-refine-skin"
 MENU_PATH = "<Image>/Filters/Enhance/Dermis"
@@ -29,18 +29,18 @@ def _error(procedure, message: str, status=Gimp.PDBStatusType.EXECUTION_ERROR):
 def add_arguments(p: Gimp.Procedure) -> None:
     """The procedure's arguments: the dialog's fields, and what a script passes."""
     p.add_string_argument("preset", "_Preset", "Preset name ('' = the daemon's default: supir-srpo)", "", RW)
-    p.add_double_argument("scale", "_Scale", "Output scale: 1 refines in place, 2 doubles the image "
+    p.add_double_argument("scale", "Sc_ale", "Output scale: 1 refines in place, 2 doubles the image "
                           "(all layers are scaled by GIMP, the refined layer is made at full size)",
                           0.25, 8.0, 1.0, RW)
-    p.add_double_argument("refine-denoise", "_Refine denoise",
+    p.add_double_argument("refine-denoise", "Refine de_noise",
                           "Denoise of the first Flux refine pass (0 = the preset's)", 0.0, 1.0, 0.0, RW)
     p.add_double_argument("final-denoise", "_Final denoise",
                           "Denoise of the final Flux refine pass (0 = the preset's)", 0.0, 1.0, 0.0, RW)
-    p.add_string_argument("overrides", "_Overrides",
+    p.add_string_argument("overrides", "Overr_ides",
                           "More settings as 'stage.param=value, ...' (e.g. grain.strength=0.05)", "", RW)
     p.add_int_argument("seed", "S_eed", "Seed (-1 = a new one each run; the layer name shows it)",
                        -1, GLib.MAXINT32, -1, RW)
-    p.add_string_argument("server", "Se_rver", "Daemon address, e.g. 127.0.0.1:50073 or "
+    p.add_string_argument("server", "Ser_ver", "Daemon address, e.g. 127.0.0.1:50073 or "
                           "unix:/path ('' = $DERMIS_ADDRESS or the running daemon's)", "", RW)
     p.add_string_argument("token", "_Token", "Daemon token ('' = $DERMIS_TOKEN or the daemon's "
                           "token file); not remembered between runs", "", RW)
