@@ -189,35 +189,34 @@ def free_port() -> int:
 
 
 class Daemon:
-    """`dermis serve` as a real subprocess on 127.0.0.1, with its own state folder and token."""
+    """`dermis serve` as a real subprocess on 127.0.0.1 (a port the OS picks), with its own state
+    folder, runtime file and token."""
 
-    def __init__(self, state_dir: Path, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.address = f"127.0.0.1:{self.port}"
+    def __init__(self, state_dir: Path) -> None:
         env = dict(os.environ, XDG_STATE_HOME=str(state_dir), DERMIS_DEVICE="cpu")
         env.pop("DERMIS_ADDRESS", None)
         env.pop("DERMIS_TOKEN", None)
-        self.log = state_dir / "daemon.log"
         state_dir.mkdir(parents=True, exist_ok=True)
+        self.log = state_dir / "daemon.log"
+        self.runtime_file = state_dir / "dermis" / "daemon.json"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon", "serve", "--listen", self.address],
+            [sys.executable, "-m", "daemon", "serve", "--listen", "127.0.0.1:0"],
             cwd=REPO, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT,
         )
-        self.runtime_file = state_dir / "dermis" / "daemon.json"
-        self.token = self._wait_ready(env)
+        self.address, self.token = self._wait_ready()
 
-    def _wait_ready(self, env) -> str:
+    def _wait_ready(self) -> tuple[str, str]:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 pytest.fail(f"dermis serve exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}",
                             pytrace=False)
-            if self.runtime_file.is_file():
-                try:
-                    info = json.loads(self.runtime_file.read_text())
-                    return Path(info["token_file"]).read_text().strip()
-                except (ValueError, KeyError, OSError):
-                    pass
+            try:
+                info = json.loads(self.runtime_file.read_text())
+                if info.get("pid") == self.proc.pid:
+                    return info["address"], Path(info["token_file"]).read_text().strip()
+            except (ValueError, KeyError, OSError):
+                pass
             time.sleep(0.1)
         self.stop()
         pytest.fail(f"dermis serve did not come up in 60 s:\n{self.log.read_text()[-3000:]}", pytrace=False)
@@ -231,7 +230,7 @@ class Daemon:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(20)
+                self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
