@@ -157,11 +157,12 @@ class Reporter:
             self.messages.append(ev.message)
             return
         text = progress_text(ev)
-        now = self._clock()
-        # stage changes and the end always show; step/tile ticks are throttled
-        if kind == "progress" and now - self._last < self._interval:
-            return
-        self._last = now
+        # stage changes and the end always show; step/tile ticks are throttled among themselves
+        if kind == "progress":
+            now = self._clock()
+            if now - self._last < self._interval:
+                return
+            self._last = now
         if text and text != self._text:
             self._text = text
             self._set_text(text)
