@@ -199,9 +199,10 @@ class Daemon:
         state_dir.mkdir(parents=True, exist_ok=True)
         self.log = state_dir / "daemon.log"
         self.runtime_file = state_dir / "dermis" / "daemon.json"
+        self._log_file = self.log.open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "daemon", "serve", "--listen", "127.0.0.1:0"],
-            cwd=REPO, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT,
+            cwd=REPO, env=env, stdout=self._log_file, stderr=subprocess.STDOUT,
         )
         self.address, self.token = self._wait_ready()
 
@@ -234,3 +235,4 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self._log_file.close()

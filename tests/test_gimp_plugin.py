@@ -135,6 +135,7 @@ def test_guard_cancels_the_job_when_the_plugin_is_killed(daemon, portrait):
     finally:
         plugin.kill()
         plugin.wait()
+        plugin.stdout.close()
 
 
 # ------------------------------------------------------------------------------------- installing
