@@ -363,7 +363,8 @@ def _pid_of(needle: str) -> int | None:
         if not entry.isdigit():
             continue
         try:
-            cmdline = open(f"/proc/{entry}/cmdline", "rb").read().replace(b"\0", b" ").decode()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
         if needle in cmdline and "pytest" not in cmdline:
