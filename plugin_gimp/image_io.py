@@ -139,6 +139,7 @@ def insert_result(image: Gimp.Image, source_layer: Gimp.Layer, source: Source, r
         if scale != 1.0:
             image.scale(round(image.get_width() * scale), round(image.get_height() * scale))
         _, lx, ly = source_layer.get_offsets()  # after scaling: where GIMP put the source layer
+        # exact for whole-number scales; a fractional one can land a pixel off GIMP's own rounding
         x = lx + round(source.crop_x * scale) + result.offset_x
         y = ly + round(source.crop_y * scale) + result.offset_y
         gray = image.get_base_type() == Gimp.ImageBaseType.GRAY

@@ -4,6 +4,10 @@ One image procedure on drawables. Interactive runs show the dialog (GIMP keeps t
 every argument); non-interactive runs take everything as arguments, so scripts and batches can call
 ``plug-in-dermis-refine-skin`` through the PDB. Every failure ends as an error return with a readable
 message (GIMP shows it); nothing escapes as a traceback dialog.
+
+Waiting: a GIMP plug-in is its own process, so GIMP's UI stays live while this one blocks on the
+daemon. The wait happens after the dialog has closed, on the plug-in's only thread, and every GIMP
+call (progress, layers) stays on that thread.
 """
 
 from __future__ import annotations
@@ -107,8 +111,9 @@ def _run(procedure, run_mode, image, drawables, config):
         new_layer = image_io.insert_result(image, layer, source, result, settings.scale)
     except ValueError as e:
         return _error(procedure, f"Dermis: {e}")
-    if reporter.messages:
-        Gimp.message("Dermis: " + "\n".join(reporter.messages))
+    notes = reporter.messages + [m for m in getattr(result, "messages", []) if m not in reporter.messages]
+    if notes:  # e.g. an optional stage skipped for want of weights: worth knowing, not an error
+        Gimp.message("Dermis: " + "\n".join(notes))
     return Gimp.ValueArray.new_from_values([
         GObject.Value(Gimp.PDBStatusType, Gimp.PDBStatusType.SUCCESS),
         GObject.Value(Gimp.Layer, new_layer),
