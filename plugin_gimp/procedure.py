@@ -57,7 +57,8 @@ def run(procedure, run_mode, image, drawables, config, data):
         return _run(procedure, run_mode, image, drawables, config)
     except Exception as e:  # last line of defence: a message, not GIMP's traceback dialog
         traceback.print_exc()
-        return _error(procedure, f"Dermis failed unexpectedly: {e} (details are in GIMP's error console).")
+        return _error(procedure, f"Dermis failed unexpectedly: {e} (the traceback is in GIMP's "
+                                 "terminal output; please report it).")
     finally:
         # the token is an argument only so scripts can pass it; GIMP must not store it with the
         # last values
@@ -70,7 +71,7 @@ def _run(procedure, run_mode, image, drawables, config):
     try:
         layer = image_io.check_image(image, drawables)
     except image_io.UnsupportedImage as e:
-        return _error(procedure, str(e))
+        return _error(procedure, str(e), Gimp.PDBStatusType.CALLING_ERROR)
     try:
         from . import job
         from ._client import client
@@ -100,7 +101,10 @@ def _run(procedure, run_mode, image, drawables, config):
     reporter = job.Reporter(Gimp.progress_set_text, Gimp.progress_update)
     try:
         result = job.run(settings, request, reporter)
-    except client.JobCancelled:
+    except client.JobCancelled as e:
+        # GIMP's own Cancel kills this process (the guard tells the daemon), so a cancel seen here
+        # came from elsewhere (`dermis` CLI, daemon shutdown): say so
+        Gimp.message(f"Dermis: {e}")
         return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
     except client.ClientError as e:
         return _error(procedure, _explain(e))
@@ -120,19 +124,20 @@ def _run(procedure, run_mode, image, drawables, config):
     ])
 
 
+# What a GIMP user can do about the errors the client already explains in general terms.
+_HINTS = {
+    "unavailable": "In GIMP: the Server field of Refine skin… (empty = $DERMIS_ADDRESS, else the "
+                   "address the running daemon announced).",
+    "unauthenticated": "In GIMP: leave the token argument empty to use the daemon's token file.",
+    "dependency_missing": "In GIMP: run `dermis install-plugin gimp` (add --python-version X.Y if "
+                          "GIMP's Python is not the python3 on your PATH) and restart GIMP.",
+}
+
+
 def _explain(e: Exception) -> str:
-    """The client's message, plus what to do for the errors a user can fix."""
-    code = getattr(e, "code", "")
-    msg = str(e)
-    if code == "unavailable":
-        return f"{msg}\nStart the daemon with `dermis serve` (or check the Server field)."
-    if code == "unauthenticated":
-        return (f"{msg}\nThe daemon refused the token. Leave Token empty to use the daemon's token "
-                "file, or set DERMIS_TOKEN.")
-    if code == "dependency_missing":
-        return (f"{msg}\nReinstall the plug-in with `dermis install-plugin gimp`: it brings grpcio and "
-                "protobuf for GIMP's Python.")
-    return msg
+    """The client's message (it says what went wrong), plus the GIMP side of the fix."""
+    hint = _HINTS.get(getattr(e, "code", ""))
+    return f"{e}\n{hint}" if hint else str(e)
 
 
 class DermisPlugIn(Gimp.PlugIn):
