@@ -88,7 +88,7 @@ def layer_spec(work, case: str, name: str, arr: np.ndarray, offset=(0, 0), gray:
 
 
 def case(name, layers, *, size, args, source=0, selection=None, depth="u8", base="rgb", **extra) -> dict:
-    bits = 8 if depth == "u8" else 16
+    bits = 8 if depth == "u8" else 16  # what the plug-in exchanges: 16-bit for anything deeper
     return {"name": name, "base": base, "depth": depth, "width": size[0], "height": size[1],
             "layers": layers, "source": source, "selection": selection, "args": args,
             "read_format": f"R'G'B'A u{bits}", "result_format": f"R'G'B'A u{bits}",
@@ -127,8 +127,11 @@ def layer_named(rec, prefix: str) -> dict:
     return hits[0]
 
 
-def check_result(work, rec, src, *, offset=(0, 0), scale=1.0, size=None, masked=True):
-    """The new layer equals pipeline.run's layer: name, place, size, pixels, mask; source untouched."""
+def check_result(work, rec, src, *, offset=(0, 0), scale=1.0, size=None, masked=True, atol=0):
+    """The new layer equals pipeline.run's layer: name, place, size, pixels, mask; source untouched.
+
+    ``atol`` > 0 only for images GIMP stores as linear float, where writing and reading back the
+    16-bit perceptual values may round by a level."""
     assert rec["status"] == "success", rec.get("error")
     sel = selection_of(work, rec, size)
     want, (wx, wy), name = expected(src, sel if masked else None, offset, scale)
@@ -138,11 +141,11 @@ def check_result(work, rec, src, *, offset=(0, 0), scale=1.0, size=None, masked=
     assert got["size"] == [want.shape[1], want.shape[0]]
     dtype = np.uint8 if src.dtype == np.uint8 else np.uint16
     pixels = load_raw(work, got["pixels"], want.shape, dtype)
-    np.testing.assert_array_equal(pixels[..., :3], want[..., :3])
+    np.testing.assert_allclose(pixels[..., :3], want[..., :3], rtol=0, atol=atol)
     if masked:
         assert got["has_mask"]
         mask = load_raw(work, got["mask"], want.shape[:2], dtype)
-        np.testing.assert_array_equal(mask, want[..., 3])
+        np.testing.assert_allclose(mask, want[..., 3], rtol=0, atol=atol)
         assert (pixels[..., 3] == np.iinfo(dtype).max).all()  # the alpha went into the mask
     else:
         assert not got["has_mask"]
@@ -182,6 +185,10 @@ def test_refine_in_real_gimp(gimp, daemon, work):
         case("rgb16_border", [layer_spec(work, "rgb16_border", "Background", rgb16)],
              size=(160, 120), depth="u16", args={**lite, **server},
              selection={"kind": "rect", "x": 100, "y": 64, "w": 60, "h": 56, "feather": 6}),
+        # 32-bit float linear: the plug-in must exchange perceptual 16-bit, never linear values
+        case("float_linear", [layer_spec(work, "float_linear", "Background", rgb16)],
+             size=(160, 120), depth="float_linear", args={**lite, **server},
+             selection={"kind": "ellipse", "x": 40, "y": 20, "w": 70, "h": 60, "feather": 8}),
         case("gray8", [layer_spec(work, "gray8", "Background", gray, gray=True)], base="gray",
              size=(140, 100), args={**lite, **server},
              selection={"kind": "rect", "x": 30, "y": 20, "w": 60, "h": 50, "feather": 8}),
@@ -214,6 +221,11 @@ def test_refine_in_real_gimp(gimp, daemon, work):
     got = layer_named(r, "Dermis")
     assert got["offset"][0] + got["size"][0] == 160 and got["offset"][1] + got["size"][1] == 120
     assert want[-1, -1, 3] == 65535  # selected up to the corner: the mask does not fade at the edge
+
+    r = results["float_linear"]
+    seen = load_raw(work, r["source_before"], (120, 160, 4), np.uint16)[..., :3]  # what GIMP hands out
+    assert np.abs(seen.astype(int) - rgb16).max() <= 1
+    check_result(work, r, np.ascontiguousarray(seen), size=(160, 120), atol=1)
 
     r = results["gray8"]
     assert r["status"] == "success", r.get("error")

@@ -22,7 +22,8 @@ PROC = "plug-in-dermis-refine-skin"
 SPEC = json.load(open(os.environ["DERMIS_GIMP_SPEC"]))
 OUT = os.environ["DERMIS_GIMP_OUT"]
 BASE = {"rgb": Gimp.ImageBaseType.RGB, "gray": Gimp.ImageBaseType.GRAY}
-PRECISION = {"u8": Gimp.Precision.U8_NON_LINEAR, "u16": Gimp.Precision.U16_NON_LINEAR}
+PRECISION = {"u8": Gimp.Precision.U8_NON_LINEAR, "u16": Gimp.Precision.U16_NON_LINEAR,
+             "float_linear": Gimp.Precision.FLOAT_LINEAR}
 RUN_MODE = {"noninteractive": Gimp.RunMode.NONINTERACTIVE, "interactive": Gimp.RunMode.INTERACTIVE,
             "last": Gimp.RunMode.WITH_LAST_VALS}
 LAYER_TYPE = {("rgb", False): Gimp.ImageType.RGB_IMAGE, ("rgb", True): Gimp.ImageType.RGBA_IMAGE,
