@@ -44,15 +44,20 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def load_image_model(path: Path, device: torch.device, dtype: torch.dtype):
-    """An eval-mode spandrel ImageModelDescriptor on ``device``, in ``dtype`` where the arch allows."""
+def load_image_model(path: Path, device: torch.device, dtype: torch.dtype, *, registry=None,
+                     expected: str = "a model architecture spandrel recognises"):
+    """An eval-mode spandrel ImageModelDescriptor on ``device``, in ``dtype`` where the arch allows.
+
+    ``registry`` (a spandrel ArchRegistry) limits which architectures are accepted (the face stage takes
+    only face restorers); ``expected`` names them in the error for any other file."""
     import spandrel
 
     sd = spandrel.canonicalize_state_dict(read_state_dict(path))
     try:
-        desc = spandrel.ModelLoader(device="cpu").load_from_state_dict(sd)
+        loader = spandrel.ModelLoader(device="cpu", **({"registry": registry} if registry is not None else {}))
+        desc = loader.load_from_state_dict(sd)
     except spandrel.UnsupportedModelError:
-        raise WrongWeights(path, "is not a model architecture spandrel recognises.") from None
+        raise WrongWeights(path, f"is not {expected}.") from None
     except (KeyError, RuntimeError, ValueError, AssertionError) as e:
         raise WrongWeights(path, f"looks like a known architecture but does not load ({e}).") from None
     if not isinstance(desc, spandrel.ImageModelDescriptor):

@@ -18,6 +18,7 @@ Builder = Callable[[Path], dict[str, Path]]
 # family -> "module:function" building it; the function takes the models/ root and returns name -> path
 FAMILIES: dict[str, str] = {
     "spandrel": "pipeline.models.tiny:build_spandrel",
+    "faces": "pipeline.models.tiny_faces:build_faces",
 }
 
 
