@@ -135,7 +135,7 @@ def run_gimp(root: Path, work: Workdir, spec: dict, env: dict[str, str] | None =
     """Start GIMP on the batch driver with ``spec``; returns the running process.
 
     Without ``keys``: gimp-console, no display. With ``keys``: the GIMP GUI under Xvfb, and
-    press_keys.sh answering the plug-in's dialog with those keys, one per dialog shown.
+    press_keys.sh playing those steps (``dialog:KEY``, ``file:PATH``, ``window:TITLE:KEY``).
     """
     spec_host, spec_inside = work.path("spec.json")
     spec_host.write_text(json.dumps(spec))
@@ -149,8 +149,9 @@ def run_gimp(root: Path, work: Workdir, spec: dict, env: dict[str, str] | None =
     batch = "--batch-interpreter=python-fu-eval -b - --quit < driver.py"
     if keys:
         answer = " ".join(shlex.quote(k) for k in keys)
+        variables["DIALOG_TITLE"] = DIALOG_TITLE
         inner = (f"cd {work.inside} && xvfb-run -a -s '-screen 0 1280x1024x24' bash -c "
-                 + shlex.quote(f"(bash press_keys.sh {shlex.quote(DIALOG_TITLE)} {answer} &); "
+                 + shlex.quote(f"(bash press_keys.sh {answer} &); "
                                f"exec timeout {int(timeout)} gimp-3.0 -d -f {batch}"))
     else:
         # no X server: GIMP's script-fu interpreter still looks for one and warns

@@ -275,8 +275,9 @@ def _srgb_luma(rgb8: np.ndarray) -> np.ndarray:
 
 def test_dialog_in_the_gimp_gui(gimp, daemon, work):
     """The interactive path in GIMP's GUI (Xvfb): the dialog opens, Escape cancels, OK runs the job
-    with the values shown, Filters → Repeat (last values) runs it again without a dialog, and the
-    token given to the dialog is not stored in GIMP's profile."""
+    with the values shown, one Ctrl+Z takes the whole result away (one undo group), Filters → Repeat
+    (last values) runs it again without a dialog, and the token given to the dialog is not stored in
+    GIMP's profile."""
     root, py = gimp
     g.install_plugin(work, py)
     small = portrait_crop(72, 96, y=170, x=200)
@@ -286,19 +287,23 @@ def test_dialog_in_the_gimp_gui(gimp, daemon, work):
         case("dialog_cancel", [layer_spec(work, "d1", "Background", small)], size=(96, 72), args=args,
              selection=sel, run_mode="interactive", display=True),
         case("dialog_ok", [layer_spec(work, "d2", "Background", small)], size=(96, 72), args=args,
-             selection=sel, run_mode="interactive", display=True),
+             selection=sel, run_mode="interactive", display=True, title="dermis-undo-check",
+             undo="undo-now"),
         # a fresh config: only GIMP's stored last values can bring back preset, seed and server
         case("repeat", [layer_spec(work, "d3", "Background", small)], size=(96, 72), args={},
              selection=sel, run_mode="last", display=True),
     ]
-    proc = g.run_gimp(root, work, {"cases": cases}, env={"DERMIS_TOKEN": daemon.token},
-                      keys=["Escape", "alt+o"])
+    steps = ["dialog:Escape", "dialog:alt+o", f"file:{work.inside}/out/undo-now",
+             "window:dermis-undo-check:ctrl+z"]
+    proc = g.run_gimp(root, work, {"cases": cases}, env={"DERMIS_TOKEN": daemon.token}, keys=steps)
     results = {r["name"]: r for r in g.finish_gimp(proc, work)}
     r = results["dialog_cancel"]
     assert r["status"] == "cancel" and [e["name"] for e in r["layers"]] == ["Background"], r
-    check_result(work, results["dialog_ok"], small, size=(96, 72))
+    r = results["dialog_ok"]
+    check_result(work, r, small, size=(96, 72))
+    assert r["after_undo"] == ["Background"] and r["masks_after_undo"] == [False], r["_log"][-2000:]
     check_result(work, results["repeat"], small, size=(96, 72))
-    assert "press_keys: alt+o" in r["_log"] and "Traceback" not in r["_log"]
+    assert "press_keys: window:dermis-undo-check:ctrl+z" in r["_log"] and "Traceback" not in r["_log"]
     profile = work.host / "home" / ".config" / "GIMP"
     stored = [p for p in profile.rglob("*") if p.is_file() and daemon.token.encode() in p.read_bytes()]
     assert not stored, f"the token was written to {stored}"

@@ -16,7 +16,7 @@ import gi
 
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
-from gi.repository import Gegl, Gimp  # noqa: E402
+from gi.repository import Gegl, Gimp, Gio  # noqa: E402
 
 PROC = "plug-in-dermis-refine-skin"
 SPEC = json.load(open(os.environ["DERMIS_GIMP_SPEC"]))
@@ -87,6 +87,8 @@ def run_case(case):
     if proc is None:
         raise RuntimeError(f"{PROC} is not registered: the plug-in did not load")
     # a window for the image when GIMP has a GUI, as when a user runs the filter from the menu
+    if case.get("title"):  # so press_keys.sh can find the image window by its title
+        img.set_file(Gio.File.new_for_path(f"/tmp/{case['title']}.xcf"))
     display = Gimp.Display.new(img) if case.get("display") else None
     cfg = proc.create_config()
     cfg.set_property("run-mode", RUN_MODE[case.get("run_mode", "noninteractive")])
@@ -117,6 +119,16 @@ def run_case(case):
         rec["layers"].append(entry)
     rec["unchanged"] = {ly.get_name(): read(ly, fmt) == before[ly.get_name()] for ly in layers} if before else {}
     rec["selected"] = [ly.get_name() for ly in img.get_selected_layers()]
+    if case.get("undo"):
+        # press_keys.sh now presses ctrl+z in the image window, as a user would; one press must
+        # take the whole result away (the plug-in works inside one undo group)
+        open(os.path.join(OUT, case["undo"]), "w").close()
+        deadline = time.monotonic() + 30
+        while len(img.get_layers()) != len(layers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)  # a second, unwanted undo step would show up here
+        rec["after_undo"] = [ly.get_name() for ly in img.get_layers()]
+        rec["masks_after_undo"] = [ly.get_mask() is not None for ly in img.get_layers()]
     if display is not None:
         display.delete()
     img.delete()
