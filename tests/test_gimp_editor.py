@@ -301,7 +301,8 @@ def test_dialog_in_the_gimp_gui(gimp, daemon, work):
     assert r["status"] == "cancel" and [e["name"] for e in r["layers"]] == ["Background"], r
     r = results["dialog_ok"]
     check_result(work, r, small, size=(96, 72))
-    assert r["after_undo"] == ["Background"] and r["masks_after_undo"] == [False], r["_log"][-2000:]
+    assert r["after_undo"] == ["Background"] and r["masks_after_undo"] == [False], \
+        f"after one Ctrl+Z: {r['after_undo']}, masks {r['masks_after_undo']}"
     check_result(work, results["repeat"], small, size=(96, 72))
     assert "press_keys: window:dermis-undo-check:ctrl+z" in r["_log"] and "Traceback" not in r["_log"]
     profile = work.host / "home" / ".config" / "GIMP"
