@@ -85,7 +85,9 @@ def wheel_dir(python_version: str) -> Path:
     from daemon import vendor
 
     pins = "-".join(r.replace("==", "") for r in vendor.pinned_requirements())
-    cache = CHROOT.parent / "wheels" / f"cp{python_version.replace('.', '')}-{pins}"
+    # next to the chroot when we may write there (root), else in the user's own cache
+    base = CHROOT.parent if os.access(CHROOT.parent, os.W_OK) else Path.home() / ".cache" / "dermis"
+    cache = base / "wheels" / f"cp{python_version.replace('.', '')}-{pins}"
     if not any(cache.glob("*.whl")):
         tmp = cache.with_name(cache.name + ".partial")
         shutil.rmtree(tmp, ignore_errors=True)
