@@ -20,6 +20,8 @@ COMMANDS = [
     "daemon.cmd_doctor",
     "daemon.cmd_dev",
     "daemon.cmd_install_plugin",
+    "daemon.cmd_serve",
+    "daemon.cmd_status",
 ]
 
 

@@ -34,6 +34,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compare", metavar="FILE", help="also write a before/after picture")
     p.add_argument("--device", help="auto (default), cpu or cuda[:N]")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--server", metavar="ADDR",
+                   help="run the job on a running daemon (`dermis serve`): unix:/path, 127.0.0.1:PORT, or "
+                        "'auto' for the one this user started")
+    p.add_argument("--priority", choices=("editor", "batch"), default="editor",
+                   help="with --server: queue class (editor jobs run first; default editor)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ Builder = Callable[[Path], dict[str, Path]]
 FAMILIES: dict[str, str] = {
     "spandrel": "pipeline.models.tiny:build_spandrel",
     "faces": "pipeline.models.tiny_faces:build_faces",
+    "flux": "pipeline.models.tiny_flux:build_flux",
 }
 
 

@@ -166,7 +166,8 @@ def resolve(
         if lacking and spec.optional:
             skipped.append(Skipped(spec, f"{spec.id}: skipped, weights not found ({', '.join(e.key for e in lacking)})"))
             continue
-        missing.extend(lacking)
+        # two stages needing the same file (flux refine + final) report it once
+        missing.extend(e for e in lacking if e.key not in {m.key for m in missing})
         ready.append(ResolvedStage(spec, module, params, found))
     if missing:
         hint = (

@@ -1,0 +1,165 @@
+"""Benchmark: what the daemon costs on top of the pipeline, and how fast pixels cross the socket.
+
+    .venv/bin/python bench/bench_daemon.py [--repeat 5]
+
+Starts `dermis serve` as a real separate process (private state/config folders, CPU) once on a Unix
+socket and once on 127.0.0.1, and measures
+
+1. round-trip overhead: the lite preset on the 512x512 example portrait (-> 1024x1024) through the
+   daemon (upload, queue, run, download) against a direct ``pipeline.run`` here; median of N; ratio;
+2. transfer: upload (Client.submit: CRC-32 + 1 MiB chunks + the daemon's checks) and download (a
+   ``watch`` resumed just before Done: the result's chunks + CRC-32 + reassembly) of 2048² and 4096²
+   16-bit RGBA images; an identity preset (resample at scale 1) keeps the processing out of it.
+   Target: upload + download <= 0.5 s for 4096².
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import pipeline  # noqa: E402
+from pipeline import images  # noqa: E402
+from proto.client import Client, EventKind, JobRequest  # noqa: E402
+
+IDENTITY = """name = "bench-identity"
+scale = 1.0
+[[stage]]
+id = "resample"
+kind = "resample"
+"""
+
+
+def start_daemon(listen: str, home: Path) -> tuple[subprocess.Popen, dict]:
+    env = dict(os.environ, XDG_STATE_HOME=str(home / "state"), XDG_CONFIG_HOME=str(home / "config"),
+               DERMIS_DEVICE="cpu", HF_HUB_OFFLINE="1")
+    env.pop("XDG_RUNTIME_DIR", None)
+    runtime = home / "state" / "dermis" / "daemon.json"
+    proc = subprocess.Popen([sys.executable, "-m", "daemon", "serve", "--listen", listen, "--grace", "1"],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            info = json.loads(runtime.read_text())
+            if info.get("pid") == proc.pid:
+                info["token"] = Path(info["token_file"]).read_text().strip()
+                return proc, info
+        except (OSError, ValueError):
+            pass
+        if proc.poll() is not None:
+            sys.exit(f"dermis serve exited with {proc.returncode}")
+        time.sleep(0.1)
+    proc.kill()
+    sys.exit("dermis serve did not start within 120 s")
+
+
+def median(times: list[float]) -> float:
+    return statistics.median(times)
+
+
+def overhead(c: Client, repeat: int) -> None:
+    portrait = images.load(REPO / "examples" / "portrait_astronaut_512.png")
+    raw = images.to_array(portrait)
+    recipe = pipeline.build("lite")
+    job = JobRequest(raw.tobytes(), 512, 512, 3, preset="lite", seed=1, output="full", client_name="bench")
+    direct, daemon, extra = [], [], []
+    pipeline.run(recipe, portrait, seed=1, device="cpu")  # warm-up both sides
+    c.run(job)
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        pipeline.run(recipe, portrait, seed=1, device="cpu")
+        direct.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        result = c.run(job)
+        daemon.append(time.perf_counter() - t0)
+        # what the daemon adds to its own stage time: upload, queue, events, conversion, download
+        extra.append(daemon[-1] - sum(result.stage_seconds.values()))
+    d, r = median(direct), median(daemon)
+    print(f"  lite 512->1024: direct pipeline.run {d * 1000:.0f} ms, through the daemon {r * 1000:.0f} ms "
+          f"(median of {repeat}): ratio {r / d:.2f}; the daemon's own share {median(extra) * 1000:.0f} ms "
+          "(round trip minus the stages' time in the daemon)")
+
+
+def transfer(c: Client, side: int, repeat: int) -> None:
+    arr = np.random.default_rng(side).integers(0, 65536, (side, side, 4), dtype=np.uint16)
+    pixels = arr.astype("<u2").tobytes()
+    ups, downs = [], []
+    for i in range(repeat + 1):  # the first round warms up
+        job = JobRequest(pixels, side, side, 4, bit_depth=16, preset="bench-identity", seed=1, output="full")
+        t0 = time.perf_counter()
+        job_id = c.submit(job)
+        up = time.perf_counter() - t0
+        done = next(e for e in c.watch(job_id) if e.kind is EventKind.done)
+        assert done.result.pixels == pixels, "the identity preset must return the input"
+        t0 = time.perf_counter()
+        again = next(e for e in c.watch(job_id, after_seq=done.seq - 1) if e.kind is EventKind.done)
+        down = time.perf_counter() - t0
+        assert len(again.result.pixels) == len(pixels)
+        if i:
+            ups.append(up)
+            downs.append(down)
+    u, d = median(ups), median(downs)
+    mib = len(pixels) / 2**20
+    verdict = "" if side != 4096 else ("  (target <= 0.5 s: met)" if u + d <= 0.5 else "  (target <= 0.5 s: MISSED)")
+    print(f"  {side}x{side} RGBA16 ({mib:.0f} MiB): upload {u * 1000:.0f} ms, download {d * 1000:.0f} ms, "
+          f"total {(u + d) * 1000:.0f} ms ({2 * mib / (u + d):.0f} MiB/s){verdict}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    import google.protobuf
+    import grpc
+
+    print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs, "
+          f"Python {platform.python_version()}, grpcio {grpc.__version__}, protobuf "
+          f"{google.protobuf.__version__} ({_protobuf_backend()}); daemon in its own process, on the CPU")
+    block = os.urandom(128 << 20)
+    dest = bytearray(len(block))
+    copies = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        dest[:] = block
+        copies.append(time.perf_counter() - t0)
+    print(f"reference: one in-memory copy of 128 MiB takes {median(copies) * 1000:.0f} ms here "
+          "(a transfer needs several: client, kernel, server)")
+    del block, dest
+    with tempfile.TemporaryDirectory(prefix="dermis-bench-", dir="/tmp") as tmp:
+        home = Path(tmp)
+        (home / "config" / "dermis" / "presets").mkdir(parents=True)
+        (home / "config" / "dermis" / "presets" / "identity.toml").write_text(IDENTITY)
+        for label, listen in (("Unix socket", f"unix:{home}/d.sock"), ("TCP 127.0.0.1", "127.0.0.1:0")):
+            proc, info = start_daemon(listen, home)
+            try:
+                print(f"{label} ({info['address']}):")
+                with Client(info["address"], info["token"], timeout=60) as c:
+                    overhead(c, args.repeat)
+                    for side in (2048, 4096):
+                        transfer(c, side, max(2, args.repeat // 2))
+            finally:
+                proc.terminate()
+                proc.wait(60)
+
+
+def _protobuf_backend() -> str:
+    from google.protobuf.internal import api_implementation
+
+    return api_implementation.Type()
+
+
+if __name__ == "__main__":
+    main()

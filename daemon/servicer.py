@@ -1,0 +1,182 @@
+"""The dermis.v1.Dermis servicer: translates requests into queue calls and events into replies.
+
+No work happens here: uploads go into the queue (daemon/queue.py), the executor runs them, and Watch
+streams the job's event log. Every error becomes a gRPC status through one table (ERROR_STATUS), with
+the Dermis error code in the trailing metadata ``dermis-error-code`` and the error's own sentence as
+the details, so clients can both branch on it and show it unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import torch
+
+import pipeline
+from pipeline import DermisError
+from proto import bulk
+from proto.dermis.v1 import dermis_pb2 as pb
+from proto.dermis.v1 import dermis_pb2_grpc as pb_grpc
+
+from . import server_info, upload, wire
+from .errors import ResultExpired
+from .executor import Executor
+from .queue import TERMINAL_KINDS, JobQueue
+from .residency import Residency
+
+log = logging.getLogger("dermis.daemon")
+
+ERROR_CODE_KEY = "dermis-error-code"
+ERROR_STATUS = {
+    # the request is wrong: the client must change it
+    "invalid_argument": grpc.StatusCode.INVALID_ARGUMENT,
+    "invalid_parameter": grpc.StatusCode.INVALID_ARGUMENT,
+    "unknown_preset": grpc.StatusCode.INVALID_ARGUMENT,
+    "corrupt_image": grpc.StatusCode.INVALID_ARGUMENT,
+    "unsupported_image": grpc.StatusCode.INVALID_ARGUMENT,
+    "image_too_large": grpc.StatusCode.INVALID_ARGUMENT,
+    # the daemon's set-up is missing something: the user must fix the install, not the request
+    "missing_weights": grpc.StatusCode.FAILED_PRECONDITION,
+    "wrong_weights": grpc.StatusCode.FAILED_PRECONDITION,
+    "stage_unavailable": grpc.StatusCode.FAILED_PRECONDITION,
+    "result_expired": grpc.StatusCode.FAILED_PRECONDITION,
+    # limits: try again later
+    "queue_full": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "out_of_memory": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "already_exists": grpc.StatusCode.ALREADY_EXISTS,
+    "not_found": grpc.StatusCode.NOT_FOUND,
+    "cancelled": grpc.StatusCode.CANCELLED,
+    "shutting_down": grpc.StatusCode.UNAVAILABLE,
+    "internal": grpc.StatusCode.INTERNAL,
+}
+WATCH_POLL_S = 1.0  # how often a quiet Watch checks that its client is still there
+
+
+def status_for(err: DermisError) -> grpc.StatusCode:
+    return ERROR_STATUS.get(err.code, grpc.StatusCode.INTERNAL)
+
+
+def abort(context: grpc.ServicerContext, err: DermisError) -> None:
+    """End the call with the error's status, sentence and code (raises, as context.abort does)."""
+    context.set_trailing_metadata(((ERROR_CODE_KEY, err.code),))
+    context.abort(status_for(err), str(err))
+
+
+class DermisServicer(pb_grpc.DermisServicer):
+    def __init__(
+        self,
+        queue: JobQueue,
+        executor: Executor,
+        residency: Residency,
+        config: pipeline.Config,
+        device: tuple[torch.device, torch.dtype],
+        *,
+        max_upload_bytes: int = 2 << 30,
+    ) -> None:
+        self.queue = queue
+        self.executor = executor
+        self.residency = residency
+        self.config = config
+        self.device = device
+        self.uploads = upload.UploadBudget(max_upload_bytes)
+
+    def Submit(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
+        first = next(request_iterator, None)
+        if first is None or isinstance(first, bulk.RawChunk) or first.WhichOneof("part") != "header":
+            abort(context, upload.BadUpload("a job upload starts with a JobHeader message."))
+        header = first.header
+        try:
+            job_id = header.job_id or uuid.uuid4().hex
+            upload.check_job_id(job_id)
+            existing = self.queue.known(job_id, wire.fingerprint(header))
+            if existing is not None:  # an idempotent retry: do not take the pixels again
+                return pb.SubmitReply(job_id=job_id, position=max(existing.position, 0), duplicate=True)
+            layout = upload.check_layout(header, self.config)
+            plan = wire.plan(header, layout, self.config)
+            nbytes = layout.nbytes + (layout.width * layout.height if header.has_mask else 0)
+            self.queue.check_capacity(nbytes)
+            with self.uploads.reserve(nbytes):
+                image_buf, mask_buf = upload.receive(header, layout, request_iterator)
+            job, duplicate = self.queue.submit(wire.job_spec(header, job_id, layout, plan, image_buf, mask_buf))
+        except DermisError as e:
+            log.info("refused a job from %s: %s", context.peer(), e)
+            abort(context, e)
+        except Exception:  # a bug must cost this request, never the daemon
+            log.exception("Submit failed")
+            context.abort(grpc.StatusCode.INTERNAL, "internal error while taking the job; the daemon's log "
+                          "has the details.")
+        log.info("queued job %s (%s, %s, %dx%d) from %s", job.id, plan.recipe.preset,
+                 job.priority.name.lower(), layout.width, layout.height, header.client_name or context.peer())
+        return pb.SubmitReply(job_id=job.id, position=max(job.position, 0), duplicate=duplicate)
+
+    def Watch(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            job = self.queue.get(request.job_id)
+        except DermisError as e:
+            abort(context, e)
+        seq = request.after_seq
+        while context.is_active():
+            for ev in job.events_after(seq, timeout=WATCH_POLL_S):
+                if ev.kind == "done":
+                    result = job.result
+                    if result is None:
+                        err = ResultExpired(f"the result of job {job.id} is no longer held (results are "
+                                            "kept for a limited time); run the job again.")
+                        yield pb.JobEvent(job_id=job.id, seq=ev.seq,
+                                          error=pb.Error(code=err.code, message=str(err)))
+                    else:
+                        yield from wire.result_events(job.id, ev.seq, result)
+                    return
+                yield wire.event_pb(job.id, ev)
+                seq = ev.seq
+                if ev.kind in TERMINAL_KINDS:
+                    return
+
+    def Cancel(self, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            state = self.queue.cancel(request.job_id)
+        except DermisError as e:
+            abort(context, e)
+        log.info("cancel of job %s (%s) from %s", request.job_id, state.value, context.peer())
+        return pb.CancelReply(state=wire.STATE_PB[state])
+
+    def GetServerInfo(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return server_info.build(self.config, self.device, self.residency, self.queue, self.queue.max_queued)
+
+    def ListJobs(self, request: Any, context: grpc.ServicerContext) -> Any:
+        jobs = self.queue.jobs(include_finished=request.include_finished)
+        return pb.ListJobsReply(jobs=[wire.job_info(j) for j in jobs],
+                                counts=wire.counts_pb(self.queue.counts()))
+
+    def UnloadModels(self, request: Any, context: grpc.ServicerContext) -> Any:
+        count, freed = self.residency.unload(request.key)
+        log.info("unloaded %d model(s), %d bytes, on request of %s", count, freed, context.peer())
+        return pb.UnloadModelsReply(unloaded=count, freed_bytes=freed)
+
+
+def add_to_server(servicer: DermisServicer, server: grpc.Server) -> None:
+    """Register the service like the generated add_DermisServicer_to_server, except that Submit and
+    Watch use proto/bulk.py's copy-saving (de)serializers for their pixel chunks."""
+    service = pb.DESCRIPTOR.services_by_name["Dermis"]
+
+    def unary(name: str, request: Any, reply: Any) -> Any:
+        return grpc.unary_unary_rpc_method_handler(getattr(servicer, name), request.FromString,
+                                                   reply.SerializeToString)
+
+    handlers = {
+        "Submit": grpc.stream_unary_rpc_method_handler(
+            servicer.Submit, lambda raw: bulk.decode_submit(raw, pb.SubmitRequest),
+            pb.SubmitReply.SerializeToString),
+        "Watch": grpc.unary_stream_rpc_method_handler(servicer.Watch, pb.WatchRequest.FromString,
+                                                      bulk.serialize),
+        "Cancel": unary("Cancel", pb.CancelRequest, pb.CancelReply),
+        "GetServerInfo": unary("GetServerInfo", pb.GetServerInfoRequest, pb.ServerInfo),
+        "ListJobs": unary("ListJobs", pb.ListJobsRequest, pb.ListJobsReply),
+        "UnloadModels": unary("UnloadModels", pb.UnloadModelsRequest, pb.UnloadModelsReply),
+    }
+    assert set(handlers) == {m.name for m in service.methods}, "a new rpc needs a handler here"
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))

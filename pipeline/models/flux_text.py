@@ -1,0 +1,240 @@
+"""FLUX.1 text side: CLIP-L and T5-XXL encoders, their tokenizers, and prompt embeddings.
+
+Encoders load from ComfyUI's single files (``clip_l.safetensors``, ``t5xxl_fp16.safetensors``; also the
+``text_encoders.*`` prefixes of all-in-one checkpoints) or from diffusers ``text_encoder``/
+``text_encoder_2`` folders. Single files carry no config, so it is read from tensor shapes (the two
+numbers shapes cannot tell, CLIP's head count and activation, are CLIP-L's: 64-wide heads, quick_gelu).
+
+Tokenizers are not weights and ComfyUI keeps none in ``models/``: they are found in a ComfyUI install
+(``comfy/sd1_tokenizer``, ``comfy/text_encoders/t5_tokenizer`` next to the models folder), in
+``models/tokenizers/``, in a diffusers FLUX.1-dev folder (``tokenizer/``, ``tokenizer_2/``) or at a
+configured path.
+
+Embeddings follow diffusers' FluxPipeline: CLIP's pooled output from 77 tokens, T5's last hidden state
+from ``max_sequence_length`` (512) padded tokens, no attention mask.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import WrongWeights
+from . import flux_convert as fc
+from .flux_load import DEV_FOLDER_GLOB
+from .tensor_files import TensorSource, stream_into
+from .weights import WeightSpec, register
+
+CLIP_MAX_TOKENS = 77
+
+register(WeightSpec(
+    key="flux_clip_l",
+    description="the CLIP-L text encoder clip_l.safetensors (ComfyUI), or FLUX.1-dev's text_encoder/ folder",
+    folders=("text_encoders", "clip", "diffusers"),
+    patterns=("clip_l.safetensors", "clip_l*.safetensors", "*clip_l*.safetensors", f"{DEV_FOLDER_GLOB}/text_encoder"),
+    kind="any", license="MIT (OpenAI CLIP)",
+))
+register(WeightSpec(
+    key="flux_t5",
+    description="the T5-XXL text encoder t5xxl_fp16.safetensors (ComfyUI), or FLUX.1-dev's text_encoder_2/ folder",
+    folders=("text_encoders", "clip", "diffusers"),
+    patterns=("t5xxl_fp16.safetensors", "t5xxl*.safetensors", "*t5*xxl*.safetensors", f"{DEV_FOLDER_GLOB}/text_encoder_2"),
+    kind="any", license="Apache-2.0 (Google T5 v1.1)",
+))
+register(WeightSpec(
+    key="flux_clip_tokenizer",
+    description="the CLIP-L tokenizer folder (vocab.json + merges.txt or tokenizer.json): ComfyUI ships it as "
+                "ComfyUI/comfy/sd1_tokenizer (found when --comfy-models is ComfyUI/models), a diffusers "
+                "FLUX.1-dev folder has it as tokenizer/; or copy either to <models>/tokenizers/sd1_tokenizer",
+    folders=("../comfy", "tokenizers", "diffusers"),
+    patterns=("sd1_tokenizer", "clip_l_tokenizer", f"{DEV_FOLDER_GLOB}/tokenizer"),
+    kind="dir", license="MIT (OpenAI CLIP)",
+))
+register(WeightSpec(
+    key="flux_t5_tokenizer",
+    description="the T5 tokenizer folder (tokenizer.json or spiece.model): ComfyUI ships it as "
+                "ComfyUI/comfy/text_encoders/t5_tokenizer, a diffusers FLUX.1-dev folder as tokenizer_2/; "
+                "or copy either to <models>/tokenizers/t5_tokenizer",
+    folders=("../comfy/text_encoders", "../comfy", "tokenizers", "diffusers"),
+    patterns=("t5_tokenizer", "t5xxl_tokenizer", f"{DEV_FOLDER_GLOB}/tokenizer_2"),
+    kind="dir", license="Apache-2.0 (Google T5 v1.1)",
+))
+
+CLIP_MARKER = "embeddings.token_embedding.weight"
+CLIP_PREFIXES = ("text_model.", "", "text_encoders.clip_l.transformer.text_model.",
+                 "cond_stage_model.transformer.text_model.")
+T5_MARKER = "encoder.block.0.layer.0.SelfAttention.q.weight"
+T5_PREFIXES = ("", "text_encoders.t5xxl.transformer.", "encoder_model.")
+
+
+@dataclass
+class Conditioning:
+    """Prompt embeddings for the transformer: T5 tokens (1, L, 4096) and CLIP's pooled vector (1, 768)."""
+
+    prompt_embeds: torch.Tensor
+    pooled: torch.Tensor
+
+
+@dataclass
+class TextEncoders:
+    clip: Any  # transformers CLIPTextModel
+    t5: Any  # transformers T5EncoderModel
+    clip_tokenizer: Any
+    t5_tokenizer: Any
+
+
+def _count(keys, pattern: str) -> int:
+    rx = re.compile(pattern)
+    return len({m.group(1) for k in keys if (m := rx.match(k))})
+
+
+# ------------------------------------------------------------------------------------------ CLIP
+
+
+def clip_config(shapes, origin: Path):
+    from transformers import CLIPTextConfig
+
+    try:
+        vocab, hidden = shapes["embeddings.token_embedding.weight"]
+        positions = shapes["embeddings.position_embedding.weight"][0]
+        inter = shapes["encoder.layers.0.mlp.fc1.weight"][0]
+    except KeyError as e:
+        raise WrongWeights(origin, f"is not a CLIP text encoder (no tensor {e}).") from None
+    # eos_token_id 2 = transformers' legacy pooling at argmax(input_ids), i.e. the first end-of-text
+    # token, which is what FLUX.1-dev's text_encoder/config.json selects (and ComfyUI does)
+    return CLIPTextConfig(
+        vocab_size=vocab, hidden_size=hidden, intermediate_size=inter,
+        num_hidden_layers=_count(shapes, r"encoder\.layers\.(\d+)\."),
+        num_attention_heads=max(1, hidden // 64), max_position_embeddings=positions,
+        hidden_act="quick_gelu", layer_norm_eps=1e-5, projection_dim=hidden,
+        bos_token_id=0, eos_token_id=2, pad_token_id=1,
+    )
+
+
+def _clip_position_ids(model) -> None:
+    emb = model.text_model.embeddings if hasattr(model, "text_model") else model.embeddings
+    n = emb.position_embedding.weight.shape[0]
+    emb.register_buffer("position_ids", torch.arange(n, device=emb.position_embedding.weight.device)
+                        .expand((1, -1)), persistent=False)
+
+
+def load_clip(path: Path, dtype: torch.dtype, device: torch.device | str = "cpu"):
+    from transformers import CLIPTextModel
+
+    path = Path(path)
+    if path.is_dir() and (path / "config.json").is_file():
+        return _from_folder(CLIPTextModel, path, dtype, device)
+    src = TensorSource.open(path, CLIP_PREFIXES, marker=CLIP_MARKER)
+    with src:
+        if CLIP_MARKER not in src:
+            raise WrongWeights(path, f"is not a CLIP text encoder (no '{CLIP_MARKER}' under any of the "
+                                     f"prefixes {', '.join(repr(p) for p in CLIP_PREFIXES)}).")
+        shapes = src.shapes()
+        with torch.device("meta"):
+            model = CLIPTextModel(clip_config(shapes, path))
+        plan = fc.identity_plan(k for k in shapes if not k.endswith("position_ids"))
+        return stream_into(model, src, plan, dtype=dtype, device=device, what="a CLIP-L text encoder",
+                           rebuild=_clip_position_ids)
+
+
+# -------------------------------------------------------------------------------------------- T5
+
+
+def t5_config(shapes, origin: Path):
+    from transformers import T5Config
+
+    try:
+        vocab, d_model = shapes.get("shared.weight") or shapes["encoder.embed_tokens.weight"]
+        buckets, heads = shapes["encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"]
+        inner = shapes["encoder.block.0.layer.0.SelfAttention.q.weight"][0]
+        gated = "encoder.block.0.layer.1.DenseReluDense.wi_0.weight" in shapes
+        d_ff = shapes["encoder.block.0.layer.1.DenseReluDense." + ("wi_0" if gated else "wi") + ".weight"][0]
+    except KeyError as e:
+        raise WrongWeights(origin, f"is not a T5 encoder (no tensor {e}).") from None
+    return T5Config(
+        vocab_size=vocab, d_model=d_model, d_kv=inner // heads, d_ff=d_ff, num_heads=heads,
+        num_layers=_count(shapes, r"encoder\.block\.(\d+)\."), relative_attention_num_buckets=buckets,
+        relative_attention_max_distance=128, feed_forward_proj="gated-gelu" if gated else "relu",
+        layer_norm_epsilon=1e-6, dropout_rate=0.0, pad_token_id=0, eos_token_id=1,
+        decoder_start_token_id=0, is_encoder_decoder=False, use_cache=False,
+    )
+
+
+def load_t5(path: Path, dtype: torch.dtype, device: torch.device | str = "cpu"):
+    from transformers import T5EncoderModel
+
+    path = Path(path)
+    if path.is_dir() and (path / "config.json").is_file():
+        return _from_folder(T5EncoderModel, path, dtype, device)
+    src = TensorSource.open(path, T5_PREFIXES, marker=T5_MARKER)
+    with src:
+        if T5_MARKER not in src:
+            raise WrongWeights(path, f"is not a T5 encoder (no '{T5_MARKER}').")
+        shapes = src.shapes()
+        with torch.device("meta"):
+            model = T5EncoderModel(t5_config(shapes, path))
+        plan = fc.identity_plan(shapes)
+        # the token embedding is tied: files hold shared.weight, encoder.embed_tokens.weight or both
+        emb = plan.get("shared.weight") or plan["encoder.embed_tokens.weight"]
+        plan["shared.weight"] = plan["encoder.embed_tokens.weight"] = emb
+        return stream_into(model, src, plan, dtype=dtype, device=device, what="a T5 encoder",
+                           rebuild=lambda m: m.tie_weights())
+
+
+def _from_folder(cls, path: Path, dtype: torch.dtype, device):
+    try:
+        model = cls.from_pretrained(str(path), local_files_only=True, dtype=dtype)
+    except (OSError, ValueError, KeyError) as e:
+        raise WrongWeights(path, f"does not load as a {cls.__name__} folder ({e}).") from None
+    model.requires_grad_(False)
+    return model.to(device).eval()
+
+
+# ------------------------------------------------------------------------------------ tokenizers
+
+
+def load_tokenizers(clip_dir: Path, t5_dir: Path):
+    """(CLIP tokenizer, T5 tokenizer) from local folders only."""
+    from transformers import CLIPTokenizer, T5TokenizerFast
+
+    out = []
+    for cls, folder, needs in ((CLIPTokenizer, clip_dir, ("tokenizer.json", "vocab.json")),
+                               (T5TokenizerFast, t5_dir, ("tokenizer.json", "spiece.model"))):
+        folder = Path(folder)
+        if not any((folder / n).is_file() for n in needs):
+            raise WrongWeights(folder, f"is not a {cls.__name__} folder: it has none of {', '.join(needs)}.")
+        try:
+            out.append(cls.from_pretrained(str(folder), local_files_only=True))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise WrongWeights(folder, f"does not load as a {cls.__name__} ({e}).") from None
+    return out[0], out[1]
+
+
+# ------------------------------------------------------------------------------------ embeddings
+
+
+@torch.inference_mode()
+def encode_prompt(text: TextEncoders, prompt: str, *, max_sequence_length: int = 512,
+                  device: torch.device | str = "cpu",
+                  use: Callable[[str], AbstractContextManager] = lambda name: nullcontext()) -> Conditioning:
+    """Both embeddings of one prompt, as FluxPipeline computes them (float32, on the CPU).
+
+    ``use("clip")`` / ``use("t5")`` wrap each encoder's turn (the memory placement moves it in).
+    """
+    clip_ids = text.clip_tokenizer(
+        prompt, padding="max_length", max_length=CLIP_MAX_TOKENS, truncation=True, return_tensors="pt"
+    ).input_ids
+    with use("clip"):
+        pooled = text.clip(clip_ids.to(device), output_hidden_states=False).pooler_output.float().cpu()
+    t5_ids = text.t5_tokenizer(
+        prompt, padding="max_length", max_length=max_sequence_length, truncation=True, return_tensors="pt"
+    ).input_ids
+    with use("t5"):
+        embeds = text.t5(t5_ids.to(device), output_hidden_states=False)[0].float().cpu()
+    return Conditioning(prompt_embeds=embeds, pooled=pooled)

@@ -1,0 +1,195 @@
+"""Tiny random FLUX.1 parts written in the real on-disk layouts, for tests and CPU demos.
+
+``build_flux(models_root)`` lays them out like a ComfyUI ``models/`` folder, so the real loaders read
+them exactly as they read a user's downloads:
+
+- ``diffusion_models/SRPO/diffusion_pytorch_model.safetensors``: the transformer in the diffusers layout,
+  fp32 (like tencent/SRPO); ``unet/flux1-dev.safetensors``: the same weights in BFL's layout, bf16
+  (like black-forest-labs' ``flux1-dev.safetensors``);
+- ``vae/ae.safetensors``: the autoencoder in BFL's layout (1x1-conv attention, ``nin_shortcut``…);
+- ``text_encoders/clip_l.safetensors`` (transformers 4.x ``text_model.`` keys) and
+  ``text_encoders/t5xxl_fp16.safetensors`` (fp16, the tied embedding stored once as ``shared.weight``);
+- ``tokenizers/sd1_tokenizer`` and ``tokenizers/t5_tokenizer``: the folders ComfyUI ships in
+  ``comfy/``, here with tiny in-memory vocabularies (no tokenizer files exist in any wheel).
+
+``build_flux_diffusers(dir)`` writes the same parts as a diffusers FLUX.1-dev folder instead.
+Every architecture keeps FLUX.1's structure (16 latent channels, 8x VAE, 2x2 packing, guidance
+embedding); only widths and depths shrink.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+from pathlib import Path
+
+import torch
+
+from . import flux_convert as fc
+
+TRANSFORMER = dict(patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=16,
+                   num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,
+                   guidance_embeds=True, axes_dims_rope=fc.rope_axes(16))
+VAE_CHANNELS = (32, 32, 32, 32)  # 4 levels: the real 8x factor; 32 = GroupNorm(32)'s minimum
+
+
+def clip_tokenizer(max_len: int = 77):
+    """Byte-level CLIP BPE with no merges (one token per character); end-of-text is the last id."""
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import CLIPTokenizer
+
+    alphabet = sorted(ByteLevel.alphabet())
+    vocab = {c: i for i, c in enumerate(alphabet)}
+    vocab.update({c + "</w>": len(alphabet) + i for i, c in enumerate(alphabet)})
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=max_len)
+
+
+def t5_tokenizer(max_len: int = 512):
+    """A Unigram T5 tokenizer with pad=0, eos=1, unk=2 like T5's."""
+    from transformers import T5TokenizerFast
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
+    pieces += [("\u2581" + c, -3.0) for c in string.ascii_lowercase]
+    pieces += [(c, -4.0) for c in string.ascii_letters + string.digits + string.punctuation]
+    return T5TokenizerFast(vocab=pieces, extra_ids=0, model_max_length=max_len)
+
+
+def tiny_parts(seed: int = 0):
+    """(transformer, vae, clip, t5, clip tokenizer, t5 tokenizer), random, deterministic."""
+    from diffusers import AutoencoderKL, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    ctok, ttok = clip_tokenizer(), t5_tokenizer()
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel(**TRANSFORMER)
+    torch.manual_seed(seed + 1)
+    n = len(VAE_CHANNELS)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * n,
+                        up_block_types=("UpDecoderBlock2D",) * n, block_out_channels=VAE_CHANNELS,
+                        layers_per_block=1, latent_channels=16, norm_num_groups=fc.VAE_GROUPS, sample_size=1024,
+                        use_quant_conv=False, use_post_quant_conv=False, scaling_factor=fc.VAE_SCALING,
+                        shift_factor=fc.VAE_SHIFT)
+    torch.manual_seed(seed + 2)
+    # the same shape rules the file loader infers (64-wide heads, quick_gelu, legacy eos pooling)
+    clip = CLIPTextModel(CLIPTextConfig(vocab_size=len(ctok), hidden_size=32, intermediate_size=37,
+                                        num_attention_heads=1, num_hidden_layers=2, max_position_embeddings=77,
+                                        hidden_act="quick_gelu", projection_dim=32, bos_token_id=0,
+                                        eos_token_id=2, pad_token_id=1))
+    torch.manual_seed(seed + 3)
+    t5 = T5EncoderModel(T5Config(vocab_size=len(ttok), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+                                 relative_attention_num_buckets=8, feed_forward_proj="gated-gelu",
+                                 pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+    return transformer.eval(), vae.eval(), clip.eval(), t5.eval(), ctok, ttok
+
+
+# ------------------------------------------------------------------------- writing real layouts
+
+
+def bfl_transformer_state(state: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
+    """diffusers -> BFL transformer keys: the conversion plan run backwards (fuse q/k/v(/mlp) again)."""
+    shapes = {}  # BFL shapes are not needed to invert, except the single-block fused width
+    hidden = config["num_attention_heads"] * config["attention_head_dim"]
+    for i in range(config["num_single_layers"]):
+        shapes[f"single_blocks.{i}.linear1.weight"] = (3 * hidden + 4 * hidden, hidden)
+        shapes[f"single_blocks.{i}.linear1.bias"] = (3 * hidden + 4 * hidden,)
+    by_source: dict[str, list[tuple[int, str]]] = {}
+    swapped = set()
+    for target, (src, op) in fc.bfl_transformer_plan(shapes, config).items():
+        part = op.args[-1] if hasattr(op, "args") else 0
+        by_source.setdefault(src, []).append((part, target))
+        if op is fc._swap_halves:
+            swapped.add(src)
+    out = {}
+    for src, targets in by_source.items():
+        pieces = [state[t] for _, t in sorted(targets)]
+        t = torch.cat(pieces, dim=0) if len(pieces) > 1 else pieces[0]
+        out[src] = fc._swap_halves(t) if src in swapped else t  # swapping halves is its own inverse
+    return out
+
+
+def _bfl_vae_key(key: str, levels: int) -> str:
+    """diffusers AutoencoderKL key -> BFL/LDM ``ae.safetensors`` key (decoder levels run backwards)."""
+    k = key.replace("conv_norm_out", "norm_out").replace("conv_shortcut", "nin_shortcut")
+    k = re.sub(r"mid_block\.resnets\.(\d)", lambda m: f"mid.block_{int(m.group(1)) + 1}", k)
+    k = (k.replace("mid_block.attentions.0.group_norm", "mid.attn_1.norm")
+         .replace("mid_block.attentions.0.to_q", "mid.attn_1.q")
+         .replace("mid_block.attentions.0.to_k", "mid.attn_1.k")
+         .replace("mid_block.attentions.0.to_v", "mid.attn_1.v")
+         .replace("mid_block.attentions.0.to_out.0", "mid.attn_1.proj_out"))
+    k = re.sub(r"down_blocks\.(\d+)\.resnets\.", r"down.\1.block.", k)
+    k = re.sub(r"down_blocks\.(\d+)\.downsamplers\.0\.", r"down.\1.downsample.", k)
+    k = re.sub(r"up_blocks\.(\d+)\.resnets\.", lambda m: f"up.{levels - 1 - int(m.group(1))}.block.", k)
+    k = re.sub(r"up_blocks\.(\d+)\.upsamplers\.0\.", lambda m: f"up.{levels - 1 - int(m.group(1))}.upsample.", k)
+    return k
+
+
+def bfl_vae_state(state: dict[str, torch.Tensor], levels: int) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, t in state.items():
+        bk = _bfl_vae_key(key, levels)
+        if ".attn_1." in bk and bk.endswith("weight") and t.ndim == 2:
+            t = t[:, :, None, None]  # BFL's attention projections are 1x1 convolutions
+        out[bk] = t
+    return out
+
+
+def _save(tensors: dict[str, torch.Tensor], path: Path, dtype: torch.dtype, layout: str) -> Path:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().to(dtype).contiguous() for k, v in tensors.items()}, str(path),
+              metadata={"layout": layout, "note": "tiny random weights for tests, not a real model"})
+    return path
+
+
+def build_flux(root: Path) -> dict[str, Path]:
+    """Write the tiny FLUX parts into the ComfyUI models folder ``root``; returns name -> path."""
+    root = Path(root)
+    transformer, vae, clip, t5, ctok, ttok = tiny_parts()
+    sd = transformer.state_dict()
+    out = {
+        "flux_transformer": _save(sd, root / "diffusion_models/SRPO/diffusion_pytorch_model.safetensors",
+                                  torch.float32, "diffusers-FluxTransformer2DModel"),
+        "flux_transformer_bfl": _save(bfl_transformer_state(sd, TRANSFORMER), root / "unet/flux1-dev.safetensors",
+                                      torch.bfloat16, "bfl-flux1"),
+        "flux_vae": _save(bfl_vae_state(vae.state_dict(), len(VAE_CHANNELS)), root / "vae/ae.safetensors",
+                          torch.float32, "bfl-ae"),
+        "flux_clip_l": _save({f"text_model.{k}": v for k, v in clip.state_dict().items()},
+                             root / "text_encoders/clip_l.safetensors", torch.float16, "transformers-4-clip"),
+        "flux_t5": _save({k: v for k, v in t5.state_dict().items() if k != "encoder.embed_tokens.weight"},
+                         root / "text_encoders/t5xxl_fp16.safetensors", torch.float16, "t5-encoder"),
+    }
+    out["flux_clip_tokenizer"] = write_comfy_clip_tokenizer(ctok, root / "tokenizers/sd1_tokenizer")
+    ttok.save_pretrained(str(root / "tokenizers/t5_tokenizer"))  # tokenizer.json, as ComfyUI's t5_tokenizer
+    out["flux_t5_tokenizer"] = root / "tokenizers/t5_tokenizer"
+    return out
+
+
+def write_comfy_clip_tokenizer(tok, folder: Path) -> Path:
+    """The files of ComfyUI's ``comfy/sd1_tokenizer``: vocab.json + merges.txt + configs, no tokenizer.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
+               "pad_token": "<|endoftext|>"}
+    (folder / "vocab.json").write_text(json.dumps(tok.get_vocab()), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")  # tiny: no merges at all
+    (folder / "special_tokens_map.json").write_text(json.dumps(special), encoding="utf-8")
+    config = {"tokenizer_class": "CLIPTokenizer", "model_max_length": 8192, "do_lower_case": True, **special}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    return folder
+
+
+def build_flux_diffusers(folder: Path) -> Path:
+    """The same tiny parts as a diffusers FLUX.1-dev folder (transformer/, vae/, text_encoder*/, tokenizer*/)."""
+    folder = Path(folder)
+    transformer, vae, clip, t5, ctok, ttok = tiny_parts()
+    transformer.save_pretrained(str(folder / "transformer"))
+    vae.save_pretrained(str(folder / "vae"))
+    clip.save_pretrained(str(folder / "text_encoder"))
+    t5.save_pretrained(str(folder / "text_encoder_2"))
+    ctok.save_pretrained(str(folder / "tokenizer"))
+    ttok.save_pretrained(str(folder / "tokenizer_2"))
+    (folder / "model_index.json").write_text('{"_class_name": "FluxPipeline"}\n', encoding="utf-8")
+    return folder

@@ -1,0 +1,197 @@
+"""Stage 2 and 3 of the reference workflow: FLUX SRPO img2img over tiles near 1024², seam-free.
+
+SRPO (Tencent Hunyuan, arXiv 2509.06942, github.com/Tencent-Hunyuan/SRPO) is a fine-tune of FLUX.1-dev
+that removes its waxy skin. The workflow refines the SUPIR result with it at denoise ~0.3 (stage 2)
+and once more at ~0.45 to bring out pores (stage 3): the same engine, ``pipeline.models.flux_engine``,
+with other parameters. Steps and denoise mean what ComfyUI's KSampler means by them.
+
+Weights (all local; see docs/flux.md): the SRPO (or FLUX.1-dev) transformer, ``ae.safetensors``,
+``clip_l`` and ``t5xxl`` encoders and their two tokenizers; or a diffusers FLUX.1-dev folder
+(``base``) supplying every part not named explicitly. Non-commercial licences (FLUX.1 [dev], SRPO).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from .. import images
+from ..device import generator, parse_dtype
+from ..errors import InvalidParameter, MissingWeights
+from ..models import flux_engine as engine
+from ..models.flux_load import load_transformer, load_vae
+from ..models.flux_memory import Placement, choose_mode
+from ..models.flux_text import (
+    Conditioning,
+    TextEncoders,
+    encode_prompt,
+    load_clip,
+    load_t5,
+    load_tokenizers,
+)
+
+DEFAULT_PROMPT = (
+    "a high-resolution photograph of a person, natural realistic skin texture with visible pores, fine "
+    "vellus hair and subtle imperfections, sharp focus, soft natural light"
+)
+# parts, their registry key, and their sub-folder in a diffusers FLUX.1-dev folder
+PARTS = {
+    "transformer": ("flux_transformer", "transformer"),
+    "vae": ("flux_vae", "vae"),
+    "clip_l": ("flux_clip_l", "text_encoder"),
+    "t5": ("flux_t5", "text_encoder_2"),
+    "clip_tokenizer": ("flux_clip_tokenizer", "tokenizer"),
+    "t5_tokenizer": ("flux_t5_tokenizer", "tokenizer_2"),
+}
+VAE_AUTO_TILE_PIXELS = 2048 * 2048  # above this, decode in tiles (9.7 GiB peak at 2048² untiled)
+
+
+@dataclass(frozen=True)
+class Params:
+    denoise: float = 0.3  # ComfyUI KSampler denoise: 0.3 ≈ 58% noise at FLUX's shift
+    steps: int = 20  # executed steps (the schedule has int(steps / denoise))
+    guidance: float = 3.0  # FLUX guidance embedding (FluxGuidance); 2.5–3.5 for SRPO/dev
+    true_cfg: float = 1.0  # > 1 and a negative prompt: real CFG, two predictions per step
+    prompt: str = DEFAULT_PROMPT
+    negative_prompt: str = ""
+    shift_mu: float = 1.15  # fixed FLUX time shift: every tile gets the schedule of a 1024² image
+    scheduler: Literal["simple", "normal"] = "simple"
+    mode: Literal["multidiffusion", "per_tile"] = "multidiffusion"
+    tile: int = 1024  # px, tiles as close to this as the frame allows
+    overlap: int = 128  # px, at least; multiple of 16
+    rows: int = 0  # 0 = automatic
+    cols: int = 0
+    tile_batch: int = 4  # tiles per transformer call
+    memory: Literal["auto", "resident", "model_offload", "sequential"] = "auto"
+    vae_tiling: Literal["auto", "on", "off"] = "auto"
+    vae_tile: int = 1024  # px, when the VAE tiles
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    max_sequence_length: int = 512  # T5 tokens
+    resample: float = 1.0  # resize the input by this before refining (the recipe resizes at the end)
+    fit_target: bool = False  # first resize the input to the recipe's target size (refine as upscaler)
+    base: str = ""  # a diffusers FLUX.1-dev folder (path, or the weights name flux_dev)
+    transformer: str = "flux_transformer"  # weights names or paths of each part
+    vae: str = "flux_vae"
+    clip_l: str = "flux_clip_l"
+    t5: str = "flux_t5"
+    clip_tokenizer: str = "flux_clip_tokenizer"
+    t5_tokenizer: str = "flux_t5_tokenizer"
+
+    def validate(self) -> None:
+        def bad(msg: str) -> None:
+            raise InvalidParameter(f"flux_refine: {msg}")
+
+        if not 1 <= self.steps <= 200:
+            bad(f"steps must be 1–200, not {self.steps}.")
+        if not 0 < self.denoise <= 1:
+            bad(f"denoise must be in (0, 1], not {self.denoise}.")
+        if not 0 <= self.guidance <= 20 or not 1 <= self.true_cfg <= 20:
+            bad("guidance must be 0–20 and true_cfg 1–20.")
+        if self.overlap % 16 or self.overlap < 128:
+            bad(f"overlap must be a multiple of 16 of at least 128 px, not {self.overlap}.")
+        if self.tile % 16 or self.tile < 2 * self.overlap:
+            bad(f"tile must be a multiple of 16 and at least twice the overlap, not {self.tile}.")
+        if self.vae_tile % 64 or self.vae_tile < 256:
+            bad(f"vae_tile must be a multiple of 64 of at least 256, not {self.vae_tile}.")
+        if self.rows < 0 or self.cols < 0 or self.tile_batch < 1:
+            bad("rows and cols must be >= 0 (0 = automatic) and tile_batch >= 1.")
+        if not 0 < self.resample <= 8 or not 0 <= self.shift_mu <= 5:
+            bad("resample must be in (0, 8] and shift_mu in [0, 5].")
+        if not 1 <= self.max_sequence_length <= 512:
+            bad("max_sequence_length must be 1–512.")
+
+
+def COST(params: Params) -> float:  # the stage interface's name: a share of the progress bar
+    return 0.2 * params.steps * (2 if params.true_cfg > 1 and params.negative_prompt else 1)
+
+
+def _explicit(params: Params, part: str) -> bool:
+    """A part named other than by its default key (always the case without a base folder)."""
+    return not params.base or getattr(params, part) != PARTS[part][0]
+
+
+def weights(params: Params) -> list[str]:
+    names = [params.base] if params.base else []
+    return names + [getattr(params, p) for p in PARTS if _explicit(params, p)]
+
+
+def part_paths(params: Params, found: dict[str, Path]) -> dict[str, Path]:
+    out = {}
+    for part, (_key, sub) in PARTS.items():
+        if _explicit(params, part):
+            out[part] = Path(found[getattr(params, part)])
+        else:
+            out[part] = Path(found[params.base]) / sub
+            if not out[part].exists():
+                raise MissingWeights(f"{params.base}/{sub}", f"the {sub}/ part of the FLUX.1-dev folder",
+                                     [str(out[part])], hint="Use a complete diffusers FLUX.1-dev folder.")
+    return out
+
+
+def run(rgb: np.ndarray, params: Params, ctx) -> np.ndarray:
+    # 1. Size: an optional resample first (stage 3 after another resize, or refine as the upscaler)
+    if params.fit_target and rgb.shape[:2] != tuple(ctx.target_size):
+        rgb = images.resize_rgb(rgb, tuple(ctx.target_size))
+    if params.resample != 1.0:
+        h, w = rgb.shape[:2]
+        rgb = images.resize_rgb(rgb, (max(16, round(h * params.resample)), max(16, round(w * params.resample))))
+
+    # 2. Parts, shared through the model cache (the daemon keeps them between jobs)
+    dtype = parse_dtype(params.precision, ctx.dtype)
+    paths = part_paths(params, ctx.weights)
+    transformer = ctx.models.get(f"flux.transformer:{paths['transformer']}:{dtype}",
+                                 lambda: load_transformer(paths["transformer"], dtype))
+    vae = ctx.models.get(f"flux.vae:{paths['vae']}:{dtype}", lambda: load_vae(paths["vae"], dtype))
+    parts = {"transformer": transformer, "vae": vae}
+    placement = Placement(choose_mode(params.memory, ctx.device, parts, params.tile_batch), ctx.device, parts)
+    if ctx.device.type == "cuda":
+        ctx.log(f"FLUX memory mode: {placement.mode}")
+    try:
+        # 3. Prompt embeddings, once per job (stage 3 reuses stage 2's)
+        cond = _conditioning(params.prompt, params, paths, dtype, placement, ctx)
+        uncond = None
+        if params.true_cfg > 1 and params.negative_prompt:
+            uncond = _conditioning(params.negative_prompt, params, paths, dtype, placement, ctx)
+        # 4. Sample over tiles
+        settings = _settings(params)
+        h, w = rgb.shape[:2]
+        tiling = params.vae_tiling == "on" or (params.vae_tiling == "auto" and (
+            h * w > VAE_AUTO_TILE_PIXELS or placement.mode != "resident"))
+        codec = engine.LatentCodec(vae, placement, ctx.device, tiling=tiling, tile=params.vae_tile)
+        velocity = engine.Velocity(transformer, placement, cond, uncond, settings, ctx.device, dtype, ctx.cancel)
+        out = engine.refine(images.to_tensor(rgb), codec=codec, velocity=velocity, settings=settings,
+                            generator=generator(ctx.seed), cancel=ctx.cancel,
+                            report=lambda done, total, msg: ctx.progress(done, total, message=msg))
+    finally:
+        placement.release()
+    return images.from_tensor(out)
+
+
+def _settings(p: Params) -> engine.RefineSettings:
+    names = {f.name for f in fields(engine.RefineSettings)}
+    values = {k: getattr(p, k) for k in names if hasattr(p, k)}
+    return engine.RefineSettings(**{**values, "mu": p.shift_mu, "rows": p.rows or None, "cols": p.cols or None})
+
+
+def _conditioning(prompt: str, params: Params, paths: dict[str, Path], dtype, placement: Placement,
+                  ctx) -> Conditioning:
+    sources = "|".join(str(paths[p]) for p in ("clip_l", "t5", "clip_tokenizer", "t5_tokenizer"))
+    digest = hashlib.sha256(f"{sources}|{dtype}|{params.max_sequence_length}|{prompt}".encode()).hexdigest()
+
+    def encode() -> Conditioning:
+        text = ctx.models.get(f"flux.text:{sources}:{dtype}", lambda: _load_text(paths, dtype))
+        placement.parts.update(clip=text.clip, t5=text.t5)
+        return encode_prompt(text, prompt, max_sequence_length=params.max_sequence_length,
+                             device=ctx.device, use=placement.active)
+
+    return ctx.models.get(f"flux.cond:{digest[:32]}", encode)
+
+
+def _load_text(paths: dict[str, Path], dtype) -> TextEncoders:
+    clip_tok, t5_tok = load_tokenizers(paths["clip_tokenizer"], paths["t5_tokenizer"])
+    return TextEncoders(clip=load_clip(paths["clip_l"], dtype), t5=load_t5(paths["t5"], dtype),
+                        clip_tokenizer=clip_tok, t5_tokenizer=t5_tok)

@@ -1,0 +1,1 @@
+"""Generated-code packages for the dermis.* protobuf packages."""
