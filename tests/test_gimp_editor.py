@@ -203,6 +203,9 @@ def test_refine_in_real_gimp(gimp, daemon, work):
              args={**lite, **server, "token": "not-the-token"}),
         case("bad_override", [layer_spec(work, "bad_override", "Background", small)], size=(96, 72),
              args={**lite, **server, "overrides": "grain.strength"}),
+        # the daemon refuses the job: its message reaches the user unchanged
+        case("unknown_preset", [layer_spec(work, "unknown_preset", "Background", small)], size=(96, 72),
+             args={**lite, **server, "preset": "no-such-preset"}),
     ]
     t0 = time.monotonic()
     proc = g.run_gimp(root, work, {"cases": cases},
@@ -259,6 +262,11 @@ def test_refine_in_real_gimp(gimp, daemon, work):
 
     r = results["bad_override"]
     assert r["status"] == "calling-error" and "stage.param=value" in r["error"], r.get("error")
+
+    r = results["unknown_preset"]
+    assert r["status"] == "execution-error", r
+    assert "no-such-preset" in r["error"] and "lite" in r["error"], r["error"]  # names what exists
+    assert [entry["name"] for entry in r["layers"]] == ["Background"]
 
     assert "Traceback" not in r["_log"], r["_log"][-3000:]
     assert session < 120, f"the GIMP session took {session:.0f} s"
