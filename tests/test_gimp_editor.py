@@ -214,6 +214,7 @@ def test_refine_in_real_gimp(gimp, daemon, work):
     session = time.monotonic() - t0
 
     r = results["rgb8_ellipse"]
+    assert r["menu"] == ["Refine skin…", ["<Image>/Filters/Enhance/Dermis"], "RGB*, GRAY*"]
     check_result(work, r, rgb8, size=(160, 120))
     assert [entry["name"] for entry in r["layers"]] == ["Top", "Dermis (lite, 7)", "Background"]
 

@@ -86,6 +86,7 @@ def run_case(case):
     proc = Gimp.get_pdb().lookup_procedure(PROC)
     if proc is None:
         raise RuntimeError(f"{PROC} is not registered: the plug-in did not load")
+    rec["menu"] = [proc.get_menu_label(), list(proc.get_menu_paths()), proc.get_image_types()]
     # a window for the image when GIMP has a GUI, as when a user runs the filter from the menu
     if case.get("title"):  # so press_keys.sh can find the image window by its title
         img.set_file(Gio.File.new_for_path(f"/tmp/{case['title']}.xcf"))
