@@ -19,7 +19,8 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-PACKAGES = ("grpcio", "protobuf")
+# grpcio (>= 1.7x) imports typing_extensions, which editors' Pythons do not ship either
+PACKAGES = ("grpcio", "protobuf", "typing_extensions")
 
 
 class VendorError(RuntimeError):

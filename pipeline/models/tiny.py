@@ -20,6 +20,7 @@ FAMILIES: dict[str, str] = {
     "spandrel": "pipeline.models.tiny:build_spandrel",
     "faces": "pipeline.models.tiny_faces:build_faces",
     "flux": "pipeline.models.tiny_flux:build_flux",
+    "supir": "pipeline.models.supir.tiny:build_supir",
 }
 
 

@@ -1,0 +1,143 @@
+"""SUPIR restoration end to end on loaded models (``SUPIRModel.batchify_sample``):
+
+1. z_LQ = 0.13025 * mode(quant_conv(denoise_encoder(LQ)))      degradation-robust encode
+2. x_stage1 = decode(z_LQ)                                      the stage-1 image (colour reference)
+3. z_stage1 = 0.13025 * sample(quant_conv(encoder(x_stage1)))   only for restoration guidance
+4. x_T ~ N(0, I); sample with control = z_LQ in both CFG branches
+5. decode, then colour fix against x_stage1
+The stage (``pipeline/stages/supir.py``) handles image sizes, memory modes and progress; the parity
+tests drive the same function with recorded noise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from ...colorfix import ColorFix, color_fix
+from ...samplers import dpmpp_2m_sde, edm_euler
+from ...samplers.noise import NoiseSource
+from ...samplers.schedules import ddpm_sigma_table, legacy_sigmas, lightning_sigmas
+from ...samplers.tiles import LatentTiles
+from ..placement import Placement
+from ..sdxl import vae_tiled
+from ..sdxl.loader import SdxlModel, load_sdxl
+from .denoiser import CfgDenoiser, TextCond
+from .loader import load_supir
+from .unet import SupirUNet, vector_cond
+
+SCALE_FACTOR = 0.13025
+SIZE_IDS = (1024, 1024, 0, 0, 1024, 1024)  # SUPIR hard-codes SDXL's size conditioning for every image
+
+
+@dataclass
+class SupirModels:
+    unet: SupirUNet  # SDXL UNet + connectors
+    control: nn.Module
+    vae: Any  # SDXL AutoencoderKL
+    denoise_encoder: nn.Module
+    te1: Any | None
+    te2: Any | None
+    sdxl_path: Path
+    supir_path: Path
+    table: torch.Tensor = field(default_factory=ddpm_sigma_table)
+
+    def modules(self) -> list[nn.Module]:
+        return [m for m in (self.unet, self.control, self.vae, self.denoise_encoder, self.te1, self.te2) if m is not None]
+
+
+def load_models(sdxl_path: Path, supir_path: Path, dtype: torch.dtype, vae_dtype: torch.dtype, *,
+                head_dim: int | None = None, add_time_dim: int | None = None,
+                text_encoders: bool = True) -> SupirModels:
+    """SDXL then SUPIR, on the CPU, diffusion parts in ``dtype`` and the VAE parts in ``vae_dtype``."""
+    sdxl: SdxlModel = load_sdxl(sdxl_path, dtype, vae_dtype=vae_dtype, head_dim=head_dim,
+                                add_time_dim=add_time_dim, text_encoders=text_encoders)
+    sup = load_supir(supir_path, sdxl.unet_arch, sdxl.vae_arch, dtype, vae_dtype)
+    return SupirModels(SupirUNet(sdxl.unet, sup.connectors), sup.control, sdxl.vae, sup.denoise_encoder,
+                       sdxl.te1, sdxl.te2, Path(sdxl_path), Path(supir_path))
+
+
+def size_vector(pooled: torch.Tensor, add_time_proj: nn.Module) -> torch.Tensor:
+    ids = torch.tensor([SIZE_IDS], dtype=torch.float32, device=pooled.device).expand(pooled.shape[0], -1)
+    return vector_cond(pooled, ids, add_time_proj)
+
+
+@dataclass(frozen=True)
+class Settings:
+    sampler: Literal["edm", "dpmpp_2m_sde"] = "edm"
+    steps: int = 45
+    edm: edm_euler.EdmParams = field(default_factory=edm_euler.EdmParams)
+    dpm: dpmpp_2m_sde.DpmParams = field(default_factory=dpmpp_2m_sde.DpmParams)
+    color_fix: ColorFix = "wavelet"
+    tile: int = 128  # latent tile for sampling (1024 px)
+    tile_stride: int = 64
+    tile_batch: int = 1  # tiles per model call
+    vae_tile: int = 1024  # px; 0 = never tile the VAE
+    vae_decode_tile: int = 128  # latent px
+
+
+@dataclass
+class Restored:
+    image: torch.Tensor  # [1, 3, H, W] in [-1, 1]
+    x_stage1: torch.Tensor
+    z_lq: torch.Tensor
+    latent: torch.Tensor
+    z_stage1: torch.Tensor | None = None
+    decoded: torch.Tensor | None = None  # before the colour fix
+
+
+def encode_lq(m: SupirModels, x: torch.Tensor, s: Settings, cancel=None) -> torch.Tensor:
+    moments = vae_tiled.encode_moments(m.vae, m.denoise_encoder, x, tile=s.vae_tile, cancel=cancel)
+    return SCALE_FACTOR * moments.chunk(2, dim=1)[0]  # posterior mode
+
+
+def decode(m: SupirModels, z: torch.Tensor, s: Settings, cancel=None) -> torch.Tensor:
+    return vae_tiled.decode(m.vae, z / SCALE_FACTOR, tile=s.vae_decode_tile if s.vae_tile else 0, cancel=cancel)
+
+
+def encode_sample(m: SupirModels, x: torch.Tensor, s: Settings, noise: NoiseSource, cancel=None) -> torch.Tensor:
+    """SDXL encoder posterior *sample* (SGM's AutoencoderKLInferenceWrapper.encode)."""
+    moments = vae_tiled.encode_moments(m.vae, m.vae.encoder, x, tile=s.vae_tile, cancel=cancel)
+    mean, logvar = moments.chunk(2, dim=1)
+    std = torch.exp(0.5 * torch.clamp(logvar, -30.0, 20.0))
+    return SCALE_FACTOR * (mean + std * noise("posterior", mean.shape).to(mean.device))
+
+
+@torch.inference_mode()
+def restore(m: SupirModels, lq: torch.Tensor, cond: TextCond, uncond: TextCond, s: Settings,
+            noise: NoiseSource, *, place: Placement | None = None,
+            progress: Callable[..., None] | None = None, cancel: Callable[[], None] | None = None,
+            record: Callable[[dict], None] | None = None) -> Restored:
+    """``lq`` [1, 3, H, W] in [-1, 1] at the working size (H, W multiples of 32) -> restored image."""
+    place = place or Placement("resident", lq.device)
+    dev = place.device
+    lq = lq.to(dev)
+    # 1-3. first stage
+    with place.use(m.denoise_encoder, m.vae):
+        z_lq = encode_lq(m, lq, s, cancel)
+        x_stage1 = decode(m, z_lq, s, cancel)
+        z_stage1 = None
+        if s.sampler == "edm" and s.edm.restore_cfg > 0:
+            z_stage1 = encode_sample(m, x_stage1, s, noise, cancel)
+    # 4. sampling
+    x_t = noise("x_T", z_lq.shape).to(dev)
+    tiles = LatentTiles.plan(*z_lq.shape[-2:], tile=s.tile, stride=s.tile_stride)
+    with place.use(m.unet, m.control):
+        model = CfgDenoiser(m.unet, m.control, m.table.to(dev), cond, uncond, z_lq)
+        if s.sampler == "edm":
+            latent = edm_euler.sample(model, x_t, legacy_sigmas(s.steps, m.table), s.edm, noise=noise,
+                                      x_center=z_stage1, tiles=tiles, tile_batch=s.tile_batch,
+                                      progress=progress, cancel=cancel, record=record)
+        else:
+            latent = dpmpp_2m_sde.sample(model, x_t, lightning_sigmas(s.steps, m.table), s.dpm, noise=noise,
+                                         tiles=tiles, tile_batch=s.tile_batch, progress=progress, cancel=cancel)
+    # 5. decode + colour fix
+    with place.use(m.vae):
+        out = decode(m, latent, s, cancel)
+    fixed = color_fix(out, x_stage1, s.color_fix)
+    return Restored(fixed, x_stage1, z_lq, latent, z_stage1, decoded=out)

@@ -1,0 +1,107 @@
+"""SUPIR's default sampler: EDM Euler with churn, restoration guidance, and linear CFG and
+control-scale ramps (Fanghua-Yu/SUPIR ``RestoreEDMSampler`` / ``TiledRestoreEDMSampler``).
+
+Per step k (sigma -> next_sigma):
+  gamma = min(s_churn / N, sqrt2 - 1) if s_tmin <= sigma <= s_tmax else 0
+  sigma_hat = sigma (1 + gamma); if gamma > 0: x += s_noise * xi * sqrt(sigma_hat^2 - sigma^2)
+  D = D_u + w(sigma_hat) (D_c - D_u)                 w ramps cfg_start (sigma_max) -> cfg_end (0)
+  if next_sigma > restore_s_tmin and restore_cfg > 0:
+      D -= (D - x_center) (sigma / sigma_max)^restore_cfg      (un-churned sigma)
+  x += (x - D) / sigma_hat * (next_sigma - sigma_hat)
+The model is evaluated at the churned sigma_hat (diffusers' EulerDiscreteScheduler adds its churn
+after the evaluation, which is a different sampler, hence this loop). Tiled: one shared noise field
+per step, every tile takes a full step on its crop, results fused with Gaussian weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .noise import NoiseSource
+from .schedules import SIGMA_MAX, cfg_scale, control_scale
+from .tiles import Fuse, LatentTiles, crop
+
+Record = Callable[[dict], None]
+
+
+@dataclass(frozen=True)
+class EdmParams:
+    s_churn: float = 5.0
+    s_noise: float = 1.003
+    s_tmin: float = 0.0
+    s_tmax: float = float("inf")
+    cfg_start: float = 4.0  # at sigma_max
+    cfg_end: float = 7.5  # at sigma 0 (SUPIR's "cfg_scale")
+    control_start: float = 1.0
+    control_end: float = 1.0
+    linear_control: bool = False
+    restore_cfg: float = -1.0  # restoration guidance tau; <= 0 is off (every upstream default)
+    restore_s_tmin: float = 0.05
+
+
+def step(model, x: torch.Tensor, sigma: float, next_sigma: float, gamma: float, xi: torch.Tensor | None,
+         p: EdmParams, scale: float, x_center: torch.Tensor | None, windows=None,
+         record: Record | None = None) -> torch.Tensor:
+    """One ``sampler_step`` on a batch of rows (whole latent, or tiles cut at ``windows``)."""
+    n = x.shape[0]
+    x_in = x
+    sig = torch.full((n,), sigma, dtype=torch.float32, device=x.device)
+    nxt = torch.full((n,), next_sigma, dtype=torch.float32, device=x.device)
+    sigma_hat = sig * (gamma + 1.0)
+    if gamma > 0:
+        x = x + (xi * p.s_noise) * ((sigma_hat**2 - sig**2) ** 0.5).view(-1, 1, 1, 1)
+    d_u, d_c = model(x, sigma_hat, scale, windows)
+    denoised = d_u + cfg_scale(sigma_hat, p.cfg_start, p.cfg_end).view(-1, 1, 1, 1) * (d_c - d_u)
+    cfg_out = denoised
+    if next_sigma > p.restore_s_tmin and p.restore_cfg > 0:
+        denoised = denoised - (denoised - x_center) * ((sig.view(-1, 1, 1, 1) / SIGMA_MAX) ** p.restore_cfg)
+    d = (x - denoised) / sigma_hat.view(-1, 1, 1, 1)
+    out = x + (nxt - sigma_hat).view(-1, 1, 1, 1) * d
+    if record is not None:
+        record({"sigma": sig, "next_sigma": nxt, "gamma": gamma, "sigma_hat": sigma_hat, "control_scale": scale,
+                "x_in": x_in, "x_churned": x, "denoised_cfg": cfg_out, "x_out": out})
+    return out
+
+
+def sample(model, x_T: torch.Tensor, sigmas: torch.Tensor, p: EdmParams, *, noise: NoiseSource,
+           x_center: torch.Tensor | None = None, tiles: LatentTiles | None = None, tile_batch: int = 1,
+           progress: Callable[..., None] | None = None, cancel: Callable[[], None] | None = None,
+           record: Record | None = None) -> torch.Tensor:
+    """Run the sampler from unit-variance ``x_T`` [1, C, h, w] over ``sigmas`` (descending, ending in
+    0). ``model(x, sigma_hat, control_scale, windows) -> (D_uncond, D_cond)``."""
+    if p.restore_cfg > 0 and x_center is None:
+        raise ValueError("restoration guidance needs x_center")
+    x = x_T * torch.sqrt(1.0 + sigmas[0] ** 2.0)
+    n = len(sigmas) - 1
+    values = [float(s) for s in sigmas]
+    for k, (sigma, next_sigma) in enumerate(zip(values[:-1], values[1:], strict=True)):
+        if cancel is not None:
+            cancel()
+        gamma = min(p.s_churn / n, 2**0.5 - 1) if p.s_tmin <= sigma <= p.s_tmax else 0.0
+        xi = noise("churn", x.shape) if gamma > 0 else None
+        scale = control_scale(sigma, p.control_start, p.control_end, p.linear_control)
+        rec = None if record is None else (lambda r, k=k: record({"step": k, "tile": None, **r}))
+        if record is not None and tiles is not None:
+            record({"step": k, "tile": "full", "x_full_in": x})
+        if tiles is None:
+            x = step(model, x, sigma, next_sigma, gamma, xi, p, scale, x_center, None, rec)
+        else:
+            fuse = Fuse(x, tiles.weights)
+            for batch in tiles.batches(tile_batch):
+                if cancel is not None:
+                    cancel()
+                wins = [tiles.windows[j] for j in batch]
+                rec = None if record is None else (lambda r, k=k, b=batch: record({"step": k, "tile": b, **r}))
+                out = step(model, crop(x, wins), sigma, next_sigma, gamma,
+                           None if xi is None else crop(xi, wins), p, scale,
+                           None if x_center is None else crop(x_center, wins), wins, rec)
+                fuse.add(out, wins)
+                if progress is not None:
+                    progress(k, n, tile=batch[-1] + 1, tiles=len(tiles))
+            x = fuse.result()
+        if progress is not None:
+            progress(k + 1, n, tile=len(tiles) if tiles else 0, tiles=len(tiles) if tiles else 0)
+    return x

@@ -1,0 +1,77 @@
+"""The interactive dialog: preset, scale, denoise, overrides, seed, server.
+
+Built on GimpUi.ProcedureDialog over the procedure's own config, so every field is a procedure
+argument too and GIMP remembers the last values. The preset is a combo filled from the daemon
+(``Client.info()``), with a line saying whether the daemon answers; a preset can still be typed
+when the daemon is down.
+"""
+
+from __future__ import annotations
+
+import gi
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("GimpUi", "3.0")
+gi.require_version("Gtk", "3.0")
+from gi.repository import GimpUi, GObject, Gtk  # noqa: E402
+
+from ._client import client  # noqa: E402
+
+FIELDS = ["scale", "refine-denoise", "final-denoise", "overrides", "seed", "server"]
+INFO_TIMEOUT = 2.0  # s: the dialog waits this long at most for the daemon's preset list
+
+
+def daemon_status(server: str, token: str) -> tuple[list[tuple[str, str]], str, str]:
+    """(presets as (name, description), the default preset, one line about the daemon).
+
+    Never raises: a daemon that does not answer is a line of text, the dialog still opens.
+    """
+    try:
+        with client.Client(server or None, token or None, timeout=INFO_TIMEOUT) as c:
+            info = c.info()
+    except client.ClientError as e:
+        return [], "", f"Daemon not reachable: {e}"
+    presets = [(p.name, p.description) for p in info.presets]
+    line = (f"Dermis {info.version} on {info.device}"
+            + (f"; {info.queue_length} job(s) queued" if info.queue_length else ""))
+    return presets, info.default_preset, line
+
+
+def preset_row(config, presets: list[tuple[str, str]], default_name: str) -> Gtk.Widget:
+    """A combo with an entry, bound to the ``preset`` argument ('' = the daemon's default)."""
+    row = Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=6)
+    row.pack_start(Gtk.Label(label="Preset"), False, False, 0)
+    combo = Gtk.ComboBoxText.new_with_entry()
+    for name, _ in presets:
+        combo.append(name, name)
+    combo.set_tooltip_text("\n".join(f"{n}: {d}" for n, d in presets)
+                           or "Type a preset name; empty uses the daemon's default.")
+    entry = combo.get_child()
+    entry.set_placeholder_text(f"default ({default_name})" if default_name else "daemon default")
+    config.bind_property("preset", entry, "text",
+                         GObject.BindingFlags.BIDIRECTIONAL | GObject.BindingFlags.SYNC_CREATE)
+    row.pack_start(combo, True, True, 0)
+    return row
+
+
+def ask(procedure, config) -> bool:
+    """Show the dialog; True when the user pressed OK (the config then holds their choices)."""
+    GimpUi.init(procedure.get_name())
+    presets, default_name, status = daemon_status(config.get_property("server") or "",
+                                                  config.get_property("token") or "")
+    dlg = GimpUi.ProcedureDialog.new(procedure, config, "Dermis: refine skin")
+    dlg.fill(FIELDS)
+    top = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=6)
+    label = Gtk.Label(label=status, xalign=0.0)
+    label.set_line_wrap(True)
+    top.pack_start(label, False, False, 0)
+    top.pack_start(preset_row(config, presets, default_name), False, False, 0)
+    area = dlg.get_content_area()
+    area.pack_start(top, False, False, 6)
+    area.reorder_child(top, 0)
+    top.show_all()
+    try:
+        return bool(dlg.run())
+    finally:
+        dlg.destroy()
+

@@ -1,0 +1,165 @@
+"""Pixels in and out of GIMP: the only module that reads or writes image data.
+
+Reading: the layer's pixels inside the selection's bounding box plus ``CONTEXT_PADDING`` on every
+side (clipped to the layer), and the selection over the same rectangle as an 8-bit soft mask.
+Writing: a new layer directly above the source, at the position the daemon computed, masked by the
+daemon's feathered selection, inside one undo group. The source layer is only read.
+
+Colour: pixels travel in the image's own encoding. babl formats are built from the drawable's own
+format with ``Babl.format_with_space`` so GIMP converts nothing but the sample type: perceptual
+``R'G'B'A u8`` for 8-bit images, ``R'G'B'A u16`` for anything deeper (16/32-bit, half, float; linear
+images come out perceptual, as the models expect). Never the linear ``RGBA u8``: it is what makes
+results too dark (maorcc/gimp-mcp#43). Formats are never built at import time: the plug-in's query
+runs before babl is initialised and would abort in C (maorcc/gimp-mcp PR #55).
+Greyscale images go through the same RGB formats (babl expands Y' to R'G'B' and folds the result
+back); indexed images are refused with a message, a palette cannot hold the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gi
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("Gegl", "0.4")
+gi.require_version("Babl", "0.1")
+from gi.repository import Babl, Gegl, Gimp  # noqa: E402
+
+# Pixels of surroundings sent around the selection. More than any shipped preset's own context
+# (lite 64, supir-srpo 96): the daemon then picks its crop inside what it gets, and only real layer
+# edges count as edges (where the feathered mask must not fade).
+CONTEXT_PADDING = 128
+
+_8BIT = {Gimp.Precision.U8_LINEAR, Gimp.Precision.U8_NON_LINEAR, Gimp.Precision.U8_PERCEPTUAL}
+
+
+class UnsupportedImage(ValueError):
+    """The image or layer cannot be refined; the message says what to do instead."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """What was read from the layer, and where it came from (drawable coordinates)."""
+
+    pixels: bytes
+    width: int
+    height: int
+    channels: int  # 3 (R'G'B') or 4 (R'G'B'A)
+    bit_depth: int  # 8 or 16
+    mask: bytes | None  # width*height u8 selection coverage, None = no selection (whole layer)
+    crop_x: int  # the rectangle's top-left corner in the layer
+    crop_y: int
+    pixel_format: str  # babl name the pixels are in (with the image's colour space)
+    icc_profile: bytes | None
+
+
+def check_image(image: Gimp.Image, drawables) -> Gimp.Layer:
+    """The one layer the procedure works on, or UnsupportedImage saying why not."""
+    if image.get_base_type() == Gimp.ImageBaseType.INDEXED:
+        raise UnsupportedImage(
+            "Dermis works on RGB and greyscale images. Convert this indexed image first "
+            "(Image → Mode → RGB), run Refine skin, and convert back if you need the palette."
+        )
+    if len(drawables) != 1:
+        raise UnsupportedImage(f"Select exactly one layer to refine ({len(drawables)} are selected).")
+    drawable = drawables[0]
+    if not isinstance(drawable, Gimp.Layer):
+        raise UnsupportedImage(
+            "Refine skin works on a layer, not on a layer mask or channel: click the layer's "
+            "thumbnail in the Layers dialog and run it again."
+        )
+    return drawable
+
+
+def pixel_format(drawable: Gimp.Drawable, with_alpha: bool) -> tuple[str, int]:
+    """The babl format name the plug-in reads and writes ``drawable`` with, and its bit depth."""
+    image = drawable.get_image()
+    bits = 8 if image.get_precision() in _8BIT else 16
+    base = ("R'G'B'A" if with_alpha else "R'G'B'") + (" u8" if bits == 8 else " u16")
+    # keep the image's colour space (primaries): a plain name would mean sRGB and convert
+    return Babl.get_name(Babl.format_with_space(base, drawable.get_format())), bits
+
+
+def read_source(image: Gimp.Image, layer: Gimp.Layer, padding: int = CONTEXT_PADDING) -> Source:
+    """The layer inside the selection bounds + padding, with the selection as a soft mask."""
+    lw, lh = layer.get_width(), layer.get_height()
+    if Gimp.Selection.is_empty(image):
+        cx, cy, cw, ch = 0, 0, lw, lh
+        mask = None
+    else:
+        # selection ∩ layer, in layer coordinates
+        hit, x, y, w, h = layer.mask_intersect()
+        if not hit or w <= 0 or h <= 0:
+            raise UnsupportedImage(
+                "The selection does not touch the active layer. Select part of this layer, "
+                "or Select → None to refine the whole layer."
+            )
+        cx, cy = max(0, x - padding), max(0, y - padding)
+        cw, ch = min(lw, x + w + padding) - cx, min(lh, y + h + padding) - cy
+        _, ox, oy = layer.get_offsets()
+        # The selection is a linear coverage channel: "Y u8" reads it as is ("Y' u8" would bend
+        # a feathered edge). Outside the canvas there is no selection: abyss NONE = 0.
+        sel = image.get_selection().get_buffer()
+        mask = bytes(sel.get(Gegl.Rectangle.new(ox + cx, oy + cy, cw, ch), 1.0, "Y u8",
+                             Gegl.AbyssPolicy.NONE))
+    has_alpha = layer.has_alpha()
+    fmt, bits = pixel_format(layer, has_alpha)
+    pixels = bytes(layer.get_buffer().get(Gegl.Rectangle.new(cx, cy, cw, ch), 1.0, fmt,
+                                          Gegl.AbyssPolicy.CLAMP))
+    profile = image.get_effective_color_profile()
+    icc = bytes(profile.get_icc_profile()) if profile is not None else None
+    return Source(pixels=pixels, width=cw, height=ch, channels=4 if has_alpha else 3, bit_depth=bits,
+                  mask=mask, crop_x=cx, crop_y=cy, pixel_format=fmt, icc_profile=icc or None)
+
+
+def check_result(result, source: Source) -> None:
+    """Refuse a result that does not fit what was sent, before anything touches the image."""
+    expected = result.width * result.height * result.channels * (result.bit_depth // 8)
+    if result.channels not in (3, 4) or result.bit_depth != source.bit_depth or len(result.pixels) != expected:
+        raise ValueError(
+            f"the daemon returned {result.width}x{result.height}, {result.channels} channels, "
+            f"{result.bit_depth}-bit, {len(result.pixels)} bytes for a {source.bit_depth}-bit request; "
+            "is the daemon the same version as the plug-in?"
+        )
+
+
+def insert_result(image: Gimp.Image, source_layer: Gimp.Layer, source: Source, result, scale: float) -> Gimp.Layer:
+    """Put the daemon's layer-mode result directly above ``source_layer``, in one undo step.
+
+    ``result`` is a client ``JobResult``: the processed rectangle with the feathered selection as
+    alpha, at ``offset`` in the request's (scaled) canvas. With a selection the alpha moves into a
+    layer mask (the user can paint it further; the pixels under it are the processed ones). When
+    ``scale`` is not 1 the image is scaled first, in the same undo group, so the result lands at full
+    resolution.
+    """
+    check_result(result, source)
+    image.undo_group_start()
+    try:
+        if scale != 1.0:
+            image.scale(round(image.get_width() * scale), round(image.get_height() * scale))
+        _, lx, ly = source_layer.get_offsets()  # after scaling: where GIMP put the source layer
+        # exact for whole-number scales; a fractional one can land a pixel off GIMP's own rounding
+        x = lx + round(source.crop_x * scale) + result.offset_x
+        y = ly + round(source.crop_y * scale) + result.offset_y
+        gray = image.get_base_type() == Gimp.ImageBaseType.GRAY
+        kind = Gimp.ImageType.GRAYA_IMAGE if gray else Gimp.ImageType.RGBA_IMAGE
+        layer = Gimp.Layer.new(image, result.layer_name, result.width, result.height, kind, 100.0,
+                               Gimp.LayerMode.NORMAL)
+        # position of the source = directly above it, inside the same group
+        image.insert_layer(layer, source_layer.get_parent(), image.get_item_position(source_layer))
+        layer.set_offsets(x, y)
+        fmt, _ = pixel_format(layer, with_alpha=result.channels == 4)
+        buf = layer.get_buffer()
+        buf.set(Gegl.Rectangle.new(0, 0, result.width, result.height), fmt, result.pixels)
+        buf.flush()
+        if source.mask is not None and result.channels == 4:
+            # GIMP moves the alpha into a mask itself (in the mask's own encoding) and makes the
+            # layer opaque, so no mask format has to be guessed here
+            layer.add_mask(layer.create_mask(Gimp.AddMaskType.ALPHA_TRANSFER))
+        layer.update(0, 0, result.width, result.height)
+        image.set_selected_layers([layer])
+    finally:
+        image.undo_group_end()
+    Gimp.displays_flush()
+    return layer

@@ -1,0 +1,169 @@
+"""The GIMP 3 procedure: registration under Filters → Enhance → Dermis, and its run function.
+
+One image procedure on drawables. Interactive runs show the dialog (GIMP keeps the last values of
+every argument); non-interactive runs take everything as arguments, so scripts and batches can call
+``plug-in-dermis-refine-skin`` through the PDB. Every failure ends as an error return with a readable
+message (GIMP shows it); nothing escapes as a traceback dialog.
+
+Waiting: a GIMP plug-in is its own process, so GIMP's UI stays live while this one blocks on the
+daemon. The wait happens after the dialog has closed, on the plug-in's only thread, and every GIMP
+call (progress, layers) stays on that thread.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import gi
+
+gi.require_version("Gimp", "3.0")
+from gi.repository import Gimp, GLib, GObject  # noqa: E402
+
+PROC_NAME = "plug-in-dermis-refine-skin"
+MENU_PATH = "<Image>/Filters/Enhance/Dermis"
+RW = GObject.ParamFlags.READWRITE
+
+
+def _error(procedure, message: str, status=Gimp.PDBStatusType.EXECUTION_ERROR):
+    print(f"dermis: {message}", file=sys.stderr)
+    return procedure.new_return_values(status, GLib.Error.new_literal(Gimp.PlugIn.error_quark(), message, 0))
+
+
+def add_arguments(p: Gimp.Procedure) -> None:
+    """The procedure's arguments: the dialog's fields, and what a script passes."""
+    p.add_string_argument("preset", "_Preset", "Preset name ('' = the daemon's default: supir-srpo)", "", RW)
+    p.add_double_argument("scale", "Sc_ale", "Output scale: 1 refines in place, 2 doubles the image "
+                          "(all layers are scaled by GIMP, the refined layer is made at full size)",
+                          0.25, 8.0, 1.0, RW)
+    p.add_double_argument("refine-denoise", "Refine de_noise",
+                          "Denoise of the first Flux refine pass (0 = the preset's)", 0.0, 1.0, 0.0, RW)
+    p.add_double_argument("final-denoise", "_Final denoise",
+                          "Denoise of the final Flux refine pass (0 = the preset's)", 0.0, 1.0, 0.0, RW)
+    p.add_string_argument("overrides", "Overr_ides",
+                          "More settings as 'stage.param=value, ...' (e.g. grain.strength=0.05)", "", RW)
+    p.add_int_argument("seed", "S_eed", "Seed (-1 = a new one each run; the layer name shows it)",
+                       -1, GLib.MAXINT32, -1, RW)
+    p.add_string_argument("server", "Ser_ver", "Daemon address, e.g. 127.0.0.1:50073 or "
+                          "unix:/path ('' = $DERMIS_ADDRESS or the running daemon's)", "", RW)
+    p.add_string_argument("token", "_Token", "Daemon token ('' = $DERMIS_TOKEN or the daemon's "
+                          "token file); not remembered between runs", "", RW)
+    p.add_layer_return_value("layer", "Layer", "The new layer", True, RW)
+
+
+def run(procedure, run_mode, image, drawables, config, data):
+    """The procedure body; returns GIMP return values, never raises."""
+    try:
+        return _run(procedure, run_mode, image, drawables, config)
+    except Exception as e:  # last line of defence: a message, not GIMP's traceback dialog
+        traceback.print_exc()
+        return _error(procedure, f"Dermis failed unexpectedly: {e} (the traceback is in GIMP's "
+                                 "terminal output; please report it).")
+    finally:
+        # the token is an argument only so scripts can pass it; GIMP must not store it with the
+        # last values
+        config.set_property("token", "")
+
+
+def _run(procedure, run_mode, image, drawables, config):
+    from . import image_io
+
+    try:
+        layer = image_io.check_image(image, drawables)
+    except image_io.UnsupportedImage as e:
+        return _error(procedure, str(e), Gimp.PDBStatusType.CALLING_ERROR)
+    try:
+        from . import job
+        from ._client import client
+    except ImportError as e:
+        return _error(procedure, f"The Dermis plug-in is incomplete ({e}); reinstall it with "
+                                 "`dermis install-plugin gimp`.")
+
+    if run_mode == Gimp.RunMode.INTERACTIVE:
+        from . import dialog
+
+        if not dialog.ask(procedure, config):
+            return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
+
+    try:
+        settings = job.Settings.from_config(config)
+        settings.check()
+        source = image_io.read_source(image, layer)
+        request = job.job_request(
+            settings, pixels=source.pixels, width=source.width, height=source.height,
+            channels=source.channels, bit_depth=source.bit_depth, mask=source.mask,
+            icc_profile=source.icc_profile,
+        )
+    except (image_io.UnsupportedImage, job.SettingsError) as e:
+        return _error(procedure, str(e), Gimp.PDBStatusType.CALLING_ERROR)
+
+    Gimp.progress_init("Dermis: sending the image to the daemon")
+    reporter = job.Reporter(Gimp.progress_set_text, Gimp.progress_update)
+    try:
+        result = job.run(settings, request, reporter)
+    except client.JobCancelled as e:
+        # GIMP's own Cancel kills this process (the guard tells the daemon), so a cancel seen here
+        # came from elsewhere (`dermis` CLI, daemon shutdown): say so
+        Gimp.message(f"Dermis: {e}")
+        return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
+    except client.ClientError as e:
+        return _error(procedure, _explain(e))
+    finally:
+        Gimp.progress_end()
+
+    try:
+        new_layer = image_io.insert_result(image, layer, source, result, settings.scale)
+    except ValueError as e:
+        return _error(procedure, f"Dermis: {e}")
+    notes = reporter.messages + [m for m in getattr(result, "messages", []) if m not in reporter.messages]
+    if notes:  # e.g. an optional stage skipped for want of weights: worth knowing, not an error
+        Gimp.message("Dermis: " + "\n".join(notes))
+    return Gimp.ValueArray.new_from_values([
+        GObject.Value(Gimp.PDBStatusType, Gimp.PDBStatusType.SUCCESS),
+        GObject.Value(Gimp.Layer, new_layer),
+    ])
+
+
+# What a GIMP user can do about the errors the client already explains in general terms.
+_HINTS = {
+    "unavailable": "In GIMP: the Server field of Refine skin… (empty = $DERMIS_ADDRESS, else the "
+                   "address the running daemon announced).",
+    "unauthenticated": "In GIMP: leave the token argument empty to use the daemon's token file.",
+    "dependency_missing": "In GIMP: run `dermis install-plugin gimp` (add --python-version X.Y if "
+                          "GIMP's Python is not the python3 on your PATH) and restart GIMP.",
+}
+
+
+def _explain(e: Exception) -> str:
+    """The client's message (it says what went wrong), plus the GIMP side of the fix."""
+    hint = _HINTS.get(getattr(e, "code", ""))
+    return f"{e}\n{hint}" if hint else str(e)
+
+
+class DermisPlugIn(Gimp.PlugIn):
+    def do_query_procedures(self):
+        return [PROC_NAME]
+
+    def do_set_i18n(self, name):
+        return False
+
+    def do_create_procedure(self, name):
+        p = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, run, None)
+        p.set_image_types("RGB*, GRAY*")
+        p.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
+        p.set_menu_label("Refine skin…")
+        p.add_menu_path(MENU_PATH)
+        p.set_documentation(
+            "Refine skin with Dermis",
+            "Sends the active layer (inside the selection, if any) to the Dermis daemon and adds the "
+            "refined skin as a new layer above it, masked by the feathered selection. "
+            "Needs `dermis serve` running.",
+            name,
+        )
+        p.set_attribution("Dermis", "Dermis contributors", "2025")
+        add_arguments(p)
+        return p
+
+
+def main() -> None:
+    Gimp.main(DermisPlugIn.__gtype__, sys.argv)

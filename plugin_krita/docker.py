@@ -1,0 +1,220 @@
+"""The Dermis docker: server status, preset and stage options, seed, progress, Cancel, last error.
+
+Widgets only. It reads and changes the shared ``Controller`` and redraws on its ``changed`` signal;
+it never talks to the network or to Krita's documents itself.
+"""
+
+from __future__ import annotations
+
+from krita import DockWidget
+from PyQt5.QtCore import Qt
+from PyQt5.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from . import controller, options
+
+
+class DermisDocker(DockWidget):
+    def __init__(self) -> None:
+        super().__init__()
+        self.setWindowTitle("Dermis")
+        self.setObjectName("dermis_docker")
+        self.ctl = controller.instance()
+        self._updating = False  # set while we fill widgets, so their signals are not user edits
+        self._controls_for = None  # the PresetInfo the stage widgets were built for
+        self._stage_widgets: dict[str, QWidget] = {}
+
+        root = QWidget(self)
+        col = QVBoxLayout(root)
+
+        # server
+        row = QHBoxLayout()
+        self.address = QLineEdit(self.ctl.settings.address)
+        self.address.setPlaceholderText("auto (running daemon)")
+        self.address.setToolTip("unix:/path/to/socket or 127.0.0.1:PORT; empty = $DERMIS_ADDRESS or "
+                                "the address the running `dermis serve` wrote down")
+        self.address.editingFinished.connect(self._address_edited)
+        self.connect_button = QPushButton("Connect")
+        self.connect_button.clicked.connect(self.ctl.refresh)
+        row.addWidget(self.address, 1)
+        row.addWidget(self.connect_button)
+        col.addLayout(row)
+        self.server = _wrapping_label()
+        self.missing = _wrapping_label("color: #b36b00")
+        col.addWidget(self.server)
+        col.addWidget(self.missing)
+
+        # options
+        form = QFormLayout()
+        self.preset = QComboBox()
+        self.preset.currentIndexChanged.connect(self._preset_chosen)
+        form.addRow("Preset", self.preset)
+        self.scale = QComboBox()
+        for s in options.SCALES:
+            self.scale.addItem(f"{s:g}× " + ("(new layer)" if s == 1 else "(new document)"), s)
+        self.scale.currentIndexChanged.connect(self._scale_chosen)
+        form.addRow("Scale", self.scale)
+        seed_row = QHBoxLayout()
+        self.seed = QSpinBox()
+        self.seed.setRange(0, options.SEED_MAX)
+        self.seed.valueChanged.connect(self._seed_changed)
+        self.new_seed = QPushButton("New seed")
+        self.new_seed.clicked.connect(self._new_seed)
+        seed_row.addWidget(self.seed, 1)
+        seed_row.addWidget(self.new_seed)
+        form.addRow("Seed", seed_row)
+        col.addLayout(form)
+        self.stage_form = QFormLayout()
+        col.addLayout(self.stage_form)
+
+        # run
+        row = QHBoxLayout()
+        self.refine_button = QPushButton("Refine skin")
+        self.refine_button.setToolTip("The selection (or the whole active layer) → a new layer above it")
+        self.refine_button.clicked.connect(lambda: self.ctl.refine(whole_image=False))
+        self.whole_button = QPushButton("Whole image")
+        self.whole_button.setToolTip("The merged image of the whole canvas → a new layer on top")
+        self.whole_button.clicked.connect(lambda: self.ctl.refine(whole_image=True))
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.ctl.cancel)
+        for b in (self.refine_button, self.whole_button, self.cancel_button):
+            row.addWidget(b)
+        col.addLayout(row)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.stage_text = _wrapping_label()
+        self.message = _wrapping_label()
+        self.error = _wrapping_label("color: #c0392b")
+        for w in (self.progress, self.stage_text, self.message, self.error):
+            col.addWidget(w)
+        col.addStretch(1)
+        self.setWidget(root)
+
+        self.ctl.changed.connect(self.refresh_view)
+        self.refresh_view()
+        if self.ctl.info is None:
+            self.ctl.refresh()
+
+    def canvasChanged(self, canvas) -> None:  # required by DockWidget; the docker is per window
+        pass
+
+    # -- controller -> widgets --------------------------------------------------------------------
+    def refresh_view(self) -> None:
+        ctl, s = self.ctl, self.ctl.settings
+        self._updating = True
+        try:
+            self.server.setText(ctl.server_text)
+            self.missing.setText(options.describe_missing(ctl.info) if ctl.info else "")
+            self._fill_presets()
+            self.scale.setCurrentIndex(max(0, self.scale.findData(s.scale)))
+            self.seed.setValue(s.seed)
+            if ctl.preset_info() is not self._controls_for:
+                self._build_stage_controls()
+            job = ctl.job
+            busy = ctl.busy
+            self.refine_button.setEnabled(not busy)
+            self.whole_button.setEnabled(not busy)
+            self.cancel_button.setEnabled(busy and not job.cancel_requested)
+            self.progress.setValue(int(1000 * job.fraction) if job else 0)
+            self.stage_text.setText(job.status_text if job else "")
+            self.message.setText(ctl.last_message)
+            self.error.setText(ctl.last_error)
+        finally:
+            self._updating = False
+
+    def _fill_presets(self) -> None:
+        info, s = self.ctl.info, self.ctl.settings
+        wanted = [("", "Daemon default" + (f" ({info.default_preset})" if info else ""))]
+        if info is not None:
+            wanted += [(p.name, p.label if p.label == p.name else f"{p.label} ({p.name})") for p in info.presets]
+        elif s.preset:
+            wanted.append((s.preset, s.preset))
+        have = [(self.preset.itemData(i), self.preset.itemText(i)) for i in range(self.preset.count())]
+        if have != wanted:
+            self.preset.clear()
+            for name, text in wanted:
+                self.preset.addItem(text, name)
+        self.preset.setCurrentIndex(max(0, self.preset.findData(s.preset)))
+
+    def _build_stage_controls(self) -> None:
+        while self.stage_form.rowCount():
+            self.stage_form.removeRow(0)
+        self._stage_widgets = {}
+        self._controls_for = self.ctl.preset_info()
+        values = self.ctl.settings.overrides
+        for c in self.ctl.controls():
+            value = values.get(c.key, c.default)
+            if c.kind == "bool":
+                w = QCheckBox()
+                w.setChecked(value.strip().lower() in ("1", "true", "yes", "on"))
+                w.toggled.connect(lambda on, key=c.key: self._set_override(key, "true" if on else "false"))
+            else:
+                w = QDoubleSpinBox()
+                w.setRange(c.minimum, c.maximum)
+                w.setSingleStep(c.step)
+                w.setDecimals(2)
+                w.setValue(_float(value, c.default))
+                w.valueChanged.connect(lambda v, key=c.key: self._set_override(key, f"{v:g}"))
+            w.setToolTip(f"{c.key} (preset: {c.default})")
+            self._stage_widgets[c.key] = w
+            self.stage_form.addRow(c.label, w)
+
+    # -- widgets -> controller --------------------------------------------------------------------
+    def _address_edited(self) -> None:
+        text = self.address.text().strip()
+        if text != self.ctl.settings.address:
+            self.ctl.settings.address = text
+            self.ctl.save_settings()
+            self.ctl.refresh()
+
+    def _preset_chosen(self, index: int) -> None:
+        if not self._updating and index >= 0:
+            self.ctl.settings.choose_preset(self.preset.itemData(index) or "")
+            self.ctl.save_settings()
+
+    def _scale_chosen(self, index: int) -> None:
+        if not self._updating and index >= 0:
+            self.ctl.settings.scale = float(self.scale.itemData(index))
+            self.ctl.save_settings()
+
+    def _seed_changed(self, value: int) -> None:
+        if not self._updating:
+            self.ctl.settings.seed = int(value)
+            self.ctl.save_settings()
+
+    def _new_seed(self) -> None:
+        self.ctl.settings.seed = options.new_seed()
+        self.ctl.save_settings()
+
+    def _set_override(self, key: str, value: str) -> None:
+        if not self._updating:
+            self.ctl.settings.overrides[key] = value
+            self.ctl.save_settings()
+
+
+def _wrapping_label(style: str = "") -> QLabel:
+    label = QLabel()
+    label.setWordWrap(True)
+    label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+    if style:
+        label.setStyleSheet(style)
+    return label
+
+
+def _float(text: str, default: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return float(default)

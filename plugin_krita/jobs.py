@@ -1,0 +1,270 @@
+"""Job state for the Krita plugin: requests in flight to the daemon, with no widgets and no Krita.
+
+Threading rule (why this module exists): the thin client blocks, and Krita's UI must not. So each
+blocking call runs on a worker thread that does nothing but talk to the daemon and put what it hears
+on a queue. The UI thread calls ``poll()`` from a QTimer, which drains the queue into plain state
+(phase, stage text, fraction, error, result); only the UI thread ever reads that state or touches
+Krita. Cancel may be pressed at any time: it never blocks either (the cancel RPC gets its own
+short-lived thread, as the client allows).
+"""
+
+from __future__ import annotations
+
+import enum
+import queue
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from .thin_client import client as dc
+
+Connect = Callable[[], "dc.Client"]
+
+
+class Phase(enum.Enum):
+    submitting = "submitting"  # uploading the pixels
+    queued = "queued"
+    running = "running"
+    cancelling = "cancelling"  # Cancel pressed, waiting for the daemon to confirm
+    done = "done"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+FINAL = (Phase.done, Phase.failed, Phase.cancelled)
+
+
+def describe_error(exc: BaseException) -> str:
+    """What the docker shows for an exception: the client's own words, or a labelled bug."""
+    if isinstance(exc, dc.ClientError):
+        return str(exc) or exc.__class__.__name__
+    return f"Unexpected error ({type(exc).__name__}): {exc}. Please report it with Krita's log."
+
+
+class Job:
+    """One refine request: submit + watch on a worker thread, state updated by ``poll()``."""
+
+    def __init__(self, request: dc.JobRequest, connect: Connect, *, context: Any = None) -> None:
+        if not request.job_id:
+            # chosen here so Cancel has an id to send even before the upload returns
+            request.job_id = uuid.uuid4().hex
+        self.request = request
+        self.id: str = request.job_id
+        self.context = context  # what the editor needs to place the result; opaque here
+        self.phase = Phase.submitting
+        self.stage = ""
+        self.status_text = "Sending the image to the daemon…"
+        self.fraction = 0.0
+        self.position = 0
+        self.messages: list[str] = []
+        self.error = ""
+        self.error_code = ""
+        self.result: dc.JobResult | None = None
+        self.started_at = time.monotonic()
+        self.ended_at: float | None = None
+        self._connect = connect
+        self._events: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._client: dc.Client | None = None
+        self._submitted = False
+        self._cancel_requested = False
+        self._thread = threading.Thread(target=self._work, name=f"dermis-job-{self.id[:8]}", daemon=True)
+
+    # -- UI thread -------------------------------------------------------------------------------
+    def start(self) -> Job:
+        self._thread.start()
+        return self
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in FINAL
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel_requested
+
+    def cancel(self, wait: float = 0.0) -> None:
+        """Ask the daemon to stop this job; returns at once (or after up to ``wait`` s, at exit)."""
+        with self._lock:
+            if self.finished or self._cancel_requested:
+                return
+            self._cancel_requested = True
+            client, submitted = self._client, self._submitted
+        self.phase = Phase.cancelling
+        self.status_text = "Cancelling…"
+        if client is not None and submitted:
+            sender = threading.Thread(target=self._send_cancel, args=(client,), daemon=True)
+            sender.start()
+            if wait > 0:
+                sender.join(wait)
+        # else: the worker sends the cancel itself right after the upload (see _work)
+
+    def poll(self) -> bool:
+        """Apply what the worker heard since the last call; True when anything changed."""
+        changed = False
+        while True:
+            try:
+                kind, payload = self._events.get_nowait()
+            except queue.Empty:
+                return changed
+            changed = True
+            if kind == "event":
+                self._apply(payload)
+            elif kind == "note":
+                self.messages.append(payload)
+            elif kind == "error":
+                self._fail(payload)
+            elif kind == "ended" and not self.finished:
+                self._end(Phase.failed, error="The daemon ended the job's event stream without a result.")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the worker is done (tests and kritarunner only, never the UI)."""
+        self._thread.join(timeout)
+        self.poll()
+        return not self._thread.is_alive()
+
+    # -- state changes (UI thread, via poll) ---------------------------------------------------------
+    def _apply(self, ev: dc.Event) -> None:
+        K = dc.EventKind
+        if ev.kind == K.queued:
+            self.position = ev.position
+            if self.phase != Phase.cancelling:
+                self.phase = Phase.queued
+                self.status_text = ("Queued: next" if ev.position == 0
+                                    else f"Queued: {ev.position} job(s) ahead")
+        elif ev.kind == K.started:
+            if self.phase != Phase.cancelling:
+                self.phase = Phase.running
+                self.status_text = "Started"
+        elif ev.kind == K.stage:
+            self.stage = ev.stage
+            if self.phase != Phase.cancelling:
+                self.status_text = ev.message or f"{ev.stage}…"
+        elif ev.kind == K.progress:
+            self.fraction = max(self.fraction, min(1.0, ev.fraction))
+            if ev.stage:
+                self.stage = ev.stage
+            if self.phase != Phase.cancelling:
+                self.status_text = progress_text(ev)
+        elif ev.kind == K.message:
+            if ev.message:
+                self.messages.append(ev.message)
+        elif ev.kind == K.done:
+            if self._cancel_requested:
+                # the result raced the cancel; the user asked for nothing, so nothing is inserted
+                self._end(Phase.cancelled, text="Cancelled (a result that arrived meanwhile was dropped)")
+            else:
+                self.result = ev.result
+                self.fraction = 1.0
+                self._end(Phase.done, text="Done")
+        elif ev.kind == K.error:
+            self._end(Phase.failed, error=ev.message or "The job failed.", code=ev.error_code)
+        elif ev.kind == K.cancelled:
+            self._end(Phase.cancelled, text="Cancelled")
+
+    def _fail(self, exc: BaseException) -> None:
+        if isinstance(exc, dc.JobCancelled):
+            self._end(Phase.cancelled, text="Cancelled")
+        else:
+            self._end(Phase.failed, error=describe_error(exc), code=getattr(exc, "code", "internal"))
+
+    def _end(self, phase: Phase, *, text: str = "", error: str = "", code: str = "") -> None:
+        if self.finished:
+            return
+        self.phase = phase
+        self.error, self.error_code = error, code
+        self.status_text = text or error
+        self.ended_at = time.monotonic()
+
+    # -- worker thread: network only, never Krita --------------------------------------------------
+    def _work(self) -> None:
+        client = None
+        try:
+            client = self._connect()
+            with self._lock:
+                self._client = client
+            job_id = client.submit(self.request)
+            with self._lock:
+                self._submitted = True
+                cancel_now = self._cancel_requested
+            if cancel_now:
+                client.cancel(job_id)
+            for ev in client.watch(job_id):
+                self._events.put(("event", ev))
+            self._events.put(("ended", None))
+        except Exception as exc:  # everything ends as a readable message in the docker, never a dialog
+            if not isinstance(exc, dc.ClientError):
+                traceback.print_exc()
+            self._events.put(("error", exc))
+        finally:
+            if client is not None:
+                try:
+                    client.close()
+                except Exception:
+                    pass
+
+    def _send_cancel(self, client: dc.Client) -> None:
+        try:
+            client.cancel(self.id)
+        except Exception as exc:
+            self._events.put(("note", f"Cancel failed: {describe_error(exc)}"))
+
+
+def progress_text(ev: dc.Event) -> str:
+    """'supir: tile 2/6, step 13/45' — the stage text under the progress bar."""
+    parts = []
+    if ev.tiles > 1:
+        parts.append(f"tile {ev.tile}/{ev.tiles}")
+    if ev.steps > 0:
+        parts.append(f"step {ev.step}/{ev.steps}")
+    head = ev.stage or "working"
+    text = f"{head}: {', '.join(parts)}" if parts else head
+    return f"{text} ({ev.fraction:.0%})"
+
+
+class Call:
+    """One blocking client call (e.g. ``info()``) on a worker thread; ``poll()`` on the UI thread."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self._fn = fn
+        self._box: queue.SimpleQueue = queue.SimpleQueue()
+        self.done = False
+        self.value: Any = None
+        self.error = ""
+        self.error_code = ""
+        self._thread = threading.Thread(target=self._work, name="dermis-call", daemon=True)
+
+    def start(self) -> Call:
+        self._thread.start()
+        return self
+
+    def _work(self) -> None:
+        try:
+            self._box.put((True, self._fn()))
+        except Exception as exc:
+            if not isinstance(exc, dc.ClientError):
+                traceback.print_exc()
+            self._box.put((False, exc))
+
+    def poll(self) -> bool:
+        """True once the call has finished (then ``value`` or ``error`` is set)."""
+        if self.done:
+            return True
+        try:
+            ok, payload = self._box.get_nowait()
+        except queue.Empty:
+            return False
+        self.done = True
+        if ok:
+            self.value = payload
+        else:
+            self.error = describe_error(payload)
+            self.error_code = getattr(payload, "code", "internal")
+        return True
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return self.poll()

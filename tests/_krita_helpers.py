@@ -1,0 +1,137 @@
+"""Helpers for the real-Krita tests: a throw-away Krita profile, the installed plugin, the daemon.
+
+Nothing here stands in for Krita or the daemon: Krita is Debian's (tools/setup.d/10-krita.sh), the
+plugin is installed by `dermis install-plugin krita` with real grpcio/protobuf wheels for Krita's
+Python, and the daemon is `python -m daemon serve` as a separate process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+KRITA_TESTS = Path(__file__).resolve().parent / "krita"
+WHEEL_CACHE = REPO / ".cache" / "krita-wheels"  # downloaded once, reused by later runs (gitignored)
+
+
+def require_krita() -> None:
+    """Editor tests fail (never skip) when Krita is not installed, saying how to install it."""
+    missing = [b for b in ("krita", "kritarunner", "xvfb-run") if shutil.which(b) is None]
+    if missing:
+        pytest.fail(f"{', '.join(missing)} not found: the Krita tests need Debian's krita and xvfb; "
+                    "run `make editors` (tools/setup.d/10-krita.sh).", pytrace=False)
+
+
+def profile_env(root: Path, state_home: Path) -> dict[str, str]:
+    """Environment of a Krita process with its own home (settings, resources) and the daemon's state dir."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "DERMIS_", "PYTHON"))}
+    home = root / "home"
+    runtime = root / "xdg-runtime"
+    runtime.mkdir(parents=True, exist_ok=True)
+    runtime.chmod(0o700)
+    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_DATA_HOME=str(home / ".local/share"),
+               XDG_CACHE_HOME=str(home / ".cache"), XDG_RUNTIME_DIR=str(runtime),
+               XDG_STATE_HOME=str(state_home),  # where the client finds the daemon's runtime file
+               LANG="C.UTF-8")
+    (home / ".config").mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def krita_python_version() -> str:
+    from daemon.install_krita import detect_python_version
+
+    return detect_python_version()[0]
+
+
+def wheels_for(python_version: str) -> Path:
+    """grpcio + protobuf wheels for Krita's Python, pinned like this venv (downloaded once)."""
+    from daemon import vendor
+
+    d = WHEEL_CACHE / f"py{python_version}"
+    if len(list(d.glob("*.whl"))) < len(vendor.PACKAGES):
+        vendor.download_wheels(d, python_version)
+    return d
+
+
+def install_plugin(pykrita: Path | None, *extra: str) -> None:
+    """`dermis install-plugin krita` into ``pykrita`` (None: Krita's default folder)."""
+    from daemon.cli import main
+
+    target = ["--target", str(pykrita)] if pykrita is not None else []
+    assert main(["install-plugin", "krita", *target, *extra]) == 0
+
+
+class Daemon:
+    """`python -m daemon serve` in its own folders, found by clients through its runtime file."""
+
+    def __init__(self, root: Path, presets: dict[str, str] | None = None) -> None:
+        self.root = root
+        self.state = root / "state"
+        self.config = root / "config"
+        for name, text in (presets or {}).items():
+            p = self.config / "dermis" / "presets" / f"{name}.toml"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(text)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "DERMIS_"))}
+        runtime = root / "run"
+        runtime.mkdir(parents=True, exist_ok=True)
+        runtime.chmod(0o700)
+        # default listen address: a Unix socket in XDG_RUNTIME_DIR, as for a user on Linux
+        env.update(XDG_RUNTIME_DIR=str(runtime), XDG_STATE_HOME=str(self.state), XDG_CONFIG_HOME=str(self.config),
+                   XDG_DATA_HOME=str(root / "data"), XDG_CACHE_HOME=str(root / "cache"),
+                   DERMIS_DEVICE="cpu", HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
+        self.log = open(root / "daemon.log", "w")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen([sys.executable, "-m", "daemon", "serve", "--grace", "2"],
+                                     cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.runtime_file = self.state / "dermis" / "daemon.json"
+        self.address = self._wait_ready(60)
+
+    def _wait_ready(self, timeout: float) -> str:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the daemon exited with {self.proc.returncode}: {self.tail()}")
+            if self.runtime_file.exists():
+                try:
+                    info = json.loads(self.runtime_file.read_text())
+                    if info.get("pid") == self.proc.pid and info.get("address"):
+                        return info["address"]
+                except ValueError:
+                    pass  # being written
+            time.sleep(0.1)
+        raise RuntimeError(f"the daemon did not write {self.runtime_file} within {timeout}s: {self.tail()}")
+
+    def tail(self) -> str:
+        self.log.flush()
+        return (self.root / "daemon.log").read_text()[-3000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def run_kritarunner(env: dict[str, str], pythonpath: list[Path], module: str, function: str, *args: str,
+                    timeout: float = 240) -> subprocess.CompletedProcess:
+    env = dict(env, PYTHONPATH=os.pathsep.join(str(p) for p in pythonpath), QT_QPA_PLATFORM="offscreen")
+    return subprocess.run(["kritarunner", "-s", module, "-f", function, *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def run_krita_gui(env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24", "krita", "--nosplash"],
+                          env=env, capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,48 @@
+"""Shared set-up for the SUPIR tests: the parity fixture folder and tolerance checks."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def fixture_dir() -> Path:
+    return Path(os.environ.get("DERMIS_SUPIR_FIXTURES") or REPO.parent / "shared" / "fixtures" / "supir")
+
+
+def require_fixtures(*names: str) -> Path:
+    d = fixture_dir()
+    missing = [n for n in names if not (d / n).is_file()]
+    if missing:
+        pytest.skip(f"SUPIR parity fixtures not found ({', '.join(missing)} in {d}); "
+                    "set DERMIS_SUPIR_FIXTURES to a fixture folder")
+    return d
+
+
+def tiny_config(d: Path) -> tuple[int, int]:
+    """(attention head width, size-embedding width) of the fixture's tiny model: the two numbers a
+    state dict cannot tell (everything else is read from the checkpoint shapes)."""
+    cfg = json.loads((d / "tiny_config.json").read_text())["reference"]
+    head = cfg["network_config (LightGLVUNet)"]["params"]["num_head_channels"]
+    layout = cfg["vector_y_layout"]
+    add = next(v for k, v in layout.items() if k.startswith("add_time_dim"))
+    return int(head), int(add)
+
+
+def close(ours: torch.Tensor | float, ref: torch.Tensor, tol: float, name: str) -> None:
+    """max|ours - ref| <= tol * max|ref| (exact for integer tensors)."""
+    ours = torch.as_tensor(ours).detach().cpu()
+    assert tuple(ours.reshape(ref.shape).shape) == tuple(ref.shape), f"{name}: shape {tuple(ours.shape)} vs {tuple(ref.shape)}"
+    ours = ours.reshape(ref.shape)
+    if not ref.is_floating_point():
+        assert torch.equal(ours.to(ref.dtype), ref), f"{name}: {ours.tolist()} != {ref.tolist()}"
+        return
+    err = (ours.double() - ref.double()).abs().max().item()
+    scale = max(ref.abs().max().item(), 1e-12)
+    assert err <= tol * scale, f"{name}: max|d| = {err:.3g} > {tol:g} x max|ref| ({scale:.3g})"

@@ -1,0 +1,146 @@
+"""Batch driver run INSIDE GIMP 3 (gimp-console --batch-interpreter=python-fu-eval -b - < driver.py).
+
+It has no __file__ and no numpy: it reads a JSON spec ($DERMIS_GIMP_SPEC), builds each case's image
+from raw pixel files, calls the installed plug-in through the PDB in non-interactive mode, and dumps
+what it finds (layers, offsets, sizes, masks, raw pixels) to $DERMIS_GIMP_OUT for the host test to
+judge with numpy against pipeline.run. A failure of the driver itself (not of a case) raises, which
+makes gimp-console exit non-zero.
+"""
+
+import json
+import os
+import time
+import traceback
+
+import gi
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("Gegl", "0.4")
+from gi.repository import Gegl, Gimp, Gio  # noqa: E402
+
+PROC = "plug-in-dermis-refine-skin"
+SPEC = json.load(open(os.environ["DERMIS_GIMP_SPEC"]))
+OUT = os.environ["DERMIS_GIMP_OUT"]
+BASE = {"rgb": Gimp.ImageBaseType.RGB, "gray": Gimp.ImageBaseType.GRAY}
+PRECISION = {"u8": Gimp.Precision.U8_NON_LINEAR, "u16": Gimp.Precision.U16_NON_LINEAR,
+             "float_linear": Gimp.Precision.FLOAT_LINEAR}
+RUN_MODE = {"noninteractive": Gimp.RunMode.NONINTERACTIVE, "interactive": Gimp.RunMode.INTERACTIVE,
+            "last": Gimp.RunMode.WITH_LAST_VALS}
+LAYER_TYPE = {("rgb", False): Gimp.ImageType.RGB_IMAGE, ("rgb", True): Gimp.ImageType.RGBA_IMAGE,
+              ("gray", False): Gimp.ImageType.GRAY_IMAGE, ("gray", True): Gimp.ImageType.GRAYA_IMAGE}
+
+
+def rect(x, y, w, h):
+    return Gegl.Rectangle.new(x, y, w, h)
+
+
+def read(drawable, fmt):
+    w, h = drawable.get_width(), drawable.get_height()
+    return bytes(drawable.get_buffer().get(rect(0, 0, w, h), 1.0, fmt, Gegl.AbyssPolicy.CLAMP))
+
+
+def dump(name, data):
+    with open(os.path.join(OUT, name), "wb") as f:
+        f.write(data)
+    return name
+
+
+def build(case):
+    base, depth = case["base"], case["depth"]
+    img = Gimp.Image.new_with_precision(case["width"], case["height"], BASE[base], PRECISION[depth])
+    layers = []
+    for spec in case["layers"]:  # bottom first
+        layer = Gimp.Layer.new(img, spec["name"], spec["w"], spec["h"], LAYER_TYPE[(base, spec["alpha"])],
+                               100.0, Gimp.LayerMode.NORMAL)
+        img.insert_layer(layer, None, 0)
+        layer.set_offsets(*spec["offset"])
+        buf = layer.get_buffer()
+        buf.set(rect(0, 0, spec["w"], spec["h"]), spec["format"], open(spec["file"], "rb").read())
+        buf.flush()
+        layers.append(layer)
+    sel = case.get("selection")
+    if sel:
+        op = Gimp.ChannelOps.REPLACE
+        if sel["kind"] == "ellipse":
+            img.select_ellipse(op, sel["x"], sel["y"], sel["w"], sel["h"])
+        else:
+            img.select_rectangle(op, sel["x"], sel["y"], sel["w"], sel["h"])
+        if sel.get("feather"):
+            Gimp.Selection.feather(img, float(sel["feather"]))
+    if case.get("indexed"):
+        img.convert_indexed(Gimp.ConvertDitherType.NONE, Gimp.ConvertPaletteType.GENERATE, 16,
+                            False, False, "")
+    return img, layers
+
+
+def run_case(case):
+    img, layers = build(case)
+    source = layers[case["source"]]
+    fmt = case["read_format"]
+    rec = {"name": case["name"]}
+    before = {ly.get_name(): read(ly, fmt) for ly in layers} if not case.get("indexed") else {}
+    rec["selection"] = dump(case["name"] + ".selection", bytes(img.get_selection().get_buffer().get(
+        rect(0, 0, img.get_width(), img.get_height()), 1.0, "Y u8", Gegl.AbyssPolicy.NONE)))
+    rec["source_before"] = dump(case["name"] + ".source", before.get(source.get_name(), b""))
+
+    proc = Gimp.get_pdb().lookup_procedure(PROC)
+    if proc is None:
+        raise RuntimeError(f"{PROC} is not registered: the plug-in did not load")
+    rec["menu"] = [proc.get_menu_label(), list(proc.get_menu_paths()), proc.get_image_types()]
+    # a window for the image when GIMP has a GUI, as when a user runs the filter from the menu
+    if case.get("title"):  # so press_keys.sh can find the image window by its title
+        img.set_file(Gio.File.new_for_path(f"/tmp/{case['title']}.xcf"))
+    display = Gimp.Display.new(img) if case.get("display") else None
+    cfg = proc.create_config()
+    cfg.set_property("run-mode", RUN_MODE[case.get("run_mode", "noninteractive")])
+    cfg.set_property("image", img)
+    cfg.set_core_object_array("drawables", [source])
+    for key, value in case["args"].items():
+        cfg.set_property(key, value)
+    t0 = time.monotonic()
+    res = proc.run(cfg)
+    rec["seconds"] = round(time.monotonic() - t0, 3)
+    rec["status"] = res.index(0).value_nick
+    if res.index(0) == Gimp.PDBStatusType.SUCCESS:
+        returned = res.index(1)
+        rec["returned_layer"] = returned.get_name() if returned is not None else None
+    elif res.length() > 1:
+        rec["error"] = res.index(1)
+    rec["image_size"] = [img.get_width(), img.get_height()]
+    rec["layers"] = []
+    for layer in img.get_layers():  # top first
+        _, x, y = layer.get_offsets()
+        mask = layer.get_mask()
+        entry = {"name": layer.get_name(), "offset": [x, y], "size": [layer.get_width(), layer.get_height()],
+                 "has_mask": mask is not None, "has_alpha": layer.has_alpha()}
+        if layer.get_name().startswith("Dermis") and not case.get("indexed"):
+            entry["pixels"] = dump(case["name"] + ".result", read(layer, case["result_format"]))
+            if mask is not None:
+                entry["mask"] = dump(case["name"] + ".mask", read(mask, case["mask_format"]))
+        rec["layers"].append(entry)
+    rec["unchanged"] = {ly.get_name(): read(ly, fmt) == before[ly.get_name()] for ly in layers} if before else {}
+    rec["selected"] = [ly.get_name() for ly in img.get_selected_layers()]
+    if case.get("undo"):
+        # press_keys.sh now presses ctrl+z in the image window, as a user would; one press must
+        # take the whole result away (the plug-in works inside one undo group)
+        open(os.path.join(OUT, case["undo"]), "w").close()
+        deadline = time.monotonic() + 30
+        while len(img.get_layers()) != len(layers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)  # a second, unwanted undo step would show up here
+        rec["after_undo"] = [ly.get_name() for ly in img.get_layers()]
+        rec["masks_after_undo"] = [ly.get_mask() is not None for ly in img.get_layers()]
+    if display is not None:
+        display.delete()
+    img.delete()
+    return rec
+
+
+results = []
+for case in SPEC["cases"]:
+    try:
+        results.append(run_case(case))
+    except Exception:
+        results.append({"name": case["name"], "driver_error": traceback.format_exc()})
+with open(os.path.join(OUT, "results.json"), "w") as f:
+    json.dump(results, f, indent=1)

@@ -1,0 +1,287 @@
+"""Unit tests of the Krita plugin's pure-Python glue: job state and threading, options, pixel bytes.
+
+The daemon is replaced here by a scripted client (the one place a stand-in is allowed: these tests
+are about the plugin's own state machine). Everything touching Krita or the real daemon is tested
+inside real Krita in test_krita_editor.py.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+
+import pytest
+
+from plugin_krita import options, pixels
+from plugin_krita.jobs import Call, Job, Phase, describe_error, progress_text
+from proto import client as dc
+
+
+def _result(job_id: str) -> dc.JobResult:
+    return dc.JobResult(job_id=job_id, pixels=b"\0" * 16, width=2, height=2, channels=4, bit_depth=8,
+                        offset_x=0, offset_y=0, canvas_width=2, canvas_height=2,
+                        layer_name="Dermis (lite, 7)", preset="lite", seed=7)
+
+
+class ScriptedClient:
+    """Plays back events like the daemon would; honours cancel like the daemon would."""
+
+    def __init__(self, events=(), *, submit_gate: threading.Event | None = None, step_s: float = 0.0,
+                 end_with: str = "done", submit_error: Exception | None = None) -> None:
+        self.events = list(events)
+        self.submit_gate = submit_gate
+        self.step_s = step_s
+        self.end_with = end_with
+        self.submit_error = submit_error
+        self.cancelled = threading.Event()
+        self.cancel_threads: list[str] = []
+        self.watch_thread = ""
+        self.closed = False
+        self.submitted: dc.JobRequest | None = None
+
+    def submit(self, job: dc.JobRequest) -> str:
+        if self.submit_gate is not None:
+            assert self.submit_gate.wait(5)
+        if self.submit_error is not None:
+            raise self.submit_error
+        self.submitted = job
+        return job.job_id
+
+    def watch(self, job_id: str, after_seq: int = 0):
+        self.watch_thread = threading.current_thread().name
+        seq = 0
+        for kind, fields in self.events:
+            if self.cancelled.is_set():
+                break
+            seq += 1
+            yield dc.Event(kind, job_id, seq, **fields)
+            time.sleep(self.step_s)
+        seq += 1
+        if self.cancelled.is_set():
+            yield dc.Event(dc.EventKind.cancelled, job_id, seq, message="cancelled")
+        elif self.end_with == "done":
+            yield dc.Event(dc.EventKind.done, job_id, seq, fraction=1.0, result=_result(job_id))
+        elif self.end_with == "error":
+            yield dc.Event(dc.EventKind.error, job_id, seq, error_code="missing_weights",
+                           message="supir: weights not found")
+        # end_with == "nothing": the stream just stops
+
+    def cancel(self, job_id: str) -> None:
+        self.cancel_threads.append(threading.current_thread().name)
+        self.cancelled.set()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+PROGRESS = [
+    (dc.EventKind.queued, {"position": 1}),
+    (dc.EventKind.started, {}),
+    (dc.EventKind.stage, {"stage": "resample", "message": "resample: started"}),
+    (dc.EventKind.progress, {"stage": "resample", "step": 1, "steps": 2, "fraction": 0.25}),
+    (dc.EventKind.message, {"message": "skin_detail: skipped, weights not found"}),
+    (dc.EventKind.progress, {"stage": "grain", "step": 2, "steps": 2, "tile": 2, "tiles": 4, "fraction": 0.9}),
+]
+
+
+def _request() -> dc.JobRequest:
+    return dc.JobRequest(pixels=b"\0" * 16, width=2, height=2, channels=4, client_name="krita")
+
+
+def _run_until(job: Job, cond, timeout: float = 5.0) -> list[Phase]:
+    seen = []
+    t0 = time.monotonic()
+    while not cond(job):
+        if job.poll():
+            seen.append(job.phase)
+        assert time.monotonic() - t0 < timeout, f"stuck in {job.phase}"
+        time.sleep(0.005)
+    return seen
+
+
+def test_job_runs_to_done_on_a_worker_thread():
+    fake = ScriptedClient(PROGRESS)
+    job = Job(_request(), lambda: fake, context="target").start()
+    assert job.id and fake is not None
+    phases = _run_until(job, lambda j: j.finished)
+    assert job.phase == Phase.done and job.result.layer_name == "Dermis (lite, 7)"
+    assert job.context == "target" and job.fraction == 1.0
+    assert Phase.done in phases and job.messages == ["skin_detail: skipped, weights not found"]
+    assert fake.watch_thread.startswith("dermis-job-") and fake.closed
+    assert fake.submitted.job_id == job.id  # chosen before the upload, so Cancel always has an id
+
+
+def test_progress_is_reported_in_order():
+    fake = ScriptedClient(PROGRESS, step_s=0.05, end_with="nothing")
+    job = Job(_request(), lambda: fake).start()
+    texts, fractions = [], []
+    while not job.finished:
+        if job.poll():
+            texts.append(job.status_text)
+            fractions.append(job.fraction)
+        time.sleep(0.002)
+    assert "Queued: 1 job(s) ahead" in texts
+    assert any(t.startswith("resample: step 1/2") for t in texts)
+    assert any(t.startswith("grain: tile 2/4, step 2/2") for t in texts)
+    assert fractions == sorted(fractions)
+    # a stream that stops without done/error/cancelled is a failure, not a hang
+    assert job.phase == Phase.failed and "without a result" in job.error
+
+
+def test_job_error_event_becomes_message_and_code():
+    job = Job(_request(), lambda: ScriptedClient(PROGRESS[:2], end_with="error")).start()
+    _run_until(job, lambda j: j.finished)
+    assert job.phase == Phase.failed
+    assert job.error == "supir: weights not found" and job.error_code == "missing_weights"
+
+
+@pytest.mark.parametrize("exc, code", [
+    (dc.DaemonUnavailable("cannot reach the Dermis daemon at 127.0.0.1:1"), "unavailable"),
+    (dc.DependencyMissing("grpcio is not installed in this Python"), "dependency_missing"),
+    (dc.Unauthenticated("no token"), "unauthenticated"),
+])
+def test_client_errors_become_readable_failures(exc, code):
+    def connect():
+        raise exc
+
+    job = Job(_request(), connect).start()
+    _run_until(job, lambda j: j.finished)
+    assert job.phase == Phase.failed and job.error == str(exc) and job.error_code == code
+
+
+def test_a_bug_in_the_worker_is_reported_not_swallowed(capsys):
+    job = Job(_request(), lambda: ScriptedClient(submit_error=KeyError("boom"))).start()
+    _run_until(job, lambda j: j.finished)
+    assert job.phase == Phase.failed and "Unexpected error (KeyError)" in job.error
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_cancel_during_upload_is_sent_right_after_submit():
+    gate = threading.Event()
+    fake = ScriptedClient(PROGRESS, submit_gate=gate, step_s=0.05)
+    job = Job(_request(), lambda: fake).start()
+    t0 = time.monotonic()
+    job.cancel()  # the upload has not returned: nothing to send yet, and no blocking
+    assert time.monotonic() - t0 < 0.05 and job.phase == Phase.cancelling
+    gate.set()
+    _run_until(job, lambda j: j.finished)
+    assert job.phase == Phase.cancelled and job.result is None
+    assert fake.cancel_threads == [fake.watch_thread]  # the worker sent it
+
+
+def test_cancel_while_watching_uses_another_thread_and_never_blocks():
+    fake = ScriptedClient(PROGRESS * 20, step_s=0.02)
+    job = Job(_request(), lambda: fake).start()
+    _run_until(job, lambda j: j.phase == Phase.running)
+    t0 = time.monotonic()
+    job.cancel()
+    job.cancel()  # a second press does nothing
+    assert time.monotonic() - t0 < 0.05
+    _run_until(job, lambda j: j.finished)
+    assert job.phase == Phase.cancelled and job.status_text == "Cancelled"
+    assert len(fake.cancel_threads) == 1 and fake.cancel_threads[0] != fake.watch_thread
+
+
+def test_result_racing_a_cancel_is_dropped():
+    fake = ScriptedClient([])
+    job = Job(_request(), lambda: fake)
+    job._cancel_requested = True  # as if Cancel was pressed just as the done event was queued
+    job._apply(dc.Event(dc.EventKind.done, job.id, 1, result=_result(job.id)))
+    assert job.phase == Phase.cancelled and job.result is None
+
+
+def test_poll_never_waits_for_the_network():
+    gate = threading.Event()
+    job = Job(_request(), lambda: ScriptedClient(submit_gate=gate)).start()
+    t0 = time.monotonic()
+    for _ in range(100):
+        job.poll()
+    assert time.monotonic() - t0 < 0.05 and job.phase == Phase.submitting
+    gate.set()
+    _run_until(job, lambda j: j.finished)
+
+
+def test_call_runs_off_thread_and_reports_errors():
+    ok = Call(lambda: threading.current_thread().name).start()
+    assert ok.wait(5) and ok.value == "dermis-call" and not ok.error
+
+    def down():
+        raise dc.DaemonUnavailable("no daemon at unix:/nowhere")
+
+    bad = Call(down).start()
+    assert bad.wait(5) and bad.value is None
+    assert bad.error == "no daemon at unix:/nowhere" and bad.error_code == "unavailable"
+
+
+def test_describe_error_and_progress_text():
+    assert describe_error(dc.JobFailed("out of memory", "out_of_memory")) == "out of memory"
+    assert describe_error(ValueError("x")).startswith("Unexpected error (ValueError): x")
+    ev = dc.Event(dc.EventKind.progress, "j", 3, stage="supir", step=13, steps=45, tile=2, tiles=6, fraction=0.5)
+    assert progress_text(ev) == "supir: tile 2/6, step 13/45 (50%)"
+
+
+# -- options ---------------------------------------------------------------------------------------
+def _preset() -> dc.PresetInfo:
+    S = dc.StageInfo
+    return dc.PresetInfo("supir-srpo", "supir-srpo", "", 2.0, [
+        S("face_restore", "face_restore", False, False, {}),
+        S("skin_detail", "upscale_model", True, True, {"model": "skin_detail"}),
+        S("supir", "supir", True, False, {}),
+        S("refine", "flux_refine", True, False, {"denoise": "0.3", "steps": "20"}),
+        S("final", "flux_refine", True, False, {"denoise": "0.45"}),
+    ])
+
+
+def _info() -> dc.ServerInfo:
+    return dc.ServerInfo(version="0.1.0", device="cuda:0", vram_free=18 * 2**30, vram_total=24 * 2**30,
+                         default_preset="supir-srpo", presets=[_preset()],
+                         weights=[dc.WeightInfo("supir_v0q", "SUPIR", "missing", ""),
+                                  dc.WeightInfo("sdxl", "SDXL", "found", "/m/sdxl.safetensors")],
+                         queue_length=2)
+
+
+def test_controls_come_from_the_servers_preset_info():
+    controls = {c.key: c for c in options.controls_for(_preset())}
+    assert set(controls) == {"face_restore.enabled", "skin_detail.enabled", "refine.denoise", "final.denoise"}
+    assert controls["face_restore.enabled"].default == "false" and controls["face_restore.enabled"].kind == "bool"
+    assert controls["refine.denoise"].default == "0.3" and controls["refine.denoise"].kind == "float"
+    assert options.controls_for(None) == []
+
+
+def test_only_changed_overrides_of_this_preset_are_sent():
+    s = options.Settings(overrides={"refine.denoise": "0.30", "final.denoise": "0.5",
+                                    "face_restore.enabled": "true", "gone.denoise": "0.1",
+                                    "skin_detail.enabled": "True"})
+    sent = options.effective_overrides(s, options.controls_for(_preset()))
+    assert sent == {"final.denoise": "0.5", "face_restore.enabled": "true"}
+
+
+def test_settings_survive_json_and_ignore_bad_values():
+    s = options.Settings(address="127.0.0.1:5000", preset="lite", scale=2.0, seed=42,
+                         overrides={"final.denoise": "0.5"})
+    assert options.Settings.from_json(s.to_json()) == s
+    bad = options.Settings.from_json('{"scale": 7, "seed": -1, "preset": 3, "overrides": [1]}')
+    assert bad.scale == 1.0 and 0 <= bad.seed <= options.SEED_MAX and bad.preset == "" and bad.overrides == {}
+    assert options.Settings.from_json("not json").address == ""
+    s.choose_preset("supir-srpo")
+    assert s.overrides == {}  # stage ids of another preset mean nothing here
+
+
+def test_server_description_and_missing_weights():
+    info = _info()
+    assert options.describe_server(info) == \
+        "Connected: Dermis 0.1.0 on cuda:0 (18.0 of 24.0 GB free), 2 job(s) queued"
+    assert options.describe_missing(info).startswith("Missing weights: supir_v0q.")
+    assert options.find_preset(info, "").name == "supir-srpo" and options.find_preset(info, "x") is None
+
+
+# -- pixels ----------------------------------------------------------------------------------------
+def test_swap_red_blue_8_and_16_bit():
+    assert pixels.swap_red_blue(bytes([1, 2, 3, 4, 5, 6, 7, 8]), 8) == bytes([3, 2, 1, 4, 7, 6, 5, 8])
+    px = struct.pack("<8H", 0x0102, 0x0304, 0x0506, 0x0708, 10, 20, 30, 40)
+    swapped = struct.unpack("<8H", pixels.swap_red_blue(px, 16))
+    assert swapped == (0x0506, 0x0304, 0x0102, 0x0708, 30, 20, 10, 40)
+    with pytest.raises(ValueError):
+        pixels.swap_red_blue(b"\0" * 6, 8)
+    assert pixels.is_blank_mask(b"\0\0\0") and not pixels.is_blank_mask(b"\0\1\0")
