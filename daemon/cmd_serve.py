@@ -9,6 +9,8 @@ Options come from the command line, then the config's ``[daemon]`` table:
     result_ttl_s = 900
     grace_s = 30               # on SIGTERM, the running job gets this long to finish
 
+Watch folders the daemon serves are ``[[watch]]`` tables in the same config (docs/watch.md).
+
 SIGTERM or Ctrl-C stop it gracefully: waiting jobs are cancelled, the running one finishes within the
 grace time (or is cancelled), and every watching client gets its job's last event.
 """

@@ -51,7 +51,7 @@ def test_slowly_written_file_is_taken_only_when_complete(dirs):
     data = png_bytes(1)
     # A writer that pauses longer than the stability window (the decode gate must hold the file)
     # and then trickles the rest faster than it (the stability gate must hold it).
-    with Watcher(inbox, out, options=replace(FAST, stable_s=0.3, give_up_s=3.0, rescan_s=60)) as w:
+    with Watcher(inbox, out, options=replace(FAST, stable_s=0.3, give_up_s=10.0, rescan_s=60)) as w:
         with open(inbox / "slow.png", "wb") as f:
             f.write(data[: len(data) // 2])
             f.flush()
