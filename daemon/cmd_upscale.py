@@ -7,8 +7,6 @@ import random
 import sys
 from pathlib import Path
 
-import numpy as np
-
 import pipeline
 from pipeline import images
 from pipeline.errors import InvalidParameter
@@ -55,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     recipe = pipeline.build(args.preset, args.overrides, scale=args.scale)
     image = images.load(src, max_pixels=config.max_pixels)
     region = pipeline.Region.parse(args.region) if args.region else None
-    mask = _load_mask(Path(args.mask), config) if args.mask else None
+    mask = images.load_mask(args.mask, max_pixels=config.max_pixels) if args.mask else None
     if recipe.preset == "lite":
         print("dermis: preset 'lite' (CPU, no weights): resample + synthesised skin texture + grain, "
               "not diffusion", file=sys.stderr)
@@ -77,9 +75,3 @@ def run(args: argparse.Namespace) -> int:
     for m in result.messages:
         print(f"dermis: note: {m}", file=sys.stderr)
     return 0
-
-
-def _load_mask(path: Path, config) -> np.ndarray:
-    """A greyscale (or RGB: luma) mask image -> float32 0..1."""
-    m = images.load(path, max_pixels=config.max_pixels)
-    return (m.rgb @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.float32)

@@ -262,6 +262,12 @@ def to_array(img: Image, *, bit_depth: int | None = None, mode: str | None = Non
     return np.clip(np.rint(out * maxv), 0, maxv).astype(dtype)
 
 
+def load_mask(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """A selection mask file (greyscale, or RGB: its luma; white = process) -> float32 (H, W) 0..1."""
+    m = load(path, max_pixels=max_pixels)
+    return (m.rgb @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.float32)
+
+
 # ----------------------------------------------------------------------------------------------- encode
 
 
