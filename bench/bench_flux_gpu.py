@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline import CancelToken  # noqa: E402
 from pipeline.models import flux_convert as fc  # noqa: E402
 from pipeline.models import flux_engine as engine  # noqa: E402
-from pipeline.models.flux_memory import MODES, Placement  # noqa: E402
 from pipeline.models.flux_text import Conditioning  # noqa: E402
+from pipeline.models.placement import MODES  # noqa: E402
 
 TOY_TRANSFORMER = dict(fc.FLUX_DEV_TRANSFORMER, num_layers=1, num_single_layers=1, attention_head_dim=16,
                        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,
@@ -116,7 +116,7 @@ def run_mode(mode: str, args, transformer, vae, cfg, device: torch.device, dtype
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    placement = Placement(mode, device, {"transformer": transformer, "vae": vae})  # type: ignore[arg-type]
+    placement = engine.placement(mode, device, {"transformer": transformer, "vae": vae})
     g = torch.Generator().manual_seed(0)
     cond = Conditioning(torch.randn(1, args.text_tokens, cfg["joint_attention_dim"], generator=g),
                         torch.randn(1, cfg["pooled_projection_dim"], generator=g))

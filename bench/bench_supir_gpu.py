@@ -18,13 +18,13 @@ import time
 
 import torch
 
-from pipeline.models.placement import Placement
 from pipeline.models.sdxl.arch import UNetArch, unet_config
 from pipeline.models.sdxl.load import empty
 from pipeline.models.sdxl.loader import build_unet
 from pipeline.models.supir.connectors import build_connectors
 from pipeline.models.supir.control import ControlEncoder
 from pipeline.models.supir.denoiser import CfgDenoiser, TextCond
+from pipeline.models.supir.pipeline import placement
 from pipeline.models.supir.unet import SupirUNet
 from pipeline.samplers import edm_euler
 from pipeline.samplers.noise import SeededNoise
@@ -81,7 +81,7 @@ def bench(mode: str, arch: UNetArch, device: torch.device, dtype: torch.dtype, s
     unet = SupirUNet(random_on(empty(lambda: build_unet(arch)), home, dtype),
                      random_on(empty(lambda: build_connectors(arch)), home, dtype))
     control = random_on(empty(lambda: ControlEncoder(unet_config(arch))), home, dtype)
-    place = Placement(mode, device)
+    place = placement(mode, device, {"unet": unet, "control": control})
     g = torch.Generator().manual_seed(1)
     cond = TextCond(torch.randn(1, 77, arch.context_dim, generator=g), torch.randn(1, arch.adm_in_channels, generator=g))
     uncond = TextCond(torch.randn(1, 77, arch.context_dim, generator=g), torch.randn(1, arch.adm_in_channels, generator=g))
@@ -91,7 +91,7 @@ def bench(mode: str, arch: UNetArch, device: torch.device, dtype: torch.dtype, s
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
-    with place.use(unet, control), torch.inference_mode():
+    with place.active("unet", "control"), torch.inference_mode():
         model = Timed(CfgDenoiser(unet, control, ddpm_sigma_table().to(device), cond, uncond, z_lq), device)
         x_t = torch.randn(z_lq.shape, generator=g).to(device)
         out = edm_euler.sample(model, x_t, legacy_sigmas(steps), edm_euler.EdmParams(), noise=SeededNoise(2, device),

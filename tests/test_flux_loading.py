@@ -7,7 +7,6 @@ import shutil
 
 import pytest
 import torch
-from ._flux_helpers import flux_fixtures
 from safetensors.torch import load_file, save_file
 
 from pipeline.errors import WrongWeights
@@ -16,6 +15,8 @@ from pipeline.models import flux_load as fl
 from pipeline.models import flux_text as ft
 from pipeline.models import tiny_flux
 from pipeline.models.tensor_files import MetaSource, check_keys, check_shapes, predicted_shapes
+
+from ._flux_helpers import flux_fixtures
 
 FIX = flux_fixtures()
 needs_fixtures = pytest.mark.skipif(not FIX.is_dir(), reason=f"FLUX fixtures not found at {FIX} "

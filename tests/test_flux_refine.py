@@ -7,6 +7,12 @@ import shutil
 import numpy as np
 import pytest
 import torch
+
+from pipeline import Cancelled, CancelToken, MissingWeights, OutOfMemory, build, images, run
+from pipeline.config import Config
+from pipeline.models import flux_engine as engine
+from pipeline.models import flux_load as fl
+
 from ._flux_helpers import (
     ConstantTransformer,
     Counting,
@@ -16,12 +22,6 @@ from ._flux_helpers import (
     velocity,
     write_preset,
 )
-
-from pipeline import Cancelled, CancelToken, MissingWeights, OutOfMemory, build, images, run
-from pipeline.config import Config
-from pipeline.models import flux_engine as engine
-from pipeline.models import flux_load as fl
-from pipeline.models.flux_memory import Placement
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def test_out_of_memory_halves_the_batch_then_gives_a_clear_error(tiny_vae):
     assert torch.equal(_refine(rgb, flaky, codec, tile_batch=4), ref)
     assert set(flaky.calls) == {1}
     parts = {"transformer": Counting(ConstantTransformer(), fail_above=0), "vae": tiny_vae}
-    placement = Placement("resident", torch.device("cpu"), parts)
+    placement = engine.placement("resident", torch.device("cpu"), parts)
     with pytest.raises(OutOfMemory, match="one tile per batch"):
         _refine(rgb, parts["transformer"], codec, placement=placement, tile_batch=2)
     assert placement.mode == "sequential"  # went through every leaner mode first
@@ -139,7 +139,7 @@ def test_offload_modes_give_the_resident_result(tiny_vae, tiny_transformer, mode
     rgb = _frame(128, 128, seed=4)
     results = []
     for m in ("resident", mode):
-        placement = Placement(m, torch.device("cpu"), {"transformer": tiny_transformer, "vae": tiny_vae})
+        placement = engine.placement(m, torch.device("cpu"), {"transformer": tiny_transformer, "vae": tiny_vae})
         codec = engine.LatentCodec(tiny_vae, placement, torch.device("cpu"), tiling=m != "resident")
         try:
             results.append(_refine(rgb, tiny_transformer, codec, placement=placement, tile=1024))

@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from ._flux_helpers import ConstantTransformer, LocalCodec, velocity
 
 from pipeline import CancelToken
 from pipeline.errors import InvalidParameter
@@ -19,6 +18,8 @@ from pipeline.samplers.flow_match import (
     sample_euler,
     schedule_length,
 )
+
+from ._flux_helpers import ConstantTransformer, LocalCodec, velocity
 
 
 @pytest.mark.parametrize("steps,denoise,total", [(20, 0.30, 66), (20, 0.35, 57), (10, 0.30, 33)])

@@ -30,8 +30,10 @@ import torch.nn.functional as F
 from ..errors import OutOfMemory
 from ..samplers.flow_match import comfy_sigmas, noise_latents, sample_euler
 from ..tiling import Assembler, TilePlan, assemble, crop_tiles, plan_tiles
-from .flux_memory import Placement
+from .cache import module_bytes
 from .flux_text import Conditioning
+from .placement import Mode as MemoryMode
+from .placement import Placement, choose_mode, held_bytes
 
 log = logging.getLogger("dermis.flux")
 
@@ -40,6 +42,11 @@ LATENT_CHANNELS = 16
 VAE_FACTOR = 8
 MULTIPLE = 16  # 8x VAE and 2x2 latent packing: FLUX frames and tiles are multiples of 16 px
 Report = Callable[[int, int, str], None]  # (tile-steps done, tile-steps in all, message)
+STREAMED = ("transformer", "t5")  # parts big enough to stream layer by layer in sequential mode
+# activations of one 1024² FLUX.1-dev tile in bf16 (4096 image + 512 text tokens), an estimate (not
+# measured here: no GPU); too low is safe, the engine's out-of-memory fallback takes over
+ACTIVATION_BYTES_PER_TILE = 2_500_000_000
+MARGIN_BYTES = 2_000_000_000
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,25 @@ class RefineSettings:
     rows: int | None = None
     cols: int | None = None
     tile_batch: int = 4
+
+
+# ------------------------------------------------------------------------------------- memory
+
+
+def placement(mode: str, device: torch.device, parts: dict[str, torch.nn.Module]) -> Placement:
+    """FLUX's memory placement: lazy offload (the transformer is entered once per tile batch, so it stays
+    until another part needs the room) and hooks only on the parts too big to move whole."""
+    return Placement(mode, device, parts, streamed=STREAMED, label="FLUX")
+
+
+def choose_memory(requested: str, device: torch.device, parts: dict[str, torch.nn.Module],
+                  tiles_per_batch: int) -> MemoryMode:
+    """``auto``: resident when every part and one batch's activations fit, model offload when the
+    biggest part and the activations do (parts already on the device count as free), else sequential."""
+    work = ACTIVATION_BYTES_PER_TILE * tiles_per_batch + MARGIN_BYTES
+    sizes = [module_bytes(m) for m in parts.values()]
+    return choose_mode(requested, device, resident=sum(sizes) + work, offload=max(sizes, default=0) + work,
+                       held=held_bytes(parts, device))
 
 
 # -------------------------------------------------------------------------------- latent codec

@@ -1,68 +1,182 @@
-"""Where models sit while a job runs: the three memory modes.
+"""Where a model family's parts sit while a job runs: the three memory modes, shared by SUPIR and FLUX.
 
-- ``resident``: everything on the device for the whole job (fastest, most memory).
-- ``offload``: models wait in CPU memory and move to the device only for their phase (text encoders,
-  then UNet + control encoder for sampling, then the VAE); diffusers' "model CPU offload".
-- ``sequential``: weights stay in CPU memory and stream to the device one submodule at a time
-  (accelerate's ``cpu_offload`` hooks); least device memory, slowest.
-On a CPU every mode is the same.
+Modes, from fastest to leanest (the three diffusers pipelines offer, applied to our named parts):
+
+- ``resident``: every part on the device for the whole job (fastest, most memory);
+- ``model_offload`` (SUPIR's params call it ``offload``): parts wait in CPU memory and move to the device
+  only while in use (diffusers' "model CPU offload");
+- ``sequential``: the big parts stay in CPU memory and stream to the device one submodule at a time
+  through accelerate's ``cpu_offload`` hooks; least device memory, slowest.
+
+Two policies differ between the families because their calls differ, so both are options here:
+
+- ``eager``: a part leaves the device as soon as its ``active`` block ends. SUPIR enters each phase
+  (text encoders, first stage, sampling, decode) once per job, so the next phase gets the memory at once.
+  Lazy (the default) keeps a part on the device until another part needs the room: FLUX enters
+  ``active("transformer")`` once per tile batch, and moving 24 GB in and out per call would dominate.
+- ``streamed``: which parts get the hooks in sequential mode (FLUX: only transformer and T5; the VAE and
+  CLIP are small enough to move whole). ``None`` (SUPIR) hooks every part.
+
+``escalate`` moves one mode down; the FLUX engine calls it when CUDA runs out of memory even with one
+tile per batch. ``choose_mode`` turns ``auto`` into a mode from the free device memory and what the
+caller says each mode needs (each family estimates its own: see ``flux_engine`` and ``stages/supir``).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+import logging
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Literal
 
 import torch
-from torch import nn
 
-Mode = Literal["resident", "offload", "sequential"]
+from ..errors import InvalidParameter
+from .cache import module_bytes
+
+log = logging.getLogger("dermis.models")
+
+Mode = Literal["resident", "model_offload", "sequential"]
+MODES: tuple[Mode, ...] = ("resident", "model_offload", "sequential")
+ALIASES: dict[str, Mode] = {"offload": "model_offload"}  # supir.memory's name for it (docs/supir.md)
 
 
-def auto_mode(device: torch.device, need_bytes: int) -> Mode:
-    """Resident when the weights and about 6 GB of work space fit in free memory, else offload when
-    the diffusion models alone fit, else sequential."""
+def mode_of(name: str) -> Mode:
+    """A mode by its name or alias; anything else is an InvalidParameter naming the choices."""
+    if name in MODES:
+        return name  # type: ignore[return-value]
+    if name in ALIASES:
+        return ALIASES[name]
+    raise InvalidParameter(f"memory must be auto, {', '.join(MODES)}; not {name!r}.")
+
+
+def choose_mode(requested: str, device: torch.device, *, resident: float, offload: float,
+                held: int = 0) -> Mode:
+    """``requested`` as a mode; ``auto`` picks the fastest whose need fits the free device memory.
+
+    ``resident``: device bytes to hold every part plus the work space; ``offload``: the same for the
+    biggest phase alone. ``held``: bytes of this family's own weights already on the device, counted as
+    free (FLUX counts them; SUPIR's estimate predates it and passes 0). Off CUDA ``auto`` is resident.
+    """
+    if requested != "auto":
+        return mode_of(requested)
     if device.type != "cuda":
         return "resident"
-    free, _ = torch.cuda.mem_get_info(device)
-    if free > need_bytes + (6 << 30):
+    free, _total = torch.cuda.mem_get_info(device)
+    free += held
+    if resident <= free:
         return "resident"
-    return "offload" if free > need_bytes * 0.8 + (3 << 30) else "sequential"
+    return "model_offload" if offload <= free else "sequential"
+
+
+def held_bytes(parts: Mapping[str, torch.nn.Module], device: torch.device) -> int:
+    """Bytes of ``parts`` already on ``device`` (what a cached resident model holds there)."""
+    return sum(module_bytes(m) for m in parts.values() if _device_of(m) == device)
+
+
+def _device_of(module: torch.nn.Module) -> torch.device | None:
+    p = next(iter(module.parameters()), None)
+    return p.device if p is not None else None
 
 
 class Placement:
-    def __init__(self, mode: Mode, device: torch.device) -> None:
-        self.mode: Mode = mode if device.type == "cuda" else "resident"
-        self.device = device
-        self._hooked: set[int] = set()
+    """Moves named parts between the CPU and ``device`` as ``mode`` wants; ``active`` wraps each use.
 
-    @contextlib.contextmanager
-    def use(self, *modules: nn.Module | None) -> Iterator[None]:
-        mods = [m for m in modules if m is not None]
-        if self.mode == "sequential":
-            from accelerate import cpu_offload
+    The mode is applied as given on any device (on the CPU every mode is the same placement, but the
+    code paths, hooks included, still run, which is what the tests exercise); a caller that wants to
+    skip them off CUDA passes ``resident`` there.
+    """
 
-            for m in mods:
-                if id(m) not in self._hooked:
-                    cpu_offload(m, execution_device=self.device)
-                    self._hooked.add(id(m))
-            yield
-            return
-        for m in mods:
-            m.to(self.device)
+    def __init__(self, mode: str, device: torch.device | str, parts: Mapping[str, torch.nn.Module], *,
+                 streamed: Collection[str] | None = None, eager: bool = False, label: str = "model") -> None:
+        self.mode: Mode = mode_of(mode)
+        self.label = label  # the family, in log lines
+        self.device = torch.device(device)
+        self.parts = dict(parts)
+        self.streamed = None if streamed is None else frozenset(streamed)
+        self.eager = eager
+        self._hooked: set[str] = set()
+
+    @contextmanager
+    def active(self, *names: str) -> Iterator[None]:
+        """The parts ``names`` ready to run on the device for the block (others moved away as the mode
+        wants; with ``eager`` model offload they go back to the CPU when the block ends)."""
+        if self.mode == "resident":
+            for name in names:
+                self._to(name, self.device)
+        else:
+            self._offload_others(names)
+            for name in names:
+                if self.mode == "sequential" and self._streams(name):
+                    self._hook(name)
+                else:
+                    self._to(name, self.device)
         try:
             yield
         finally:
-            if self.mode == "offload":
-                for m in mods:
-                    m.to("cpu")
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
+            if self.eager and self.mode == "model_offload":
+                for name in names:
+                    self._to(name, torch.device("cpu"))
+                _empty_cache(self.device)
 
-    def release(self, *modules: nn.Module | None) -> None:
-        """Send models back to the CPU at the end of a job (offload modes keep nothing on the device)."""
-        if self.mode == "offload":
-            for m in modules:
-                if m is not None:
-                    m.to("cpu")
+    def escalate(self) -> bool:
+        """Move to the next leaner mode; False when already at the leanest."""
+        i = MODES.index(self.mode)
+        if i + 1 >= len(MODES):
+            return False
+        self.mode = MODES[i + 1]
+        log.warning("%s memory: falling back to %s", self.label, self.mode)
+        for name in self.parts:  # whatever is not needed right now leaves the device
+            self._to(name, torch.device("cpu"))
+        _empty_cache(self.device)
+        return True
+
+    def release(self) -> None:
+        """End of the stage: unhook (cached models must come back whole for the next job's placement);
+        in the lean modes give the device memory back."""
+        for name in list(self._hooked):
+            self._unhook(name)
+        if self.mode != "resident":
+            for name in self.parts:
+                self._to(name, torch.device("cpu"))
+            _empty_cache(self.device)
+
+    # ------------------------------------------------------------------------------- internals
+
+    def _streams(self, name: str) -> bool:
+        return self.streamed is None or name in self.streamed
+
+    def _offload_others(self, keep: Collection[str]) -> None:
+        for name in self.parts:
+            if name not in keep:
+                self._to(name, torch.device("cpu"))
+
+    def _to(self, name: str, device: torch.device) -> None:
+        if name in self._hooked:
+            if device.type == "cpu":
+                self._unhook(name)
+            return
+        module = self.parts[name]
+        if _device_of(module) != device:
+            module.to(device)
+
+    def _hook(self, name: str) -> None:
+        if name in self._hooked:
+            return
+        from accelerate import cpu_offload
+
+        module = self.parts[name]
+        module.to("cpu")  # the hooks keep a map of the weights where they are now: that must be RAM
+        cpu_offload(module, execution_device=self.device)
+        self._hooked.add(name)
+
+    def _unhook(self, name: str) -> None:
+        from accelerate.hooks import remove_hook_from_module
+
+        remove_hook_from_module(self.parts[name], recurse=True)  # puts the weights back, on the CPU
+        self._hooked.discard(name)
+
+
+def _empty_cache(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()

@@ -24,7 +24,6 @@ from ..device import generator, parse_dtype
 from ..errors import InvalidParameter, MissingWeights
 from ..models import flux_engine as engine
 from ..models.flux_load import load_transformer, load_vae
-from ..models.flux_memory import Placement, choose_mode
 from ..models.flux_text import (
     Conditioning,
     TextEncoders,
@@ -33,6 +32,7 @@ from ..models.flux_text import (
     load_t5,
     load_tokenizers,
 )
+from ..models.placement import Placement
 
 DEFAULT_PROMPT = (
     "a high-resolution photograph of a person, natural realistic skin texture with visible pores, fine "
@@ -147,7 +147,8 @@ def run(rgb: np.ndarray, params: Params, ctx) -> np.ndarray:
                                  lambda: load_transformer(paths["transformer"], dtype))
     vae = ctx.models.get(f"flux.vae:{paths['vae']}:{dtype}", lambda: load_vae(paths["vae"], dtype))
     parts = {"transformer": transformer, "vae": vae}
-    placement = Placement(choose_mode(params.memory, ctx.device, parts, params.tile_batch), ctx.device, parts)
+    placement = engine.placement(engine.choose_memory(params.memory, ctx.device, parts, params.tile_batch),
+                                 ctx.device, parts)
     if ctx.device.type == "cuda":
         ctx.log(f"FLUX memory mode: {placement.mode}")
     try:

@@ -22,7 +22,7 @@ import torch
 from .. import images
 from ..device import parse_dtype
 from ..errors import InvalidParameter, OutOfMemory
-from ..models.placement import Placement, auto_mode
+from ..models.placement import Placement, choose_mode
 from ..models.sdxl import text
 from ..models.supir import weights as _weights  # noqa: F401  (registers sdxl / supir_v0q / supir_v0f)
 from ..models.supir.denoiser import TextCond
@@ -114,9 +114,9 @@ def run(rgb: np.ndarray, params: Params, ctx) -> np.ndarray:
     models: SupirModels = ctx.models.get(
         f"supir:{sdxl_path}:{supir_path}:{dtype}:{vae_dtype}:{params.memory}",
         lambda: load_models(sdxl_path, supir_path, dtype, vae_dtype))
-    need = sum(p.numel() * p.element_size() for m in models.modules() for p in m.parameters())
-    mode = params.memory if params.memory != "auto" else auto_mode(ctx.device, need)
-    place = Placement(mode, ctx.device)
+    mode = choose_mode(params.memory, ctx.device, **_needs(models))
+    # off CUDA every mode is the same placement: SUPIR skips the offload moves and hooks there
+    place = models.placement(mode if ctx.device.type == "cuda" else "resident", ctx.device)
     tile_batch = params.tile_batch or (4 if ctx.device.type == "cuda" and mode == "resident" else 1)
     ctx.log(f"SUPIR at {work[1]}x{work[0]} px, {mode} memory, {dtype}".replace("torch.", ""))
 
@@ -141,11 +141,18 @@ def run(rgb: np.ndarray, params: Params, ctx) -> np.ndarray:
         raise OutOfMemory("SUPIR ran out of device memory; try --set supir.memory=offload (or sequential), "
                           "a smaller supir.tile_batch or supir.vae_tile=512.") from None
     finally:
-        place.release(*models.modules())
+        place.release()
 
     # 5. Back to [0, 1] at the target size
     result = images.from_tensor(((out.image.clamp(-1, 1) + 1) / 2).cpu())
     return images.resize_rgb(result, target) if result.shape[:2] != target else result
+
+
+def _needs(m: SupirModels) -> dict[str, float]:
+    """Device bytes per mode for ``choose_mode``: resident = the weights and about 6 GB of work space;
+    offload = the diffusion models alone (UNet + control, ~80% of the weights) and 3 GB."""
+    need = sum(p.numel() * p.element_size() for mod in m.modules() for p in mod.parameters())
+    return {"resident": need + (6 << 30), "offload": need * 0.8 + (3 << 30)}
 
 
 def _conditioning(m: SupirModels, src, params: Params, place: Placement) -> tuple[TextCond, TextCond]:
@@ -155,7 +162,7 @@ def _conditioning(m: SupirModels, src, params: Params, place: Placement) -> tupl
         raise WrongWeights(m.sdxl_path, "holds no text encoders (conditioner.embedders.*); SUPIR needs SDXL's "
                                         "CLIP-L and OpenCLIP bigG to encode its prompts.")
     tok1, tok2 = text.load_tokenizers(src)
-    with place.use(m.te1, m.te2):
+    with place.active("te1", "te2"):
         context, pooled = text.encode(m.te1, m.te2, tok1, tok2, ["".join([params.prompt, params.a_prompt]),
                                                                  params.n_prompt], place.device)
     y = size_vector(pooled, m.unet.unet.add_time_proj)

@@ -48,7 +48,22 @@ class SupirModels:
     table: torch.Tensor = field(default_factory=ddpm_sigma_table)
 
     def modules(self) -> list[nn.Module]:
-        return [m for m in (self.unet, self.control, self.vae, self.denoise_encoder, self.te1, self.te2) if m is not None]
+        return list(self.parts().values())
+
+    def parts(self) -> dict[str, nn.Module]:
+        """The modules by name, as the memory placement moves them (text encoders only when loaded)."""
+        named = {"unet": self.unet, "control": self.control, "vae": self.vae,
+                 "denoise_encoder": self.denoise_encoder, "te1": self.te1, "te2": self.te2}
+        return {k: m for k, m in named.items() if m is not None}
+
+    def placement(self, mode: str, device: torch.device) -> Placement:
+        return placement(mode, device, self.parts())
+
+
+def placement(mode: str, device: torch.device, parts: dict[str, nn.Module]) -> Placement:
+    """SUPIR's memory placement: eager offload (each phase runs once per job, so its models leave the
+    device as soon as it ends) and every part streamed in sequential mode."""
+    return Placement(mode, device, parts, eager=True, label="SUPIR")
 
 
 def load_models(sdxl_path: Path, supir_path: Path, dtype: torch.dtype, vae_dtype: torch.dtype, *,
@@ -114,11 +129,11 @@ def restore(m: SupirModels, lq: torch.Tensor, cond: TextCond, uncond: TextCond, 
             progress: Callable[..., None] | None = None, cancel: Callable[[], None] | None = None,
             record: Callable[[dict], None] | None = None) -> Restored:
     """``lq`` [1, 3, H, W] in [-1, 1] at the working size (H, W multiples of 32) -> restored image."""
-    place = place or Placement("resident", lq.device)
+    place = place or m.placement("resident", lq.device)
     dev = place.device
     lq = lq.to(dev)
     # 1-3. first stage
-    with place.use(m.denoise_encoder, m.vae):
+    with place.active("denoise_encoder", "vae"):
         z_lq = encode_lq(m, lq, s, cancel)
         x_stage1 = decode(m, z_lq, s, cancel)
         z_stage1 = None
@@ -127,7 +142,7 @@ def restore(m: SupirModels, lq: torch.Tensor, cond: TextCond, uncond: TextCond, 
     # 4. sampling
     x_t = noise("x_T", z_lq.shape).to(dev)
     tiles = LatentTiles.plan(*z_lq.shape[-2:], tile=s.tile, stride=s.tile_stride)
-    with place.use(m.unet, m.control):
+    with place.active("unet", "control"):
         model = CfgDenoiser(m.unet, m.control, m.table.to(dev), cond, uncond, z_lq)
         if s.sampler == "edm":
             latent = edm_euler.sample(model, x_t, legacy_sigmas(s.steps, m.table), s.edm, noise=noise,
@@ -137,7 +152,7 @@ def restore(m: SupirModels, lq: torch.Tensor, cond: TextCond, uncond: TextCond, 
             latent = dpmpp_2m_sde.sample(model, x_t, lightning_sigmas(s.steps, m.table), s.dpm, noise=noise,
                                          tiles=tiles, tile_batch=s.tile_batch, progress=progress, cancel=cancel)
     # 5. decode + colour fix
-    with place.use(m.vae):
+    with place.active("vae"):
         out = decode(m, latent, s, cancel)
     fixed = color_fix(out, x_stage1, s.color_fix)
     return Restored(fixed, x_stage1, z_lq, latent, z_stage1, decoded=out)
