@@ -14,7 +14,7 @@ from pipeline.models import flux_convert as fc
 from pipeline.models import flux_load as fl
 from pipeline.models import flux_text as ft
 from pipeline.models import tiny_flux
-from pipeline.models.tensor_files import MetaSource, check_keys, check_shapes, predicted_shapes
+from pipeline.models.tensor_files import MetaSource, check_tensors, predicted_shapes
 
 from ._flux_helpers import flux_fixtures
 
@@ -66,8 +66,7 @@ def test_full_size_transformer_manifest_maps_every_key(manifest):
         model = FluxTransformer2DModel.from_config(cfg)
     want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     got = predicted_shapes(src, plan)
-    check_keys(src.origin, got, want, "FLUX.1-dev")
-    check_shapes(src.origin, got, want, "FLUX.1-dev")
+    check_tensors(src.origin, got, want, "does not match FLUX.1-dev")
     assert len(got) == 1160 and sum(torch.Size(s).numel() for s in got.values()) == 11_901_408_320
 
 
@@ -88,8 +87,7 @@ def test_full_size_vae_manifest_maps_every_key():
         model = AutoencoderKL.from_config(cfg)
     want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in state.items()}
-    check_keys(src.origin, got, want, "the FLUX VAE")
-    check_shapes(src.origin, got, want, "the FLUX VAE")
+    check_tensors(src.origin, got, want, "does not match the FLUX VAE")
     assert set(got) == set(data["diffusers"]["keys"]) and len(got) == 244
 
 

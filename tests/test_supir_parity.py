@@ -83,11 +83,11 @@ def test_every_golden_tensor_belongs_to_a_checked_group(golden):
 
 
 def test_loader_consumed_every_tensor_but_mask_lq(fx):
-    from pipeline.models.checkpoint import Checkpoint
     from pipeline.models.supir.loader import IGNORED
+    from pipeline.models.tensor_files import TensorSource
 
-    ck = Checkpoint(fx / "tiny_supir.safetensors")
-    assert IGNORED <= set(ck.keys())  # the stray training buffer is there and was dropped
+    with TensorSource.open(fx / "tiny_supir.safetensors") as ck:
+        assert IGNORED <= set(ck.keys())  # the stray training buffer is there and was dropped
 
 
 def test_vector_conditioning_from_pooled_and_size_ids(golden, models):

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import torch
 
 from ..errors import WrongWeights
+from .tensor_files import check_tensors
 
 Layout = Literal["bfl", "diffusers"]
 Shapes = Mapping[str, Sequence[int]]
@@ -194,15 +195,10 @@ def identity_plan(keys: Collection[str]) -> dict[str, tuple[str, Op]]:
     return {k: (k, _copy) for k in keys}
 
 
-def plan_sources(origin: Path, plan: Mapping[str, tuple[str, Op]], available: Collection[str],
-                 ignore: Callable[[str], bool] = lambda k: False) -> None:
+def plan_sources(origin: Path, plan: Mapping[str, tuple[str, Op]], available: Collection[str]) -> None:
     """Every source the plan reads must exist, and every tensor in the file must be used."""
-    used = {src for src, _ in plan.values()}
-    missing = sorted(used - set(available))
-    unexpected = sorted(k for k in set(available) - used if not ignore(k))
-    if missing or unexpected:
-        raise WrongWeights(origin, "does not hold exactly the tensors of a FLUX.1 checkpoint in its layout.",
-                           missing=missing, unexpected=unexpected)
+    check_tensors(origin, set(available), {src for src, _ in plan.values()},
+                  "does not hold exactly the tensors of a FLUX.1 checkpoint in its layout")
 
 
 # ---------------------------------------------------------------------------------------- VAE

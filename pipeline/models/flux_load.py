@@ -24,7 +24,7 @@ import torch
 
 from ..errors import WrongWeights
 from . import flux_convert as fc
-from .tensor_files import TensorSource, stream_into
+from .tensor_files import TensorSource, check_tensors, stream_into
 from .weights import WeightSpec, register
 
 FLUX_LICENSE = ("FLUX.1 [dev] Non-Commercial License v1.1.1 (non-commercial use only); SRPO weights "
@@ -164,8 +164,6 @@ def load_vae(path: Path, dtype: torch.dtype, device: torch.device | str = "cpu")
     """An AutoencoderKL from ``ae.safetensors`` (BFL layout) or a diffusers vae/ folder or file."""
     from diffusers import AutoencoderKL
 
-    from .tensor_files import check_keys, check_shapes
-
     path = Path(path)
     src, layout = open_vae(path)
     with src:
@@ -176,8 +174,8 @@ def load_vae(path: Path, dtype: torch.dtype, device: torch.device | str = "cpu")
         state = vae_state(src, layout, cfg, read=lambda s, k: s.get(k).to(dtype))
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     what = f"the FLUX.1 autoencoder ({layout} layout)"
-    check_keys(path, state, expected, what)
-    check_shapes(path, {k: tuple(v.shape) for k, v in state.items()}, expected, what)
+    check_tensors(path, state.keys(), expected.keys(), f"does not match {what}")
+    check_tensors(path, {k: tuple(v.shape) for k, v in state.items()}, expected, f"does not match {what}")
     model.load_state_dict({k: v.contiguous().to(device) for k, v in state.items()}, strict=True, assign=True)
     model.requires_grad_(False)
     return model.eval()

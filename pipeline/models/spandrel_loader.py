@@ -1,47 +1,17 @@
 """Load any image-to-image model spandrel knows (ESRGAN, Compact, SwinIR, DAT, HAT, …) safely.
 
-The state dict is read by us (``torch.load(weights_only=True)`` or safetensors, never TorchScript or a
-full unpickler), then handed to spandrel to detect the architecture.
+The state dict is read by us (``tensor_files.read_state_dict``: ``torch.load(weights_only=True)`` or
+safetensors, never TorchScript or a full unpickler), then handed to spandrel to detect the architecture.
 """
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from ..errors import WrongWeights
-
-
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors from a .pth/.pt/.ckpt/.bin (weights only) or .safetensors file."""
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            sd: Any = load_file(str(path), device="cpu")
-        elif suffix in (".pth", ".pt", ".ckpt", ".bin"):
-            sd = torch.load(str(path), map_location="cpu", weights_only=True)
-        else:
-            raise WrongWeights(path, f"unknown model file type '{suffix}' (use .pth or .safetensors).")
-    except WrongWeights:
-        raise
-    except pickle.UnpicklingError as e:
-        detail = next((ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln), "")
-        if detail:  # a pickle that wants to import and call something: never let it
-            raise WrongWeights(
-                path, f"contains Python objects other than tensors, so it is not loaded for safety ({detail})."
-            ) from None
-        raise WrongWeights(path, "cannot be read as model weights (not a PyTorch checkpoint).") from None
-    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile, KeyError) as e:
-        raise WrongWeights(path, f"cannot be read as model weights ({e}).") from None
-    if not isinstance(sd, dict):
-        raise WrongWeights(path, f"holds a {type(sd).__name__}, not a dictionary of tensors.")
-    return sd
+from .tensor_files import read_state_dict
 
 
 def load_image_model(path: Path, device: torch.device, dtype: torch.dtype, *, registry=None,

@@ -1,16 +1,24 @@
-"""Reading weights tensor by tensor: one safetensors file, a sharded folder, or a key-prefixed checkpoint.
+"""Reading weights tensor by tensor: the one reading layer every model family uses.
 
-Big checkpoints (the fp32 SRPO transformer is 47.6 GB) must never be read whole: ``TensorSource``
-gives key names and shapes from the file headers without reading data, and ``get`` reads one tensor.
-``stream_into`` builds a model on the meta device and fills it one converted, cast tensor at a time,
-so host memory holds at most the finished model plus the one tensor being converted. Missing and
-unexpected keys are checked before any data is read, and fail with ``WrongWeights`` naming them.
+Accepted: one ``.safetensors`` file, a folder of them (sharded with an index, or single), or one
+pickled ``.ckpt``/``.pth``/``.pt``/``.bin`` (SUPIR-v0Q.ckpt, upscalers, face models). Nothing that runs
+code is ever loaded: pickles go through ``torch.load(weights_only=True)``.
+
+Big checkpoints (the fp32 SRPO transformer is 47.6 GB, SUPIR-v0Q.ckpt 5 GB) must never be read whole:
+``TensorSource`` gives key names and shapes from the safetensors headers without reading data, and
+``get`` reads one tensor. Pickles in the zip format are memory-mapped, so only the tensors asked for
+come into RAM (the legacy format cannot be mapped and is read whole). ``stream_into`` builds a model on
+the meta device and fills it one converted, cast tensor at a time, so host memory holds at most the
+finished model plus the one tensor being converted. Missing, unexpected and mis-shaped keys are checked
+before any data is read, and fail with ``WrongWeights`` naming the file and the keys.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import pickle
+import zipfile
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -20,51 +28,35 @@ import torch
 from ..errors import WrongWeights
 
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
+PICKLE_SUFFIXES = (".ckpt", ".pth", ".pt", ".bin")
 # a converter: (source, key plan) -> (target key, tensor) pairs, reading each source tensor once
 Plan = Mapping[str, tuple[str, Callable[[torch.Tensor], torch.Tensor]]]
+Shape = tuple[int, ...]
 
 
 class TensorSource:
-    """Named tensors spread over one or more safetensors files, with an optional key prefix removed."""
+    """Named tensors of one weights file or folder, with an optional key prefix removed."""
 
-    def __init__(self, files: Iterable[Path], origin: Path, prefix: str = "") -> None:
-        from safetensors import safe_open
-
-        self.origin = Path(origin)
-        self.prefix = prefix
+    def __init__(self, path: Path) -> None:
+        self.origin = Path(path)
+        self.prefix = ""
         self._stack = ExitStack()
-        self._where: dict[str, Any] = {}  # stripped key -> open file handle
-        for f in files:
-            try:
-                handle = self._stack.enter_context(safe_open(str(f), framework="pt", device="cpu"))
-            except Exception as e:  # safetensors raises its own error types (SafetensorError, OSError…)
-                self._stack.close()
-                raise WrongWeights(f, f"cannot be read as a safetensors file ({e}).") from None
-            for k in handle.keys():
-                if k.startswith(prefix):
-                    self._where[k[len(prefix):]] = handle
-
-    # ---------------------------------------------------------------------------------- opening
+        self._readers = [self._reader(f) for f in _files_of(self.origin)]
+        self._index("")
 
     @classmethod
     def open(cls, path: Path, prefixes: Iterable[str] = ("",), marker: str | None = None) -> TensorSource:
-        """A ``.safetensors`` file, or a folder of them (sharded with an index, or a single file).
-
-        ``prefixes`` are tried in order; the first under which ``marker`` exists is stripped, so a
-        checkpoint saved as ``model.diffusion_model.<key>`` reads like the bare model.
-        """
-        path = Path(path)
-        files = _files_of(path)
-        src = cls(files, path)
-        if marker is None:
-            return src
-        for p in prefixes:
-            if p + marker in src._where:
-                if p:
-                    src.close()
-                    src = cls(files, path, prefix=p)
-                return src
-        return src  # the caller reports what it was looking for
+        """A weights file or folder. ``prefixes`` are tried in order; the first under which ``marker``
+        exists is stripped, so a checkpoint saved as ``model.diffusion_model.<key>`` reads like the bare
+        model. The files are opened once whatever the prefix (a legacy pickle is read only once)."""
+        src = cls(path)
+        if marker is not None:
+            full = {k for r in src._readers for k in r.keys()}
+            for p in prefixes:
+                if p + marker in full:
+                    src._index(p)
+                    break
+        return src  # with no match the caller reports what it was looking for
 
     def close(self) -> None:
         self._stack.close()
@@ -83,20 +75,83 @@ class TensorSource:
     def __contains__(self, key: str) -> bool:
         return key in self._where
 
-    def shape(self, key: str) -> tuple[int, ...]:
-        return tuple(self._where[key].get_slice(self.prefix + key).get_shape())
+    def shape(self, key: str) -> Shape:
+        return self._where[key].shape(self.prefix + key)
 
-    def shapes(self) -> dict[str, tuple[int, ...]]:
+    def shapes(self) -> dict[str, Shape]:
         return {k: self.shape(k) for k in self._where}
 
-    def get(self, key: str) -> torch.Tensor:
-        return self._where[key].get_tensor(self.prefix + key)
+    def get(self, key: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """One tensor; floating-point ones cast to ``dtype`` when given (integer buffers stay)."""
+        t = self._where[key].get(self.prefix + key)
+        if dtype is not None and t.is_floating_point() and t.dtype != dtype:
+            t = t.to(dtype)
+        return t
 
     def metadata(self) -> dict[str, str]:
-        for handle in dict.fromkeys(self._where.values()):
-            meta = handle.metadata()
+        for reader in self._readers:
+            meta = reader.metadata()
             if meta:
                 return dict(meta)
+        return {}
+
+    # -------------------------------------------------------------------------------- internals
+
+    def _index(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._where: dict[str, _Safetensors | _Tensors] = {}  # stripped key -> its file
+        for reader in self._readers:
+            for k in reader.keys():
+                if k.startswith(prefix):
+                    self._where[k[len(prefix):]] = reader
+
+    def _reader(self, f: Path) -> _Safetensors | _Tensors:
+        if f.suffix.lower() in PICKLE_SUFFIXES:
+            return _Tensors(_pickled_tensors(f))
+        from safetensors import safe_open
+
+        try:
+            return _Safetensors(self._stack.enter_context(safe_open(str(f), framework="pt", device="cpu")))
+        except Exception as e:  # safetensors raises its own error types (SafetensorError, OSError…)
+            self._stack.close()
+            raise WrongWeights(f, f"cannot be read as a safetensors file ({e}).") from None
+
+
+class _Safetensors:
+    """One open safetensors file: the header gives keys and shapes, data is read per tensor."""
+
+    def __init__(self, handle: Any) -> None:
+        self._h = handle
+
+    def keys(self) -> list[str]:
+        return list(self._h.keys())
+
+    def shape(self, key: str) -> Shape:
+        return tuple(self._h.get_slice(key).get_shape())
+
+    def get(self, key: str) -> torch.Tensor:
+        return self._h.get_tensor(key)
+
+    def metadata(self) -> dict[str, str]:
+        return self._h.metadata() or {}
+
+
+class _Tensors:
+    """The tensors of a pickled file (memory-mapped where its format allows)."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+        self._t = tensors
+
+    def keys(self) -> list[str]:
+        return list(self._t)
+
+    def shape(self, key: str) -> Shape:
+        return tuple(self._t[key].shape)
+
+    def get(self, key: str) -> torch.Tensor:
+        return self._t[key]
+
+    def metadata(self) -> dict[str, str]:
         return {}
 
 
@@ -139,9 +194,7 @@ class MetaSource:
 
 def _files_of(path: Path) -> list[Path]:
     if path.is_file():
-        if path.suffix.lower() not in SAFETENSORS_SUFFIXES:
-            hint = " GGUF files are not supported; use a .safetensors file." if path.suffix.lower() == ".gguf" else ""
-            raise WrongWeights(path, f"is not a .safetensors file.{hint}")
+        _check_suffix(path)
         return [path]
     if path.is_dir():
         index = sorted(path.glob("*.safetensors.index.json"))
@@ -162,24 +215,87 @@ def _files_of(path: Path) -> list[Path]:
     raise WrongWeights(path, "does not exist.")
 
 
+def _check_suffix(path: Path) -> None:
+    suffix = path.suffix.lower()
+    if suffix not in SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES:
+        hint = " GGUF files are not supported; use a .safetensors file." if suffix == ".gguf" else ""
+        raise WrongWeights(path, f"unknown model file type '{suffix}' (use .safetensors, .ckpt or .pth).{hint}")
+
+
+# ------------------------------------------------------------------------------------- pickles
+
+
+def read_pickle(path: Path, *, mmap: bool = True) -> Any:
+    """What a ``.ckpt``/``.pth`` holds, unpickled with ``weights_only=True`` (tensors, containers and
+    plain values only: a pickle that wants to import and call something is refused, never run).
+
+    ``mmap`` maps zip-format files so their tensors are read only when used; legacy files are read whole.
+    """
+    try:
+        try:
+            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError as e:
+            if not mmap or ("mmap" not in str(e).lower() and "zip" not in str(e).lower()):
+                raise
+            return torch.load(str(path), map_location="cpu", weights_only=True)  # legacy (pre-zip) format
+    except pickle.UnpicklingError as e:
+        detail = next((ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln), "")
+        if detail:  # a pickle that wants to import and call something: never let it
+            raise WrongWeights(
+                path, f"contains Python objects other than tensors, so it is not loaded for safety ({detail})."
+            ) from None
+        raise WrongWeights(path, "cannot be read as model weights (not a PyTorch checkpoint).") from None
+    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile, KeyError) as e:
+        raise WrongWeights(path, f"cannot be read as model weights ({e}).") from None
+
+
+def _pickled_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a pickled checkpoint by key, a Lightning ``{"state_dict": {...}}`` unwrapped."""
+    sd = read_pickle(path)
+    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise WrongWeights(path, f"holds a {type(sd).__name__}, not a dictionary of tensors.")
+    tensors = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise WrongWeights(path, "holds no tensors.")
+    return tensors
+
+
+def read_state_dict(path: Path) -> dict[str, Any]:
+    """A whole small file as saved, wrappers and all (spandrel and the face detector unwrap BasicSR's
+    ``{"params": …}`` and friends themselves); not memory-mapped, so the file is not held open."""
+    path = Path(path)
+    _check_suffix(path)
+    if path.suffix.lower() in SAFETENSORS_SUFFIXES:
+        with TensorSource(path) as src:
+            return {k: src.get(k) for k in src.keys()}
+    sd = read_pickle(path, mmap=False)
+    if not isinstance(sd, dict):
+        raise WrongWeights(path, f"holds a {type(sd).__name__}, not a dictionary of tensors.")
+    return sd
+
+
 # ------------------------------------------------------------------------------------- checking
 
 
-def check_keys(origin: Path, found: Iterable[str], wanted: Iterable[str], what: str) -> None:
-    """Fail naming every missing and unexpected key (diffusers/accelerate would load silently)."""
-    found, wanted = set(found), set(wanted)
-    missing, unexpected = sorted(wanted - found), sorted(found - wanted)
-    if missing or unexpected:
-        raise WrongWeights(origin, f"does not match {what}.", missing=missing, unexpected=unexpected)
-
-
-def check_shapes(origin: Path, got: Mapping[str, tuple[int, ...]], want: Mapping[str, tuple[int, ...]],
-                 what: str) -> None:
-    bad = [f"{k} {tuple(got[k])} (expected {tuple(want[k])})" for k in want if k in got
-           and tuple(got[k]) != tuple(want[k])]
-    if bad:
-        raise WrongWeights(origin, f"has tensors of the wrong shape for {what}: " + "; ".join(bad[:10])
-                           + (f" … and {len(bad) - 10} more" if len(bad) > 10 else ""))
+def check_tensors(origin: Path | str, found: Mapping[str, Shape] | Collection[str],
+                  expected: Mapping[str, Shape] | Collection[str], reason: str, *,
+                  ignore: Collection[str] = ()) -> None:
+    """One ``WrongWeights`` naming every missing, unexpected (and not ignored) and mis-shaped tensor:
+    diffusers/accelerate would load a wrong file silently. Shapes are compared when both sides have them;
+    ``reason`` says what the file is not ("does not match a T5 encoder")."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected) - set(ignore))
+    wrong = []
+    if isinstance(found, Mapping) and isinstance(expected, Mapping):
+        wrong = [f"{k} {list(found[k])} (needs {list(s)})"
+                 for k, s in expected.items() if k in found and tuple(found[k]) != tuple(s)]
+    if missing or unexpected or wrong:
+        if wrong:
+            reason += f"; tensors of the wrong shape ({len(wrong)}): " + ", ".join(wrong[:10])
+            reason += " …" if len(wrong) > 10 else ""
+        raise WrongWeights(origin, reason + ".", missing, unexpected)
 
 
 # ------------------------------------------------------------------------------------ streaming
@@ -223,8 +339,9 @@ def stream_into(model: torch.nn.Module, source: TensorSource, plan: Plan, *, dty
     ``rebuild`` recreates non-persistent buffers (not in any file) that meta construction left empty.
     """
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    check_keys(source.origin, plan, expected, what)
-    check_shapes(source.origin, predicted_shapes(source, plan), expected, what)
+    # keys first: a plan op may not even run on the shape of a tensor the model does not have
+    check_tensors(source.origin, plan.keys(), expected.keys(), f"does not match {what}")
+    check_tensors(source.origin, predicted_shapes(source, plan), expected, f"does not match {what}")
     state = dict(converted(source, plan, dtype, device))
     model.load_state_dict(state, strict=True, assign=True)
     del state

@@ -16,8 +16,7 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from ...errors import WrongWeights
-from ..checkpoint import Checkpoint
+from ..tensor_files import TensorSource, check_tensors
 from .keymap import KeyMap, from_file
 
 M = TypeVar("M", bound=nn.Module)
@@ -61,20 +60,11 @@ def verify(
         for mk, (fk, tr) in km.entries.items():
             expected[km.prefix + fk] = file_shape(tuple(state[mk].shape), tr)
     prefixes = tuple(km.prefix for km, _ in parts)
-    present = {k for k in shapes if whole_file or k.startswith(prefixes)}
-    missing = sorted(set(expected) - present)
-    unexpected = sorted(present - set(expected) - ignored)
-    wrong = [f"{k} {list(shapes[k])} (needs {list(s)})"
-             for k, s in expected.items() if k in shapes and tuple(shapes[k]) != s]
-    if missing or unexpected or wrong:
-        reason = f"is not a complete {what} checkpoint"
-        if wrong:
-            reason += f"; tensors of the wrong shape ({len(wrong)}): " + ", ".join(wrong[:10])
-            reason += " …" if len(wrong) > 10 else ""
-        raise WrongWeights(path, reason + ".", missing, unexpected)
+    present = {k: s for k, s in shapes.items() if whole_file or k.startswith(prefixes)}
+    check_tensors(path, present, expected, f"is not a complete {what} checkpoint", ignore=ignored)
 
 
-def assign(module: M, ckpt: Checkpoint, km: KeyMap, dtype: torch.dtype) -> M:
+def assign(module: M, ckpt: TensorSource, km: KeyMap, dtype: torch.dtype) -> M:
     """Load the (already verified) tensors into ``module``, cast to ``dtype``, in inference mode."""
     state = module.state_dict()
     sd = {}

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ...errors import WrongWeights
-from ..checkpoint import Checkpoint
+from ..tensor_files import TensorSource
 from . import keymap as K
 from .arch import (
     ArchError,
@@ -121,12 +121,12 @@ def load_sdxl(path: str | Path, dtype: torch.dtype = torch.float32, *, vae_dtype
     vae_dtype = vae_dtype or dtype
     if path.is_dir():
         return _load_folder(path, dtype, vae_dtype, text_encoders)
-    ckpt = Checkpoint(path)
-    parts = sdxl_parts({k: ckpt.shape(k) for k in ckpt.keys()}, path, head_dim=head_dim,
-                       add_time_dim=add_time_dim)
-    names = ["unet", "vae"] + ([n for n in ("te1", "te2") if n in parts] if text_encoders else [])
-    verify(path, {k: ckpt.shape(k) for k in ckpt.keys()}, [parts[n] for n in names], "SDXL")
-    loaded = {n: assign(parts[n][1], ckpt, parts[n][0], vae_dtype if n == "vae" else dtype) for n in names}
+    with TensorSource.open(path) as ckpt:
+        shapes = ckpt.shapes()
+        parts = sdxl_parts(shapes, path, head_dim=head_dim, add_time_dim=add_time_dim)
+        names = ["unet", "vae"] + ([n for n in ("te1", "te2") if n in parts] if text_encoders else [])
+        verify(path, shapes, [parts[n] for n in names], "SDXL")
+        loaded = {n: assign(parts[n][1], ckpt, parts[n][0], vae_dtype if n == "vae" else dtype) for n in names}
     return SdxlModel(loaded["unet"], loaded["vae"], loaded.get("te1"), loaded.get("te2"),
                      parts["unet_arch"], parts["vae_arch"], path)
 

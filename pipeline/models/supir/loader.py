@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from ...errors import WrongWeights
-from ..checkpoint import Checkpoint
 from ..sdxl import keymap as K
 from ..sdxl.arch import ArchError, UNetArch, VaeArch, infer_unet, unet_config, vae_config
 from ..sdxl.load import assign, empty, verify
+from ..tensor_files import TensorSource
 from .connectors import NHIDDEN, build_connectors
 from .control import ControlEncoder
 
@@ -82,10 +82,10 @@ def supir_parts(shapes: dict[str, tuple[int, ...]], path: Path, unet_arch: UNetA
 def load_supir(path: str | Path, unet_arch: UNetArch, vae_arch: VaeArch,
                dtype: torch.dtype = torch.float32, vae_dtype: torch.dtype | None = None) -> SupirParts:
     path = Path(path)
-    ckpt = Checkpoint(path)
-    shapes = {k: ckpt.shape(k) for k in ckpt.keys()}
-    parts = supir_parts(shapes, path, unet_arch, vae_arch)
-    verify(path, shapes, list(parts.values()), "SUPIR-v0", whole_file=True, ignore=IGNORED)
-    loaded = {n: assign(m, ckpt, km, (vae_dtype or dtype) if n == "denoise_encoder" else dtype)
-              for n, (km, m) in parts.items()}
+    with TensorSource.open(path) as ckpt:
+        shapes = ckpt.shapes()
+        parts = supir_parts(shapes, path, unet_arch, vae_arch)
+        verify(path, shapes, list(parts.values()), "SUPIR-v0", whole_file=True, ignore=IGNORED)
+        loaded = {n: assign(m, ckpt, km, (vae_dtype or dtype) if n == "denoise_encoder" else dtype)
+                  for n, (km, m) in parts.items()}
     return SupirParts(loaded["control"], loaded["connectors"], loaded["denoise_encoder"], path)
