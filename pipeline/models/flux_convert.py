@@ -51,9 +51,13 @@ VAE_PREFIXES = ("", "first_stage_model.", "vae.", "ae.")
 
 
 def transformer_layout(keys: Collection[str]) -> Layout | None:
-    if BFL_MARKER in keys:
+    return _layout(keys, BFL_MARKER, DIFFUSERS_MARKER)
+
+
+def _layout(keys: Collection[str], bfl_marker: str, diffusers_marker: str) -> Layout | None:
+    if bfl_marker in keys:
         return "bfl"
-    if DIFFUSERS_MARKER in keys:
+    if diffusers_marker in keys:
         return "diffusers"
     return None
 
@@ -205,11 +209,7 @@ def plan_sources(origin: Path, plan: Mapping[str, tuple[str, Op]], available: Co
 
 
 def vae_layout(keys: Collection[str]) -> Layout | None:
-    if BFL_VAE_MARKER in keys:
-        return "bfl"
-    if DIFFUSERS_VAE_MARKER in keys:
-        return "diffusers"
-    return None
+    return _layout(keys, BFL_VAE_MARKER, DIFFUSERS_VAE_MARKER)
 
 
 def vae_config(shapes: Shapes, layout: Layout, origin: Path) -> dict[str, Any]:

@@ -83,17 +83,21 @@ def _sidecar_config(path: Path, class_name: str) -> dict[str, Any] | None:
     return None
 
 
-def open_transformer(path: Path) -> tuple[TensorSource, fc.Layout]:
-    src = TensorSource.open(path, fc.TRANSFORMER_PREFIXES, marker=fc.BFL_MARKER)
-    if src.prefix == "" and fc.BFL_MARKER not in src:
-        src.close()
-        src = TensorSource.open(path, fc.TRANSFORMER_PREFIXES, marker=fc.DIFFUSERS_MARKER)
-    layout = fc.transformer_layout(src.keys())
+def _open_layout(path: Path, prefixes: tuple[str, ...], markers: tuple[str, str], layout_of,
+                 not_it: str) -> tuple[TensorSource, fc.Layout]:
+    """The file with the prefix under which the BFL, else the diffusers, layout marker exists."""
+    src = TensorSource.open(path, prefixes, marker=markers)
+    layout = layout_of(src.keys())
     if layout is None:
         src.close()
-        raise WrongWeights(path, f"is not a FLUX.1 transformer: it has neither '{fc.BFL_MARKER}' (BFL layout) "
-                                 f"nor '{fc.DIFFUSERS_MARKER}' (diffusers layout).")
+        raise WrongWeights(path, not_it)
     return src, layout
+
+
+def open_transformer(path: Path) -> tuple[TensorSource, fc.Layout]:
+    return _open_layout(path, fc.TRANSFORMER_PREFIXES, (fc.BFL_MARKER, fc.DIFFUSERS_MARKER), fc.transformer_layout,
+                        f"is not a FLUX.1 transformer: it has neither '{fc.BFL_MARKER}' (BFL layout) "
+                        f"nor '{fc.DIFFUSERS_MARKER}' (diffusers layout).")
 
 
 def transformer_plan(src: TensorSource, layout: fc.Layout, config: Mapping[str, Any]):
@@ -129,16 +133,9 @@ def load_transformer(path: Path, dtype: torch.dtype, device: torch.device | str 
 
 
 def open_vae(path: Path) -> tuple[TensorSource, fc.Layout]:
-    src = TensorSource.open(path, fc.VAE_PREFIXES, marker=fc.BFL_VAE_MARKER)
-    if src.prefix == "" and fc.BFL_VAE_MARKER not in src:
-        src.close()
-        src = TensorSource.open(path, fc.VAE_PREFIXES, marker=fc.DIFFUSERS_VAE_MARKER)
-    layout = fc.vae_layout(src.keys())
-    if layout is None:
-        src.close()
-        raise WrongWeights(path, "is not an autoencoder: it has neither the BFL (ae.safetensors) nor the "
-                                 "diffusers AutoencoderKL key layout.")
-    return src, layout
+    return _open_layout(path, fc.VAE_PREFIXES, (fc.BFL_VAE_MARKER, fc.DIFFUSERS_VAE_MARKER), fc.vae_layout,
+                        "is not an autoencoder: it has neither the BFL (ae.safetensors) nor the diffusers "
+                        "AutoencoderKL key layout.")
 
 
 def vae_state(src: TensorSource, layout: fc.Layout, config: Mapping[str, Any],

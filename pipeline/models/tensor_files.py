@@ -45,17 +45,19 @@ class TensorSource:
         self._index("")
 
     @classmethod
-    def open(cls, path: Path, prefixes: Iterable[str] = ("",), marker: str | None = None) -> TensorSource:
+    def open(cls, path: Path, prefixes: Iterable[str] = ("",),
+             marker: str | tuple[str, ...] | None = None) -> TensorSource:
         """A weights file or folder. ``prefixes`` are tried in order; the first under which ``marker``
         exists is stripped, so a checkpoint saved as ``model.diffusion_model.<key>`` reads like the bare
-        model. The files are opened once whatever the prefix (a legacy pickle is read only once)."""
+        model. Several markers (one per layout) are tried in turn. The files are opened once whatever
+        the prefix (a legacy pickle is read only once)."""
         src = cls(path)
-        if marker is not None:
-            full = {k for r in src._readers for k in r.keys()}
-            for p in prefixes:
-                if p + marker in full:
-                    src._index(p)
-                    break
+        full = {k for r in src._readers for k in r.keys()}
+        for m in (marker,) if isinstance(marker, str) else marker or ():
+            p = next((p for p in prefixes if p + m in full), None)
+            if p is not None:
+                src._index(p)
+                break
         return src  # with no match the caller reports what it was looking for
 
     def close(self) -> None:

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .unet import embedding, encoder_half
+
 
 class ControlEncoder(nn.Module):
     def __init__(self, unet_config: dict[str, Any]) -> None:
@@ -38,14 +40,6 @@ class ControlEncoder(nn.Module):
         Returns [conv_in(x) + hint_conv(hint), every down-block output (8 for SDXL), mid block]."""
         dtype = self.conv_in.weight.dtype
         x, hint, context, y = x.to(dtype), hint.to(dtype), context.to(dtype), y.to(dtype)
-        emb = self.time_embedding(self.time_proj(t).to(dtype)) + self.add_embedding(y)
-        h = self.conv_in(x) + self.hint_conv(hint)
-        feats = [h]
-        for block in self.down_blocks:
-            if getattr(block, "has_cross_attention", False):
-                h, res = block(hidden_states=h, temb=emb, encoder_hidden_states=context)
-            else:
-                h, res = block(hidden_states=h, temb=emb)
-            feats.extend(res)
-        feats.append(self.mid_block(h, emb, encoder_hidden_states=context))
-        return feats
+        emb = embedding(self, t, y, dtype)
+        mid, feats = encoder_half(self, self.conv_in(x) + self.hint_conv(hint), emb, context)
+        return [*feats, mid]

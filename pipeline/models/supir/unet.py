@@ -29,18 +29,10 @@ class SupirUNet(nn.Module):
         u = self.unet
         dtype = u.conv_in.weight.dtype
         x, context, y = x.to(dtype), context.to(dtype), y.to(dtype)
-        # 1. time + micro-conditioning embedding (diffusers: time_embedding + add_embedding)
-        emb = u.time_embedding(u.time_proj(t).to(dtype)) + u.add_embedding(y)
+        # 1. time + micro-conditioning embedding
+        emb = embedding(u, t, y, dtype)
         # 2. encoder half, keeping every skip
-        h = u.conv_in(x)
-        skips = [h]
-        for block in u.down_blocks:
-            if getattr(block, "has_cross_attention", False):
-                h, res = block(hidden_states=h, temb=emb, encoder_hidden_states=context)
-            else:
-                h, res = block(hidden_states=h, temb=emb)
-            skips.extend(res)
-        h = u.mid_block(h, emb, encoder_hidden_states=context)
+        h, skips = encoder_half(u, u.conv_in(x), emb, context)
         # 3. decoder: plain SDXL, or with the connectors doing the joins
         up_factor = 2 ** sum(b.upsamplers is not None for b in u.up_blocks)
         forward_size = any(d % up_factor for d in x.shape[-2:])
@@ -94,6 +86,27 @@ class SupirUNet(nn.Module):
         if not isinstance(mod, ZeroSFT):
             raise RuntimeError(f"connector {index} should be a ZeroSFT")
         return mod(c, skip, h, scale)
+
+
+def embedding(m: nn.Module, t: torch.Tensor, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """SDXL's time + micro-conditioning embedding (diffusers: time_embedding + add_embedding); ``m`` is
+    the UNet or the control encoder, which holds copies of the same modules."""
+    return m.time_embedding(m.time_proj(t).to(dtype)) + m.add_embedding(y)
+
+
+def encoder_half(m: nn.Module, h: torch.Tensor, emb: torch.Tensor,
+                 context: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """SDXL's down blocks and mid block from ``h`` (conv_in's output), as ``UNet2DConditionModel.forward``
+    runs them: (the mid block's output, [h, every down block's outputs]). The UNet keeps the list as its
+    skips; the control encoder (a copy of this half) returns it as its features."""
+    skips = [h]
+    for block in m.down_blocks:
+        if getattr(block, "has_cross_attention", False):
+            h, res = block(hidden_states=h, temb=emb, encoder_hidden_states=context)
+        else:
+            h, res = block(hidden_states=h, temb=emb)
+        skips.extend(res)
+    return m.mid_block(h, emb, encoder_hidden_states=context), skips
 
 
 def vector_cond(pooled: torch.Tensor, time_ids: torch.Tensor, add_time_proj: nn.Module) -> torch.Tensor:
