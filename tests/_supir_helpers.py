@@ -1,4 +1,4 @@
-"""Shared set-up for the SUPIR tests: the parity fixture folder and tolerance checks."""
+"""Shared set-up for the SUPIR tests: the parity fixture folder and the tiny model's configuration."""
 
 from __future__ import annotations
 
@@ -33,16 +33,3 @@ def tiny_config(d: Path) -> tuple[int, int]:
     layout = cfg["vector_y_layout"]
     add = next(v for k, v in layout.items() if k.startswith("add_time_dim"))
     return int(head), int(add)
-
-
-def close(ours: torch.Tensor | float, ref: torch.Tensor, tol: float, name: str) -> None:
-    """max|ours - ref| <= tol * max|ref| (exact for integer tensors)."""
-    ours = torch.as_tensor(ours).detach().cpu()
-    assert tuple(ours.reshape(ref.shape).shape) == tuple(ref.shape), f"{name}: shape {tuple(ours.shape)} vs {tuple(ref.shape)}"
-    ours = ours.reshape(ref.shape)
-    if not ref.is_floating_point():
-        assert torch.equal(ours.to(ref.dtype), ref), f"{name}: {ours.tolist()} != {ref.tolist()}"
-        return
-    err = (ours.double() - ref.double()).abs().max().item()
-    scale = max(ref.abs().max().item(), 1e-12)
-    assert err <= tol * scale, f"{name}: max|d| = {err:.3g} > {tol:g} x max|ref| ({scale:.3g})"

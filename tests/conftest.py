@@ -16,7 +16,8 @@ os.environ.setdefault("DERMIS_DEVICE", "cpu")
 
 import torch  # noqa: E402
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# DERMIS_TEST_THREADS=1 reruns the parity tests with another summation order (make test does)
+torch.set_num_threads(int(os.environ.get("DERMIS_TEST_THREADS") or max(1, min(2, os.cpu_count() or 1))))
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = (REPO.parent / "shared").resolve()
@@ -53,6 +54,16 @@ def tiny_models(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny_models")
     make_tiny_models(root)
     return root
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The largest relative error each parity family showed on this machine and kernel path."""
+    from ._parity import WORST, kernel_path
+
+    if WORST:
+        terminalreporter.write_sep("-", f"parity: largest relative error per family ({kernel_path()})")
+        for family, (rel, name) in sorted(WORST.items()):
+            terminalreporter.write_line(f"{family:<16} {rel:.2e}  ({name})")
 
 
 def rng_image(h: int, w: int, seed: int = 0, channels: int = 3) -> np.ndarray:

@@ -17,6 +17,7 @@ from pipeline.models import tiny_flux
 from pipeline.models.tensor_files import MetaSource, check_tensors, predicted_shapes
 
 from ._flux_helpers import flux_fixtures
+from ._parity import MODEL, assert_parity, assert_rejected, perturbed
 
 FIX = flux_fixtures()
 needs_fixtures = pytest.mark.skipif(not FIX.is_dir(), reason=f"FLUX fixtures not found at {FIX} "
@@ -41,12 +42,24 @@ def test_tiny_transformer_matches_bfl_reference_forward(name):
     exp = load_file(str(FIX / "tiny_bfl_expected.safetensors"))
     model = fl.load_transformer(FIX / name, torch.float32, config=cfg)
     out = _forward(model, exp)
-    assert torch.allclose(out, exp["output"], atol=1e-5, rtol=1e-5), (out - exp["output"]).abs().max()
+    assert_parity(out, exp["output"], MODEL, name, family="flux.transformer")
     # without the config every size is read from the shapes; only the RoPE split is a convention
     inferred = fl.load_transformer(FIX / name, torch.float32).config
     for k in ("in_channels", "num_layers", "num_single_layers", "attention_head_dim", "num_attention_heads",
               "joint_attention_dim", "pooled_projection_dim", "guidance_embeds"):
         assert inferred[k] == cfg[k], k
+
+
+@pytest.mark.parity
+@needs_fixtures
+@pytest.mark.parametrize("param", ["proj_out.weight", "transformer_blocks.0.ff.net.2.weight"])
+def test_negative_control_transformer_with_one_weight_off(param):
+    cfg = json.loads((FIX / "tiny_transformer_config.json").read_text())
+    exp = load_file(str(FIX / "tiny_bfl_expected.safetensors"))
+    model = fl.load_transformer(FIX / "tiny_bfl_transformer.safetensors", torch.float32, config=cfg)
+    with perturbed(model.get_parameter(param)):
+        out = _forward(model, exp)
+    assert_rejected(out, exp["output"], MODEL, f"{param} moved 1e-3")
 
 
 @pytest.mark.parity
@@ -169,6 +182,7 @@ def test_vae_with_foreign_tensors_is_refused(tmp_path, tiny_models):
         fl.load_vae(tmp_path / "ae.safetensors", torch.float32)
 
 
+@pytest.mark.parity
 def test_text_encoder_files_and_tokenizer_folders_match_the_originals(tiny_models):
     _, _, clip, t5, ctok, ttok = tiny_flux.tiny_parts()
     clip_tok, t5_tok = ft.load_tokenizers(tiny_models / "tokenizers/sd1_tokenizer",
@@ -181,8 +195,15 @@ def test_text_encoder_files_and_tokenizer_folders_match_the_originals(tiny_model
     got = ft.encode_prompt(text, "Pores, freckles.", max_sequence_length=64)
     want = ft.encode_prompt(ref, "Pores, freckles.", max_sequence_length=64)
     assert got.prompt_embeds.shape == (1, 64, 32) and got.pooled.shape == (1, 32)
-    assert torch.allclose(got.prompt_embeds, want.prompt_embeds, atol=1e-5)
-    assert torch.allclose(got.pooled, want.pooled, atol=1e-5)
+    assert_parity(got.prompt_embeds, want.prompt_embeds, MODEL, "T5 prompt embeddings", family="text_encoders")
+    assert_parity(got.pooled, want.pooled, MODEL, "CLIP pooled", family="text_encoders")
+    # negative control: one weight of each loaded encoder moved by 1e-3
+    with perturbed(text.t5.get_parameter("encoder.block.0.layer.1.DenseReluDense.wo.weight")), \
+            perturbed(text.clip.get_parameter("text_projection.weight" if hasattr(text.clip, "text_projection")
+                                              else "final_layer_norm.weight")):
+        bad = ft.encode_prompt(text, "Pores, freckles.", max_sequence_length=64)
+    assert_rejected(bad.prompt_embeds, want.prompt_embeds, MODEL, "T5 with one weight moved 1e-3")
+    assert_rejected(bad.pooled, want.pooled, MODEL, "CLIP with one weight moved 1e-3")
 
 
 def test_diffusers_folder_parts_load(tmp_path):
