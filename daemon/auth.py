@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 import secrets
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
+
+from pipeline.files import write_atomic
 
 log = logging.getLogger("dermis.daemon")
 
@@ -31,17 +31,7 @@ def new_token() -> str:
 def write_private(path: Path, text: str) -> None:
     """Write a file only its owner can read (0600 from creation, then an atomic rename)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mkstemp creates 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, text.encode("utf-8"), mode=0o600)
 
 
 class TokenInterceptor(grpc.ServerInterceptor):

@@ -8,17 +8,11 @@ work, done and failed folders live inside the watched folder.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
-import re
-import tempfile
 from pathlib import Path
 
-# Hard links give "create this name only if it is free" atomically; a few file systems (FAT, some SMB
-# servers) refuse them, and there we fall back to check-then-rename, which is racy only against
-# someone writing into our own done/failed/out folders at the same instant.
-_NO_LINK = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.ENOSYS}
+from pipeline.files import fsync_dir, link_new, temp_files
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -50,35 +44,6 @@ def free_path(folder: Path, name: str, taken: set[str] = frozenset()) -> Path:
         n += 1
 
 
-def fsync_dir(folder: Path) -> None:
-    """Make a rename or create in ``folder`` durable (POSIX; a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def link_new(src: Path, dst: Path) -> None:
-    """Give ``src``'s content the name ``dst``; FileExistsError if ``dst`` exists (never replaced)."""
-    try:
-        os.link(src, dst)
-        return
-    except FileExistsError:
-        raise
-    except OSError as e:
-        if e.errno not in _NO_LINK:
-            raise
-    if os.path.lexists(dst):
-        raise FileExistsError(errno.EEXIST, "file exists", str(dst))
-    os.rename(src, dst)
-
-
 def move_new(src: Path, dst: Path) -> None:
     """Move ``src`` to ``dst`` without replacing an existing ``dst`` (FileExistsError then).
 
@@ -101,40 +66,12 @@ def finish_move(src: Path, dst: Path) -> bool:
     return True
 
 
-def write_new(path: Path, data: bytes, *, before_publish=None) -> None:
-    """Write ``data`` as ``path`` so readers see nothing or everything, never replacing a file.
-
-    The bytes go to a hidden ``.<name>.<random>.part`` temp file in the same folder (ignored by any
-    watcher, ours included), are fsynced, and are then linked into place. ``before_publish`` is a test
-    hook called between the two.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        if before_publish is not None:
-            before_publish()
-        link_new(Path(tmp), path)
-        fsync_dir(path.parent)
-    finally:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-
-
 def remove_temps(path: Path) -> int:
     """Delete the temp files ``write_new`` may have left for ``path`` when the process died."""
-    pattern = re.compile(re.escape(f".{path.name}.") + r"[^/]*\.part")
-    n = 0
-    if path.parent.is_dir():
-        for entry in os.scandir(path.parent):
-            if pattern.fullmatch(entry.name):
-                os.unlink(entry.path)
-                n += 1
-    return n
+    leftovers = temp_files(path)
+    for tmp in leftovers:
+        tmp.unlink()
+    return len(leftovers)
 
 
 class FolderLock:

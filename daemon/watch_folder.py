@@ -35,6 +35,7 @@ from watchdog.observers.polling import PollingObserver
 
 import pipeline
 from pipeline import Cancelled, CancelToken, DermisError, images
+from pipeline.files import fsync_dir, write_atomic, write_new
 
 from . import watch_journal as J
 from .watch_files import (
@@ -42,11 +43,9 @@ from .watch_files import (
     counter_name,
     finish_move,
     free_path,
-    fsync_dir,
     move_new,
     remove_temps,
     sha256_file,
-    write_new,
 )
 from .watch_runner import JobRunner, WatchJob
 from .watch_scan import (
@@ -515,7 +514,7 @@ def _write_error(dest: Path, entry: J.Entry) -> None:
         f"time: {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
         f"To try again, move {dest.name} back into the watched folder.\n"
     )
-    images.write_atomic(_error_path(dest), text.encode())
+    write_atomic(_error_path(dest), text.encode())
 
 
 def _sha256(data: bytes) -> str:

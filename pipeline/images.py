@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import os
 import struct
-import tempfile
 import warnings
 import zlib
 from dataclasses import dataclass, replace
@@ -22,6 +21,7 @@ from PIL import Image as PILImage
 from PIL import ImageFile, UnidentifiedImageError
 
 from .errors import CorruptImage, ImageTooLarge, InvalidParameter, UnsupportedImage
+from .files import write_atomic
 
 # A 16K x 16K limit would need 3 GiB per float RGB copy; Pillow's own warning threshold (~89.5 MP,
 # about 9459 x 9459) is a sane default that still admits 8192 x 8192 and 8000 x 6000 originals.
@@ -341,24 +341,6 @@ def _png_insert_iccp(png: bytes, icc: bytes) -> bytes:
     chunk += struct.pack(">I", zlib.crc32(b"iCCP" + body) & 0xFFFFFFFF)
     ihdr_end = 8 + 4 + 4 + 13 + 4  # signature + length + type + IHDR data + crc
     return png[:ihdr_end] + chunk + png[ihdr_end:]
-
-
-def write_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write bytes so that readers see either nothing or the whole file (temp file + fsync + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def save(img: Image, path: str | os.PathLike[str], *, bit_depth: int | None = None) -> Path:

@@ -24,6 +24,12 @@ needs_fixtures = pytest.mark.skipif(not FIX.is_dir(), reason=f"FLUX fixtures not
                                     "(set DERMIS_FLUX_FIXTURES or check out ../shared)")
 
 
+def _load_fixture(name: str):
+    """(the fixture transformer loaded through our loader, the reference inputs and output, its config)."""
+    cfg = json.loads((FIX / "tiny_transformer_config.json").read_text())
+    return fl.load_transformer(FIX / name, torch.float32, config=cfg), load_file(str(FIX / "tiny_bfl_expected.safetensors")), cfg
+
+
 def _forward(model, exp):
     with torch.no_grad():
         return model(hidden_states=exp["img"], encoder_hidden_states=exp["txt"], pooled_projections=exp["y"],
@@ -38,9 +44,7 @@ def _forward(model, exp):
 @needs_fixtures
 @pytest.mark.parametrize("name", ["tiny_bfl_transformer.safetensors", "tiny_diffusers_transformer.safetensors"])
 def test_tiny_transformer_matches_bfl_reference_forward(name):
-    cfg = json.loads((FIX / "tiny_transformer_config.json").read_text())
-    exp = load_file(str(FIX / "tiny_bfl_expected.safetensors"))
-    model = fl.load_transformer(FIX / name, torch.float32, config=cfg)
+    model, exp, cfg = _load_fixture(name)
     out = _forward(model, exp)
     assert_parity(out, exp["output"], MODEL, name, family="flux.transformer")
     # without the config every size is read from the shapes; only the RoPE split is a convention
@@ -54,9 +58,7 @@ def test_tiny_transformer_matches_bfl_reference_forward(name):
 @needs_fixtures
 @pytest.mark.parametrize("param", ["proj_out.weight", "transformer_blocks.0.ff.net.2.weight"])
 def test_negative_control_transformer_with_one_weight_off(param):
-    cfg = json.loads((FIX / "tiny_transformer_config.json").read_text())
-    exp = load_file(str(FIX / "tiny_bfl_expected.safetensors"))
-    model = fl.load_transformer(FIX / "tiny_bfl_transformer.safetensors", torch.float32, config=cfg)
+    model, exp, _ = _load_fixture("tiny_bfl_transformer.safetensors")
     with perturbed(model.get_parameter(param)):
         out = _forward(model, exp)
     assert_rejected(out, exp["output"], MODEL, f"{param} moved 1e-3")

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image as PILImage
 from PIL import ImageCms
 
-from pipeline import images
+from pipeline import files, images
 from pipeline.errors import CorruptImage, ImageTooLarge, InvalidParameter, UnsupportedImage
 
 from .conftest import DATA
@@ -122,9 +122,9 @@ def test_write_atomic_leaves_no_partial_file_on_error(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(images.os, "replace", boom)
+    monkeypatch.setattr(files.os, "replace", boom)
     with pytest.raises(OSError):
-        images.write_atomic(target, b"new")
+        files.write_atomic(target, b"new")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
 
