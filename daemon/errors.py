@@ -1,6 +1,6 @@
 """Errors of the daemon's own making (the pipeline's are in pipeline/errors.py).
 
-Each has a ``code`` like the pipeline's errors; daemon/servicer.py maps every code to a gRPC status in
+Each has a ``code`` like the pipeline's errors; daemon/server/servicer.py maps every code to a gRPC status in
 one table, and clients show ``str(err)`` unchanged.
 """
 

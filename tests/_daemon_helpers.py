@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon.server import ServerConfig, start_server
+from daemon.server.start import ServerConfig, start_server
 from proto.client import Client, JobRequest
 
 TOKEN = "test-token-" + "x" * 20

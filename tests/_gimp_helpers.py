@@ -82,7 +82,7 @@ def mounted(root: Path):
 
 def wheel_dir(python_version: str) -> Path:
     """grpcio + protobuf wheels for the chroot's Python, downloaded once and kept with the chroot."""
-    from daemon import vendor
+    from daemon.install import vendor
 
     pins = "-".join(r.replace("==", "") for r in vendor.pinned_requirements())
     # next to the chroot when we may write there (root), else in the user's own cache

@@ -47,14 +47,14 @@ def profile_env(root: Path, state_home: Path) -> dict[str, str]:
 
 
 def krita_python_version() -> str:
-    from daemon.install_krita import detect_python_version
+    from daemon.install.krita import detect_python_version
 
     return detect_python_version()[0]
 
 
 def wheels_for(python_version: str) -> Path:
     """grpcio + protobuf wheels for Krita's Python, pinned like this venv (downloaded once)."""
-    from daemon import vendor
+    from daemon.install import vendor
 
     d = WHEEL_CACHE / f"py{python_version}"
     if len(list(d.glob("*.whl"))) < len(vendor.PACKAGES):

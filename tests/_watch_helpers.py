@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 import pipeline
-from daemon.watch_folder import Options, WatchFolder, find_journal
-from daemon.watch_runner import LocalRunner
-from daemon.watch_settings import Settings, base_settings, seed_from_hash
+from daemon.watch.folder import Options, WatchFolder, find_journal
+from daemon.watch.runner import LocalRunner
+from daemon.watch.settings import Settings, base_settings, seed_from_hash
 from pipeline import images
 
 from .conftest import REPO

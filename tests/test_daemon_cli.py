@@ -139,7 +139,7 @@ def test_upscale_server_without_a_daemon_fails_clearly(portrait_path, tmp_path, 
 
 def test_serve_takes_its_settings_from_the_daemon_table_and_the_command_line(tmp_path):
     from daemon.cli import main_parser
-    from daemon.cmd_serve import server_config
+    from daemon.cli.serve import server_config
 
     cfg = tmp_path / "config.toml"
     cfg.write_text('[daemon]\nlisten = "127.0.0.1:50999"\nvram_budget_gb = 1.5\nmax_queue = 4\n'

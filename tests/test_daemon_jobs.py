@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import pipeline
-from daemon.executor import ProgressPublisher
+from daemon.jobs.executor import ProgressPublisher
 from pipeline import images
 from proto.client import EventKind, JobFailed, Rejected
 
@@ -222,7 +222,7 @@ def test_a_job_that_fails_while_running_ends_with_an_error_event(daemon):
 
 
 def test_in_process_batch_jobs_as_the_watch_folder_submits_them(daemon, portrait_path):
-    from daemon.queue import JobSpec, Priority
+    from daemon.jobs.queue import JobSpec, Priority
 
     spec = JobSpec(recipe=pipeline.build("lite", scale=1.0), image=lambda: images.load(portrait_path),
                    seed=5, priority=Priority.BATCH, client_name="watch")
@@ -240,8 +240,8 @@ def test_in_process_batch_jobs_as_the_watch_folder_submits_them(daemon, portrait
 
 
 def test_previews_travel_as_small_rgb8_and_only_the_newest_is_kept(test_presets):
-    from daemon import wire
-    from daemon.queue import JobQueue, JobSpec
+    from daemon.server import wire
+    from daemon.jobs.queue import JobQueue, JobSpec
     from proto import client as thin
     from proto.dermis.v1 import dermis_pb2 as pb
 

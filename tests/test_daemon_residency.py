@@ -12,7 +12,7 @@ import torch
 
 import pipeline
 from daemon.errors import NeedsWholeDevice
-from daemon.residency import Residency, one_tile_per_batch
+from daemon.jobs.residency import Residency, one_tile_per_batch
 from pipeline import images
 from pipeline.models.cache import module_bytes
 from pipeline.models.spandrel_loader import load_image_model

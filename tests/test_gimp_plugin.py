@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from daemon import install_gimp
+from daemon.install import gimp as install_gimp
 from daemon.cli import main
 from plugin_gimp import job
 from plugin_gimp._client import client

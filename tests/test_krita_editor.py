@@ -190,7 +190,7 @@ def _check_layer(core, name: str, *, overrides=None, tol: int = 1) -> dict:
 
 
 def test_installer_found_the_python_krita_embeds(core):
-    from daemon.install_krita import detect_python_version
+    from daemon.install.krita import detect_python_version
 
     version, how = detect_python_version()
     assert version == core[0]["python"] and how.startswith("linked by")

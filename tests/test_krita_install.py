@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon import install_krita
+from daemon.install import krita as install_krita
 from daemon.cli import main
 
 REPO = Path(__file__).resolve().parent.parent

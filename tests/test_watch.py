@@ -12,9 +12,9 @@ import pytest
 
 import pipeline
 from daemon.cli import main
-from daemon.watch_runner import LocalRunner
-from daemon.watch_scan import Scanner, is_input_name
-from daemon.watch_settings import base_settings
+from daemon.watch.runner import LocalRunner
+from daemon.watch.scan import Scanner, is_input_name
+from daemon.watch.settings import base_settings
 from pipeline import images
 
 from ._watch_helpers import (

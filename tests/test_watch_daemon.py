@@ -7,8 +7,8 @@ import pytest
 
 import pipeline
 from daemon.cli import main
-from daemon.queue import State
-from daemon.watch_settings import base_settings
+from daemon.jobs.queue import State
+from daemon.watch.settings import base_settings
 from pipeline import images
 from proto.client import default_runtime_file
 

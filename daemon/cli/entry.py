@@ -1,6 +1,6 @@
 """`dermis` command line: parses and dispatches, nothing else.
 
-Each sub-command is a module ``daemon/cmd_<name>.py`` with ``NAME``, ``HELP``,
+Each sub-command is a module ``daemon/cli/<name>.py`` with ``NAME``, ``HELP``,
 ``add_arguments(parser)`` and ``run(args) -> int``; add new ones to COMMANDS.
 """
 
@@ -15,14 +15,14 @@ from collections.abc import Sequence
 from pipeline import DermisError
 
 COMMANDS = [
-    "daemon.cmd_upscale",
-    "daemon.cmd_presets",
-    "daemon.cmd_doctor",
-    "daemon.cmd_dev",
-    "daemon.cmd_install_plugin",
-    "daemon.cmd_serve",
-    "daemon.cmd_status",
-    "daemon.cmd_watch",
+    "daemon.cli.upscale",
+    "daemon.cli.presets",
+    "daemon.cli.doctor",
+    "daemon.cli.dev",
+    "daemon.cli.install_plugin",
+    "daemon.cli.serve",
+    "daemon.cli.status",
+    "daemon.cli.watch",
 ]
 
 

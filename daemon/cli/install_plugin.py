@@ -1,8 +1,8 @@
 """`dermis install-plugin krita|gimp`: copy a plugin and the thin client into the editor's folder.
 
-The editor-specific work lives in ``daemon/install_<editor>.py`` (``install(args) -> int`` and
+The editor-specific work lives in ``daemon/install/<editor>.py`` (``install(args) -> int`` and
 ``uninstall(args) -> int``); wheels of grpcio + protobuf matching the editor's Python are vendored
-by ``daemon/vendor.py``.
+by ``daemon/install/vendor.py``.
 """
 
 from __future__ import annotations
@@ -30,5 +30,5 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    module = importlib.import_module(f"daemon.install_{args.editor}")
+    module = importlib.import_module(f"daemon.install.{args.editor}")
     return int(module.uninstall(args) if args.uninstall else module.install(args))

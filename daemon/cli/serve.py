@@ -52,7 +52,7 @@ def _option(args: argparse.Namespace, name: str, table: dict[str, Any], key: str
 
 
 def server_config(args: argparse.Namespace) -> Any:
-    from .server import ServerConfig
+    from ..server.start import ServerConfig
 
     config = pipeline.load_config(args.config, comfy_models=args.comfy_models)
     table = config.section("daemon")
@@ -73,7 +73,7 @@ def server_config(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .server import start_server
+    from ..server.start import start_server
 
     logging.getLogger("dermis").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     config = server_config(args)

@@ -16,12 +16,12 @@ from pathlib import Path
 import pipeline
 from pipeline import InvalidParameter
 
-from .watch_files import FolderLock
-from .watch_folder import STATE_DIR, Options, WatchFolder, find_journal
-from .watch_journal import Journal
-from .watch_runner import LocalRunner
-from .watch_scan import is_input_name
-from .watch_settings import base_settings
+from ..watch.files import FolderLock
+from ..watch.folder import STATE_DIR, Options, WatchFolder, find_journal
+from ..watch.journal import Journal
+from ..watch.runner import LocalRunner
+from ..watch.scan import is_input_name
+from ..watch.settings import base_settings
 
 NAME = "watch"
 HELP = "process every image dropped into a folder (a hot folder)"

@@ -5,7 +5,7 @@ What lands in ``<plug-ins>/dermis/`` (GIMP 3 only loads ``plug-ins/<name>/<name>
     dermis.py            plugin_gimp/launcher.py, chmod +x
     plugin_gimp/         the plug-in package
     plugin_gimp/proto/   the thin client + generated code (the plug-in imports it relatively)
-    vendor/              grpcio + protobuf unpacked from wheels for GIMP's Python (daemon/vendor.py)
+    vendor/              grpcio + protobuf unpacked from wheels for GIMP's Python (daemon/install/vendor.py)
     .dermis-install.json what was installed; --uninstall removes only folders carrying it
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from . import vendor
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 NAME = "dermis"  # folder and launcher name inside plug-ins/
 MARKER = ".dermis-install.json"
 # what the plug-in needs from proto/: the client and the generated code, not the code generator

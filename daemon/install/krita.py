@@ -22,10 +22,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from daemon import vendor
+from . import vendor
 
 MODULE = "dermis_krita"  # the package name in pykrita/, and kritarc's enable_<MODULE>
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PLUGIN_SRC = REPO / "plugin_krita"
 PROTO_SRC = REPO / "proto"
 MANIFEST = "INSTALLED.json"

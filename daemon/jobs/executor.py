@@ -20,7 +20,7 @@ from typing import Any
 import pipeline
 from pipeline import Cancelled, DermisError, Progress
 
-from .errors import NeedsWholeDevice, Preempted
+from ..errors import NeedsWholeDevice, Preempted
 from .queue import Job, JobQueue, Priority
 from .residency import Residency
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from pipeline import CancelToken, Image, Recipe, Region
 
-from .errors import JobExists, QueueFull, ShuttingDown, UnknownJob
+from ..errors import JobExists, QueueFull, ShuttingDown, UnknownJob
 
 
 class Priority(enum.IntEnum):

@@ -31,7 +31,7 @@ import torch
 from pipeline import ModelCache, OutOfMemory, Recipe
 from pipeline.stages import load_stage
 
-from .errors import NeedsWholeDevice
+from ..errors import NeedsWholeDevice
 
 log = logging.getLogger("dermis.daemon")
 

@@ -13,8 +13,8 @@ from pipeline.models import WEIGHTS
 from pipeline.stages import describe_weights
 from proto.dermis.v1 import dermis_pb2 as pb
 
-from .queue import JobQueue
-from .residency import Residency
+from ..jobs.queue import JobQueue
+from ..jobs.residency import Residency
 from .upload import MAX_CHUNK_BYTES
 
 API_VERSION = 1

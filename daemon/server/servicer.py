@@ -1,6 +1,6 @@
 """The dermis.v1.Dermis servicer: translates requests into queue calls and events into replies.
 
-No work happens here: uploads go into the queue (daemon/queue.py), the executor runs them, and Watch
+No work happens here: uploads go into the queue (daemon/jobs/queue.py), the executor runs them, and Watch
 streams the job's event log. Every error becomes a gRPC status through one table (ERROR_STATUS), with
 the Dermis error code in the trailing metadata ``dermis-error-code`` and the error's own sentence as
 the details, so clients can both branch on it and show it unchanged.
@@ -22,11 +22,11 @@ from proto import bulk
 from proto.dermis.v1 import dermis_pb2 as pb
 from proto.dermis.v1 import dermis_pb2_grpc as pb_grpc
 
-from . import server_info, upload, wire
-from .errors import ResultExpired
-from .executor import Executor
-from .queue import TERMINAL_KINDS, JobQueue
-from .residency import Residency
+from ..jobs.executor import Executor
+from ..jobs.queue import TERMINAL_KINDS, JobQueue
+from ..jobs.residency import Residency
+from . import info, upload, wire
+from ..errors import ResultExpired
 
 log = logging.getLogger("dermis.daemon")
 
@@ -76,7 +76,7 @@ class DermisServicer(pb_grpc.DermisServicer):
         device: tuple[torch.device, torch.dtype],
         *,
         max_upload_bytes: int = 2 << 30,
-        watch: Any = None,  # daemon.watch_daemon.WatchService, when folders are configured
+        watch: Any = None,  # daemon.watch.service.WatchService, when folders are configured
     ) -> None:
         self.watch = watch
         self.queue = queue
@@ -147,7 +147,7 @@ class DermisServicer(pb_grpc.DermisServicer):
         return pb.CancelReply(state=wire.STATE_PB[state])
 
     def GetServerInfo(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return server_info.build(self.config, self.device, self.residency, self.queue, self.queue.max_queued)
+        return info.build(self.config, self.device, self.residency, self.queue, self.queue.max_queued)
 
     def ListJobs(self, request: Any, context: grpc.ServicerContext) -> Any:
         jobs = self.queue.jobs(include_finished=request.include_finished)

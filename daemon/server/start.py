@@ -26,13 +26,13 @@ from pipeline import InvalidParameter
 from pipeline.device import select_device
 from proto.dermis.v1 import dermis_pb2 as pb
 
+from ..jobs.executor import Executor
+from ..jobs.queue import JobQueue
+from ..jobs.residency import Residency, default_budget
+from ..watch.service import WatchService
 from . import auth, runtime
-from .executor import Executor
-from .queue import JobQueue
-from .residency import Residency, default_budget
-from .server_info import device_text
+from .info import device_text
 from .servicer import DermisServicer, add_to_server
-from .watch_daemon import WatchService
 
 log = logging.getLogger("dermis.daemon")
 

@@ -18,7 +18,7 @@ from typing import Any
 from pipeline import Config, ImageTooLarge, InvalidParameter
 from proto.bulk import RawChunk
 
-from .errors import BadUpload, QueueFull
+from ..errors import BadUpload, QueueFull
 
 MAX_CHUNK_BYTES = 1 << 20  # 1 MiB, as the proto says
 MAX_SIDE = 65_535  # px: beyond what any editor or codec handles

@@ -21,7 +21,7 @@ from pipeline.stages import resolve
 from proto import bulk
 from proto.dermis.v1 import dermis_pb2 as pb
 
-from .queue import Job, JobEvent, JobSpec, Priority, State
+from ..jobs.queue import Job, JobEvent, JobSpec, Priority, State
 from .upload import MAX_CHUNK_BYTES, PixelLayout
 
 STATE_PB = {State.QUEUED: pb.JOB_STATE_QUEUED, State.RUNNING: pb.JOB_STATE_RUNNING,

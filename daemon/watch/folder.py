@@ -37,8 +37,8 @@ import pipeline
 from pipeline import Cancelled, CancelToken, DermisError, images
 from pipeline.files import fsync_dir, write_atomic, write_new
 
-from . import watch_journal as J
-from .watch_files import (
+from . import journal as J
+from .files import (
     FolderLock,
     counter_name,
     finish_move,
@@ -47,8 +47,8 @@ from .watch_files import (
     remove_temps,
     sha256_file,
 )
-from .watch_runner import JobRunner, WatchJob
-from .watch_scan import (
+from .runner import JobRunner, WatchJob
+from .scan import (
     FOLDER_SETTINGS,
     SIDECAR_SUFFIX,
     Scanner,
@@ -56,7 +56,7 @@ from .watch_scan import (
     find_sidecar,
     is_input_name,
 )
-from .watch_settings import Settings, resolve, seed_from_hash
+from .settings import Settings, resolve, seed_from_hash
 
 log = logging.getLogger("dermis.watch")
 

@@ -14,7 +14,7 @@ from typing import Protocol
 import pipeline
 from pipeline import CancelToken, Image, images
 
-from .watch_settings import Settings
+from .settings import Settings
 
 
 @dataclass(frozen=True)

@@ -29,11 +29,11 @@ from typing import Any
 import pipeline
 from pipeline import Cancelled, CancelToken, DermisError, Image, InvalidParameter, images
 
-from .errors import QueueFull, ShuttingDown
-from .queue import JobQueue, JobSpec, Priority, State
-from .watch_folder import Options, WatchFolder
-from .watch_runner import LocalRunner, WatchJob
-from .watch_settings import base_settings
+from ..errors import QueueFull, ShuttingDown
+from ..jobs.queue import JobQueue, JobSpec, Priority, State
+from .folder import Options, WatchFolder
+from .runner import LocalRunner, WatchJob
+from .settings import base_settings
 
 log = logging.getLogger("dermis.watch")
 
