@@ -240,8 +240,8 @@ def test_in_process_batch_jobs_as_the_watch_folder_submits_them(daemon, portrait
 
 
 def test_previews_travel_as_small_rgb8_and_only_the_newest_is_kept(test_presets):
-    from daemon.server import wire
     from daemon.jobs.queue import JobQueue, JobSpec
+    from daemon.server import wire
     from proto import client as thin
     from proto.dermis.v1 import dermis_pb2 as pb
 

@@ -17,8 +17,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from daemon.install import gimp as install_gimp
 from daemon.cli import main
+from daemon.install import gimp as install_gimp
 from plugin_gimp import job
 from plugin_gimp._client import client
 

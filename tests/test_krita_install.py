@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.install import krita as install_krita
 from daemon.cli import main
+from daemon.install import krita as install_krita
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -22,11 +22,11 @@ from proto import bulk
 from proto.dermis.v1 import dermis_pb2 as pb
 from proto.dermis.v1 import dermis_pb2_grpc as pb_grpc
 
+from ..errors import ResultExpired
 from ..jobs.executor import Executor
 from ..jobs.queue import TERMINAL_KINDS, JobQueue
 from ..jobs.residency import Residency
 from . import info, upload, wire
-from ..errors import ResultExpired
 
 log = logging.getLogger("dermis.daemon")
 
