@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from pipeline import InvalidParameter
+
 NAME = "dev"
 HELP = "developer tools"
 
@@ -23,8 +25,7 @@ def run(args: argparse.Namespace) -> int:
         families = args.family or list(FAMILIES)
         unknown = set(families) - set(FAMILIES)
         if unknown:
-            print(f"dermis: unknown family {', '.join(sorted(unknown))}; known: {', '.join(FAMILIES)}")
-            return 2
+            raise InvalidParameter(f"unknown family {', '.join(sorted(unknown))}; known: {', '.join(FAMILIES)}.")
         written = make_tiny_models(args.dir, families)
         for name, path in sorted(written.items()):
             print(f"{name}: {path}")

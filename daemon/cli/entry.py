@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 
 from pipeline import DermisError
+from pipeline.errors import ErrorCode
+from proto.client_types import ClientError
 
 COMMANDS = [
     "daemon.cli.upscale",
@@ -62,12 +64,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args._run(args) or 0)
-    except DermisError as e:
-        print(f"dermis: error: {e}", file=sys.stderr)
-        return 2 if e.code in ("invalid_argument", "invalid_parameter", "unknown_preset") else 1
+    except (DermisError, ClientError) as e:
+        return report_error(e)
     except KeyboardInterrupt:
         print("dermis: interrupted", file=sys.stderr)
         return 130
+
+
+def report_error(err: DermisError | ClientError) -> int:
+    """The one way the CLI reports a failure: ``dermis: error: <sentence>`` on stderr, and the exit
+    status its code calls for: 2 when the request is wrong (the command must change), 1 otherwise."""
+    print(f"dermis: error: {err}", file=sys.stderr)
+    return exit_status(ErrorCode.of(err.code))
+
+
+def exit_status(code: ErrorCode) -> int:
+    return 2 if code.status == "INVALID_ARGUMENT" else 1
 
 
 def entrypoint() -> None:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from proto.client import Client, ClientError
+from proto.client import Client
 
 NAME = "status"
 HELP = "show the running daemon: device and memory, presets and weights, loaded models, the queue"
@@ -22,16 +21,12 @@ def _mib(n: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        with Client(args.server, timeout=args.timeout) as client:
-            info = client.info()
-            jobs = client.list_jobs(include_finished=args.all)
-            counts = client.job_counts()
-            folders = client.watch_folders()
-            address = client.address
-    except ClientError as e:
-        print(f"dermis: {e}", file=sys.stderr)
-        return 1
+    with Client(args.server, timeout=args.timeout) as client:  # no daemon: ClientError, reported by entry
+        info = client.info()
+        jobs = client.list_jobs(include_finished=args.all)
+        counts = client.job_counts()
+        folders = client.watch_folders()
+        address = client.address
     print(f"dermis daemon {info.version} (api v{info.api_version}) at {address}")
     memory = f", {_mib(info.vram_free)} free of {_mib(info.vram_total)}" if info.vram_total else ""
     print(f"device: {info.device}{memory}")

@@ -19,8 +19,10 @@ import platform
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
+from ..errors import InstallError
 from . import vendor
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,11 +34,8 @@ PROTO_SKIP = {"regen.py"}
 WINDOWS_PYTHON = "3.12"
 
 
-class InstallError(RuntimeError):
-    pass
-
-
-def default_target(system: str | None = None, home: Path | None = None, env: dict | None = None) -> Path:
+def default_target(system: str | None = None, home: Path | None = None,
+                   env: Mapping[str, str] | None = None) -> Path:
     """GIMP 3's per-user plug-ins folder on this OS (no admin rights needed)."""
     system = system or platform.system()
     home = home or Path.home()
@@ -114,14 +113,6 @@ def _is_ours(folder: Path) -> bool:
 
 
 def install(args: argparse.Namespace) -> int:
-    try:
-        return _install(args)
-    except InstallError as e:
-        print(f"dermis: {e}", file=sys.stderr)
-        return 1
-
-
-def _install(args: argparse.Namespace) -> int:
     target = Path(args.target).expanduser() if args.target else default_target()
     dest = target / NAME
     if dest.exists() and not _is_ours(dest):
@@ -143,10 +134,9 @@ def _install(args: argparse.Namespace) -> int:
         if dest.exists():
             shutil.rmtree(dest)
         staging.rename(dest)
-    except (OSError, vendor.VendorError, InstallError) as e:
+    except (OSError, InstallError) as e:
         shutil.rmtree(staging, ignore_errors=True)
-        print(f"dermis: could not install the GIMP plug-in into {target}: {e}", file=sys.stderr)
-        return 1
+        raise InstallError(f"could not install the GIMP plug-in into {target}: {e}") from None
     what = f"grpcio/protobuf for Python {py} ({', '.join(wheels)})" if wheels else "no wheels (--no-vendor)"
     print(f"Installed the GIMP 3 plug-in into {dest} with {what}.")
     print("Restart GIMP, start the daemon (`dermis serve`), then use Filters → Enhance → Dermis → Refine skin…")
@@ -162,9 +152,7 @@ def uninstall(args: argparse.Namespace) -> int:
         print(f"Nothing to remove: {dest} does not exist.")
         return 0
     if not _is_ours(dest):
-        print(f"dermis: {dest} was not installed by Dermis ({MARKER} missing); not touching it.",
-              file=sys.stderr)
-        return 1
+        raise InstallError(f"{dest} was not installed by Dermis ({MARKER} missing); not touching it.")
     shutil.rmtree(dest)
     print(f"Removed the GIMP plug-in from {dest}. Restart GIMP to drop its menu entry.")
     return 0

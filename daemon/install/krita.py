@@ -22,6 +22,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from ..errors import InstallError
 from . import vendor
 
 MODULE = "dermis_krita"  # the package name in pykrita/, and kritarc's enable_<MODULE>
@@ -30,10 +31,6 @@ PLUGIN_SRC = REPO / "plugin_krita"
 PROTO_SRC = REPO / "proto"
 MANIFEST = "INSTALLED.json"
 FALLBACK_PYTHON = "3.10"  # the Python bundled with official Krita 5.2 builds (Windows, macOS, AppImage)
-
-
-class InstallError(RuntimeError):
-    pass
 
 
 # -- where Krita keeps things ----------------------------------------------------------------------
@@ -129,9 +126,9 @@ def install(args: argparse.Namespace) -> int:
         try:
             wheels = vendor.vendor(pkg / "vendor", pyver, platforms,
                                    Path(args.wheels) if args.wheels else None)
-        except vendor.VendorError as e:
+        except InstallError:
             _remove(target, {"files": [str(f.relative_to(target)) for f in files]})
-            raise InstallError(str(e)) from None
+            raise
         files += sorted(p for p in (pkg / "vendor").rglob("*") if p.is_file())
         record.update(python=pyver, platforms=list(platforms), wheels=wheels)
 
@@ -154,8 +151,7 @@ def uninstall(args: argparse.Namespace) -> int:
     target = Path(args.target).expanduser() if args.target else default_target()
     pkg = target / MODULE
     if not (pkg / MANIFEST).exists():
-        print(f"dermis: no Dermis plugin installed in {target} (no {MODULE}/{MANIFEST}).", file=sys.stderr)
-        return 1
+        raise InstallError(f"no Dermis plugin installed in {target} (no {MODULE}/{MANIFEST}).")
     record = _read_manifest(pkg)
     left = _remove(target, record)
     print(f"Removed the Dermis plugin from {target}.")

@@ -19,12 +19,10 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..errors import InstallError
+
 # grpcio (>= 1.7x) imports typing_extensions, which editors' Pythons do not ship either
 PACKAGES = ("grpcio", "protobuf", "typing_extensions")
-
-
-class VendorError(RuntimeError):
-    pass
 
 
 def default_platforms() -> list[str]:
@@ -65,7 +63,7 @@ def download_wheels(
     cmd += pinned_requirements(packages)
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise VendorError(
+        raise InstallError(
             "could not download grpcio/protobuf wheels for Python "
             f"{python_version}: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}"
         )
@@ -83,7 +81,7 @@ def unpack_wheels(wheels: Sequence[Path], target: Path) -> None:
                 # refuse anything that would land outside the vendor folder
                 dest = (target / member).resolve()
                 if not str(dest).startswith(str(target.resolve())):
-                    raise VendorError(f"{whl.name} contains an unsafe path: {member}")
+                    raise InstallError(f"{whl.name} contains an unsafe path: {member}")
             z.extractall(target)
 
 
@@ -97,7 +95,7 @@ def vendor(
     if wheel_dir is not None:
         wheels = sorted(Path(wheel_dir).glob("*.whl"))
         if not wheels:
-            raise VendorError(f"no .whl files in {wheel_dir}")
+            raise InstallError(f"no .whl files in {wheel_dir}")
     else:
         tmp = Path(tempfile.mkdtemp(prefix="dermis-wheels-"))
         try:

@@ -17,8 +17,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 import pipeline
 from pipeline import Cancelled, DermisError, Progress
+from pipeline.errors import ErrorCode
+from proto.events import EventKind, Preview
 
 from ..errors import NeedsWholeDevice, Preempted
 from .queue import Job, JobQueue, Priority
@@ -35,33 +39,40 @@ class ProgressPublisher:
     MIN_INTERVAL = 0.1  # s between progress events of the same stage (the last step always goes out)
     PREVIEW_INTERVAL = 0.5  # s between previews
 
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: Job, clock: Callable[[], float] = time.monotonic) -> None:
         self.job = job
         self.stage = ""
+        self._clock = clock
         self._last = 0.0
         self._last_preview = 0.0
 
     def __call__(self, p: Progress) -> None:
-        now = time.monotonic()
+        now = self._clock()
         if not p.stage and p.message == "done":
             return  # run()'s own end marker: the done event follows once the result is stored
         if p.stage and p.steps == 0 and p.message == f"{p.stage}: started":
             self.stage = p.stage
             self._last = 0.0
-            self.job.emit("stage", stage=p.stage, message=p.message, fraction=p.fraction)
+            self.job.emit(EventKind.stage, stage=p.stage, message=p.message, fraction=p.fraction)
             return
         if p.steps > 0:
             last_step = p.step >= p.steps and p.tile >= p.tiles
             if last_step or now - self._last >= self.MIN_INTERVAL:
                 self._last = now
-                self.job.emit("progress", stage=p.stage, step=p.step, steps=p.steps, tile=p.tile,
+                self.job.emit(EventKind.progress, stage=p.stage, step=p.step, steps=p.steps, tile=p.tile,
                               tiles=p.tiles, fraction=min(p.fraction, 0.999), message=p.message)
             if p.preview is not None and now - self._last_preview >= self.PREVIEW_INTERVAL:
                 self._last_preview = now
-                self.job.emit("preview", stage=p.stage, preview=p.preview)
+                self.job.emit(EventKind.preview, stage=p.stage, preview=rgb8_preview(p.preview))
             return
         if p.message:
-            self.job.emit("message", stage=p.stage, message=p.message)
+            self.job.emit(EventKind.message, stage=p.stage, message=p.message)
+
+
+def rgb8_preview(preview: np.ndarray) -> Preview:
+    """A stage's preview (uint8, h x w x 3 or more channels) as the event's small RGB8 picture."""
+    rgb = np.ascontiguousarray(preview[..., :3], dtype=np.uint8)
+    return Preview(width=rgb.shape[1], height=rgb.shape[0], pixels=rgb.tobytes())
 
 
 class Executor:
@@ -96,7 +107,7 @@ class Executor:
         running = self.queue.close(SHUTDOWN_REASON)
         self._stopping = True
         for job in running:
-            job.emit("message", message=f"The daemon is shutting down; the job has {grace:g} s to finish.")
+            job.emit(EventKind.message, message=f"The daemon is shutting down; the job has {grace:g} s to finish.")
         self._thread.join(grace)
         if self._thread.is_alive():
             for job in list(self._stack):
@@ -116,7 +127,7 @@ class Executor:
             except BaseException:  # never let the one device thread die silently
                 log.exception("executor error on job %s", job.id)
                 if not job.finished:
-                    self.queue.finish_failed(job, "internal", "Internal error in the daemon's executor; "
+                    self.queue.finish_failed(job, ErrorCode.INTERNAL, "Internal error in the daemon's executor; "
                                              "its log has the details.")
 
     def _run(self, job: Job, *, nested: bool) -> bool:
@@ -137,7 +148,9 @@ class Executor:
                     device=self.device,
                 )
 
-            notify = lambda text: job.emit("message", message=text)  # noqa: E731
+            def notify(text: str) -> None:
+                job.emit(EventKind.message, message=text)
+
             result = self.residency.run(attempt, spec.recipe, notify=notify, nested=nested)
             stored = spec.finish(result) if spec.finish is not None else result
         except NeedsWholeDevice:
@@ -152,7 +165,7 @@ class Executor:
             self.queue.finish_failed(job, e.code, str(e), stage=publish.stage)
         except Exception as e:  # a bug must fail the job, never the daemon
             log.exception("job %s failed", job.id)
-            self.queue.finish_failed(job, "internal", f"Internal error in the daemon ({type(e).__name__}: "
+            self.queue.finish_failed(job, ErrorCode.INTERNAL, f"Internal error in the daemon ({type(e).__name__}: "
                                      f"{e}); the daemon's log has the details.", stage=publish.stage)
         else:
             self.queue.finish_done(job, stored, nbytes=int(getattr(stored, "nbytes", 0)))

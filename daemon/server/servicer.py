@@ -1,9 +1,9 @@
 """The dermis.v1.Dermis servicer: translates requests into queue calls and events into replies.
 
-No work happens here: uploads go into the queue (daemon/jobs/queue.py), the executor runs them, and Watch
-streams the job's event log. Every error becomes a gRPC status through one table (ERROR_STATUS), with
-the Dermis error code in the trailing metadata ``dermis-error-code`` and the error's own sentence as
-the details, so clients can both branch on it and show it unchanged.
+No work happens here: uploads go into the queue (daemon/jobs/queue.py), the executor runs them, and
+Watch streams the job's event log. Every error becomes the gRPC status its code names
+(pipeline.errors.ErrorCode), with the Dermis error code in the trailing metadata ``dermis-error-code``
+and the error's own sentence as the details, so clients can both branch on it and show it unchanged.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 import torch
@@ -21,49 +21,30 @@ from pipeline import DermisError
 from proto import bulk
 from proto.dermis.v1 import dermis_pb2 as pb
 from proto.dermis.v1 import dermis_pb2_grpc as pb_grpc
+from proto.events import TERMINAL, EventKind
 
 from ..errors import ResultExpired
 from ..jobs.executor import Executor
-from ..jobs.queue import TERMINAL_KINDS, JobQueue
+from ..jobs.queue import JobQueue
 from ..jobs.residency import Residency
 from . import info, upload, wire
 
 log = logging.getLogger("dermis.daemon")
 
 ERROR_CODE_KEY = "dermis-error-code"
-ERROR_STATUS = {
-    # the request is wrong: the client must change it
-    "invalid_argument": grpc.StatusCode.INVALID_ARGUMENT,
-    "invalid_parameter": grpc.StatusCode.INVALID_ARGUMENT,
-    "unknown_preset": grpc.StatusCode.INVALID_ARGUMENT,
-    "corrupt_image": grpc.StatusCode.INVALID_ARGUMENT,
-    "unsupported_image": grpc.StatusCode.INVALID_ARGUMENT,
-    "image_too_large": grpc.StatusCode.INVALID_ARGUMENT,
-    # the daemon's set-up is missing something: the user must fix the install, not the request
-    "missing_weights": grpc.StatusCode.FAILED_PRECONDITION,
-    "wrong_weights": grpc.StatusCode.FAILED_PRECONDITION,
-    "stage_unavailable": grpc.StatusCode.FAILED_PRECONDITION,
-    "result_expired": grpc.StatusCode.FAILED_PRECONDITION,
-    # limits: try again later
-    "queue_full": grpc.StatusCode.RESOURCE_EXHAUSTED,
-    "out_of_memory": grpc.StatusCode.RESOURCE_EXHAUSTED,
-    "already_exists": grpc.StatusCode.ALREADY_EXISTS,
-    "not_found": grpc.StatusCode.NOT_FOUND,
-    "cancelled": grpc.StatusCode.CANCELLED,
-    "shutting_down": grpc.StatusCode.UNAVAILABLE,
-    "internal": grpc.StatusCode.INTERNAL,
-}
 WATCH_POLL_S = 1.0  # how often a quiet Watch checks that its client is still there
 
 
 def status_for(err: DermisError) -> grpc.StatusCode:
-    return ERROR_STATUS.get(err.code, grpc.StatusCode.INTERNAL)
+    """The gRPC status of an error: its code's canonical status (pipeline.errors.ErrorCode)."""
+    return grpc.StatusCode[err.code.status]
 
 
-def abort(context: grpc.ServicerContext, err: DermisError) -> None:
+def abort(context: grpc.ServicerContext, err: DermisError) -> NoReturn:
     """End the call with the error's status, sentence and code (raises, as context.abort does)."""
-    context.set_trailing_metadata(((ERROR_CODE_KEY, err.code),))
+    context.set_trailing_metadata(((ERROR_CODE_KEY, err.code.value),))
     context.abort(status_for(err), str(err))
+    raise AssertionError("grpc's context.abort always raises")
 
 
 class DermisServicer(pb_grpc.DermisServicer):
@@ -123,19 +104,19 @@ class DermisServicer(pb_grpc.DermisServicer):
         seq = request.after_seq
         while context.is_active():
             for ev in job.events_after(seq, timeout=WATCH_POLL_S):
-                if ev.kind == "done":
+                if ev.kind is EventKind.done:
                     result = job.result
                     if result is None:
                         err = ResultExpired(f"the result of job {job.id} is no longer held (results are "
                                             "kept for a limited time); run the job again.")
                         yield pb.JobEvent(job_id=job.id, seq=ev.seq,
-                                          error=pb.Error(code=err.code, message=str(err)))
+                                          error=pb.Error(code=err.code.value, message=str(err)))
                     else:
                         yield from wire.result_events(job.id, ev.seq, result)
                     return
-                yield wire.event_pb(job.id, ev)
+                yield wire.event_pb(ev)
                 seq = ev.seq
-                if ev.kind in TERMINAL_KINDS:
+                if ev.kind in TERMINAL:
                     return
 
     def Cancel(self, request: Any, context: grpc.ServicerContext) -> Any:

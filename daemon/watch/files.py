@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
+from collections.abc import Set
 from pathlib import Path
 
 from pipeline.files import fsync_dir, link_new, temp_files
@@ -34,7 +36,7 @@ def counter_name(name: str, n: int, *, suffix_len: int | None = None) -> str:
     return f"{name[:cut]}-{n}{name[cut:]}"
 
 
-def free_path(folder: Path, name: str, taken: set[str] = frozenset()) -> Path:
+def free_path(folder: Path, name: str, taken: Set[str] = frozenset()) -> Path:
     """The first of name, name-2, name-3 … that does not exist in ``folder`` and is not in ``taken``."""
     n = 1
     while True:
@@ -121,7 +123,7 @@ class FolderLock:
             self._fd = None
 
 
-try:
+if sys.platform != "win32":
     import fcntl
 
     def _try_lock(fd: int) -> bool:
@@ -134,7 +136,7 @@ try:
     def _unlock(fd: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_UN)
 
-except ImportError:  # Windows
+else:
     import msvcrt
 
     def _try_lock(fd: int) -> bool:

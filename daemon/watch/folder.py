@@ -12,72 +12,43 @@ Layout (everything that is renamed stays on the watched folder's volume, so rena
 One thread runs ``serve``: file-system events (watchdog) only wake it early; a full rescan runs every
 ``rescan_s`` seconds regardless, because events get lost. The order of journal commits and file
 operations is what makes a kill -9 at any instruction recoverable; ``_recover`` reads it back.
+Where originals end (done/ or failed/) is ``archive.py``; what wakes the loop is ``events.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import re
-import signal
 import sqlite3
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import platformdirs
-from watchdog.events import FileSystemEventHandler
-from watchdog.observers import Observer
-from watchdog.observers.polling import PollingObserver
+from watchdog.observers.api import BaseObserver
 
 import pipeline
 from pipeline import Cancelled, CancelToken, DermisError, images
-from pipeline.files import fsync_dir, write_atomic, write_new
+from pipeline.errors import ErrorCode
+from pipeline.files import fsync_dir, write_new
 
 from . import journal as J
-from .files import (
-    FolderLock,
-    counter_name,
-    finish_move,
-    free_path,
-    move_new,
-    remove_temps,
-    sha256_file,
-)
+from .archive import Archive
+from .events import start_observer
+from .faults import fault
+from .files import FolderLock, free_path, remove_temps, sha256_file
 from .runner import JobRunner, WatchJob
-from .scan import (
-    FOLDER_SETTINGS,
-    SIDECAR_SUFFIX,
-    Scanner,
-    ScanResult,
-    find_sidecar,
-    is_input_name,
-)
+from .scan import FOLDER_SETTINGS, SIDECAR_SUFFIX, Scanner, ScanResult, find_sidecar, is_input_name
 from .settings import Settings, resolve, seed_from_hash
 
 log = logging.getLogger("dermis.watch")
 
-
-class _QuietStopRace(logging.Filter):
-    """watchdog logs this at ERROR when an event arrives while its emitter stops (it then carries on
-    as if there were no event, watchdog PR #963); for a watcher that is shutting down it is noise."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "called when the thread is inactive" not in record.getMessage()
-
-
-logging.getLogger("watchdog.observers.inotify").addFilter(_QuietStopRace())
-
 STATE_DIR = ".dermis"
-FAULT_ENV = "DERMIS_WATCH_FAULT"
-# Errors that another attempt cannot fix: fail the file at once. Anything else (out of memory, a bug)
-# is retried up to max_attempts.
-PERMANENT = {"invalid_argument", "corrupt_image", "unsupported_image", "image_too_large",
-             "invalid_parameter", "unknown_preset", "missing_weights", "wrong_weights",
-             "stage_unavailable", "cancelled"}
 
 
 @dataclass(frozen=True)
@@ -118,19 +89,21 @@ class WatchFolder:
             raise pipeline.InvalidParameter(f"the output folder cannot be {self.out}: Dermis uses it.")
         self.base, self.runner, self.options = base, runner, options
         state = self.inbox / STATE_DIR
-        self.work, self.done, self.failed = state / "work", self.inbox / "done", self.inbox / "failed"
-        for d in (self.work, self.done, self.failed, self.out):
-            d.mkdir(parents=True, exist_ok=True)
+        self.work = state / "work"
         self.journal = J.Journal(journal or default_journal(self.inbox, options.polling))
+        self.archive = Archive(self.inbox, self.work, self.journal)
+        for d in (self.work, self.archive.done, self.archive.failed, self.out):
+            d.mkdir(parents=True, exist_ok=True)
         self.scanner = Scanner(self.inbox, stable_s=options.stable_s, give_up_s=options.give_up_s,
                                max_pixels=max_pixels)
         self._lock = FolderLock(state / "lock")
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._cancel: CancelToken | None = None
-        self._observer = None
+        self._observer: BaseObserver | None = None
         self._settling = 0  # files in the folder not yet complete, as of the last scan
         self._ready: list[Path] = []  # complete files in the folder, not yet claimed
+        self.scans = 0  # full listings of the folder so far (the loop's heartbeat)
 
     # ------------------------------------------------------------------------------ public surface
 
@@ -183,6 +156,7 @@ class WatchFolder:
                     self._check_observer()
                     res = self.scanner.scan(now)
                     last_scan = now
+                    self.scans += 1
                     self._settling = res.waiting
                     for b in res.broken:
                         self._claim(b.path, b.error)
@@ -220,18 +194,9 @@ class WatchFolder:
             log.warning("%s: the file event watcher stopped; restarting it", self.inbox)
             self._observer = self._start_observer()
 
-    def _start_observer(self):
-        handler = _Hint(self.inbox, self._wake)
-        kinds = [PollingObserver] if self.options.polling else [Observer, PollingObserver]
-        for kind in kinds:
-            observer = kind(timeout=self.options.poll_s)
-            try:
-                observer.schedule(handler, str(self.inbox), recursive=False)
-                observer.start()
-                return observer
-            except OSError as e:  # inotify watch/instance limits (ENOSPC, EMFILE)
-                log.warning("%s: native file events unavailable (%s); polling instead", self.inbox, e)
-        raise AssertionError("unreachable")
+    def _start_observer(self) -> BaseObserver:
+        return start_observer(self.inbox, self._wake, polling=self.options.polling,
+                              poll_s=self.options.poll_s)
 
     # ------------------------------------------------------------------------------------- claim
 
@@ -239,7 +204,7 @@ class WatchFolder:
         entry = self.journal.add_claim(path.name)
         if (self.work / entry.work).exists():  # left by a lost journal: never rename over it
             entry = self.journal.update(entry.id, work=f"{entry.id}-{os.urandom(4).hex()}-{path.name}")
-        _fault("claim.journaled")
+        fault("claim.journaled")
         try:
             os.rename(path, self.work / entry.work)  # atomic: a second watcher would get ENOENT
         except FileNotFoundError:  # gone, or another watcher on a shared folder took it first
@@ -254,14 +219,14 @@ class WatchFolder:
             return None
         self.scanner.forget(path)
         fsync_dir(self.work)
-        _fault("claim.moved")
+        fault("claim.moved")
         return self._finish_claim(entry, broken)
 
     def _finish_claim(self, entry: J.Entry, broken: DermisError | None = None) -> J.Entry:
         sidecar = self._claim_sidecar(entry)
         work = self.work / entry.work
         sha = sha256_file(work)
-        values: dict = {"sha256": sha, "state": J.QUEUED}
+        values: dict[str, Any] = {"sha256": sha, "state": J.QUEUED}
         try:
             if broken is not None:
                 raise broken
@@ -270,7 +235,7 @@ class WatchFolder:
                 s = replace(s, seed=seed_from_hash(sha))
             values.update(settings=s.to_json(), settings_key=s.key())
         except DermisError as e:
-            values.update(error_code=e.code, error=str(e))
+            values.update(error_code=e.code.value, error=str(e))
         entry = self.journal.update(entry.id, **values,
                                     event="claimed" + (f" with {sidecar.name}" if sidecar else ""))
         log.info("%s: claimed%s", entry.name, f" with {sidecar.name}" if sidecar else "")
@@ -288,31 +253,36 @@ class WatchFolder:
         src = find_sidecar(self.inbox, entry.name)
         if src is None:
             return None
-        entry = self.journal.update(entry.id, sidecar=f"{entry.id}-{src.name}")
-        os.rename(src, self.work / entry.sidecar)
-        return self.work / entry.sidecar
+        name = f"{entry.id}-{src.name}"
+        self.journal.update(entry.id, sidecar=name)
+        os.rename(src, self.work / name)
+        return self.work / name
 
     # ------------------------------------------------------------------------------------ process
 
     def _process(self, entry: J.Entry) -> None:
         if entry.error_code:
-            return self._decide(entry, J.FAILED, entry.error_code, entry.error)
+            return self.archive.decide(entry, J.FAILED, entry.error_code, entry.error)
         earlier = self.journal.find_done(entry.sha256, entry.settings_key, entry.id)
         if earlier is not None:
-            return self._decide(entry, J.SKIPPED, None,
-                                f"same content and settings as {earlier.name} (#{earlier.id}), "
-                                f"already done: {earlier.output}")
+            return self.archive.decide(entry, J.SKIPPED, None,
+                                       f"same content and settings as {earlier.name} (#{earlier.id}), "
+                                       f"already done: {earlier.output}")
         if entry.attempts >= self.options.max_attempts:
-            return self._decide(entry, J.FAILED, "crashed",
-                                f"processing was started {entry.attempts} times and the watcher stopped "
-                                "during each (crash, kill or power loss); giving up on this file.")
+            return self.archive.decide(
+                entry, J.FAILED, ErrorCode.CRASHED,
+                f"processing was started {entry.attempts} times and the watcher stopped during each "
+                "(crash, kill or power loss); giving up on this file.")
+        assert entry.settings is not None, "a queued row has its settings or its error code"
         settings = Settings.from_json(entry.settings)
+        assert settings.seed is not None, "the seed is fixed when the file is claimed"
+
         entry = self.journal.update(entry.id, state=J.RUNNING, attempts=entry.attempts + 1,
                                     event=f"running (attempt {entry.attempts + 1})")
         log.info("%s: running, preset %s, seed %s (attempt %d)", entry.name, settings.preset,
                  settings.seed, entry.attempts)
-        _fault("run")
-        job = WatchJob(self.work / entry.work, entry.name, settings, str(self.inbox))
+        fault("run")
+        job = WatchJob(self.work / entry.work, entry.name, settings, settings.seed, str(self.inbox))
         self._cancel = token = CancelToken()
         if self._stop.is_set():
             token.cancel("the watcher is stopping")
@@ -325,21 +295,22 @@ class WatchFolder:
                                     event="interrupted by shutdown; will resume")
                 log.info("%s: interrupted by shutdown; stays claimed", entry.name)
                 return None
-            return self._decide(entry, J.FAILED, e.code, str(e))
+            return self.archive.decide(entry, J.FAILED, e.code, str(e))
         except DermisError as e:
             return self._retry_or_fail(entry, e.code, str(e))
         except Exception as e:  # a bug or a library failure: keep the batch going, record it
             log.exception("%s: unexpected error", entry.name)
-            return self._retry_or_fail(entry, "internal", f"{type(e).__name__}: {e}")
+            return self._retry_or_fail(entry, ErrorCode.INTERNAL, f"{type(e).__name__}: {e}")
         finally:
             self._cancel = None
         seconds = time.perf_counter() - t0
         self._write_output(entry, settings, result, seconds)
         return None
 
-    def _retry_or_fail(self, entry: J.Entry, code: str, message: str) -> None:
-        if code in PERMANENT or entry.attempts >= self.options.max_attempts:
-            return self._decide(entry, J.FAILED, code, message)
+    def _retry_or_fail(self, entry: J.Entry, code: ErrorCode, message: str) -> None:
+        """Queue the file for another attempt if its error says one may help and attempts are left."""
+        if not code.retryable or entry.attempts >= self.options.max_attempts:
+            return self.archive.decide(entry, J.FAILED, code, message)
         self.journal.update(entry.id, state=J.QUEUED, error=None,
                             event=f"attempt {entry.attempts} failed ({code}): {message}; will retry")
         log.warning("%s: attempt %d failed (%s): %s; will retry", entry.name, entry.attempts, code, message)
@@ -349,87 +320,26 @@ class WatchFolder:
                       seconds: float) -> None:
         name = Path(entry.name).stem + ".dermis" + settings.output_suffix(entry.name)
         data = images.encode(result, images.format_for_path(name))
-        digest = _sha256(data)
+        digest = hashlib.sha256(data).hexdigest()
         # Where the original will go is decided now too: once the result is published, recovery
         # only has to finish the archive (one commit fewer per file than a separate 'archiving').
-        dest = self._free_archive_name(self.done, entry.name, False)
+        dest = self.archive.free_name(self.archive.done, entry.name, False)
         while True:
             target = free_path(self.out, name, taken=self.journal.outputs_in_flight() - {entry.output})
             entry = self.journal.update(entry.id, state=J.WRITING, output=str(target),
                                         output_sha256=digest, outcome=J.DONE, archived=str(dest))
             try:
-                write_new(target, data, before_publish=lambda: _fault("output.temp"))
+                write_new(target, data, before_publish=lambda: fault("output.temp"))
                 break
             except FileExistsError:  # someone took the name since free_path looked
                 continue
             except OSError as e:  # full disk, output folder gone: maybe better next time
                 entry = self.journal.update(entry.id, output=None, output_sha256=None, outcome=None,
                                             archived=None)
-                return self._retry_or_fail(entry, "write_failed",
+                return self._retry_or_fail(entry, ErrorCode.WRITE_FAILED,
                                            f"could not write the result {target}: {e.strerror or e}")
-        _fault("output.linked")
-        self._archive(entry, note=f"wrote {target.name} ({result.width}x{result.height}, {seconds:.2f} s)")
-
-    # ------------------------------------------------------------------------------------ archive
-
-    def _decide(self, entry: J.Entry, outcome: str, code: str | None, message: str | None,
-                note: str = "") -> None:
-        folder = self.failed if outcome == J.FAILED else self.done
-        dest = self._free_archive_name(folder, entry.name, outcome == J.FAILED)
-        entry = self.journal.update(entry.id, state=J.ARCHIVING, outcome=outcome, error_code=code,
-                                    error=message, archived=str(dest))
-        self._archive(entry, note)
-
-    def _archive(self, entry: J.Entry, note: str = "") -> None:
-        folder = self.failed if entry.outcome == J.FAILED else self.done
-        work = self.work / entry.work
-        dest = Path(entry.archived) if entry.archived else None
-        if dest is not None and os.path.lexists(dest) and os.path.lexists(work) \
-                and not finish_move(work, dest):
-            dest = None  # the recorded name was taken by someone else in the meantime
-        while os.path.lexists(work):
-            if dest is None:
-                dest = self._free_archive_name(folder, entry.name, entry.outcome == J.FAILED)
-                entry = self.journal.update(entry.id, archived=str(dest))
-            if entry.outcome == J.FAILED:
-                _write_error(dest, entry)  # before the move: a failed original never lacks its reason
-                _fault("fail.noted")
-            try:
-                move_new(work, dest)
-            except FileExistsError:
-                dest = None
-                continue
-            _fault("archive.moved")
-        if dest is None:
-            dest = self._free_archive_name(folder, entry.name, entry.outcome == J.FAILED)
-        if not os.path.lexists(dest):  # the work file vanished (removed by hand): keep the record
-            log.error("%s: the claimed file disappeared from %s", entry.name, self.work)
-            if entry.outcome == J.FAILED:
-                _write_error(dest, entry)
-        if entry.sidecar and (self.work / entry.sidecar).exists():
-            move_new(self.work / entry.sidecar, free_path(folder, dest.name + SIDECAR_SUFFIX))
-        msg = self._summary(entry, dest, note)
-        entry = self.journal.update(entry.id, state=entry.outcome, event=msg)
-        log.log(logging.WARNING if entry.outcome == J.FAILED else logging.INFO, "%s: %s", entry.name, msg)
-
-    @staticmethod
-    def _free_archive_name(folder: Path, name: str, with_error: bool) -> Path:
-        """A free name for the original (a-2.png …); for a failure its .error.txt must be free too."""
-        n = 1
-        while True:
-            cand = folder / counter_name(name, n)
-            if not os.path.lexists(cand) and not (with_error and os.path.lexists(_error_path(cand))):
-                return cand
-            n += 1
-
-    def _summary(self, entry: J.Entry, dest: Path, note: str) -> str:
-        where = os.path.relpath(dest, self.inbox)
-        if entry.outcome == J.DONE:
-            return f"done, original in {where}: {note or 'wrote ' + str(entry.output)}"
-        if entry.outcome == J.SKIPPED:
-            return f"skipped, original in {where}: {entry.error}"
-        return (f"failed ({entry.error_code}, {entry.attempts} attempt(s)), original in {where}: "
-                f"{entry.error}")
+        fault("output.linked")
+        self.archive.archive(entry, note=f"wrote {target.name} ({result.width}x{result.height}, {seconds:.2f} s)")
 
     # ----------------------------------------------------------------------------------- recovery
 
@@ -444,20 +354,22 @@ class WatchFolder:
                     self.journal.delete(entry.id)
                 continue
             if entry.state == J.ARCHIVING:
-                self._archive(entry)
+                self.archive.archive(entry)
                 continue
             if entry.state == J.WRITING:
-                out = Path(entry.output)
-                remove_temps(out)
-                if out.is_file() and sha256_file(out) == entry.output_sha256:
-                    self._archive(entry, note=f"wrote {out.name}")  # published: finish the archive
-                    continue
+                # no output recorded: a failed write was being undone when the process died
+                out = Path(entry.output) if entry.output else None
+                if out is not None:
+                    remove_temps(out)
+                    if out.is_file() and sha256_file(out) == entry.output_sha256:
+                        self.archive.archive(entry, note=f"wrote {out.name}")  # published: finish it
+                        continue
                 # never published: run again (the seed is fixed, so the result is the same)
                 entry = self.journal.update(entry.id, state=J.QUEUED, output=None, output_sha256=None,
                                             outcome=None, archived=None)
             if not work.exists():
-                self._decide(entry, J.FAILED, "missing", "the claimed file disappeared from the work "
-                             "folder before it was processed (removed by hand?).")
+                self.archive.decide(entry, J.FAILED, ErrorCode.MISSING, "the claimed file disappeared from "
+                                    "the work folder before it was processed (removed by hand?).")
             elif entry.state == J.RUNNING:
                 self.journal.update(entry.id, state=J.QUEUED,
                                     event=f"attempt {entry.attempts} was interrupted; will resume")
@@ -477,66 +389,3 @@ class WatchFolder:
             entry = self.journal.update(entry.id, work=p.name)
             log.warning("%s: found in the work folder without a journal record; queued again", p.name)
             self._finish_claim(entry)
-
-
-class _Hint(FileSystemEventHandler):
-    """Watchdog callback: a relevant change in the folder wakes the loop early. Nothing else."""
-
-    _KINDS = {"created", "modified", "closed", "moved"}
-
-    def __init__(self, inbox: Path, wake: threading.Event) -> None:
-        self.inbox = str(inbox)
-        self.wake = wake
-
-    def on_any_event(self, event) -> None:
-        # opened/closed_no_write come from our own decode checks; deletes and our claims (moves out
-        # of the folder) change nothing to look at.
-        if event.is_directory or event.event_type not in self._KINDS:
-            return
-        path = getattr(event, "dest_path", "") or event.src_path
-        path = os.fsdecode(path)
-        name = os.path.basename(path)
-        if os.path.dirname(path) == self.inbox and (
-                is_input_name(name) or name.endswith(SIDECAR_SUFFIX) or name == FOLDER_SETTINGS):
-            self.wake.set()
-
-
-def _error_path(original: Path) -> Path:
-    return original.parent / (original.name + ".error.txt")
-
-
-def _write_error(dest: Path, entry: J.Entry) -> None:
-    text = (
-        f"Dermis could not process {entry.name}.\n"
-        f"reason ({entry.error_code}): {entry.error}\n"
-        f"attempts: {entry.attempts}\n"
-        f"settings: {entry.settings or '-'}\n"
-        f"time: {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
-        f"To try again, move {dest.name} back into the watched folder.\n"
-    )
-    write_atomic(_error_path(dest), text.encode())
-
-
-def _sha256(data: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(data).hexdigest()
-
-
-_fault_hits: Counter[str] = Counter()
-
-
-def _fault(point: str) -> None:
-    """Test hook, off unless $DERMIS_WATCH_FAULT is set: ``point[:n]`` kills this process (SIGKILL)
-    the n-th time it reaches ``point``, so crash tests can die exactly between two steps."""
-    spec = os.environ.get(FAULT_ENV)
-    if not spec:
-        return
-    name, _, nth = spec.partition(":")
-    if name != point:
-        return
-    _fault_hits[point] += 1
-    if _fault_hits[point] == int(nth or 1):
-        logging.shutdown()
-        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
-        time.sleep(10)

@@ -23,6 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 CLAIMING, QUEUED, RUNNING, WRITING, ARCHIVING = "claiming", "queued", "running", "writing", "archiving"
 DONE, SKIPPED, FAILED = "done", "skipped", "failed"
@@ -68,7 +69,7 @@ class Entry:
     id: int
     name: str
     state: str
-    work: str | None
+    work: str  # <id>-<name>, set in the transaction that adds the row
     sidecar: str | None
     sha256: str | None
     settings: str | None
@@ -115,6 +116,8 @@ class Journal:
                     "INSERT INTO inputs (name, state, created, updated) VALUES (?, ?, ?, ?)",
                     (name, CLAIMING, now, now))
                 rid = cur.lastrowid
+                if rid is None:
+                    raise sqlite3.DatabaseError("the journal gave no id for a new row")
                 self._db.execute("UPDATE inputs SET work = ? WHERE id = ?", (f"{rid}-{name}", rid))
                 self._db.execute("COMMIT")
             except BaseException:
@@ -122,7 +125,7 @@ class Journal:
                 raise
         return self.get(rid)
 
-    def update(self, entry_id: int, *, event: str | None = None, **values) -> Entry:
+    def update(self, entry_id: int, *, event: str | None = None, **values: Any) -> Entry:
         """Change columns, and log ``event`` for it in the same transaction (one fsync, not two)."""
         values["updated"] = time.time()
         cols = ", ".join(f"{k} = ?" for k in values)
@@ -153,7 +156,10 @@ class Journal:
     # -------------------------------------------------------------------------------------- reads
 
     def get(self, entry_id: int) -> Entry:
-        return self._one("SELECT {} FROM inputs WHERE id = ?", (entry_id,))
+        entry = self._one("SELECT {} FROM inputs WHERE id = ?", (entry_id,))
+        if entry is None:
+            raise LookupError(f"journal {self.path} has no row {entry_id}")
+        return entry
 
     def active(self) -> list[Entry]:
         marks = ",".join("?" * len(ACTIVE))
@@ -164,14 +170,15 @@ class Journal:
         return self._one("SELECT {} FROM inputs WHERE state = ? ORDER BY attempts, id LIMIT 1",
                          (QUEUED,))
 
-    def find_done(self, sha256: str, settings_key: str, exclude: int) -> Entry | None:
+    def find_done(self, sha256: str | None, settings_key: str | None, exclude: int) -> Entry | None:
+        """An earlier done row with this content and settings (None matches nothing)."""
         return self._one(
             "SELECT {} FROM inputs WHERE sha256 = ? AND settings_key = ? AND state = ? AND id != ? "
             "ORDER BY id LIMIT 1", (sha256, settings_key, DONE, exclude))
 
     def outputs_in_flight(self) -> set[str]:
         rows = self._all("SELECT {} FROM inputs WHERE state = ? AND output IS NOT NULL", (WRITING,))
-        return {e.output for e in rows}
+        return {e.output for e in rows if e.output is not None}
 
     def all(self) -> list[Entry]:
         return self._all("SELECT {} FROM inputs ORDER BY id", ())

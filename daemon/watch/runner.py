@@ -21,7 +21,8 @@ from .settings import Settings
 class WatchJob:
     path: Path  # the claimed file in the work folder
     name: str  # the name it was dropped with (for messages)
-    settings: Settings  # seed already fixed
+    settings: Settings
+    seed: int  # fixed when the file was claimed (its settings' seed, or one from its content hash)
     folder: str  # the watched folder, for logs and the daemon's job list
 
 
@@ -50,6 +51,6 @@ class LocalRunner:
         s = job.settings
         image = images.load(job.path, max_pixels=self.config.max_pixels)
         region = pipeline.Region.parse(s.region) if s.region else None
-        result = pipeline.run(s.recipe(), image, seed=s.seed, region=region, cancel=cancel,
+        result = pipeline.run(s.recipe(), image, seed=job.seed, region=region, cancel=cancel,
                               config=self.config, models=self.models, device=self.device)
         return result.image

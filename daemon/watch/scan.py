@@ -124,6 +124,7 @@ class Scanner:
             if verdict == "ready":
                 ready.append((seen.mtime, entry.name))
             elif verdict == "broken":
+                assert seen.error is not None, "broken means the decode said why"
                 result.broken.append(Broken(self.folder / entry.name, seen.error))
             else:
                 result.waiting += 1

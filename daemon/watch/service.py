@@ -29,7 +29,7 @@ from typing import Any
 import pipeline
 from pipeline import Cancelled, CancelToken, DermisError, Image, InvalidParameter, images
 
-from ..errors import QueueFull, ShuttingDown
+from ..errors import JobFailed, QueueFull, ShuttingDown
 from ..jobs.queue import JobQueue, JobSpec, Priority, State
 from .folder import Options, WatchFolder
 from .runner import LocalRunner, WatchJob
@@ -40,14 +40,6 @@ log = logging.getLogger("dermis.watch")
 CLIENT_NAME = "watch"
 _KEYS = {"in", "out", "preset", "set", "polling", "stable_s", "rescan_s", "give_up_s", "attempts",
          "journal"}
-
-
-class JobError(DermisError):
-    """A folder job failed in the daemon: carries the executor's error code to the folder's record."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class QueueRunner:
@@ -63,7 +55,7 @@ class QueueRunner:
         s = job.settings
         region = pipeline.Region.parse(s.region) if s.region else None
         spec = JobSpec(
-            recipe=s.recipe(), seed=s.seed, region=region, priority=Priority.BATCH,
+            recipe=s.recipe(), seed=job.seed, region=region, priority=Priority.BATCH,
             client_name=CLIENT_NAME,
             # decoded on the executor thread when the job starts: a waiting job holds no pixels
             image=lambda: images.load(job.path, max_pixels=self.config.max_pixels),
@@ -77,7 +69,7 @@ class QueueRunner:
             return queued.result
         if queued.state is State.CANCELLED:
             raise Cancelled(queued.message or "The job was cancelled.")
-        raise JobError(queued.error_code or "internal", queued.message or "The job failed.")
+        raise JobFailed(queued.error_code or "internal", queued.message or "The job failed.")
 
     def _submit(self, spec: JobSpec, cancel: CancelToken):
         while True:
@@ -155,7 +147,7 @@ class WatchService:
     def start(self) -> None:
         for entry in self.entries:
             if entry.folder is not None:
-                entry.thread = threading.Thread(target=self._serve, args=(entry,),
+                entry.thread = threading.Thread(target=self._serve, args=(entry, entry.folder),
                                                 name=f"dermis-watch-{entry.inbox.name}", daemon=True)
                 entry.thread.start()
                 log.info("watching %s -> %s (preset %s)", entry.inbox, entry.out, entry.preset)
@@ -175,15 +167,15 @@ class WatchService:
         """Per folder: its paths and preset, pending/running/done/skipped/failed, and any error."""
         rows = []
         for e in self.entries:
-            c = e.folder.counts() if e.folder is not None else dict.fromkeys(
-                ("pending", "running", "done", "skipped", "failed"), 0)
+            c = e.folder.counts() if e.folder is not None else {
+                k: 0 for k in ("pending", "running", "done", "skipped", "failed")}
             rows.append({"folder": str(e.inbox), "out": str(e.out), "preset": e.preset, **c,
                          "error": e.error})
         return rows
 
-    def _serve(self, entry: FolderEntry) -> None:
+    def _serve(self, entry: FolderEntry, folder: WatchFolder) -> None:
         try:
-            entry.folder.serve()
+            folder.serve()
         except Exception as e:  # the folder stops; the daemon and the other folders go on
             entry.error = str(e)
             log.exception("watch folder %s stopped", entry.inbox)

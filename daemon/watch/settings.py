@@ -29,6 +29,8 @@ from typing import Any
 import pipeline
 from pipeline import InvalidParameter
 
+from ..jobs.recipe import build_recipe
+
 ALLOWED_KEYS = ("preset", "scale", "seed", "region", "format", "set")
 FORMATS = {"png": ".png", "tif": ".tif", "tiff": ".tif", "jpg": ".jpg", "jpeg": ".jpg", "webp": ".webp"}
 
@@ -51,7 +53,7 @@ class Settings:
         return cls(**{**raw, "overrides": tuple(raw.get("overrides", ()))})
 
     def recipe(self) -> pipeline.Recipe:
-        return pipeline.build(self.preset, self.overrides, scale=self.scale)
+        return build_recipe(self.preset, self.overrides, scale=self.scale)
 
     def key(self) -> str:
         """Identity of the work: the same content with the same key is done once (re-drops skip).
