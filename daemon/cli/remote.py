@@ -17,9 +17,9 @@ import numpy as np
 
 import pipeline
 from pipeline import images
-from pipeline.recipes import parse_overrides
 from proto.client import Client, ClientError, Event, EventKind, JobCancelled, JobRequest, JobResult
 
+from ..jobs.recipe import overrides_from
 from .progress_bar import ProgressBar
 
 
@@ -38,7 +38,7 @@ def upscale_remote(args: argparse.Namespace, seed: int) -> int:
     job = JobRequest(
         pixels=raw.tobytes(), width=image.width, height=image.height, channels=raw.shape[2],
         bit_depth=image.bit_depth, preset=args.preset, scale=args.scale, seed=seed,
-        overrides=parse_overrides(args.overrides),
+        overrides=overrides_from(args.overrides),
         region=(region.x, region.y, region.w, region.h) if region else None, mask=mask,
         output="layer" if args.layer else "full", priority=args.priority, job_id=uuid.uuid4().hex,
         icc_profile=image.icc_profile, client_name="cli",
@@ -54,12 +54,9 @@ def upscale_remote(args: argparse.Namespace, seed: int) -> int:
         except KeyboardInterrupt:
             _cancel_quietly(client, job.job_id or "")
             raise
-        except JobCancelled as e:
+        except JobCancelled as e:  # not a failure of this command: someone cancelled the job
             print(f"dermis: {e}", file=sys.stderr)
             return 130
-        except ClientError as e:
-            print(f"dermis: error: {e}", file=sys.stderr)
-            return 2 if e.code in ("invalid_argument", "invalid_parameter", "unknown_preset") else 1
     out = _to_image(result)
     images.save(out, dst)
     print(f"dermis: wrote {dst} ({out.width}x{out.height}, preset {result.preset}, seed {result.seed}, "

@@ -26,7 +26,7 @@ from typing import Any
 
 import pipeline
 from pipeline import InvalidParameter
-from proto.client import default_runtime_file
+from proto.discovery import default_runtime_file
 
 NAME = "serve"
 HELP = "run the daemon (the GPU owner the plugins, `upscale --server` and the watch folder talk to)"

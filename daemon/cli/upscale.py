@@ -11,6 +11,7 @@ import pipeline
 from pipeline import images
 from pipeline.errors import InvalidParameter
 
+from ..jobs.recipe import build_recipe
 from .progress_bar import ProgressBar
 
 NAME = "upscale"
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
         return upscale_remote(args, seed)
     config = pipeline.load_config(args.config, comfy_models=args.comfy_models)
-    recipe = pipeline.build(args.preset, args.overrides, scale=args.scale)
+    recipe = build_recipe(args.preset, args.overrides, scale=args.scale)
     image = images.load(src, max_pixels=config.max_pixels)
     region = pipeline.Region.parse(args.region) if args.region else None
     mask = images.load_mask(args.mask, max_pixels=config.max_pixels) if args.mask else None

@@ -5,8 +5,9 @@ Editor jobs come before batch jobs; within a class, first come first served. The
 exhausting memory. Finished jobs are remembered for a while (results for ``result_ttl`` seconds, up to
 ``result_bytes``) so a client that lost its stream can resume and fetch the result.
 
-Each job has an append-only event log with sequence numbers; watchers (gRPC streams, the CLI, the
-watch folder) wait on it without ever blocking the executor. Nothing here knows about gRPC: the watch
+Each job has an append-only log of ``proto.events.Event``s (the one event type the thin client reads
+too) with sequence numbers; watchers (gRPC streams, the CLI, the watch folder) wait on it without ever
+blocking the executor. Nothing here knows about gRPC: the watch
 folder submits ``JobSpec`` objects in-process and waits with ``Job.wait()``.
 """
 
@@ -25,6 +26,8 @@ from typing import Any
 import numpy as np
 
 from pipeline import CancelToken, Image, Recipe, Region
+from pipeline.errors import ErrorCode
+from proto.events import TERMINAL, Event, EventKind
 
 from ..errors import JobExists, QueueFull, ShuttingDown, UnknownJob
 
@@ -68,25 +71,6 @@ class JobSpec:
     finish: Callable[[Any], Any] | None = None
 
 
-@dataclass(frozen=True)
-class JobEvent:
-    seq: int
-    kind: str  # queued, started, stage, progress, preview, message, done, error, cancelled
-    stage: str = ""
-    step: int = 0
-    steps: int = 0
-    tile: int = 0
-    tiles: int = 0
-    fraction: float = 0.0
-    message: str = ""
-    position: int = 0
-    code: str = ""  # error code for "error"
-    preview: np.ndarray | None = None  # uint8 (h, w, 3) for "preview"
-
-
-TERMINAL_KINDS = ("done", "error", "cancelled")
-
-
 class Job:
     """One job: its spec, state, cancel token, result and event log."""
 
@@ -106,7 +90,7 @@ class Job:
         self.started: float | None = None
         self.finished_at: float | None = None
         self.cancel_seq: int | None = None  # last event seq when a cancel arrived (for latency checks)
-        self._events: list[JobEvent] = []
+        self._events: list[Event] = []
         self._seq = 0
         self._cond = threading.Condition()
 
@@ -122,21 +106,21 @@ class Job:
     def last_seq(self) -> int:
         return self._seq
 
-    def emit(self, kind: str, **fields: Any) -> JobEvent:
+    def emit(self, kind: EventKind, **fields: Any) -> Event:
         with self._cond:
             self._seq += 1
-            event = JobEvent(self._seq, kind, **fields)
-            if kind == "preview":  # only the newest preview is worth keeping for a resuming watcher
-                self._events = [e for e in self._events if e.kind != "preview"]
-            elif kind == "progress":
+            event = Event(kind, self.id, self._seq, **fields)
+            if kind is EventKind.preview:  # only the newest preview is worth keeping for a resuming watcher
+                self._events = [e for e in self._events if e.kind is not EventKind.preview]
+            elif kind is EventKind.progress:
                 self.fraction = event.fraction
-            if kind == "message" or kind in TERMINAL_KINDS:
+            if kind is EventKind.message or kind in TERMINAL:
                 self.message = event.message or self.message
             self._events.append(event)
             self._cond.notify_all()
             return event
 
-    def _set_state(self, state: State, kind: str | None = None, **fields: Any) -> None:
+    def _set_state(self, state: State, kind: EventKind | None = None, **fields: Any) -> None:
         """Change the state and (atomically, for watchers) emit the matching event."""
         with self._cond:
             self.state = state
@@ -146,7 +130,7 @@ class Job:
                 self.emit(kind, **fields)
             self._cond.notify_all()
 
-    def events_after(self, seq: int, timeout: float | None = None) -> list[JobEvent]:
+    def events_after(self, seq: int, timeout: float | None = None) -> list[Event]:
         """Events with seq > ``seq``; waits up to ``timeout`` s for one unless the job has finished."""
         with self._cond:
             if self._seq <= seq and not self.finished:
@@ -251,20 +235,20 @@ class JobQueue:
         self._waiting.remove(job)
         job.started = time.time()
         job.position = -1
-        job._set_state(State.RUNNING, "started")
+        job._set_state(State.RUNNING, EventKind.started)
         self._announce_positions()
         return job
 
     def pause(self, job: Job, message: str) -> None:
-        job._set_state(State.PAUSED, "message", stage="", message=message)
+        job._set_state(State.PAUSED, EventKind.message, stage="", message=message)
 
     def resume(self, job: Job, message: str) -> None:
-        job._set_state(State.RUNNING, "message", stage="", message=message)
+        job._set_state(State.RUNNING, EventKind.message, stage="", message=message)
 
     def requeue(self, job: Job, message: str) -> None:
         """Put a started job back at the head of its class (it runs again from the start)."""
         with self._cond:
-            job._set_state(State.QUEUED, "message", message=message)
+            job._set_state(State.QUEUED, EventKind.message, message=message)
             keys = [(j.priority, j.number) for j in self._waiting]
             self._waiting.insert(bisect.bisect_left(keys, (job.priority, 0)), job)
             job.position = -1
@@ -275,18 +259,18 @@ class JobQueue:
         with self._cond:
             job.result, job.result_bytes = result, nbytes
             job.fraction = 1.0
-            job._set_state(State.DONE, "done", fraction=1.0)
+            job._set_state(State.DONE, EventKind.done, fraction=1.0)
             self._prune()
 
-    def finish_failed(self, job: Job, code: str, message: str, stage: str = "") -> None:
+    def finish_failed(self, job: Job, code: ErrorCode, message: str, stage: str = "") -> None:
         with self._cond:
-            job.error_code = code
-            job._set_state(State.FAILED, "error", code=code, message=message, stage=stage)
+            job.error_code = code.value
+            job._set_state(State.FAILED, EventKind.error, error_code=code.value, message=message, stage=stage)
             self._prune()
 
     def finish_cancelled(self, job: Job, message: str) -> None:
         with self._cond:
-            job._set_state(State.CANCELLED, "cancelled", message=message)
+            job._set_state(State.CANCELLED, EventKind.cancelled, message=message)
             self._prune()
 
     # -- clients' side -----------------------------------------------------------------------------
@@ -311,7 +295,7 @@ class JobQueue:
                 job.cancel_seq = job.last_seq
             if job in self._waiting:
                 self._waiting.remove(job)
-                job._set_state(State.CANCELLED, "cancelled", message=reason)
+                job._set_state(State.CANCELLED, EventKind.cancelled, message=reason)
                 self._announce_positions()
             # a running or paused job stops at its next step boundary (the executor ends it)
             return state
@@ -322,7 +306,7 @@ class JobQueue:
             self._closed = reason
             for job in list(self._waiting):
                 job.token.cancel(reason)
-                job._set_state(State.CANCELLED, "cancelled", message=reason)
+                job._set_state(State.CANCELLED, EventKind.cancelled, message=reason)
             self._waiting.clear()
             self._cond.notify_all()
             return [j for j in self._jobs.values() if j.state in ACTIVE]
@@ -359,7 +343,7 @@ class JobQueue:
         for i, job in enumerate(self._waiting):
             if job.position != i:
                 job.position = i
-                job.emit("queued", position=i)
+                job.emit(EventKind.queued, position=i)
 
     def _prune(self) -> None:
         """Forget the oldest finished jobs beyond ``history``; drop results past their time or budget."""

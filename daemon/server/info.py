@@ -12,12 +12,12 @@ from pipeline.device import describe
 from pipeline.models import WEIGHTS
 from pipeline.stages import describe_weights
 from proto.dermis.v1 import dermis_pb2 as pb
+from proto.discovery import API_VERSION
 
 from ..jobs.queue import JobQueue
 from ..jobs.residency import Residency
 from .upload import MAX_CHUNK_BYTES
 
-API_VERSION = 1
 CAPABILITIES = ("u16-pixels", "mask", "region", "layer-output", "resume", "previews", "idempotent-submit")
 
 

@@ -1,8 +1,8 @@
 """Where the running daemon listens and how clients find it: address parsing, the default socket,
 the runtime file ``{"address", "token_file", "pid", ...}`` and a lock so two daemons never share one.
 
-The runtime file's place is the thin client's ``default_runtime_file()`` (one definition for both
-sides); the token file sits next to it.
+The runtime file's place, format and reader are the thin client's (proto/discovery.py: one definition
+for both sides); the token file sits next to it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO
 
 from pipeline import InvalidParameter
-from proto.client import default_runtime_file
+from proto.discovery import default_runtime_file, read_runtime_file, runtime_record
 
 from .auth import write_private
 
@@ -122,7 +122,7 @@ class DaemonLock:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             fh.close()
-            other = _read_json(self.path.with_name("daemon.json")) or {}
+            other = read_runtime_file(self.path.with_name("daemon.json")) or {}
             raise InvalidParameter(
                 f"another Dermis daemon is running (pid {other.get('pid', '?')}, {other.get('address', '?')}); "
                 "stop it first (`kill -TERM <pid>`) or check it with `dermis status`.") from None
@@ -135,21 +135,13 @@ class DaemonLock:
 
 
 def write_runtime(runtime_file: Path, address: str, token_file: Path, version: str) -> None:
-    data = {"address": address, "token_file": str(token_file), "pid": os.getpid(), "version": version,
-            "api_version": 1}
+    data = runtime_record(address, token_file, os.getpid(), version)
     write_private(runtime_file, json.dumps(data, indent=2) + "\n")
 
 
 def remove_runtime(runtime_file: Path) -> None:
     """Remove the runtime file only if it still describes this process."""
-    data = _read_json(runtime_file)
+    data = read_runtime_file(runtime_file)
     if data is not None and data.get("pid") == os.getpid():
         runtime_file.unlink(missing_ok=True)
 
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None

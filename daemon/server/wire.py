@@ -20,8 +20,9 @@ from pipeline import Config, ImageTooLarge, InvalidParameter, Recipe, Region, We
 from pipeline.stages import resolve
 from proto import bulk
 from proto.dermis.v1 import dermis_pb2 as pb
+from proto.events import Event, EventKind
 
-from ..jobs.queue import Job, JobEvent, JobSpec, Priority, State
+from ..jobs.queue import Job, JobSpec, Priority, State
 from .upload import MAX_CHUNK_BYTES, PixelLayout
 
 STATE_PB = {State.QUEUED: pb.JOB_STATE_QUEUED, State.RUNNING: pb.JOB_STATE_RUNNING,
@@ -170,26 +171,28 @@ def result_events(job_id: str, seq: int, raw: RawResult) -> Iterator[Any]:
 # ------------------------------------------------------------------------------------------- events
 
 
-def event_pb(job_id: str, ev: JobEvent) -> Any:
-    """A job event other than done (which result_events sends) as a JobEvent message."""
-    m = pb.JobEvent(job_id=job_id, seq=ev.seq)
-    if ev.kind == "queued":
+def event_pb(ev: Event) -> Any:
+    """A job event other than done (which result_events sends) as a JobEvent message; the client's
+    proto/messages.py ``event`` reads it back into the same Event."""
+    m = pb.JobEvent(job_id=ev.job_id, seq=ev.seq)
+    K = EventKind
+    if ev.kind is K.queued:
         m.queued.position = ev.position
-    elif ev.kind == "started":
+    elif ev.kind is K.started:
         m.started.SetInParent()
-    elif ev.kind == "stage":
+    elif ev.kind is K.stage:
         m.stage.stage, m.stage.message = ev.stage, ev.message
-    elif ev.kind == "progress":
+    elif ev.kind is K.progress:
         m.progress.CopyFrom(pb.Progress(stage=ev.stage, step=ev.step, steps=ev.steps, tile=ev.tile,
                                         tiles=ev.tiles, fraction=ev.fraction, message=ev.message))
-    elif ev.kind == "preview" and ev.preview is not None:
-        p = np.ascontiguousarray(ev.preview[..., :3], dtype=np.uint8)
-        m.preview.CopyFrom(pb.Preview(width=p.shape[1], height=p.shape[0], pixels=p.tobytes()))
-    elif ev.kind == "message":
+    elif ev.kind is K.preview and ev.preview is not None:
+        p = ev.preview
+        m.preview.CopyFrom(pb.Preview(width=p.width, height=p.height, pixels=p.pixels))
+    elif ev.kind is K.message:
         m.message.stage, m.message.text = ev.stage, ev.message
-    elif ev.kind == "error":
-        m.error.CopyFrom(pb.Error(code=ev.code, message=ev.message, stage=ev.stage))
-    elif ev.kind == "cancelled":
+    elif ev.kind is K.error:
+        m.error.CopyFrom(pb.Error(code=ev.error_code, message=ev.message, stage=ev.stage))
+    elif ev.kind is K.cancelled:
         m.cancelled.message = ev.message
     return m
 
