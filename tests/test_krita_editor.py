@@ -12,6 +12,7 @@ Both exit 0 whatever Python does inside them, so each writes a JSON report the t
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -45,9 +46,9 @@ def base(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def daemon(base):
-    d = kh.Daemon(base / "daemon", presets={"lite-slow": SLOW_PRESET})
+    d = kh.serve(base / "daemon", presets={"lite-slow": SLOW_PRESET})
     yield d
-    d.stop()
+    d.stop(signal.SIGINT, timeout=15)
 
 
 @pytest.fixture(scope="module")
