@@ -1,8 +1,8 @@
 """Every error the pipeline raises, and every error code in Dermis, in one place.
 
 Each error carries a ``code`` from ``ErrorCode``: the daemon answers with the code's status and sends
-the code along (the plugins show ``str(err)`` unchanged), the CLI picks its exit status from it and the
-watch folder decides from it whether another attempt can help. So messages must be complete sentences
+the code along (the plugins show ``str(err)`` unchanged), the CLI picks its exit status from what
+ends it (``fix``) and the watch folder decides from it whether another attempt can help. So messages must be complete sentences
 that tell the user what to do, and a new kind of failure is a new member here, not a new string.
 """
 
@@ -13,55 +13,70 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
+class Fix(enum.Enum):
+    """What ends an error: the user changes the request's options, gives another input, or fixes the
+    set-up (weights, config, install); or nothing the user does (wait, try again, report a bug)."""
+
+    REQUEST = "request"
+    INPUT = "input"
+    SETUP = "setup"
+    NOTHING = "nothing"
+
+
 class ErrorCode(enum.StrEnum):
     """A machine-readable error code (the string on the wire, in journals and logs) with what it means.
 
     ``status`` is the canonical RPC status the daemon answers with (a google.rpc.Code name, so the
-    library needs no gRPC); ``user_fixable`` says whether the user can end it by changing the request,
-    the input or the installation; ``retryable`` whether trying the same request again may succeed.
+    library needs no gRPC); ``fix`` says what ends it, hence ``user_fixable``; ``retryable`` whether
+    trying the same request again may succeed. The CLI exits with 2 when the request's options must
+    change (``Fix.REQUEST``, a usage error), 1 otherwise; the watch folder retries what is retryable.
     """
 
     _value_: str
     status: str
-    user_fixable: bool
+    fix: Fix
     retryable: bool
 
-    def __new__(cls, value: str, status: str, user_fixable: bool, retryable: bool) -> ErrorCode:
+    def __new__(cls, value: str, status: str, fix: Fix, retryable: bool) -> ErrorCode:
         member = str.__new__(cls, value)
         member._value_ = value
         member.status = status
-        member.user_fixable = user_fixable
+        member.fix = fix
         member.retryable = retryable
         return member
 
-    #                    wire code             status                 user_fixable retryable
+    @property
+    def user_fixable(self) -> bool:
+        return self.fix is not Fix.NOTHING
+
+    #                    wire code             status                 fix          retryable
     # the request is wrong: the client must change it
-    INVALID_ARGUMENT = "invalid_argument", "INVALID_ARGUMENT", True, False
-    INVALID_PARAMETER = "invalid_parameter", "INVALID_ARGUMENT", True, False
-    UNKNOWN_PRESET = "unknown_preset", "INVALID_ARGUMENT", True, False
-    CORRUPT_IMAGE = "corrupt_image", "INVALID_ARGUMENT", True, False
-    UNSUPPORTED_IMAGE = "unsupported_image", "INVALID_ARGUMENT", True, False
-    IMAGE_TOO_LARGE = "image_too_large", "INVALID_ARGUMENT", True, False
+    INVALID_ARGUMENT = "invalid_argument", "INVALID_ARGUMENT", Fix.REQUEST, False
+    INVALID_PARAMETER = "invalid_parameter", "INVALID_ARGUMENT", Fix.REQUEST, False
+    UNKNOWN_PRESET = "unknown_preset", "INVALID_ARGUMENT", Fix.REQUEST, False
+    CORRUPT_IMAGE = "corrupt_image", "INVALID_ARGUMENT", Fix.INPUT, False
+    UNSUPPORTED_IMAGE = "unsupported_image", "INVALID_ARGUMENT", Fix.INPUT, False
+    IMAGE_TOO_LARGE = "image_too_large", "INVALID_ARGUMENT", Fix.INPUT, False
     # the set-up lacks something: the user fixes the install or the config, not the request
-    MISSING_WEIGHTS = "missing_weights", "FAILED_PRECONDITION", True, False
-    WRONG_WEIGHTS = "wrong_weights", "FAILED_PRECONDITION", True, False
-    STAGE_UNAVAILABLE = "stage_unavailable", "FAILED_PRECONDITION", True, False
-    INSTALL_FAILED = "install_failed", "FAILED_PRECONDITION", True, False  # `dermis install-plugin`
-    # a limit or a busy device: later (or smaller) may work
-    QUEUE_FULL = "queue_full", "RESOURCE_EXHAUSTED", False, True
-    OUT_OF_MEMORY = "out_of_memory", "RESOURCE_EXHAUSTED", True, True
-    SHUTTING_DOWN = "shutting_down", "UNAVAILABLE", False, True
+    MISSING_WEIGHTS = "missing_weights", "FAILED_PRECONDITION", Fix.SETUP, False
+    WRONG_WEIGHTS = "wrong_weights", "FAILED_PRECONDITION", Fix.SETUP, False
+    STAGE_UNAVAILABLE = "stage_unavailable", "FAILED_PRECONDITION", Fix.SETUP, False
+    INSTALL_FAILED = "install_failed", "FAILED_PRECONDITION", Fix.SETUP, False  # `dermis install-plugin`
+    # a limit or a busy device: later (or smaller, or with other programs closed) may work
+    QUEUE_FULL = "queue_full", "RESOURCE_EXHAUSTED", Fix.NOTHING, True
+    OUT_OF_MEMORY = "out_of_memory", "RESOURCE_EXHAUSTED", Fix.SETUP, True
+    SHUTTING_DOWN = "shutting_down", "UNAVAILABLE", Fix.NOTHING, True
     # jobs: ids, results and their end
-    ALREADY_EXISTS = "already_exists", "ALREADY_EXISTS", True, False
-    NOT_FOUND = "not_found", "NOT_FOUND", True, False
-    RESULT_EXPIRED = "result_expired", "FAILED_PRECONDITION", True, False
-    CANCELLED = "cancelled", "CANCELLED", False, False
+    ALREADY_EXISTS = "already_exists", "ALREADY_EXISTS", Fix.REQUEST, False
+    NOT_FOUND = "not_found", "NOT_FOUND", Fix.REQUEST, False
+    RESULT_EXPIRED = "result_expired", "FAILED_PRECONDITION", Fix.REQUEST, False
+    CANCELLED = "cancelled", "CANCELLED", Fix.NOTHING, False
     # the watch folder's own verdicts on a file (journal and .error.txt, never raised)
-    CRASHED = "crashed", "INTERNAL", False, False  # every attempt died with the process
-    MISSING = "missing", "NOT_FOUND", True, False  # the claimed file was removed by hand
-    WRITE_FAILED = "write_failed", "RESOURCE_EXHAUSTED", True, True  # full disk, output folder gone
+    CRASHED = "crashed", "INTERNAL", Fix.NOTHING, False  # every attempt died with the process
+    MISSING = "missing", "NOT_FOUND", Fix.INPUT, False  # the claimed file was removed by hand
+    WRITE_FAILED = "write_failed", "RESOURCE_EXHAUSTED", Fix.SETUP, True  # full disk, output folder gone
     # a bug or something unforeseen: another attempt may get through
-    INTERNAL = "internal", "INTERNAL", False, True
+    INTERNAL = "internal", "INTERNAL", Fix.NOTHING, True
 
     @classmethod
     def of(cls, code: str) -> ErrorCode:

@@ -12,7 +12,7 @@ import daemon.errors
 import pipeline.errors
 from daemon.cli.entry import exit_status, report_error
 from daemon.server.servicer import status_for
-from pipeline.errors import DermisError, ErrorCode
+from pipeline.errors import DermisError, ErrorCode, Fix
 from proto.client_types import ClientError, DaemonUnavailable, Rejected
 
 # What the daemon answered before the table moved into the enum (docs/daemon.md): must not change.
@@ -80,6 +80,7 @@ def test_a_job_failure_keeps_the_executors_code():
     (pipeline.errors.InvalidParameter("bad --set"), 2),
     (pipeline.errors.UnknownPreset("no such preset"), 2),
     (daemon.errors.BadUpload("chunks missing"), 2),
+    (pipeline.errors.CorruptImage("in.png is truncated"), 1),
     (pipeline.errors.MissingWeights("sdxl", "SDXL", ["/m"]), 1),
     (pipeline.errors.OutOfMemory("oom"), 1),
     (daemon.errors.InstallError("foreign folder"), 1),
@@ -93,6 +94,17 @@ def test_the_cli_prints_every_error_one_way(err, status, capsys):
     assert capsys.readouterr().err == f"dermis: error: {err}\n"
 
 
-def test_exit_status_follows_the_status_not_a_list():
-    assert {c for c in ErrorCode if exit_status(c) == 2} == {
-        c for c in ErrorCode if c.status == "INVALID_ARGUMENT"}
+def test_exit_status_is_2_for_usage_errors_only_as_before():
+    """2 when the options must change; a bad input image, missing weights, a limit or a bug is 1."""
+    assert {c.value for c in ErrorCode if exit_status(c) == 2} == {
+        "invalid_argument", "invalid_parameter", "unknown_preset", "already_exists", "not_found",
+        "result_expired"}
+    assert all(exit_status(c) == (2 if c.fix is Fix.REQUEST else 1) for c in ErrorCode)
+
+
+def test_what_ends_an_error_says_whether_the_user_can():
+    assert {c.value for c in ErrorCode if not c.user_fixable} == {
+        "queue_full", "shutting_down", "cancelled", "crashed", "internal"}
+    for code in ErrorCode:
+        if code.status == "INVALID_ARGUMENT":  # the request is wrong: the user fixes it, a retry does not
+            assert code.user_fixable and not code.retryable, code

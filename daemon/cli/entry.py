@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from pipeline import DermisError
-from pipeline.errors import ErrorCode
+from pipeline.errors import ErrorCode, Fix
 from proto.client_types import ClientError
 
 COMMANDS = [
@@ -73,13 +73,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def report_error(err: DermisError | ClientError) -> int:
     """The one way the CLI reports a failure: ``dermis: error: <sentence>`` on stderr, and the exit
-    status its code calls for: 2 when the request is wrong (the command must change), 1 otherwise."""
+    status its code calls for: 2 when the command's options must change (a usage error), 1 otherwise
+    (another input, the set-up, a limit or a bug: the command was right but could not be done)."""
     print(f"dermis: error: {err}", file=sys.stderr)
     return exit_status(ErrorCode.of(err.code))
 
 
 def exit_status(code: ErrorCode) -> int:
-    return 2 if code.status == "INVALID_ARGUMENT" else 1
+    return 2 if code.fix is Fix.REQUEST else 1
 
 
 def entrypoint() -> None:
