@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ._daemon_helpers import ServeProcess
@@ -83,6 +84,23 @@ def serve(root: Path, presets: dict[str, str] | None = None) -> ServeProcess:
     env.update(XDG_RUNTIME_DIR=str(runtime), XDG_CONFIG_HOME=str(config), XDG_DATA_HOME=str(root / "data"),
                XDG_CACHE_HOME=str(root / "cache"), HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
     return ServeProcess(root / "state", "--grace", "2", env=env, log=root / "daemon.log", timeout=60)
+
+
+def bgra_bytes(rgba: np.ndarray) -> bytes:
+    """RGBA pixels as Krita stores them: BGRA, little-endian for 16 bits."""
+    return np.ascontiguousarray(rgba[..., [2, 1, 0, 3]]).astype("<u2" if rgba.dtype == np.uint16 else "u1").tobytes()
+
+
+def ellipse_mask(w: int, h: int) -> np.ndarray:
+    """A soft elliptic selection (uint8), opaque in the middle and feathered to the edge."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    r = ((xx - w / 2 + 0.5) / (w / 2)) ** 2 + ((yy - h / 2 + 0.5) / (h / 2)) ** 2
+    return (np.clip((1.15 - r) / 0.3, 0, 1) * 255).astype(np.uint8)
+
+
+def read_raw(out: Path, name: str, shape: tuple[int, ...], bits: int) -> np.ndarray:
+    dtype = "<u2" if bits == 16 else "u1"
+    return np.frombuffer((out / name).read_bytes(), dtype=dtype).reshape(shape)
 
 
 def run_kritarunner(env: dict[str, str], pythonpath: list[Path], module: str, function: str, *args: str,

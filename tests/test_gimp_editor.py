@@ -262,7 +262,9 @@ def test_refine_in_real_gimp(gimp, daemon, work):
     assert [entry["name"] for entry in r["layers"]] == ["Background"]
 
     r = results["bad_override"]
-    assert r["status"] == "calling-error" and "stage.param=value" in r["error"], r.get("error")
+    # the one override parser's sentence (proto/overrides.py), as `dermis --set` says it
+    assert r["status"] == "calling-error" and r["error"] == (
+        "Overrides: a setting override is key=value (e.g. grain.strength=0.05), not 'grain.strength'."), r
 
     r = results["unknown_preset"]
     assert r["status"] == "execution-error", r
