@@ -196,7 +196,7 @@ def run(
     # 3. Exact output size, then back into the picture
     if rgb.shape[:2] != (th, tw):
         rgb = images.resize_rgb(rgb, (th, tw))
-    result = _compose(image, rgb, area, recipe, output, (ox, oy, tw, th), (out_w, out_h))
+    result = _compose(image, rgb, area, recipe, output, (ox, oy, tw, th), (out_w, out_h), cancel.check)
     report(Progress("", 1, 1, fraction=1.0, message="done"))
     return RunResult(
         image=result,
@@ -245,7 +245,10 @@ def _compose(
     output: OutputMode,
     box: tuple[int, int, int, int],
     canvas: tuple[int, int],
+    check: Callable[[], None],
 ) -> Image:
+    """The stages' output back into the picture; ``check`` (the cancel check) runs between the steps
+    that grow with the image (the feathered blend mask, the composite)."""
     ox, oy, tw, th = box
     out_w, out_h = canvas
     c = area.crop
@@ -258,7 +261,8 @@ def _compose(
     else:
         m = images.resize_plane(area.mask, (th, tw)) if area.mask.shape != (th, tw) else area.mask
         keep = (c.y == 0, c.y + c.h == image.height, c.x == 0, c.x + c.w == image.width)
-        blend = feather(m, recipe.feather * recipe.scale, keep_border=keep)
+        blend = feather(m, recipe.feather * recipe.scale, keep_border=keep, check=check)
+    check()
     if output == "layer":
         alpha = np.ones((th, tw), np.float32) if blend is None else blend
         if src_alpha is not None:

@@ -141,8 +141,9 @@ class ServeProcess:
         info = read_runtime_file(self.runtime_file)
         return info if info is not None and info.get("pid") == self.proc.pid else None
 
-    def client(self) -> Client:
-        return Client(self.address, self.token)
+    def client(self, **kw: Any) -> Client:
+        """A client of this daemon (``admin=True``: one that sees every client's jobs, as `dermis status`)."""
+        return Client(self.address, self.token, **kw)
 
     def tail(self, n: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-n:]

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import CancelToken, Image, Recipe, Region
-from pipeline.errors import ErrorCode
+from pipeline.errors import ErrorCode, quoted
 from proto.events import TERMINAL, Event, EventKind
 
 from ..errors import JobExists, QueueFull, ShuttingDown, UnknownJob
@@ -48,6 +48,11 @@ class State(enum.Enum):
 
 FINISHED = (State.DONE, State.FAILED, State.CANCELLED)
 ACTIVE = (State.RUNNING, State.PAUSED)
+LOCAL = "@local"  # owner of jobs submitted in-process (the watch folder); no wire client id has an "@"
+
+
+def _released() -> Any:
+    raise RuntimeError("this job's input was released when it finished")
 
 
 @dataclass
@@ -63,12 +68,20 @@ class JobSpec:
     output: str = "full"  # "full" or "layer"
     priority: Priority = Priority.BATCH
     client_name: str = ""  # "krita", "gimp", "cli", "watch": grouping in counts and logs
+    owner: str = LOCAL  # the client id that submitted it: only that client lists, watches, cancels it
     job_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     fingerprint: str = ""  # same id + same fingerprint = the same request (idempotent resubmit)
     input_bytes: int = 0  # size of the waiting image data, for the queue's byte budget
     # runs on the executor thread with the RunResult; what it returns is stored as ``Job.result``
     # (the servicer turns it into raw bytes; in-process users may keep the RunResult)
     finish: Callable[[Any], Any] | None = None
+
+    def release(self) -> None:
+        """Let go of the input (an upload's buffer, a decoded image) once the job has ended: finished
+        jobs are remembered for a while, their pixels must not be."""
+        self.image = _released
+        self.mask = None
+        self.input_bytes = 0
 
 
 class Job:
@@ -126,6 +139,7 @@ class Job:
             self.state = state
             if state in FINISHED:
                 self.finished_at = time.time()
+                self.spec.release()
             if kind is not None:
                 self.emit(kind, **fields)
             self._cond.notify_all()
@@ -137,6 +151,11 @@ class Job:
                 self._cond.wait(timeout)
             start = bisect.bisect_right([e.seq for e in self._events], seq)
             return self._events[start:]
+
+    def final_event(self) -> Event | None:
+        """The event a finished job ended with (done, error or cancelled); None while it runs."""
+        with self._cond:
+            return self._events[-1] if self.finished and self._events else None
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the job finished (True) or ``timeout`` passed (False)."""
@@ -187,21 +206,22 @@ class JobQueue:
                 f"adds {incoming_bytes / 2**20:,.0f} MiB, over the {self.max_queued_bytes / 2**20:,.0f} MiB "
                 "limit; try again when some have finished.")
 
-    def known(self, job_id: str, fingerprint: str) -> Job | None:
-        """The job with this id if it is the same request; JobExists if the id is taken by another."""
+    def known(self, job_id: str, fingerprint: str, owner: str = LOCAL) -> Job | None:
+        """The job with this id if it is the same request from the same client; JobExists if the id
+        is taken by another request (or another client)."""
         with self._cond:
             job = self._jobs.get(job_id)
             if job is None:
                 return None
-            if job.spec.fingerprint and job.spec.fingerprint == fingerprint:
+            if job.spec.fingerprint and job.spec.fingerprint == fingerprint and job.spec.owner == owner:
                 return job
-            raise JobExists(f"job id '{job_id}' is already used by a different request; "
+            raise JobExists(f"job id {quoted(job_id)} is already used by a different request; "
                             "use a new id for a new job.")
 
     def submit(self, spec: JobSpec) -> tuple[Job, bool]:
         """Queue a job. Returns (job, duplicate): an identical resubmit returns the existing job."""
         with self._cond:
-            existing = self.known(spec.job_id, spec.fingerprint)
+            existing = self.known(spec.job_id, spec.fingerprint, spec.owner)
             if existing is not None:
                 return existing, True
             self._check_capacity(spec.input_bytes)
@@ -216,8 +236,10 @@ class JobQueue:
 
     # -- the executor's side -----------------------------------------------------------------------
     def next(self, timeout: float | None = None) -> Job | None:
-        """The next job to run (marked running), or None after ``timeout`` or once closed and empty."""
+        """The next job to run (marked running), or None after ``timeout`` or once closed and empty.
+        An idle executor calls this every ``timeout`` s, which also lets expired results go."""
         with self._cond:
+            self._prune()
             if not self._waiting and not self._closed:
                 self._cond.wait(timeout)
             if not self._waiting:
@@ -274,19 +296,21 @@ class JobQueue:
             self._prune()
 
     # -- clients' side -----------------------------------------------------------------------------
-    def get(self, job_id: str) -> Job:
+    def get(self, job_id: str, owner: str | None = None) -> Job:
+        """The job with this id; ``owner`` (a client id; None = anyone's) must have submitted it. Another
+        client's job is reported as unknown, as if it did not exist."""
         with self._cond:
             self._prune()
             job = self._jobs.get(job_id)
-        if job is None:
-            raise UnknownJob(f"the daemon has no job '{job_id}' (finished jobs are forgotten after a while, "
-                             "and all jobs when the daemon restarts).")
+        if job is None or (owner is not None and job.spec.owner != owner):
+            raise UnknownJob(f"the daemon has no job {quoted(job_id)} (finished jobs are forgotten after a "
+                             "while, and all jobs when the daemon restarts).")
         return job
 
-    def cancel(self, job_id: str, reason: str = "The job was cancelled.") -> State:
+    def cancel(self, job_id: str, reason: str = "The job was cancelled.", owner: str | None = None) -> State:
         """Cancel a job; returns its state when the cancel arrived. Finished jobs stay as they are."""
         with self._cond:
-            job = self.get(job_id)
+            job = self.get(job_id, owner)
             state = job.state
             if state in FINISHED:
                 return state
@@ -315,13 +339,15 @@ class JobQueue:
     def closed(self) -> bool:
         return self._closed is not None
 
-    def jobs(self, include_finished: bool = False) -> list[Job]:
-        """Running and paused first, then waiting in run order, then (optionally) finished, newest first."""
+    def jobs(self, include_finished: bool = False, owner: str | None = None) -> list[Job]:
+        """Running and paused first, then waiting in run order, then (optionally) finished, newest first;
+        only ``owner``'s jobs unless it is None."""
         with self._cond:
             self._prune()
             active = [j for j in self._jobs.values() if j.state in ACTIVE]
             done = [j for j in self._jobs.values() if j.finished] if include_finished else []
-            return active + list(self._waiting) + sorted(done, key=lambda j: -(j.finished_at or 0))
+            listed = active + list(self._waiting) + sorted(done, key=lambda j: -(j.finished_at or 0))
+            return [j for j in listed if owner is None or j.spec.owner == owner]
 
     def active_count(self) -> int:
         with self._cond:

@@ -29,6 +29,7 @@ STATE_PB = {State.QUEUED: pb.JOB_STATE_QUEUED, State.RUNNING: pb.JOB_STATE_RUNNI
             State.PAUSED: pb.JOB_STATE_PAUSED, State.DONE: pb.JOB_STATE_DONE,
             State.FAILED: pb.JOB_STATE_FAILED, State.CANCELLED: pb.JOB_STATE_CANCELLED}
 PRIORITY_PB = {Priority.EDITOR: pb.PRIORITY_EDITOR, Priority.BATCH: pb.PRIORITY_BATCH}
+Buffer = bytearray | memoryview  # received chunks, or a mapped shared-memory file (read-only)
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,11 @@ class JobPlan:
 
 
 def fingerprint(header: Any) -> str:
-    """Same header (hence same pixels, by their CRC) = same request, for idempotent resubmits."""
+    """Same header (hence same pixels, by their CRC) = same request, for idempotent resubmits. How the
+    pixels travel (a shared-memory file's id) is not part of the request."""
+    if header.shared_memory_id:
+        header = type(header).FromString(header.SerializeToString())
+        header.shared_memory_id = ""
     return hashlib.sha256(header.SerializeToString(deterministic=True)).hexdigest()
 
 
@@ -76,8 +81,8 @@ def plan(header: Any, layout: PixelLayout, config: Config) -> JobPlan:
     return JobPlan(recipe, seed, region, output, priority)
 
 
-def job_spec(header: Any, job_id: str, layout: PixelLayout, job: JobPlan, image_buf: bytearray,
-             mask_buf: bytearray | None) -> JobSpec:
+def job_spec(header: Any, job_id: str, layout: PixelLayout, job: JobPlan, image_buf: Buffer,
+             mask_buf: Buffer | None) -> JobSpec:
     """The queued job. Pixels are decoded on the executor thread, so Submit answers quickly."""
     icc = bytes(header.icc_profile) or None
     return JobSpec(
@@ -96,13 +101,13 @@ def job_spec(header: Any, job_id: str, layout: PixelLayout, job: JobPlan, image_
     )
 
 
-def raw_image(buf: bytearray, layout: PixelLayout, icc: bytes | None) -> pipeline.Image:
+def raw_image(buf: Buffer, layout: PixelLayout, icc: bytes | None) -> pipeline.Image:
     wire, native = (np.uint8, np.uint8) if layout.bit_depth == 8 else (np.dtype("<u2"), np.uint16)
     arr = np.frombuffer(buf, dtype=wire).astype(native, copy=False)  # no copy on little-endian hosts
     return images.from_array(arr.reshape(layout.height, layout.width, layout.channels), icc_profile=icc)
 
 
-def raw_mask(buf: bytearray, layout: PixelLayout) -> np.ndarray:
+def raw_mask(buf: Buffer, layout: PixelLayout) -> np.ndarray:
     """width*height uint8 -> the pipeline's float32 0..1 selection plane."""
     plane = np.frombuffer(buf, dtype=np.uint8).reshape(layout.height, layout.width, 1)
     return images.from_array(plane).rgb[..., 0].copy()
@@ -152,10 +157,11 @@ def to_raw(result: pipeline.RunResult) -> RawResult:
     )
 
 
-def result_events(job_id: str, seq: int, raw: RawResult) -> Iterator[Any]:
-    """The result pixels in <= 1 MiB chunks, then Done, all with the done event's seq."""
+def result_events(job_id: str, seq: int, raw: RawResult, shared_memory_id: str = "") -> Iterator[Any]:
+    """The result pixels in <= 1 MiB chunks (none when they wait in a shared-memory file), then Done,
+    all with the done event's seq."""
     view = memoryview(raw.pixels)
-    for offset in range(0, len(view), MAX_CHUNK_BYTES):  # pre-encoded: one copy of the pixels
+    for offset in range(0, 0 if shared_memory_id else len(view), MAX_CHUNK_BYTES):  # pre-encoded: one copy
         yield bulk.encode_result_chunk(job_id, seq, offset, view[offset:offset + MAX_CHUNK_BYTES])
     info = pb.ResultInfo(
         format=pb.PixelFormat(width=raw.layout.width, height=raw.layout.height,
@@ -163,7 +169,7 @@ def result_events(job_id: str, seq: int, raw: RawResult) -> Iterator[Any]:
         bytes=len(raw.pixels), crc32=raw.crc32, offset_x=raw.offset[0], offset_y=raw.offset[1],
         canvas_width=raw.canvas[0], canvas_height=raw.canvas[1], layer_name=raw.layer_name,
         preset=raw.preset, seed=raw.seed, icc_profile=raw.icc_profile or b"",
-        messages=list(raw.messages), stage_seconds=raw.stage_seconds,
+        messages=list(raw.messages), stage_seconds=raw.stage_seconds, shared_memory_id=shared_memory_id,
     )
     yield pb.JobEvent(job_id=job_id, seq=seq, done=pb.Done(result=info))
 
