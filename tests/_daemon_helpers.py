@@ -105,6 +105,20 @@ def request(arr: np.ndarray, **kw) -> JobRequest:
                       bit_depth=depth, **kw)
 
 
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process (Linux /proc; what the daemon holds, not what it once touched)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (/proc/<pid>/stat utime + stime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def result_array(res) -> np.ndarray:
     dtype = np.uint8 if res.bit_depth == 8 else np.dtype("<u2")
     return np.frombuffer(res.pixels, dtype=dtype).reshape(res.height, res.width, res.channels)

@@ -69,6 +69,10 @@ def server_config(args: argparse.Namespace) -> Any:
         max_queue=int(_option(args, "max_queue", table, "max_queue", 32)),
         result_ttl=float(table.get("result_ttl_s", 900.0)),
         shutdown_grace=float(_option(args, "grace", table, "grace_s", 30.0)),
+        max_watches=int(table.get("max_watches", ServerConfig.max_watches)),
+        max_uploads=int(table.get("max_uploads", ServerConfig.max_uploads)),
+        upload_stall_s=float(table.get("upload_stall_s", ServerConfig.upload_stall_s)),
+        shared_memory=bool(table.get("shared_memory", ServerConfig.shared_memory)),
     )
 
 
