@@ -274,5 +274,6 @@ def _compose(
         return image.with_rgb(rgb, alpha=src_alpha)
     base = image if (out_w, out_h) == image.size else images.resize(image, (out_h, out_w))
     full = base.rgb.copy()
+    assert blend is not None  # a region or mask job (whole-image jobs returned above)
     full[oy : oy + th, ox : ox + tw] = composite(full[oy : oy + th, ox : ox + tw], rgb, blend)
     return base.with_rgb(full)

@@ -18,6 +18,7 @@ import os
 import re
 import secrets
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 SHM_ID = re.compile(r"[0-9a-f]{32}")
@@ -73,7 +74,7 @@ def open_in(folder: Path, shm_id: str) -> int:
         raise SharedMemoryError(f"cannot open shared-memory file {shm_id}: {e.strerror}") from None
 
 
-def write_new(folder: Path, blobs: list[bytes | bytearray | memoryview]) -> str:
+def write_new(folder: Path, blobs: Sequence[bytes | bytearray | memoryview]) -> str:
     """Write ``blobs`` one after the other into a new private file in ``folder``; its id."""
     shm_id = new_id()
     path = folder / shm_id

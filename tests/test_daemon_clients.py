@@ -25,7 +25,6 @@ from proto.dermis.v1 import dermis_pb2 as pb
 from proto.dermis.v1 import dermis_pb2_grpc as pb_grpc
 
 from ._daemon_helpers import TOKEN, client, raw_image, request, result_array
-from .conftest import wait_for
 
 
 @pytest.fixture

@@ -23,7 +23,14 @@ from proto.client import Client, JobLost, Rejected
 from proto.dermis.v1 import dermis_pb2 as pb
 from proto.dermis.v1 import dermis_pb2_grpc as pb_grpc
 
-from ._daemon_helpers import IDENTITY_PRESET, ServeProcess, cpu_seconds, raw_image, request, rss_bytes
+from ._daemon_helpers import (
+    IDENTITY_PRESET,
+    ServeProcess,
+    cpu_seconds,
+    raw_image,
+    request,
+    rss_bytes,
+)
 from .conftest import wait_for
 
 MIB = 1 << 20

@@ -39,7 +39,8 @@ class ResolvedStage:
     @property
     def cost(self) -> float:
         cost = getattr(self.module, "COST", 1.0)
-        return float(cost(self.params) if callable(cost) else cost)
+        value: Any = cost(self.params) if callable(cost) else cost  # a number or a function of the Params
+        return float(value)
 
 
 @dataclass(frozen=True)
