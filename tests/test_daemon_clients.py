@@ -59,8 +59,8 @@ def test_jobs_belong_to_the_client_that_submitted_them(daemon, blocked):
             blocked.set()
             assert again.fetch_result(job).width == 16
         queued = b.submit(request(raw_image(8, 8), preset="lite", seed=4))
-        admin.cancel(queued)  # the admin may cancel anyone's job
-        assert [j.state for j in b.list_jobs(include_finished=True)] in (["cancelled"], ["done"])
+        admin.cancel(queued)  # the admin may cancel anyone's job (it may have finished already)
+        assert list(b.watch(queued))[-1].kind.value in ("cancelled", "done")
 
 
 def test_watch_streams_cannot_crowd_out_control_calls(daemon, blocked):
@@ -129,13 +129,15 @@ def test_shared_memory_round_trip_equals_streaming(daemon, monkeypatch):
     arr = raw_image(512, 1024, 4, 16, seed=5)  # 4 MiB
     with client(daemon) as c:
         shared = result_array(c.run(request(arr, preset="identity", seed=1, output="full")))
-    # the client wrote the upload, the daemon (in this process) the result, the client read it
-    assert len(writes) == 2 and len(reads) == 1
+    # the client wrote the upload and read the result (the daemon only gave its result file a name)
+    assert len(writes) == 1 and len(reads) == 1
     with Client(daemon.address, TOKEN, shared_memory=False) as c:
         streamed = result_array(c.run(request(arr, preset="identity", seed=1, output="full")))
-    assert len(writes) == 2 and len(reads) == 1  # streamed both ways
+    assert len(writes) == 1 and len(reads) == 1  # streamed both ways
     assert np.array_equal(shared, arr) and np.array_equal(streamed, arr)
-    assert list(folder.iterdir()) == []  # nothing left behind
+    # no upload or handed-out result file left behind; the daemon's own result files stay while it
+    # holds the results (result_ttl), and go with the folder when it stops
+    assert sorted(p.name.split("-")[0] for p in folder.iterdir()) == ["result", "result"]
     daemon.stop(grace=1.0)
     assert not folder.exists()
 

@@ -138,7 +138,8 @@ class DermisServicer(pb_grpc.DermisServicer):
                     image_buf, mask_buf = self._take_shared(header, layout, messages)
                 else:
                     image_buf, mask_buf = upload.receive(header, layout, messages)
-            spec = wire.job_spec(header, job_id, layout, plan, image_buf, mask_buf)
+            spec = wire.job_spec(header, job_id, layout, plan, image_buf, mask_buf,
+                                 self.shm.result_file if self.shm is not None else None)
             spec.owner = caller.client_id
             job, duplicate = self.queue.submit(spec)
         except grpc.RpcError:  # the client went away mid-upload, or the stall watch ended the call
@@ -204,7 +205,7 @@ class DermisServicer(pb_grpc.DermisServicer):
         shm_id = ""
         if shared is not None:
             try:
-                shm_id = shared.publish(result.pixels)
+                shm_id = shared.publish(result.pixels, result.file)
             except OSError as e:  # a full memory file system: stream it
                 log.info("result of job %s streamed, not shared: %s", job.id, e)
         yield from wire.result_events(job.id, seq, result, shared_memory_id=shm_id)

@@ -17,6 +17,7 @@ import stat
 import sys
 import tempfile
 import time
+import weakref
 import zlib
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,9 @@ class SharedMemoryDir:
             raise SharedMemoryUnavailable(f"{e} Send the pixels as chunks instead.") from None
         try:
             shm.check_file(fd, size)
-            mapped = mmap.mmap(fd, size, prot=mmap.PROT_READ)
+            # MAP_POPULATE maps every page at once: faster than faulting them in one by one
+            mapped = mmap.mmap(fd, size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
+                               prot=mmap.PROT_READ)
         except (shm.SharedMemoryError, OSError, ValueError) as e:
             raise SharedMemoryUnavailable(f"{e} Send the pixels as chunks instead.") from None
         finally:
@@ -92,9 +95,23 @@ class SharedMemoryDir:
                                 "was written wrongly.")
         return image, mask
 
-    def publish(self, pixels: bytes | memoryview) -> str:
-        """Write a result into a new file for the client to collect (it removes it); its id."""
+    def result_file(self, size: int) -> ResultFile | None:
+        """A new file of ``size`` bytes in the folder for a result (None when it cannot be made: the
+        result is then kept in ordinary memory)."""
+        try:
+            return ResultFile(self.path, size)
+        except OSError:  # the memory file system is full: the result stays in ordinary memory
+            return None
+
+    def publish(self, pixels: Any, file: ResultFile | None = None) -> str:
+        """Give a result to a client through the folder (it reads and removes the file); its id. A
+        result that is already in a ResultFile only gets a name, without a copy."""
         self.sweep()
+        if file is not None:
+            try:
+                return file.link(self.path)
+            except OSError as e:
+                log.info("result file not linked (%s): copied instead", e)
         return shm.write_new(self.path, [pixels])
 
     def sweep(self, max_age: float = MAX_AGE_S) -> None:
@@ -108,6 +125,8 @@ class SharedMemoryDir:
         except OSError:
             return
         for entry in entries:
+            if not shm.SHM_ID.fullmatch(entry.name):  # results the daemon still holds keep their file
+                continue
             try:
                 if now - entry.stat(follow_symlinks=False).st_mtime > max_age:
                     os.unlink(entry.path)
@@ -116,6 +135,31 @@ class SharedMemoryDir:
 
     def close(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+class ResultFile:
+    """A result's pixels in a file of the folder under a name only the daemon uses ("result-…", which
+    no client id matches): the executor writes them into its mapping, Watch streams from the mapping,
+    and a client that wants the file gets another name for it (a hard link), so the daemon never
+    copies the pixels. The daemon's name goes when it drops the result; the client removes its own."""
+
+    def __init__(self, folder: Path, size: int) -> None:
+        path = folder / f"result-{shm.new_id()}"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        weakref.finalize(self, _drop, fd, path)
+        self.path = path
+        os.ftruncate(fd, size)
+        self.map = mmap.mmap(fd, size)
+
+    def link(self, folder: Path) -> str:
+        shm_id = shm.new_id()
+        os.link(self.path, folder / shm_id)
+        return shm_id
+
+
+def _drop(fd: int, path: Path) -> None:
+    os.close(fd)
+    path.unlink(missing_ok=True)
 
 
 def _remove_orphans(root: Path, prefix: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,8 +82,9 @@ def plan(header: Any, layout: PixelLayout, config: Config) -> JobPlan:
 
 
 def job_spec(header: Any, job_id: str, layout: PixelLayout, job: JobPlan, image_buf: Buffer,
-             mask_buf: Buffer | None) -> JobSpec:
-    """The queued job. Pixels are decoded on the executor thread, so Submit answers quickly."""
+             mask_buf: Buffer | None, result_file: Callable[[int], Any] | None = None) -> JobSpec:
+    """The queued job. Pixels are decoded on the executor thread, so Submit answers quickly; the
+    result goes into ``result_file(nbytes)`` when given (shm.SharedMemoryDir.result_file)."""
     icc = bytes(header.icc_profile) or None
     return JobSpec(
         recipe=job.recipe,
@@ -97,7 +98,7 @@ def job_spec(header: Any, job_id: str, layout: PixelLayout, job: JobPlan, image_
         job_id=job_id,
         fingerprint=fingerprint(header),
         input_bytes=len(image_buf) + (len(mask_buf) if mask_buf is not None else 0),
-        finish=to_raw,
+        finish=lambda result: to_raw(result, result_file),
     )
 
 
@@ -120,7 +121,7 @@ def raw_mask(buf: Buffer, layout: PixelLayout) -> np.ndarray:
 class RawResult:
     """A finished job's result as it goes on the wire (built on the executor thread)."""
 
-    pixels: bytes
+    pixels: Any  # bytes, or the mapping of ``file``
     layout: PixelLayout
     offset: tuple[int, int]
     canvas: tuple[int, int]
@@ -131,16 +132,22 @@ class RawResult:
     messages: tuple[str, ...]
     stage_seconds: dict[str, float] = field(default_factory=dict)
     crc32: int = 0
+    file: Any = None  # the shm.ResultFile holding the pixels, when there is one
 
     @property
     def nbytes(self) -> int:
         return len(self.pixels)
 
 
-def to_raw(result: pipeline.RunResult) -> RawResult:
+def to_raw(result: pipeline.RunResult, result_file: Callable[[int], Any] | None = None) -> RawResult:
     arr = images.to_array(result.image)
     wire = np.uint8 if arr.dtype == np.uint8 else np.dtype("<u2")
-    pixels = np.ascontiguousarray(arr.astype(wire, copy=False)).tobytes()
+    file = result_file(arr.size * np.dtype(wire).itemsize) if result_file is not None else None
+    if file is not None:  # straight into the shared-memory file: no copy when a client takes it
+        np.frombuffer(file.map, dtype=wire).reshape(arr.shape)[...] = arr
+        pixels = file.map
+    else:
+        pixels = np.ascontiguousarray(arr.astype(wire, copy=False)).tobytes()
     h, w = arr.shape[:2]
     return RawResult(
         pixels=pixels,
@@ -154,6 +161,7 @@ def to_raw(result: pipeline.RunResult) -> RawResult:
         messages=result.messages,
         stage_seconds=dict(result.timings),
         crc32=zlib.crc32(pixels) & 0xFFFFFFFF,
+        file=file,
     )
 
 
