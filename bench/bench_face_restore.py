@@ -45,9 +45,9 @@ def main() -> int:
 
     from pipeline import images
     from pipeline.faces import align, detect_faces, warp_face
-    from pipeline.models.face_restorers import load_face_restorer
-    from pipeline.models.retinaface import load_retinaface
-    from pipeline.models.tiny_faces import build_faces
+    from pipeline.models.faces.restorers import load_face_restorer
+    from pipeline.models.faces.retinaface import load_retinaface
+    from pipeline.models.faces.tiny import build_faces
 
     dev = torch.device(args.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)

@@ -30,9 +30,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline import CancelToken  # noqa: E402
-from pipeline.models import flux_convert as fc  # noqa: E402
-from pipeline.models import flux_engine as engine  # noqa: E402
-from pipeline.models.flux_text import Conditioning  # noqa: E402
+from pipeline.models.flux import convert as fc  # noqa: E402
+from pipeline.models.flux import engine  # noqa: E402
+from pipeline.models.flux.text import Conditioning  # noqa: E402
 from pipeline.models.placement import MODES  # noqa: E402
 
 TOY_TRANSFORMER = dict(fc.FLUX_DEV_TRANSFORMER, num_layers=1, num_single_layers=1, attention_head_dim=16,

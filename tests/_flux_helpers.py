@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pipeline.models.flux_engine import LATENT_CHANNELS, VAE_FACTOR, RefineSettings, Velocity
-from pipeline.models.flux_text import Conditioning
+from pipeline.models.flux.engine import LATENT_CHANNELS, VAE_FACTOR, RefineSettings, Velocity
+from pipeline.models.flux.text import Conditioning
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 

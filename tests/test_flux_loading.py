@@ -10,10 +10,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from pipeline.errors import WrongWeights
-from pipeline.models import flux_convert as fc
-from pipeline.models import flux_load as fl
-from pipeline.models import flux_text as ft
-from pipeline.models import tiny_flux
+from pipeline.models.flux import convert as fc
+from pipeline.models.flux import load as fl
+from pipeline.models.flux import text as ft
+from pipeline.models.flux import tiny as tiny_flux
 from pipeline.models.tensor_files import MetaSource, check_tensors, predicted_shapes
 
 from ._flux_helpers import flux_fixtures

@@ -10,8 +10,8 @@ import torch
 
 from pipeline import Cancelled, CancelToken, MissingWeights, OutOfMemory, build, images, run
 from pipeline.config import Config
-from pipeline.models import flux_engine as engine
-from pipeline.models import flux_load as fl
+from pipeline.models.flux import engine
+from pipeline.models.flux import load as fl
 
 from ._flux_helpers import (
     ConstantTransformer,
@@ -202,7 +202,7 @@ def test_stage_progress_and_bfl_transformer(tiny_models, portrait):
 
 
 def test_diffusers_folder_as_base(tmp_path, portrait):
-    from pipeline.models.tiny_flux import build_flux_diffusers
+    from pipeline.models.flux.tiny import build_flux_diffusers
 
     base = build_flux_diffusers(tmp_path / "FLUX.1-dev")
     # fit_target: the stage itself upscales 128 -> 384 first, so it works on 2x2 tiles of 256

@@ -9,7 +9,7 @@ import torch
 
 from pipeline import CancelToken
 from pipeline.errors import InvalidParameter
-from pipeline.models import flux_engine as engine
+from pipeline.models.flux import engine
 from pipeline.samplers.flow_match import (
     comfy_sigmas,
     flux_time_shift,

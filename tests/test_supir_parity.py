@@ -84,7 +84,7 @@ def test_every_golden_tensor_belongs_to_a_checked_group(golden):
 
 
 def test_loader_consumed_every_tensor_but_mask_lq(fx):
-    from pipeline.models.supir.loader import IGNORED
+    from pipeline.models.supir.load import IGNORED
     from pipeline.models.tensor_files import TensorSource
 
     with TensorSource.open(fx / "tiny_supir.safetensors") as ck:

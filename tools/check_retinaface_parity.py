@@ -49,7 +49,7 @@ def main() -> int:
 
     import pipeline.faces.detect as detect
     from pipeline import images
-    from pipeline.models.retinaface import CONFIGS, RetinaFace, load_retinaface
+    from pipeline.models.faces.retinaface import CONFIGS, RetinaFace, load_retinaface
 
     FX = import_facexlib_detection(args.facexlib_root)
     rgb = images.load(args.image).rgb

@@ -14,7 +14,7 @@ from math import ceil
 import numpy as np
 import torch
 
-from ..models.retinaface import BGR_MEAN, RetinaFace, RetinaFaceConfig
+from ..models.faces.retinaface import BGR_MEAN, RetinaFace, RetinaFaceConfig
 
 EYE_DIST_MIN = 5.0  # px in the detection image: facexlib's eye_dist_threshold as ReActor sets it
 PRE_NMS_TOP_K = 5000  # Pytorch_Retinaface's test-time cap: bounds NMS cost on a confused (or random) net

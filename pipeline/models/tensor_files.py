@@ -21,7 +21,7 @@ import zipfile
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -32,6 +32,7 @@ PICKLE_SUFFIXES = (".ckpt", ".pth", ".pt", ".bin")
 # a converter: (source, key plan) -> (target key, tensor) pairs, reading each source tensor once
 Plan = Mapping[str, tuple[str, Callable[[torch.Tensor], torch.Tensor]]]
 Shape = tuple[int, ...]
+M = TypeVar("M", bound=torch.nn.Module)
 
 
 class TensorSource:
@@ -354,3 +355,11 @@ def stream_into(model: torch.nn.Module, source: TensorSource, plan: Plan, *, dty
         raise WrongWeights(source.origin, f"left {what} incomplete: {', '.join(left[:10])} were never loaded.")
     model.requires_grad_(False)
     return model.eval()
+
+
+def empty(factory: Callable[[], M]) -> M:
+    """Build a module with its parameters on the meta device (no memory, no random init)."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():
+        return factory()

@@ -18,8 +18,8 @@ Builder = Callable[[Path], dict[str, Path]]
 # family -> "module:function" building it; the function takes the models/ root and returns name -> path
 FAMILIES: dict[str, str] = {
     "spandrel": "pipeline.models.tiny:build_spandrel",
-    "faces": "pipeline.models.tiny_faces:build_faces",
-    "flux": "pipeline.models.tiny_flux:build_flux",
+    "faces": "pipeline.models.faces.tiny:build_faces",
+    "flux": "pipeline.models.flux.tiny:build_flux",
     "supir": "pipeline.models.supir.tiny:build_supir",
 }
 

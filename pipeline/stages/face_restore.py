@@ -4,9 +4,9 @@ Images from edit models (Qwen Edit, Flux Kontext, Nano Banana) can carry damaged
 a face restorer redraws each face from a learned prior before SUPIR sees it. As in ReActor
 (Gourieff/ComfyUI-ReActor ``restore_face``, built on facexlib's FaceRestoreHelper):
 
-1. detect faces and their 5 landmarks with RetinaFace (``pipeline.models.retinaface``);
+1. detect faces and their 5 landmarks with RetinaFace (``pipeline.models.faces.retinaface``);
 2. align each to the FFHQ 512² template with a similarity transform (``pipeline.faces.align``);
-3. restore the crop with GFPGAN v1.3/v1.4 or CodeFormer via spandrel (``pipeline.models.face_restorers``);
+3. restore the crop with GFPGAN v1.3/v1.4 or CodeFormer via spandrel (``pipeline.models.faces.restorers``);
 4. paste it back through the inverse transform and a feathered mask, blended by ``visibility``.
 
 Off by default in the ``supir-srpo`` preset (``--set face_restore.enabled=true``). Weights: ``gfpgan``
@@ -28,8 +28,8 @@ import numpy as np
 from ..device import parse_dtype
 from ..errors import InvalidParameter
 from ..faces import Face, align, detect_faces, paste_face, warp_face
-from ..models.face_restorers import load_face_restorer
-from ..models.retinaface import load_retinaface
+from ..models.faces.restorers import load_face_restorer
+from ..models.faces.retinaface import load_retinaface
 
 COST = 0.5
 # ReActor's detector names -> Dermis weight names (a TOML key cannot hold "0.25" without quotes)

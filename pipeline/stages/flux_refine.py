@@ -2,7 +2,7 @@
 
 SRPO (Tencent Hunyuan, arXiv 2509.06942, github.com/Tencent-Hunyuan/SRPO) is a fine-tune of FLUX.1-dev
 that removes its waxy skin. The workflow refines the SUPIR result with it at denoise ~0.3 (stage 2)
-and once more at ~0.45 to bring out pores (stage 3): the same engine, ``pipeline.models.flux_engine``,
+and once more at ~0.45 to bring out pores (stage 3): the same engine, ``pipeline.models.flux.engine``,
 with other parameters. Steps and denoise mean what ComfyUI's KSampler means by them.
 
 Weights (all local; see docs/flux.md): the SRPO (or FLUX.1-dev) transformer, ``ae.safetensors``,
@@ -22,9 +22,9 @@ import numpy as np
 from .. import images
 from ..device import generator, parse_dtype
 from ..errors import InvalidParameter, MissingWeights
-from ..models import flux_engine as engine
-from ..models.flux_load import load_transformer, load_vae
-from ..models.flux_text import (
+from ..models.flux import engine
+from ..models.flux.load import load_transformer, load_vae
+from ..models.flux.text import (
     Conditioning,
     TextEncoders,
     encode_prompt,

@@ -26,9 +26,9 @@ from ...samplers.schedules import ddpm_sigma_table, legacy_sigmas, lightning_sig
 from ...samplers.tiles import LatentTiles
 from ..placement import Placement
 from ..sdxl import vae_tiled
-from ..sdxl.loader import SdxlModel, load_sdxl
+from ..sdxl.load import SdxlModel, load_sdxl
 from .denoiser import CfgDenoiser, TextCond
-from .loader import load_supir
+from .load import load_supir
 from .unet import SupirUNet, vector_cond
 
 SCALE_FACTOR = 0.13025

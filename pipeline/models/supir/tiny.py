@@ -21,10 +21,10 @@ import torch
 
 from ..sdxl import keymap as K
 from ..sdxl.arch import ClipArch, UNetArch, VaeArch, unet_config
-from ..sdxl.loader import UNET_PREFIX, VAE_PREFIX, build_clip, build_unet, build_vae
+from ..sdxl.load import UNET_PREFIX, VAE_PREFIX, build_clip, build_unet, build_vae
 from .connectors import build_connectors
 from .control import ControlEncoder
-from .loader import CONTROL_PREFIX, DENOISE_PREFIX, PM_PREFIX, build_denoise_encoder
+from .load import CONTROL_PREFIX, DENOISE_PREFIX, PM_PREFIX, build_denoise_encoder
 
 TE1 = ClipArch(vocab_size=514, width=64, layers=2, intermediate=128, positions=77)
 TE2 = ClipArch(vocab_size=514, width=128, layers=2, intermediate=256, positions=77, projection_dim=64)

@@ -7,7 +7,7 @@ folder) and never downloaded. Accepted forms:
   repacks, also under ComfyUI's ``model.diffusion_model.`` prefix) or the diffusers layout (tencent/SRPO
   ``diffusion_pytorch_model.safetensors``, fp32, 47.6 GB), or a diffusers ``transformer/`` folder;
 - autoencoder: ``ae.safetensors`` (BFL layout) or a diffusers ``vae/`` folder / file;
-- text encoders and tokenizers: ``pipeline.models.flux_text``.
+- text encoders and tokenizers: ``pipeline.models.flux.text``.
 
 Big files are streamed one tensor at a time and cast on the fly (``tensor_files``), so loading the fp32
 SRPO file in bf16 needs 24 GB of RAM, not 72.
@@ -22,10 +22,10 @@ from typing import Any
 
 import torch
 
-from ..errors import WrongWeights
-from . import flux_convert as fc
-from .tensor_files import TensorSource, check_tensors, stream_into
-from .weights import WeightSpec, register
+from ...errors import WrongWeights
+from ..tensor_files import TensorSource, check_tensors, stream_into
+from ..weights import WeightSpec, register
+from . import convert as fc
 
 FLUX_LICENSE = ("FLUX.1 [dev] Non-Commercial License v1.1.1 (non-commercial use only); SRPO weights "
                 "additionally under Tencent's academic-only terms")

@@ -20,8 +20,8 @@ from torch import nn
 from ...errors import WrongWeights
 from ..sdxl import keymap as K
 from ..sdxl.arch import ArchError, UNetArch, VaeArch, infer_unet, unet_config, vae_config
-from ..sdxl.load import assign, empty, verify
-from ..tensor_files import TensorSource
+from ..sdxl.keymap import assign, verify
+from ..tensor_files import TensorSource, empty
 from .connectors import NHIDDEN, build_connectors
 from .control import ControlEncoder
 

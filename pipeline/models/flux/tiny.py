@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from . import flux_convert as fc
+from . import convert as fc
 
 TRANSFORMER = dict(patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=16,
                    num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .spandrel_loader import load_image_model
-from .weights import WeightSpec, register
+from ..spandrel_loader import load_image_model
+from ..weights import WeightSpec, register
 
 FACE_FOLDERS = ("facerestore_models", "GFPGAN", "Codeformer", "codeformer", "upscale_models")
 

@@ -27,13 +27,13 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from ..errors import OutOfMemory
-from ..samplers.flow_match import comfy_sigmas, noise_latents, sample_euler
-from ..tiling import Assembler, TilePlan, assemble, crop_tiles, plan_tiles
-from .cache import module_bytes
-from .flux_text import Conditioning
-from .placement import Mode as MemoryMode
-from .placement import Placement, choose_mode, held_bytes
+from ...errors import OutOfMemory
+from ...samplers.flow_match import comfy_sigmas, noise_latents, sample_euler
+from ...tiling import Assembler, TilePlan, assemble, crop_tiles, plan_tiles
+from ..cache import module_bytes
+from ..placement import Mode as MemoryMode
+from ..placement import Placement, choose_mode, held_bytes
+from .text import Conditioning
 
 log = logging.getLogger("dermis.flux")
 

@@ -23,8 +23,8 @@ from typing import Any, Literal
 
 import torch
 
-from ..errors import WrongWeights
-from .tensor_files import check_tensors
+from ...errors import WrongWeights
+from ..tensor_files import check_tensors
 
 Layout = Literal["bfl", "diffusers"]
 Shapes = Mapping[str, Sequence[int]]

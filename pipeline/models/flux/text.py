@@ -25,11 +25,11 @@ from typing import Any
 
 import torch
 
-from ..errors import WrongWeights
-from . import flux_convert as fc
-from .flux_load import DEV_FOLDER_GLOB
-from .tensor_files import TensorSource, stream_into
-from .weights import WeightSpec, register
+from ...errors import WrongWeights
+from ..tensor_files import TensorSource, stream_into
+from ..weights import WeightSpec, register
+from . import convert as fc
+from .load import DEV_FOLDER_GLOB
 
 CLIP_MAX_TOKENS = 77
 

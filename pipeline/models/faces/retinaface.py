@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import WrongWeights
-from .weights import WeightSpec, register
+from ...errors import WrongWeights
+from ..weights import WeightSpec, register
 
 Variant = Literal["resnet50", "mobilenet0.25"]
 
@@ -236,7 +236,7 @@ def variant_of(sd: dict[str, torch.Tensor]) -> Variant | None:
 
 def load_retinaface(path: Path, device: torch.device | str = "cpu") -> RetinaFace:
     """An eval-mode fp32 RetinaFace from a facexlib/Pytorch_Retinaface file; WrongWeights if it is not one."""
-    from .tensor_files import read_state_dict
+    from ..tensor_files import read_state_dict
 
     sd = read_state_dict(Path(path))
     for wrapper in ("state_dict", "params", "model"):  # training checkpoints nest the weights
