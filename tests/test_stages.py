@@ -9,7 +9,7 @@ import torch
 import pipeline
 from pipeline.errors import Cancelled, WrongWeights
 from pipeline.models.cache import ModelCache
-from pipeline.models.tiny import compact_state_dict, esrgan_state_dict
+from pipeline.models.upscale.tiny import compact_state_dict, esrgan_state_dict
 from pipeline.run import CancelToken, StageContext
 from pipeline.stages import make_params, upscale_model
 

@@ -24,7 +24,6 @@ from ..device import parse_dtype
 from ..errors import InvalidParameter, OutOfMemory
 from ..models.placement import Placement, choose_mode
 from ..models.sdxl import text
-from ..models.supir import weights as _weights  # noqa: F401  (registers sdxl / supir_v0q / supir_v0f)
 from ..models.supir.denoiser import TextCond
 from ..models.supir.pipeline import Settings, SupirModels, load_models, restore, size_vector
 from ..samplers.dpmpp_2m_sde import DpmParams

@@ -20,26 +20,6 @@ import numpy as np
 import torch
 
 from ..spandrel_loader import load_image_model
-from ..weights import WeightSpec, register
-
-FACE_FOLDERS = ("facerestore_models", "GFPGAN", "Codeformer", "codeformer", "upscale_models")
-
-register(WeightSpec(
-    key="gfpgan",
-    description="GFPGAN v1.4 or v1.3 face restorer (GFPGANv1.4.pth)",
-    folders=FACE_FOLDERS,
-    patterns=("GFPGANv1.4.pth", "GFPGANv1.4.safetensors", "GFPGANv1.3.pth", "GFPGANv1.3.safetensors",
-              "GFPGANv1*.pth", "GFPGANv1*.safetensors"),
-    license="Apache-2.0",
-))
-register(WeightSpec(
-    key="codeformer",
-    description="CodeFormer face restorer (codeformer-v0.1.0.pth / codeformer.pth)",
-    folders=FACE_FOLDERS,
-    patterns=("codeformer-v0.1.0.pth", "codeformer.pth", "codeformer*.pth", "codeformer*.safetensors",
-              "CodeFormer*.pth", "CodeFormer*.safetensors"),
-    license="S-Lab License 1.0 (non-commercial use only)",
-))
 
 EXPECTED = ("a GFPGAN face restorer (needs the keys toRGB.0.weight, stylegan_decoder.style_mlp.1.weight) "
             "or a CodeFormer one (position_emb, idx_pred_layer.1.weight, quantize.embedding.weight, "

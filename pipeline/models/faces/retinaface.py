@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import WrongWeights
-from ..weights import WeightSpec, register
 
 Variant = Literal["resnet50", "mobilenet0.25"]
 
@@ -48,21 +47,6 @@ CONFIGS: dict[str, RetinaFaceConfig] = {
 
 # BGR means the network was trained with (its input is a cv2 image in 0..255 minus these)
 BGR_MEAN = (104.0, 117.0, 123.0)
-
-register(WeightSpec(
-    key="retinaface_resnet50",
-    description="RetinaFace ResNet-50 face detector (facexlib detection_Resnet50_Final.pth)",
-    folders=("facedetection", "facexlib", "GFPGAN", "Codeformer", "facerestore_models"),
-    patterns=("detection_Resnet50_Final.pth", "*Resnet50_Final*.pth", "*retinaface*resnet50*.pth"),
-    license="MIT (Pytorch_Retinaface, via facexlib)",
-))
-register(WeightSpec(
-    key="retinaface_mobilenet",
-    description="RetinaFace MobileNet-0.25 face detector (facexlib detection_mobilenet0.25_Final.pth)",
-    folders=("facedetection", "facexlib", "GFPGAN", "Codeformer", "facerestore_models"),
-    patterns=("detection_mobilenet0.25_Final.pth", "*mobilenet0.25_Final*.pth", "*retinaface*mobile*.pth"),
-    license="MIT (Pytorch_Retinaface, via facexlib)",
-))
 
 
 # --- building blocks (Sequential indices are part of the key layout: conv=0, bn=1, act=2) ---

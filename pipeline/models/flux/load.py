@@ -24,39 +24,7 @@ import torch
 
 from ...errors import WrongWeights
 from ..tensor_files import TensorSource, check_tensors, stream_into
-from ..weights import WeightSpec, register
 from . import convert as fc
-
-FLUX_LICENSE = ("FLUX.1 [dev] Non-Commercial License v1.1.1 (non-commercial use only); SRPO weights "
-                "additionally under Tencent's academic-only terms")
-DEV_FOLDER_GLOB = "*[Ff][Ll][Uu][Xx]*[Dd][Ee][Vv]*"  # a diffusers FLUX.1-dev folder, whatever its capitalisation
-
-register(WeightSpec(
-    key="flux_transformer",
-    description="the Flux transformer: tencent/SRPO diffusion_pytorch_model.safetensors, a BFL-layout "
-                "SRPO or flux1-dev .safetensors, or a diffusers FLUX.1-dev transformer/ folder",
-    folders=("diffusion_models", "unet", "diffusers"),
-    patterns=("*[Ss][Rr][Pp][Oo]*.safetensors", "*[Ss][Rr][Pp][Oo]*/diffusion_pytorch_model.safetensors",
-              "flux1-dev*.safetensors", "flux1-dev*.sft", f"{DEV_FOLDER_GLOB}/transformer"),
-    kind="any", license=FLUX_LICENSE,
-))
-register(WeightSpec(
-    key="flux_vae",
-    description="the FLUX.1 autoencoder ae.safetensors (from black-forest-labs/FLUX.1-dev)",
-    folders=("vae", "diffusers"),
-    patterns=("ae.safetensors", "ae.sft", "flux*ae*.safetensors", "*[Ff][Ll][Uu][Xx]*vae*.safetensors",
-              f"{DEV_FOLDER_GLOB}/vae"),
-    kind="any", license=FLUX_LICENSE,
-))
-register(WeightSpec(
-    key="flux_dev",
-    description="a diffusers FLUX.1-dev folder (model_index.json, transformer/, vae/, text_encoder*/, "
-                "tokenizer*/); used when a stage sets base = \"flux_dev\"",
-    folders=("diffusers",),
-    patterns=("FLUX.1-dev", DEV_FOLDER_GLOB),
-    kind="dir", license=FLUX_LICENSE,
-))
-
 
 # ------------------------------------------------------------------------------------ transformer
 

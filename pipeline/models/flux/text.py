@@ -27,44 +27,10 @@ import torch
 
 from ...errors import WrongWeights
 from ..tensor_files import TensorSource, stream_into
-from ..weights import WeightSpec, register
 from . import convert as fc
-from .load import DEV_FOLDER_GLOB
 
 CLIP_MAX_TOKENS = 77
 
-register(WeightSpec(
-    key="flux_clip_l",
-    description="the CLIP-L text encoder clip_l.safetensors (ComfyUI), or FLUX.1-dev's text_encoder/ folder",
-    folders=("text_encoders", "clip", "diffusers"),
-    patterns=("clip_l.safetensors", "clip_l*.safetensors", "*clip_l*.safetensors", f"{DEV_FOLDER_GLOB}/text_encoder"),
-    kind="any", license="MIT (OpenAI CLIP)",
-))
-register(WeightSpec(
-    key="flux_t5",
-    description="the T5-XXL text encoder t5xxl_fp16.safetensors (ComfyUI), or FLUX.1-dev's text_encoder_2/ folder",
-    folders=("text_encoders", "clip", "diffusers"),
-    patterns=("t5xxl_fp16.safetensors", "t5xxl*.safetensors", "*t5*xxl*.safetensors", f"{DEV_FOLDER_GLOB}/text_encoder_2"),
-    kind="any", license="Apache-2.0 (Google T5 v1.1)",
-))
-register(WeightSpec(
-    key="flux_clip_tokenizer",
-    description="the CLIP-L tokenizer folder (vocab.json + merges.txt or tokenizer.json): ComfyUI ships it as "
-                "ComfyUI/comfy/sd1_tokenizer (found when --comfy-models is ComfyUI/models), a diffusers "
-                "FLUX.1-dev folder has it as tokenizer/; or copy either to <models>/tokenizers/sd1_tokenizer",
-    folders=("../comfy", "tokenizers", "diffusers"),
-    patterns=("sd1_tokenizer", "clip_l_tokenizer", f"{DEV_FOLDER_GLOB}/tokenizer"),
-    kind="dir", license="MIT (OpenAI CLIP)",
-))
-register(WeightSpec(
-    key="flux_t5_tokenizer",
-    description="the T5 tokenizer folder (tokenizer.json or spiece.model): ComfyUI ships it as "
-                "ComfyUI/comfy/text_encoders/t5_tokenizer, a diffusers FLUX.1-dev folder as tokenizer_2/; "
-                "or copy either to <models>/tokenizers/t5_tokenizer",
-    folders=("../comfy/text_encoders", "../comfy", "tokenizers", "diffusers"),
-    patterns=("t5_tokenizer", "t5xxl_tokenizer", f"{DEV_FOLDER_GLOB}/tokenizer_2"),
-    kind="dir", license="Apache-2.0 (Google T5 v1.1)",
-))
 
 CLIP_MARKER = "embeddings.token_embedding.weight"
 CLIP_PREFIXES = ("text_model.", "", "text_encoders.clip_l.transformer.text_model.",

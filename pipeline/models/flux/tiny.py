@@ -26,25 +26,13 @@ from pathlib import Path
 
 import torch
 
+from ..tiny import clip_tokenizer
 from . import convert as fc
 
 TRANSFORMER = dict(patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=16,
                    num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,
                    guidance_embeds=True, axes_dims_rope=fc.rope_axes(16))
 VAE_CHANNELS = (32, 32, 32, 32)  # 4 levels: the real 8x factor; 32 = GroupNorm(32)'s minimum
-
-
-def clip_tokenizer(max_len: int = 77):
-    """Byte-level CLIP BPE with no merges (one token per character); end-of-text is the last id."""
-    from tokenizers.pre_tokenizers import ByteLevel
-    from transformers import CLIPTokenizer
-
-    alphabet = sorted(ByteLevel.alphabet())
-    vocab = {c: i for i, c in enumerate(alphabet)}
-    vocab.update({c + "</w>": len(alphabet) + i for i, c in enumerate(alphabet)})
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=max_len)
 
 
 def t5_tokenizer(max_len: int = 512):

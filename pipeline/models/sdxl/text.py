@@ -27,22 +27,11 @@ from pathlib import Path
 import torch
 
 from ...errors import MissingWeights
-from ..weights import WeightLocator, WeightSpec, register
+from ..weights import WeightLocator
+from .weights import BPE_NAME
+from .weights import TOKENIZER as TOKENIZER_SPEC
 
 MAX_TOKENS = 77
-BPE_NAME = "bpe_simple_vocab_16e6.txt.gz"
-
-TOKENIZER_SPEC = register(
-    WeightSpec(
-        key="sdxl_tokenizer",
-        description="the CLIP BPE vocabulary of SDXL's text encoders (vocab.json + merges.txt, or "
-                    f"{BPE_NAME})",
-        folders=("../comfy", "diffusers"),
-        patterns=("sd1_tokenizer", "*/tokenizer", BPE_NAME),
-        kind="any",
-        license="MIT (OpenAI CLIP vocabulary)",
-    )
-)
 
 
 def _bytes_to_unicode() -> dict[int, str]:
