@@ -45,8 +45,7 @@ def main() -> int:
 
     from pipeline import images
     from pipeline.faces import align, detect_faces, warp_face
-    from pipeline.models.faces.restorers import load_face_restorer
-    from pipeline.models.faces.retinaface import load_retinaface
+    from pipeline.models.faces.load import load_face_restorer, load_retinaface
     from pipeline.models.faces.tiny import build_faces
 
     dev = torch.device(args.device)

@@ -20,8 +20,8 @@ from daemon.cli import main
 from pipeline import images
 from pipeline.errors import MissingWeights, WrongWeights
 from pipeline.faces import Face
-from pipeline.models.faces.restorers import load_face_restorer
-from pipeline.models.faces.retinaface import CONFIGS, RetinaFace, load_retinaface
+from pipeline.models.faces.load import load_face_restorer, load_retinaface
+from pipeline.models.faces.retinaface import CONFIGS, RetinaFace
 from pipeline.stages import face_restore
 from pipeline.stages.face_restore import Params
 

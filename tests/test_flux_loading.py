@@ -14,6 +14,7 @@ from pipeline.models.flux import convert as fc
 from pipeline.models.flux import load as fl
 from pipeline.models.flux import text as ft
 from pipeline.models.flux import tiny as tiny_flux
+from pipeline.models.flux.arch import FLUX_DEV, VAE_SCALING, VAE_SHIFT, FluxArch, FluxVaeArch
 from pipeline.models.tensor_files import MetaSource, check_tensors, predicted_shapes
 
 from ._flux_helpers import flux_fixtures
@@ -27,7 +28,8 @@ needs_fixtures = pytest.mark.skipif(not FIX.is_dir(), reason=f"FLUX fixtures not
 def _load_fixture(name: str):
     """(the fixture transformer loaded through our loader, the reference inputs and output, its config)."""
     cfg = json.loads((FIX / "tiny_transformer_config.json").read_text())
-    return fl.load_transformer(FIX / name, torch.float32, config=cfg), load_file(str(FIX / "tiny_bfl_expected.safetensors")), cfg
+    model = fl.load_transformer(FIX / name, torch.float32, arch=FluxArch.from_diffusers(cfg))
+    return model, load_file(str(FIX / "tiny_bfl_expected.safetensors")), cfg
 
 
 def _forward(model, exp):
@@ -73,12 +75,12 @@ def test_full_size_transformer_manifest_maps_every_key(manifest):
     data = json.loads((FIX / manifest).read_text())
     src = MetaSource(data["keys"], manifest)
     layout = fc.transformer_layout(src.keys())
-    cfg = fc.transformer_config(src.shapes(), layout, src.origin)
-    assert cfg == fc.FLUX_DEV_TRANSFORMER
-    plan = fl.transformer_plan(src, layout, cfg)  # raises if a file tensor is unused or missing
+    arch = FluxArch.from_shapes(src.shapes(), layout, src.origin)
+    assert arch == FLUX_DEV
+    plan = fl.transformer_plan(src, layout, arch)  # raises if a file tensor is unused or missing
     assert {s for s, _ in plan.values()} == set(data["keys"])
     with torch.device("meta"):
-        model = FluxTransformer2DModel.from_config(cfg)
+        model = FluxTransformer2DModel.from_config(arch.to_diffusers())
     want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     got = predicted_shapes(src, plan)
     check_tensors(src.origin, got, want, "does not match FLUX.1-dev")
@@ -93,15 +95,16 @@ def test_full_size_vae_manifest_maps_every_key():
     data = json.loads((FIX / "flux_vae.keys.json").read_text())
     src = MetaSource(data["bfl"]["keys"], "ae.safetensors")
     layout = fc.vae_layout(src.keys())
-    cfg = fc.vae_config(src.shapes(), layout, src.origin)
+    arch = FluxVaeArch.from_shapes(src.shapes(), layout, src.origin)
+    cfg = arch.to_diffusers()
     for k, v in data["diffusers"]["config"].items():
         got = cfg.get(k)  # latents_mean/std: None in both
         assert (tuple(got) if isinstance(v, list) else got) == (tuple(v) if isinstance(v, list) else v), k
-    state = fl.vae_state(src, layout, cfg)
     with torch.device("meta"):
         model = AutoencoderKL.from_config(cfg)
     want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in state.items()}
+    plan = fl.vae_plan(src, layout, want, len(arch.widths))  # raises if a file tensor is unused or missing
+    got = predicted_shapes(src, plan)
     check_tensors(src.origin, got, want, "does not match the FLUX VAE")
     assert set(got) == set(data["diffusers"]["keys"]) and len(got) == 244
 
@@ -130,7 +133,7 @@ def test_bfl_and_srpo_layout_files_give_the_same_transformer(tiny_models):
     srpo = fl.load_transformer(tiny_models / "diffusion_models/SRPO/diffusion_pytorch_model.safetensors",
                                torch.bfloat16)
     bfl = fl.load_transformer(tiny_models / "unet/flux1-dev.safetensors", torch.bfloat16)
-    assert srpo.config == bfl.config and tuple(bfl.config["axes_dims_rope"]) == tiny_flux.TRANSFORMER["axes_dims_rope"]
+    assert srpo.config == bfl.config and tuple(bfl.config["axes_dims_rope"]) == tiny_flux.TRANSFORMER.axes_dim
     a, b = srpo.state_dict(), bfl.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert all(p.dtype == torch.bfloat16 for p in srpo.parameters())  # fp32 file, cast while streaming
@@ -174,7 +177,7 @@ def test_bfl_vae_file_round_trips_through_diffusers_converter(tiny_models):
     loaded = fl.load_vae(tiny_models / "vae/ae.safetensors", torch.float32)
     a, b = vae.state_dict(), loaded.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert loaded.config.scaling_factor == fc.VAE_SCALING and loaded.config.shift_factor == fc.VAE_SHIFT
+    assert loaded.config.scaling_factor == VAE_SCALING and loaded.config.shift_factor == VAE_SHIFT
 
 
 def test_vae_with_foreign_tensors_is_refused(tmp_path, tiny_models):

@@ -49,7 +49,8 @@ def main() -> int:
 
     import pipeline.faces.detect as detect
     from pipeline import images
-    from pipeline.models.faces.retinaface import CONFIGS, RetinaFace, load_retinaface
+    from pipeline.models.faces.load import load_retinaface
+    from pipeline.models.faces.retinaface import CONFIGS, RetinaFace
 
     FX = import_facexlib_detection(args.facexlib_root)
     rgb = images.load(args.image).rgb

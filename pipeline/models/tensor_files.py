@@ -29,6 +29,9 @@ from ..errors import WrongWeights
 
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".ckpt", ".pth", ".pt", ".bin")
+# training checkpoints nest the weights: Lightning's {"state_dict": …}, BasicSR's {"params_ema": …} /
+# {"params": …}, others' {"model": …}; unwrapped in this order (a wrapper inside a wrapper too)
+WRAPPERS = ("state_dict", "params_ema", "params", "model")
 # a converter: (source, key plan) -> (target key, tensor) pairs, reading each source tensor once
 Plan = Mapping[str, tuple[str, Callable[[torch.Tensor], torch.Tensor]]]
 Shape = tuple[int, ...]
@@ -253,10 +256,11 @@ def read_pickle(path: Path, *, mmap: bool = True) -> Any:
 
 
 def _pickled_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a pickled checkpoint by key, a Lightning ``{"state_dict": {...}}`` unwrapped."""
+    """The tensors of a pickled checkpoint by key, training wrappers (``WRAPPERS``) unwrapped."""
     sd = read_pickle(path)
-    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
-        sd = sd["state_dict"]
+    for wrapper in WRAPPERS:
+        if isinstance(sd, dict) and isinstance(sd.get(wrapper), dict):
+            sd = sd[wrapper]
     if not isinstance(sd, dict):
         raise WrongWeights(path, f"holds a {type(sd).__name__}, not a dictionary of tensors.")
     tensors = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
@@ -328,24 +332,38 @@ def converted(source: TensorSource, plan: Plan, dtype: torch.dtype,
         del t, done
 
 
+def same(t: torch.Tensor) -> torch.Tensor:
+    """The plan op of a tensor the model takes as the file stores it."""
+    return t
+
+
+def identity_plan(keys: Iterable[str]) -> dict[str, tuple[str, Callable[[torch.Tensor], torch.Tensor]]]:
+    """A plan for a file already in the model's own names."""
+    return {k: (k, same) for k in keys}
+
+
 def predicted_shapes(source: TensorSource | MetaSource, plan: Plan) -> dict[str, tuple[int, ...]]:
     """The shape each plan entry will have, computed on the meta device (no data read)."""
     return {t: tuple(op(torch.empty(source.shape(src), device="meta")).shape) for t, (src, op) in plan.items()}
 
 
-def stream_into(model: torch.nn.Module, source: TensorSource, plan: Plan, *, dtype: torch.dtype,
+def stream_into(model: M, source: TensorSource, plan: Plan, *, dtype: torch.dtype,
                 device: torch.device | str = "cpu", what: str,
-                rebuild: Callable[[torch.nn.Module], None] | None = None) -> torch.nn.Module:
+                rebuild: Callable[[M], None] | None = None, zero_if_absent: Collection[str] = ()) -> M:
     """Fill a meta-device ``model`` from ``source`` through ``plan``; every parameter must be set.
 
     Keys and shapes are checked before any tensor is read, so a wrong file fails in milliseconds.
-    ``rebuild`` recreates non-persistent buffers (not in any file) that meta construction left empty.
+    ``rebuild`` recreates non-persistent buffers (not in any file) that meta construction left empty;
+    ``zero_if_absent`` names bookkeeping buffers older files may lack (BatchNorm's step counter), zeroed.
     """
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    state_meta = model.state_dict()
+    absent = {k for k in zero_if_absent if k in state_meta and k not in plan}
+    expected = {k: tuple(v.shape) for k, v in state_meta.items() if k not in absent}
     # keys first: a plan op may not even run on the shape of a tensor the model does not have
     check_tensors(source.origin, plan.keys(), expected.keys(), f"does not match {what}")
     check_tensors(source.origin, predicted_shapes(source, plan), expected, f"does not match {what}")
     state = dict(converted(source, plan, dtype, device))
+    state.update({k: torch.zeros(state_meta[k].shape, dtype=state_meta[k].dtype, device=device) for k in absent})
     model.load_state_dict(state, strict=True, assign=True)
     del state
     if rebuild is not None:
@@ -357,9 +375,20 @@ def stream_into(model: torch.nn.Module, source: TensorSource, plan: Plan, *, dty
     return model.eval()
 
 
+# ------------------------------------------------------------------------------------- building
+
+
 def empty(factory: Callable[[], M]) -> M:
-    """Build a module with its parameters on the meta device (no memory, no random init)."""
+    """Build a module with its parameters on the meta device (no memory, no random init), buffers real."""
     from accelerate import init_empty_weights
 
     with init_empty_weights():
         return factory()
+
+
+def built(model: object, cls: type[M]) -> M:
+    """``model`` as a ``cls``: diffusers types ``from_config`` as maybe returning (model, unused kwargs),
+    which it only does when asked to."""
+    if not isinstance(model, cls):
+        raise TypeError(f"expected a {cls.__name__}, got a {type(model).__name__}")
+    return model

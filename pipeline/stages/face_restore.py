@@ -28,8 +28,7 @@ import numpy as np
 from ..device import parse_dtype
 from ..errors import InvalidParameter
 from ..faces import Face, align, detect_faces, paste_face, warp_face
-from ..models.faces.restorers import load_face_restorer
-from ..models.faces.retinaface import load_retinaface
+from ..models.faces.load import load_face_restorer, load_retinaface
 
 COST = 0.5
 # ReActor's detector names -> Dermis weight names (a TOML key cannot hold "0.25" without quotes)

@@ -19,8 +19,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..spandrel_loader import load_image_model
-
 EXPECTED = ("a GFPGAN face restorer (needs the keys toRGB.0.weight, stylegan_decoder.style_mlp.1.weight) "
             "or a CodeFormer one (position_emb, idx_pred_layer.1.weight, quantize.embedding.weight, "
             "ft_layers.0.self_attn.in_proj_weight, encoder.blocks.0.weight)")
@@ -67,10 +65,3 @@ class FaceRestorer:
                 out = model(x, return_rgb=False)[0]
         out = ((out.float() + 1) / 2).clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
         return np.ascontiguousarray(out, dtype=np.float32)
-
-
-def load_face_restorer(path: Path, device: torch.device, dtype: torch.dtype) -> FaceRestorer:
-    """GFPGAN or CodeFormer from ``path`` (WrongWeights for anything else)."""
-    desc = load_image_model(Path(path), device, dtype, registry=face_registry(), expected=EXPECTED)
-    return FaceRestorer(desc, Path(path))
-

@@ -10,20 +10,18 @@ builds (``body.*`` from torchvision's ResNet-50 / the MobileNet-0.25 of Pytorch_
 unchanged: ``detection_Resnet50_Final.pth`` (27.4 M parameters) and ``detection_mobilenet0.25_Final.pth``
 (0.43 M). Both are MIT-licensed (biubug6/Pytorch_Retinaface, redistributed by facexlib).
 
-Decoding the outputs into boxes and landmarks lives in ``pipeline.faces.detect``.
+Loading: ``load.load_retinaface``. Decoding the outputs into boxes and landmarks: ``pipeline.faces.detect``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from ...errors import WrongWeights
 
 Variant = Literal["resnet50", "mobilenet0.25"]
 
@@ -210,46 +208,9 @@ class RetinaFace(nn.Module):
         return loc, F.softmax(logits, dim=-1)[..., 1], landm
 
 
-def variant_of(sd: dict[str, torch.Tensor]) -> Variant | None:
-    if "body.conv1.weight" in sd and "body.layer4.0.conv1.weight" in sd:
+def variant_of(keys: Collection[str]) -> Variant | None:
+    if "body.conv1.weight" in keys and "body.layer4.0.conv1.weight" in keys:
         return "resnet50"
-    if "body.stage1.0.0.weight" in sd and "body.stage3.1.3.weight" in sd:
+    if "body.stage1.0.0.weight" in keys and "body.stage3.1.3.weight" in keys:
         return "mobilenet0.25"
     return None
-
-
-def load_retinaface(path: Path, device: torch.device | str = "cpu") -> RetinaFace:
-    """An eval-mode fp32 RetinaFace from a facexlib/Pytorch_Retinaface file; WrongWeights if it is not one."""
-    from ..tensor_files import read_state_dict
-
-    sd = read_state_dict(Path(path))
-    for wrapper in ("state_dict", "params", "model"):  # training checkpoints nest the weights
-        if wrapper in sd and isinstance(sd[wrapper], dict):
-            sd = sd[wrapper]
-    # DataParallel checkpoints (the original Pytorch_Retinaface files) prefix every key with "module."
-    sd = {k.removeprefix("module."): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
-    variant = variant_of(sd)
-    if variant is None:
-        raise WrongWeights(
-            path, "is not a RetinaFace detector (expected facexlib's detection_Resnet50_Final.pth or "
-            "detection_mobilenet0.25_Final.pth key layout: body.*, fpn.*, ssh1.*, ClassHead.* …).",
-            missing=[k for k in ("body.conv1.weight", "body.stage1.0.0.weight", "fpn.output1.0.weight") if k not in sd],
-        )
-    with torch.device("meta"):
-        net = RetinaFace(CONFIGS[variant])
-    expected = net.state_dict()
-    # BatchNorm's step counter is bookkeeping, not a weight: older checkpoints may lack it
-    missing = [k for k in expected if k not in sd and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in sd if k not in expected]
-    if missing or unexpected:
-        raise WrongWeights(path, f"does not match the RetinaFace {variant} layout.", missing, unexpected)
-    bad = [f"{k} {tuple(sd[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
-           if k in sd and sd[k].shape != v.shape]
-    if bad:
-        raise WrongWeights(path, f"has RetinaFace {variant} keys with the wrong shapes: {'; '.join(bad[:5])}.")
-    for k, v in expected.items():
-        if k not in sd:
-            sd[k] = torch.zeros((), dtype=v.dtype)
-    sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
-    net.load_state_dict(sd, strict=True, assign=True)
-    return net.to(device).eval()

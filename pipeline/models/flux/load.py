@@ -16,21 +16,18 @@ SRPO file in bf16 needs 24 GB of RAM, not 72.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ...errors import WrongWeights
-from ..tensor_files import TensorSource, check_tensors, stream_into
+from ..tensor_files import MetaSource, Plan, TensorSource, built, identity_plan, stream_into
 from . import convert as fc
+from .arch import FluxArch, FluxVaeArch, Layout
 
-# ------------------------------------------------------------------------------------ transformer
-
-
-def _init_keys(config: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if not k.startswith("_")}
+Source = TensorSource | MetaSource
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -51,8 +48,8 @@ def _sidecar_config(path: Path, class_name: str) -> dict[str, Any] | None:
     return None
 
 
-def _open_layout(path: Path, prefixes: tuple[str, ...], markers: tuple[str, str], layout_of,
-                 not_it: str) -> tuple[TensorSource, fc.Layout]:
+def _open_layout(path: Path, prefixes: tuple[str, ...], markers: tuple[str, str],
+                 layout_of: Callable[[Collection[str]], Layout | None], not_it: str) -> tuple[TensorSource, Layout]:
     """The file with the prefix under which the BFL, else the diffusers, layout marker exists."""
     src = TensorSource.open(path, prefixes, marker=markers)
     layout = layout_of(src.keys())
@@ -62,37 +59,54 @@ def _open_layout(path: Path, prefixes: tuple[str, ...], markers: tuple[str, str]
     return src, layout
 
 
-def open_transformer(path: Path) -> tuple[TensorSource, fc.Layout]:
+def _arch_of(make: Callable[[], Any], path: Path) -> Any:
+    """An architecture from a config.json, its ValueError turned into the file's WrongWeights."""
+    try:
+        return make()
+    except (ValueError, TypeError, KeyError) as e:
+        raise WrongWeights(path, f"has a config.json describing no FLUX.1 architecture ({e}).") from None
+
+
+# ------------------------------------------------------------------------------------ transformer
+
+
+def open_transformer(path: Path) -> tuple[TensorSource, Layout]:
     return _open_layout(path, fc.TRANSFORMER_PREFIXES, (fc.BFL_MARKER, fc.DIFFUSERS_MARKER), fc.transformer_layout,
                         f"is not a FLUX.1 transformer: it has neither '{fc.BFL_MARKER}' (BFL layout) "
                         f"nor '{fc.DIFFUSERS_MARKER}' (diffusers layout).")
 
 
-def transformer_plan(src: TensorSource, layout: fc.Layout, config: Mapping[str, Any]):
+def transformer_arch(src: Source, layout: Layout, path: Path) -> FluxArch:
+    """The architecture of the transformer in ``src``: its sidecar config.json, else read off the shapes."""
+    cfg = _sidecar_config(path, "FluxTransformer2DModel")
+    if cfg is not None:
+        return _arch_of(lambda: FluxArch.from_diffusers(cfg), path)
+    return FluxArch.from_shapes(src.shapes(), layout, path)
+
+
+def transformer_plan(src: Source, layout: Layout, arch: FluxArch) -> Plan:
     """(diffusers key -> (source key, op)), checked against the file's own key list."""
     shapes = src.shapes()
-    plan = fc.bfl_transformer_plan(shapes, config) if layout == "bfl" else fc.identity_plan(shapes)
+    plan = fc.bfl_transformer_plan(shapes, arch) if layout == "bfl" else identity_plan(shapes)
     fc.plan_sources(src.origin, plan, shapes)
     return plan
 
 
 def load_transformer(path: Path, dtype: torch.dtype, device: torch.device | str = "cpu",
-                     config: Mapping[str, Any] | None = None):
+                     arch: FluxArch | None = None):
     """A FluxTransformer2DModel from any FLUX.1 transformer file or folder, streamed and cast to dtype.
 
-    ``config`` (a diffusers config dict) overrides the one found next to the file or read from shapes.
+    ``arch`` overrides the architecture found next to the file or read from its shapes.
     """
-    from diffusers import FluxTransformer2DModel
+    from diffusers.models.transformers.transformer_flux import FluxTransformer2DModel
 
     path = Path(path)
     src, layout = open_transformer(path)
     with src:
-        cfg = dict(config) if config is not None else _sidecar_config(path, "FluxTransformer2DModel")
-        if cfg is None:
-            cfg = fc.transformer_config(src.shapes(), layout, path)
-        plan = transformer_plan(src, layout, _init_keys(cfg))
+        arch = arch or transformer_arch(src, layout, path)
+        plan = transformer_plan(src, layout, arch)
         with torch.device("meta"):
-            model = FluxTransformer2DModel.from_config(_init_keys(cfg))
+            model = built(FluxTransformer2DModel.from_config(arch.to_diffusers()), FluxTransformer2DModel)
         return stream_into(model, src, plan, dtype=dtype, device=device,
                            what=f"a FluxTransformer2DModel ({layout} layout)")
 
@@ -100,47 +114,40 @@ def load_transformer(path: Path, dtype: torch.dtype, device: torch.device | str 
 # --------------------------------------------------------------------------------------- VAE
 
 
-def open_vae(path: Path) -> tuple[TensorSource, fc.Layout]:
+def open_vae(path: Path) -> tuple[TensorSource, Layout]:
     return _open_layout(path, fc.VAE_PREFIXES, (fc.BFL_VAE_MARKER, fc.DIFFUSERS_VAE_MARKER), fc.vae_layout,
                         "is not an autoencoder: it has neither the BFL (ae.safetensors) nor the diffusers "
                         "AutoencoderKL key layout.")
 
 
-def vae_state(src: TensorSource, layout: fc.Layout, config: Mapping[str, Any],
-              read=lambda src, k: src.get(k)) -> dict[str, Any]:
-    """The diffusers-layout state dict of the autoencoder (335 MB: read whole, unlike the transformer).
+def vae_arch(src: Source, layout: Layout, path: Path) -> FluxVaeArch:
+    """A diffusers vae/ folder's config.json, else the architecture read off the shapes."""
+    cfg = _sidecar_config(path, "AutoencoderKL") if path.is_dir() else None
+    if cfg is not None:
+        return _arch_of(lambda: FluxVaeArch.from_diffusers(cfg), path)
+    return FluxVaeArch.from_shapes(src.shapes(), layout, path)
 
-    Every tensor of the file must be used: diffusers' converter drops unknown keys silently, so the
-    sources of its outputs are traced by storage and anything left over is reported.
-    """
-    raw = {k: read(src, k) for k in src.keys()}
-    if layout == "diffusers":
-        return raw
-    out = fc.convert_bfl_vae(raw, config)
-    if raw and next(iter(raw.values())).device.type != "meta":
-        used = {t.untyped_storage().data_ptr() for t in out.values()}
-        left = sorted(k for k, t in raw.items() if t.untyped_storage().data_ptr() not in used)
-        if left:
-            raise WrongWeights(src.origin, "holds tensors a FLUX.1 autoencoder does not have.", unexpected=left)
-    return out
+
+def vae_plan(src: Source, layout: Layout, module_shapes: dict[str, tuple[int, ...]], levels: int) -> Plan:
+    """(diffusers key -> (source key, op)); every tensor of the file must be used (a wrong or extended
+    file is reported key by key)."""
+    shapes = src.shapes()
+    plan = fc.bfl_vae_plan(module_shapes, levels) if layout == "bfl" else identity_plan(shapes)
+    fc.plan_sources(src.origin, plan, shapes)
+    return plan
 
 
 def load_vae(path: Path, dtype: torch.dtype, device: torch.device | str = "cpu"):
     """An AutoencoderKL from ``ae.safetensors`` (BFL layout) or a diffusers vae/ folder or file."""
-    from diffusers import AutoencoderKL
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
     path = Path(path)
     src, layout = open_vae(path)
     with src:
-        cfg = _sidecar_config(path, "AutoencoderKL") if path.is_dir() else None
-        cfg = _init_keys(cfg) if cfg is not None else fc.vae_config(src.shapes(), layout, path)
+        arch = vae_arch(src, layout, path)
         with torch.device("meta"):
-            model = AutoencoderKL.from_config(cfg)
-        state = vae_state(src, layout, cfg, read=lambda s, k: s.get(k).to(dtype))
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    what = f"the FLUX.1 autoencoder ({layout} layout)"
-    check_tensors(path, state.keys(), expected.keys(), f"does not match {what}")
-    check_tensors(path, {k: tuple(v.shape) for k, v in state.items()}, expected, f"does not match {what}")
-    model.load_state_dict({k: v.contiguous().to(device) for k, v in state.items()}, strict=True, assign=True)
-    model.requires_grad_(False)
-    return model.eval()
+            model = built(AutoencoderKL.from_config(arch.to_diffusers()), AutoencoderKL)
+        shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        plan = vae_plan(src, layout, shapes, len(arch.widths))
+        return stream_into(model, src, plan, dtype=dtype, device=device,
+                           what=f"the FLUX.1 autoencoder ({layout} layout)")

@@ -16,8 +16,7 @@ from ``max_sequence_length`` (512) padded tokens, no attention mask.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +25,12 @@ from typing import Any
 import torch
 
 from ...errors import WrongWeights
-from ..tensor_files import TensorSource, stream_into
+from ..tensor_files import Plan, TensorSource, identity_plan, stream_into
 from . import convert as fc
+from .arch import count
 
 CLIP_MAX_TOKENS = 77
-
+Shapes = Mapping[str, Sequence[int]]
 
 CLIP_MARKER = "embeddings.token_embedding.weight"
 CLIP_PREFIXES = ("text_model.", "", "text_encoders.clip_l.transformer.text_model.",
@@ -55,15 +55,10 @@ class TextEncoders:
     t5_tokenizer: Any
 
 
-def _count(keys, pattern: str) -> int:
-    rx = re.compile(pattern)
-    return len({m.group(1) for k in keys if (m := rx.match(k))})
-
-
 # ------------------------------------------------------------------------------------------ CLIP
 
 
-def clip_config(shapes, origin: Path):
+def clip_config(shapes: Shapes, origin: Path):
     from transformers import CLIPTextConfig
 
     try:
@@ -76,7 +71,7 @@ def clip_config(shapes, origin: Path):
     # token, which is what FLUX.1-dev's text_encoder/config.json selects (and ComfyUI does)
     return CLIPTextConfig(
         vocab_size=vocab, hidden_size=hidden, intermediate_size=inter,
-        num_hidden_layers=_count(shapes, r"encoder\.layers\.(\d+)\."),
+        num_hidden_layers=count(shapes, r"encoder\.layers\.(\d+)\."),
         num_attention_heads=max(1, hidden // 64), max_position_embeddings=positions,
         hidden_act="quick_gelu", layer_norm_eps=1e-5, projection_dim=hidden,
         bos_token_id=0, eos_token_id=2, pad_token_id=1,
@@ -91,28 +86,19 @@ def _clip_position_ids(model) -> None:
 
 
 def load_clip(path: Path, dtype: torch.dtype, device: torch.device | str = "cpu"):
-    from transformers import CLIPTextModel
+    """A CLIPTextModel from ComfyUI's clip_l file (or an all-in-one checkpoint) or a diffusers folder."""
+    from transformers import CLIPTextConfig, CLIPTextModel
 
-    path = Path(path)
-    if path.is_dir() and (path / "config.json").is_file():
-        return _from_folder(CLIPTextModel, path, dtype, device)
-    src = TensorSource.open(path, CLIP_PREFIXES, marker=CLIP_MARKER)
-    with src:
-        if CLIP_MARKER not in src:
-            raise WrongWeights(path, f"is not a CLIP text encoder (no '{CLIP_MARKER}' under any of the "
-                                     f"prefixes {', '.join(repr(p) for p in CLIP_PREFIXES)}).")
-        shapes = src.shapes()
-        with torch.device("meta"):
-            model = CLIPTextModel(clip_config(shapes, path))
-        plan = fc.identity_plan(k for k in shapes if not k.endswith("position_ids"))
-        return stream_into(model, src, plan, dtype=dtype, device=device, what="a CLIP-L text encoder",
-                           rebuild=_clip_position_ids)
+    return _load_encoder(
+        path, dtype, device, model_cls=CLIPTextModel, config_cls=CLIPTextConfig, config_of=clip_config,
+        prefixes=CLIP_PREFIXES, marker=CLIP_MARKER, what="a CLIP-L text encoder", rebuild=_clip_position_ids,
+        plan_of=lambda shapes: identity_plan([k for k in shapes if not k.endswith("position_ids")]))
 
 
 # -------------------------------------------------------------------------------------------- T5
 
 
-def t5_config(shapes, origin: Path):
+def t5_config(shapes: Shapes, origin: Path):
     from transformers import T5Config
 
     try:
@@ -125,7 +111,7 @@ def t5_config(shapes, origin: Path):
         raise WrongWeights(origin, f"is not a T5 encoder (no tensor {e}).") from None
     return T5Config(
         vocab_size=vocab, d_model=d_model, d_kv=inner // heads, d_ff=d_ff, num_heads=heads,
-        num_layers=_count(shapes, r"encoder\.block\.(\d+)\."), relative_attention_num_buckets=buckets,
+        num_layers=count(shapes, r"encoder\.block\.(\d+)\."), relative_attention_num_buckets=buckets,
         relative_attention_max_distance=128, feed_forward_proj="gated-gelu" if gated else "relu",
         layer_norm_epsilon=1e-6, dropout_rate=0.0, pad_token_id=0, eos_token_id=1,
         decoder_start_token_id=0, is_encoder_decoder=False, use_cache=False,
@@ -133,33 +119,45 @@ def t5_config(shapes, origin: Path):
 
 
 def load_t5(path: Path, dtype: torch.dtype, device: torch.device | str = "cpu"):
-    from transformers import T5EncoderModel
+    """A T5EncoderModel from ComfyUI's t5xxl file (or an all-in-one checkpoint) or a diffusers folder."""
+    from transformers import T5Config, T5EncoderModel
 
-    path = Path(path)
-    if path.is_dir() and (path / "config.json").is_file():
-        return _from_folder(T5EncoderModel, path, dtype, device)
-    src = TensorSource.open(path, T5_PREFIXES, marker=T5_MARKER)
-    with src:
-        if T5_MARKER not in src:
-            raise WrongWeights(path, f"is not a T5 encoder (no '{T5_MARKER}').")
-        shapes = src.shapes()
-        with torch.device("meta"):
-            model = T5EncoderModel(t5_config(shapes, path))
-        plan = fc.identity_plan(shapes)
+    def plan_of(shapes: Shapes) -> dict[str, tuple[str, fc.Op]]:
+        plan = identity_plan(shapes)
         # the token embedding is tied: files hold shared.weight, encoder.embed_tokens.weight or both
         emb = plan.get("shared.weight") or plan["encoder.embed_tokens.weight"]
         plan["shared.weight"] = plan["encoder.embed_tokens.weight"] = emb
-        return stream_into(model, src, plan, dtype=dtype, device=device, what="a T5 encoder",
-                           rebuild=lambda m: m.tie_weights())
+        return plan
+
+    return _load_encoder(
+        path, dtype, device, model_cls=T5EncoderModel, config_cls=T5Config, config_of=t5_config,
+        prefixes=T5_PREFIXES, marker=T5_MARKER, what="a T5 encoder", rebuild=lambda m: m.tie_weights(),
+        plan_of=plan_of)
 
 
-def _from_folder(cls, path: Path, dtype: torch.dtype, device):
-    try:
-        model = cls.from_pretrained(str(path), local_files_only=True, dtype=dtype)
-    except (OSError, ValueError, KeyError) as e:
-        raise WrongWeights(path, f"does not load as a {cls.__name__} folder ({e}).") from None
-    model.requires_grad_(False)
-    return model.to(device).eval()
+def _load_encoder(path: Path, dtype: torch.dtype, device: torch.device | str, *, model_cls: Any, config_cls: Any,
+                  config_of: Callable[[Shapes, Path], Any], prefixes: tuple[str, ...], marker: str, what: str,
+                  plan_of: Callable[[Shapes], Plan], rebuild: Callable[[Any], None]) -> Any:
+    """A text encoder built on the meta device from its folder's config.json (a diffusers FLUX.1-dev
+    ``text_encoder*/``) or from the file's shapes, then streamed in: one loading path for both."""
+    path = Path(path)
+    src = TensorSource.open(path, prefixes, marker=marker)
+    with src:
+        if marker not in src:
+            raise WrongWeights(path, f"is not {what} (no '{marker}' under any of the prefixes "
+                                     f"{', '.join(repr(p) for p in prefixes)}).")
+        shapes = src.shapes()
+        config_json = path / "config.json"
+        if path.is_dir() and config_json.is_file():
+            try:
+                config = config_cls.from_json_file(str(config_json))
+            except (OSError, ValueError, TypeError) as e:
+                raise WrongWeights(config_json, f"is not a readable {config_cls.__name__} ({e}).") from None
+        else:
+            config = config_of(shapes, path)
+        with torch.device("meta"):
+            model = model_cls(config)
+        return stream_into(model, src, plan_of(shapes), dtype=dtype, device=device, what=what, rebuild=rebuild)
 
 
 # ------------------------------------------------------------------------------------ tokenizers

@@ -11,15 +11,16 @@ explicit rule per module kind instead of string surgery over a whole file.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
 import torch
 from torch import nn
 
-from ..tensor_files import TensorSource, check_tensors
+from ..tensor_files import TensorSource, check_tensors, stream_into
 from .arch import ArchError, UNetArch
 
 M = TypeVar("M", bound=nn.Module)
@@ -27,6 +28,7 @@ M = TypeVar("M", bound=nn.Module)
 # Transform kinds: "" = as is; "conv1x1" = module [o, i] <- file [o, i, 1, 1];
 # "T" = transposed; "chunk0"/"chunk1"/"chunk2" = third of the file tensor along dim 0.
 Transform = str
+Op = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -251,11 +253,14 @@ def verify(
     check_tensors(path, present, expected, f"is not a complete {what} checkpoint", ignore=ignored)
 
 
-def assign(module: M, ckpt: TensorSource, km: KeyMap, dtype: torch.dtype) -> M:
-    """Load the (already verified) tensors into ``module``, cast to ``dtype``, in inference mode."""
-    state = module.state_dict()
-    sd = {}
-    for mk, (fk, tr) in km.entries.items():
-        sd[mk] = from_file(ckpt.get(km.prefix + fk, dtype), tr, tuple(state[mk].shape))
-    module.load_state_dict(sd, strict=True, assign=True)
-    return module.eval().requires_grad_(False)
+def keymap_plan(km: KeyMap, module_shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[str, Op]]:
+    """The key map as a ``tensor_files`` plan: module key -> (file key, op giving the module's tensor)."""
+    return {mk: (km.prefix + fk, partial(from_file, transform=tr, shape=tuple(module_shapes[mk])))
+            for mk, (fk, tr) in km.entries.items()}
+
+
+def assign(module: M, ckpt: TensorSource, km: KeyMap, dtype: torch.dtype, what: str) -> M:
+    """Stream the (already verified) tensors into the meta-built ``module``, cast to ``dtype``."""
+    shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    stream_into(module, ckpt, keymap_plan(km, shapes), dtype=dtype, what=what)
+    return module

@@ -126,7 +126,8 @@ def load_sdxl(path: str | Path, dtype: torch.dtype = torch.float32, *, vae_dtype
         parts = sdxl_parts(shapes, path, head_dim=head_dim, add_time_dim=add_time_dim)
         names = ["unet", "vae"] + ([n for n in ("te1", "te2") if n in parts] if text_encoders else [])
         verify(path, shapes, [parts[n] for n in names], "SDXL")
-        loaded = {n: assign(parts[n][1], ckpt, parts[n][0], vae_dtype if n == "vae" else dtype) for n in names}
+        loaded = {n: assign(parts[n][1], ckpt, parts[n][0], vae_dtype if n == "vae" else dtype, f"SDXL's {n}")
+                  for n in names}
     return SdxlModel(loaded["unet"], loaded["vae"], loaded.get("te1"), loaded.get("te2"),
                      parts["unet_arch"], parts["vae_arch"], path)
 

@@ -86,6 +86,6 @@ def load_supir(path: str | Path, unet_arch: UNetArch, vae_arch: VaeArch,
         shapes = ckpt.shapes()
         parts = supir_parts(shapes, path, unet_arch, vae_arch)
         verify(path, shapes, list(parts.values()), "SUPIR-v0", whole_file=True, ignore=IGNORED)
-        loaded = {n: assign(m, ckpt, km, (vae_dtype or dtype) if n == "denoise_encoder" else dtype)
+        loaded = {n: assign(m, ckpt, km, (vae_dtype or dtype) if n == "denoise_encoder" else dtype, f"SUPIR's {n}")
                   for n, (km, m) in parts.items()}
     return SupirParts(loaded["control"], loaded["connectors"], loaded["denoise_encoder"], path)
