@@ -41,7 +41,7 @@ def _refine(rgb, transformer, codec, seed=0, cancel=None, report=None, uncond=No
     vel = velocity(transformer, settings, placement=placement, cancel=cancel, uncond=uncond)
     return engine.refine(rgb, codec=codec, velocity=vel, settings=settings,
                          generator=torch.Generator().manual_seed(seed), cancel=cancel,
-                         report=report or (lambda d, t, m: None))
+                         report=report or (lambda p: None))
 
 
 def _frame(h, w, seed=0):
@@ -106,9 +106,9 @@ def test_cancel_stops_within_a_step_between_tile_batches(tiny_vae, tiny_transfor
     model, cancel = Counting(tiny_transformer), CancelToken()
     seen = []
 
-    def report(done, total, message):
-        seen.append(message)
-        if done == 3:  # step 2, first tile of 2
+    def report(p):
+        seen.append(p.message)
+        if p.step == 3:  # step 2, first tile of 2
             cancel.cancel()
 
     with pytest.raises(Cancelled):

@@ -29,6 +29,7 @@ from ..device import parse_dtype
 from ..errors import InvalidParameter
 from ..faces import Face, align, detect_faces, paste_face, warp_face
 from ..models.faces.load import load_face_restorer, load_retinaface
+from .context import StageContext
 
 COST = 0.5
 # ReActor's detector names -> Dermis weight names (a TOML key cannot hold "0.25" without quotes)
@@ -70,7 +71,7 @@ def weights(params: Params) -> list[str]:
     return [params.model, detector_weight(params)]
 
 
-def run(rgb: np.ndarray, params: Params, ctx) -> np.ndarray:
+def run(rgb: np.ndarray, params: Params, ctx: StageContext) -> np.ndarray:
     if params.visibility <= 0:
         ctx.log("visibility is 0: faces left as they are")
         ctx.progress(1, 1)
@@ -109,7 +110,7 @@ def run(rgb: np.ndarray, params: Params, ctx) -> np.ndarray:
     return out
 
 
-def find_faces(rgb: np.ndarray, params: Params, ctx) -> list[Face]:
+def find_faces(rgb: np.ndarray, params: Params, ctx: StageContext) -> list[Face]:
     """All faces RetinaFace finds in the stage input (tests replace this with recorded landmarks)."""
     path = Path(ctx.weights[detector_weight(params)])
     net = ctx.models.get(f"retinaface:{path}:{ctx.device}", lambda: load_retinaface(path, ctx.device))

@@ -26,9 +26,11 @@ from ..models.placement import Placement, choose_mode
 from ..models.sdxl import text
 from ..models.supir.denoiser import TextCond
 from ..models.supir.pipeline import Settings, SupirModels, load_models, restore, size_vector
+from ..progress import Progress
 from ..samplers.dpmpp_2m_sde import DpmParams
 from ..samplers.edm_euler import EdmParams
 from ..samplers.noise import SeededNoise
+from .context import StageContext
 
 COST = 10.0  # the heaviest stage of the recipe
 
@@ -100,7 +102,7 @@ def working_size(target: tuple[int, int], min_size: int, multiple: int) -> tuple
             max(multiple, int(np.round(w * f / multiple)) * multiple))
 
 
-def run(rgb: np.ndarray, params: Params, ctx) -> np.ndarray:
+def run(rgb: np.ndarray, params: Params, ctx: StageContext) -> np.ndarray:
     # 1. Sizes and precision
     target = ctx.target_size
     work = working_size(target, params.min_size, params.size_multiple)
@@ -126,16 +128,14 @@ def run(rgb: np.ndarray, params: Params, ctx) -> np.ndarray:
     # 4. Restore: first stage, tiled sampling, decode, colour fix
     lq = images.to_tensor(images.resize_rgb(rgb, work) if rgb.shape[:2] != work else rgb) * 2 - 1
     settings = _settings(params, tile_batch)
-    done = [0]
 
-    def progress(step: int, steps: int, tile: int = 0, tiles: int = 0) -> None:
-        done[0] = max(done[0], step)
-        ctx.progress(step, steps, tile=tile, tiles=tiles, message=f"SUPIR step {step}/{steps}"
-                     + (f", tile {tile}/{tiles}" if tiles else ""))
+    def progress(p: Progress) -> None:
+        tile = f", tile {p.tile}/{p.tiles}" if p.tiles else ""
+        ctx.report(p._replace(message=f"SUPIR step {p.step}/{p.steps}{tile}"))
 
     try:
         out = restore(models, lq, cond, uncond, settings, SeededNoise(ctx.seed, ctx.device), place=place,
-                      progress=progress, cancel=ctx.cancel.check)
+                      progress=progress, cancel=ctx.cancel)
     except torch.OutOfMemoryError:
         raise OutOfMemory("SUPIR ran out of device memory; try --set supir.memory=offload (or sequential), "
                           "a smaller supir.tile_batch or supir.vae_tile=512.") from None

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...progress import CancelToken
 from ...tiling import Assembler, crop_tiles, plan_tiles
 
 
@@ -65,7 +66,7 @@ def _downscaled(x: torch.Tensor, size: int) -> torch.Tensor:
 
 def run_tiled(net: Callable[[torch.Tensor], torch.Tensor], norms: nn.Module, x: torch.Tensor, *, tile: int,
               overlap: int, scale: float, out_channels: int, stats_size: int,
-              cancel: Callable[[], None] | None = None) -> torch.Tensor:
+              cancel: CancelToken | None = None) -> torch.Tensor:
     """Apply ``net`` (whose GroupNorms live in ``norms``) to ``x`` [1, C, H, W] tile by tile.
 
     ``scale`` is the output/input size ratio (8 for a decoder, 1/8 for an encoder); ``tile`` and
@@ -83,14 +84,14 @@ def run_tiled(net: Callable[[torch.Tensor], torch.Tensor], norms: nn.Module, x: 
     tiles = crop_tiles(x, plan)
     for i in range(len(plan)):
         if cancel is not None:
-            cancel()
+            cancel.check()
         with _shared_groupnorm(norms, "apply", stats):
             asm.add(i, net(tiles[i : i + 1]).float())
     return asm.result()
 
 
 def encode_moments(vae, encoder: nn.Module, x: torch.Tensor, *, tile: int = 1024, overlap: int = 128,
-                   cancel: Callable[[], None] | None = None) -> torch.Tensor:
+                   cancel: CancelToken | None = None) -> torch.Tensor:
     """quant_conv(encoder(x)) for an image in [-1, 1]; ``encoder`` is SDXL's or SUPIR's denoise encoder."""
     dtype = next(encoder.parameters()).dtype
     x = x.to(dtype)
@@ -104,7 +105,7 @@ def encode_moments(vae, encoder: nn.Module, x: torch.Tensor, *, tile: int = 1024
 
 
 def decode(vae, z: torch.Tensor, *, tile: int = 128, overlap: int = 16,
-           cancel: Callable[[], None] | None = None) -> torch.Tensor:
+           cancel: CancelToken | None = None) -> torch.Tensor:
     """decoder(post_quant_conv(z)) for an unscaled latent; ``tile``/``overlap`` in latent pixels."""
     dtype = next(vae.decoder.parameters()).dtype
     z = z.to(dtype)
