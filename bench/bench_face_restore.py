@@ -59,7 +59,7 @@ def main() -> int:
         paths = build_faces(Path(tmp))
         for key in ("retinaface_mobilenet", "retinaface_resnet50"):
             net = load_retinaface(paths[key], dev)
-            s = timed(lambda net=net: detect_faces(net, rgb), args.repeat, sync)
+            s = timed(lambda net=net: detect_faces(rgb, net), args.repeat, sync)
             print(f"{key:22s} detect 512² (resized to 640): {s:.3f} s")
         for key in ("gfpgan", "codeformer"):
             r = load_face_restorer(paths[key], dev, torch.float32)

@@ -89,7 +89,7 @@ def main() -> int:
         eye, top_k = detect.EYE_DIST_MIN, detect.PRE_NMS_TOP_K
         detect.EYE_DIST_MIN, detect.PRE_NMS_TOP_K = 0.0, 10**9  # facexlib's detect_faces has neither
         try:
-            got = detect.detect_faces(mine, rgb, confidence=conf, detect_size=0)
+            got = detect.detect_faces(rgb, mine, confidence=conf, detect_size=0)
         finally:
             detect.EYE_DIST_MIN, detect.PRE_NMS_TOP_K = eye, top_k
         rows = np.array([[*f.box, f.score, *f.landmarks.ravel()] for f in got]).reshape(-1, 15)

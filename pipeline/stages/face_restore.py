@@ -97,7 +97,7 @@ def run(rgb: np.ndarray, params: Params, ctx: StageContext) -> np.ndarray:
     done = 0
     for i, face in enumerate(faces, 1):
         ctx.cancel.check()
-        al = align(face.landmarks)
+        al = align(face.landmarks) if face.landmarks is not None else None
         if al is None:
             ctx.log(f"face {i}: its landmarks do not fit the face template, skipped")
             continue
@@ -115,7 +115,7 @@ def find_faces(rgb: np.ndarray, params: Params, ctx: StageContext) -> list[Face]
     path = Path(ctx.weights[detector_weight(params)])
     net = ctx.models.get(f"retinaface:{path}:{ctx.device}", lambda: load_retinaface(path, ctx.device))
     ctx.cancel.check()
-    return detect_faces(net, rgb, confidence=params.confidence, detect_size=params.detect_size)
+    return detect_faces(rgb, net, confidence=params.confidence, detect_size=params.detect_size)
 
 
 def select_faces(faces: list[Face], params: Params, selection: np.ndarray | None) -> list[Face]:
@@ -125,7 +125,7 @@ def select_faces(faces: list[Face], params: Params, selection: np.ndarray | None
         if f.size < params.min_face:
             continue
         if selection is not None:
-            cx, cy = f.landmarks.mean(axis=0)
+            cx, cy = f.centre
             h, w = selection.shape
             # a face belongs to the selection when its centre (between eyes and mouth) does
             if not (0 <= cx < w and 0 <= cy < h) or selection[int(cy), int(cx)] < 0.5:
