@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image as PILImage
-from PIL import ImageFile, UnidentifiedImageError
+from PIL import ImageFile, TiffImagePlugin, UnidentifiedImageError
 
 from .errors import CorruptImage, ImageTooLarge, InvalidParameter, UnsupportedImage
 from .files import write_atomic
@@ -145,7 +145,7 @@ def _bit_depth(pim: PILImage.Image, data: bytes) -> int:
         return 16
     if pim.format == "PNG" and len(data) > 24:
         return 16 if data[24] == 16 else 8
-    if pim.format == "TIFF":
+    if isinstance(pim, TiffImagePlugin.TiffImageFile):
         bits = pim.tag_v2.get(258)  # BitsPerSample
         if isinstance(bits, tuple):
             bits = max(bits)

@@ -182,9 +182,8 @@ def _compose(
     src_alpha = None
     if image.alpha is not None:
         src_alpha = images.resize_plane(image.alpha[c.y : c.y + c.h, c.x : c.x + c.w], (th, tw))
-    if area.whole_image:
-        blend = None
-    else:
+    blend = None  # the whole image: nothing to blend
+    if area.mask is not None:  # a region or a selection
         m = images.resize_plane(area.mask, (th, tw)) if area.mask.shape != (th, tw) else area.mask
         keep = (c.y == 0, c.y + c.h == image.height, c.x == 0, c.x + c.w == image.width)
         blend = feather(m, recipe.feather * recipe.scale, keep_border=keep)
@@ -195,7 +194,7 @@ def _compose(
         mode = "LA" if image.mode in ("L", "LA") else "RGBA"
         return Image(rgb=rgb, alpha=alpha.astype(np.float32), bit_depth=image.bit_depth, mode=mode,
                      icc_profile=image.icc_profile)
-    if area.whole_image:
+    if blend is None:
         return image.with_rgb(rgb, alpha=src_alpha)
     base = image if (out_w, out_h) == image.size else images.resize(image, (out_h, out_w))
     full = base.rgb.copy()

@@ -32,6 +32,7 @@ PICKLE_SUFFIXES = (".ckpt", ".pth", ".pt", ".bin")
 # training checkpoints nest the weights: Lightning's {"state_dict": …}, BasicSR's {"params_ema": …} /
 # {"params": …}, others' {"model": …}; unwrapped in this order (a wrapper inside a wrapper too)
 WRAPPERS = ("state_dict", "params_ema", "params", "model")
+VARIANTS = ("fp16", "bf16", "fp32", "fp8", "non_ema", "ema")  # Hub folders' <name>.<variant>.safetensors
 # a converter: (source, key plan) -> (target key, tensor) pairs, reading each source tensor once
 Plan = Mapping[str, tuple[str, Callable[[torch.Tensor], torch.Tensor]]]
 Shape = tuple[int, ...]
@@ -203,7 +204,7 @@ def _files_of(path: Path) -> list[Path]:
         _check_suffix(path)
         return [path]
     if path.is_dir():
-        index = sorted(path.glob("*.safetensors.index.json"))
+        index = _plain(sorted(path.glob("*.safetensors.index.json")), ".safetensors.index.json")
         if index:
             try:
                 weight_map = json.loads(index[0].read_text(encoding="utf-8"))["weight_map"]
@@ -214,11 +215,23 @@ def _files_of(path: Path) -> list[Path]:
             if absent:
                 raise WrongWeights(path, f"lacks the shard files {', '.join(absent)} named in {index[0].name}.")
             return files
-        files = sorted(f for f in path.iterdir() if f.suffix.lower() in SAFETENSORS_SUFFIXES)
+        files = _plain(sorted(f for f in path.iterdir() if f.suffix.lower() in SAFETENSORS_SUFFIXES), "")
         if files:
             return files
         raise WrongWeights(path, "holds no .safetensors weights.")
     raise WrongWeights(path, "does not exist.")
+
+
+def _plain(files: list[Path], ending: str) -> list[Path]:
+    """The files without a precision variant (``model.fp16.safetensors`` next to ``model.safetensors``,
+    as Hub folders keep both; diffusers and transformers read the plain one by default), when there are
+    any plain ones."""
+    def variant(f: Path) -> bool:
+        stem = f.name[: -len(ending)] if ending else f.stem
+        return stem.rpartition(".")[2] in VARIANTS
+
+    plain = [f for f in files if not variant(f)]
+    return plain or files
 
 
 def _check_suffix(path: Path) -> None:

@@ -136,8 +136,8 @@ def part_paths(params: Params, found: dict[str, Path]) -> dict[str, Path]:
 
 def run(rgb: np.ndarray, params: Params, ctx: StageContext) -> np.ndarray:
     # 1. Size: an optional resample first (stage 3 after another resize, or refine as the upscaler)
-    if params.fit_target and rgb.shape[:2] != tuple(ctx.target_size):
-        rgb = images.resize_rgb(rgb, tuple(ctx.target_size))
+    if params.fit_target and rgb.shape[:2] != ctx.target_size:
+        rgb = images.resize_rgb(rgb, ctx.target_size)
     if params.resample != 1.0:
         h, w = rgb.shape[:2]
         rgb = images.resize_rgb(rgb, (max(16, round(h * params.resample)), max(16, round(w * params.resample))))

@@ -115,7 +115,8 @@ def run(rgb: np.ndarray, params: Params, ctx: StageContext) -> np.ndarray:
     models: SupirModels = ctx.models.get(
         f"supir:{sdxl_path}:{supir_path}:{dtype}:{vae_dtype}:{params.memory}",
         lambda: load_models(sdxl_path, supir_path, dtype, vae_dtype))
-    mode = choose_mode(params.memory, ctx.device, **_needs(models))
+    needs = _needs(models)
+    mode = choose_mode(params.memory, ctx.device, resident=needs["resident"], offload=needs["offload"])
     # off CUDA every mode is the same placement: SUPIR skips the offload moves and hooks there
     place = models.placement(mode if ctx.device.type == "cuda" else "resident", ctx.device)
     tile_batch = params.tile_batch or (4 if ctx.device.type == "cuda" and mode == "resident" else 1)

@@ -120,13 +120,12 @@ class ResNet50Body(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
-        cin = 64
-        for i, (width, blocks, stride) in enumerate(((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)), 1):
-            layer = []
-            for b in range(blocks):
-                layer.append(Bottleneck(cin, width, stride if b == 0 else 1))
-                cin = width * 4
-            setattr(self, f"layer{i}", nn.Sequential(*layer))
+        layers, cin = [], 64
+        for width, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+            layers.append(nn.Sequential(*(Bottleneck(cin if b == 0 else width * 4, width, stride if b == 0 else 1)
+                                          for b in range(blocks))))
+            cin = width * 4
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 3, 2, 1)

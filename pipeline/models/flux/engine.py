@@ -105,15 +105,15 @@ class LatentCodec:
     def encode(self, rgb: torch.Tensor) -> torch.Tensor:
         def enc(vae: AutoencoderKL) -> torch.Tensor:
             # the distribution's mean: deterministic, no extra noise on top of the sampler's
-            z = vae.encode((rgb * 2 - 1).to(self.device, vae.dtype)).latent_dist.mode()
-            return (z.float() - vae.config.shift_factor) * vae.config.scaling_factor
+            z = vae.encode((rgb * 2 - 1).to(self.device, vae.dtype), return_dict=False)[0].mode()
+            return (z.float() - vae.config["shift_factor"]) * vae.config["scaling_factor"]
 
         return self._run(enc)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         def dec(vae: AutoencoderKL) -> torch.Tensor:
-            x = vae.decode((z / vae.config.scaling_factor + vae.config.shift_factor).to(self.device, vae.dtype),
-                           return_dict=False)[0]
+            scale, shift = vae.config["scaling_factor"], vae.config["shift_factor"]
+            x = vae.decode((z / scale + shift).to(self.device, vae.dtype), return_dict=False)[0]
             return ((x.float() + 1) / 2).clamp(0, 1)
 
         return self._run(dec)

@@ -114,7 +114,7 @@ def t5_config(shapes: Shapes, origin: Path):
         num_layers=count(shapes, r"encoder\.block\.(\d+)\."), relative_attention_num_buckets=buckets,
         relative_attention_max_distance=128, feed_forward_proj="gated-gelu" if gated else "relu",
         layer_norm_epsilon=1e-6, dropout_rate=0.0, pad_token_id=0, eos_token_id=1,
-        decoder_start_token_id=0, is_encoder_decoder=False, use_cache=False,
+        is_encoder_decoder=False, use_cache=False,
     )
 
 
@@ -165,7 +165,8 @@ def _load_encoder(path: Path, dtype: torch.dtype, device: torch.device | str, *,
 
 def load_tokenizers(clip_dir: Path, t5_dir: Path):
     """(CLIP tokenizer, T5 tokenizer) from local folders only."""
-    from transformers import CLIPTokenizer, T5TokenizerFast
+    # transformers 5 keeps T5TokenizerFast as a runtime alias its stubs do not list; 4.x needs it by name
+    from transformers import CLIPTokenizer, T5TokenizerFast  # pyright: ignore[reportAttributeAccessIssue]
 
     out = []
     for cls, folder, needs in ((CLIPTokenizer, clip_dir, ("tokenizer.json", "vocab.json")),

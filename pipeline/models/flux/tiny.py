@@ -38,7 +38,8 @@ VAE = FluxVaeArch(widths=(32, 32, 32, 32), layers=1)  # 4 levels: the real 8x fa
 
 def t5_tokenizer(max_len: int = 512):
     """A Unigram T5 tokenizer with pad=0, eos=1, unk=2 like T5's."""
-    from transformers import T5TokenizerFast
+    # transformers 5 keeps T5TokenizerFast as a runtime alias its stubs do not list; 4.x needs it by name
+    from transformers import T5TokenizerFast  # pyright: ignore[reportAttributeAccessIssue]
 
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
     pieces += [("\u2581" + c, -3.0) for c in string.ascii_lowercase]
@@ -48,7 +49,8 @@ def t5_tokenizer(max_len: int = 512):
 
 def tiny_parts(seed: int = 0):
     """(transformer, vae, clip, t5, clip tokenizer, t5 tokenizer), random, deterministic."""
-    from diffusers import AutoencoderKL, FluxTransformer2DModel
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+    from diffusers.models.transformers.transformer_flux import FluxTransformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
     ctok, ttok = clip_tokenizer(), t5_tokenizer()
@@ -65,7 +67,7 @@ def tiny_parts(seed: int = 0):
     torch.manual_seed(seed + 3)
     t5 = T5EncoderModel(T5Config(vocab_size=len(ttok), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
                                  relative_attention_num_buckets=8, feed_forward_proj="gated-gelu",
-                                 pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+                                 pad_token_id=0, eos_token_id=1))
     return transformer.eval(), vae.eval(), clip.eval(), t5.eval(), ctok, ttok
 
 

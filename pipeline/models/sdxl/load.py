@@ -9,17 +9,20 @@ none); whoever encodes prompts asks for them.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
+from torch import nn
 
 from ...errors import WrongWeights
-from ..tensor_files import TensorSource, empty
+from ..tensor_files import TensorSource, built, empty, same, stream_into
 from . import keymap as K
 from .arch import (
     ArchError,
+    ClipArch,
     UNetArch,
     VaeArch,
     clip_config,
@@ -31,6 +34,13 @@ from .arch import (
     vae_config,
 )
 from .keymap import assign, verify
+
+if TYPE_CHECKING:
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+M = TypeVar("M", bound=nn.Module)
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
@@ -47,23 +57,27 @@ class SdxlModel:
     path: Path
 
 
-def build_unet(arch: UNetArch):
-    from diffusers import UNet2DConditionModel
+def build_unet(arch: UNetArch | dict[str, Any]) -> UNet2DConditionModel:
+    """SDXL's UNet for an architecture (or a diffusers config: a folder's unet/config.json)."""
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
-    return UNet2DConditionModel.from_config(unet_config(arch))
-
-
-def build_vae(arch: VaeArch):
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL.from_config(vae_config(arch))
+    config = unet_config(arch) if isinstance(arch, UNetArch) else arch
+    return built(UNet2DConditionModel.from_config(config), UNet2DConditionModel)
 
 
-def build_clip(arch, role: str):
+def build_vae(arch: VaeArch | dict[str, Any]) -> AutoencoderKL:
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+
+    config = vae_config(arch) if isinstance(arch, VaeArch) else arch
+    return built(AutoencoderKL.from_config(config), AutoencoderKL)
+
+
+def build_clip(arch: ClipArch | CLIPTextConfig, role: str) -> CLIPTextModel | CLIPTextModelWithProjection:
+    """CLIP-L (``role`` "l") or OpenCLIP bigG with its projection ("g")."""
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    cls = CLIPTextModel if role == "l" else CLIPTextModelWithProjection
-    return cls(CLIPTextConfig(**clip_config(arch, role)))
+    config = CLIPTextConfig(**clip_config(arch, role)) if isinstance(arch, ClipArch) else arch
+    return CLIPTextModel(config) if role == "l" else CLIPTextModelWithProjection(config)
 
 
 def sdxl_parts(shapes: dict[str, tuple[int, ...]], path: Path, *, head_dim: int | None = None,
@@ -151,23 +165,37 @@ def arch_from_diffusers(unet_cfg: Any) -> UNetArch:
 
 
 def _load_folder(path: Path, dtype: torch.dtype, vae_dtype: torch.dtype, text_encoders: bool) -> SdxlModel:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+    """A diffusers SDXL folder, each part built from its config.json and streamed in (tensor_files)."""
+    from transformers import CLIPTextConfig
 
-    for sub in ("unet", "vae") + (("text_encoder", "text_encoder_2") if text_encoders else ()):
-        if not (path / sub / "config.json").is_file():
+    subs = ("unet", "vae") + (("text_encoder", "text_encoder_2") if text_encoders else ())
+    configs: dict[str, dict[str, Any]] = {}
+    for sub in subs:
+        config_json = path / sub / "config.json"
+        if not config_json.is_file():
             raise WrongWeights(path, f"is not a diffusers SDXL folder: '{sub}/config.json' is missing.")
-    kw = {"local_files_only": True, "dtype": dtype}
-    try:
-        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", **kw)
-        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", **{**kw, "dtype": vae_dtype})
-        te1 = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", **kw) if text_encoders else None
-        te2 = (CLIPTextModelWithProjection.from_pretrained(path, subfolder="text_encoder_2", **kw)
-               if text_encoders else None)
-    except (OSError, ValueError, RuntimeError) as e:
-        raise WrongWeights(path, f"cannot be loaded as a diffusers SDXL folder ({e}).") from None
-    vcfg = vae.config
-    vae_arch = VaeArch(tuple(vcfg.block_out_channels), vcfg.layers_per_block, vcfg.latent_channels,
-                       vcfg.in_channels)
-    mods = [m.eval().requires_grad_(False) if m is not None else None for m in (unet, vae, te1, te2)]
-    return SdxlModel(*mods, arch_from_diffusers(unet.config), vae_arch, path)
+        try:
+            configs[sub] = json.loads(config_json.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise WrongWeights(config_json, f"is not a readable config.json ({e}).") from None
+    unet = _stream_part(empty(lambda: build_unet(configs["unet"])), path / "unet", dtype)
+    vae = _stream_part(empty(lambda: build_vae(configs["vae"])), path / "vae", vae_dtype)
+    te1 = te2 = None
+    if text_encoders:
+        te1 = _stream_part(empty(lambda: build_clip(CLIPTextConfig(**configs["text_encoder"]), "l")),
+                           path / "text_encoder", dtype)
+        te2 = _stream_part(empty(lambda: build_clip(CLIPTextConfig(**configs["text_encoder_2"]), "g")),
+                           path / "text_encoder_2", dtype)
+    v = vae.config  # the folder's config with diffusers' defaults filled in
+    vae_arch = VaeArch(tuple(v["block_out_channels"]), v["layers_per_block"], v["latent_channels"], v["in_channels"])
+    return SdxlModel(unet, vae, te1, te2, arch_from_diffusers(unet.config), vae_arch, path)
+
+
+def _stream_part(module: M, folder: Path, dtype: torch.dtype) -> M:
+    """One part of a diffusers folder in the module's own names; transformers < 5.6 saved CLIP's under a
+    ``text_model.`` level this version's module lacks, so either spelling is read."""
+    with TensorSource(folder) as src:
+        keys = set(src.keys())
+        plan = {k: (k if k in keys or f"text_model.{k}" not in keys else f"text_model.{k}", same)
+                for k in module.state_dict()}
+        return stream_into(module, src, plan, dtype=dtype, what=f"the diffusers SDXL part {folder.name}/")

@@ -47,7 +47,8 @@ def _shared_groupnorm(module: nn.Module, mode: str, stats: list) -> Iterator[Non
         return forward
 
     for gn in norms:
-        gn.forward = make(gn)  # instance attribute shadows the class method
+        # an instance attribute shadows GroupNorm.forward for the block (torch types forward as a method)
+        gn.forward = make(gn)  # pyright: ignore[reportAttributeAccessIssue]
     try:
         yield
     finally:

@@ -19,8 +19,9 @@ from torch import nn
 
 from ...errors import WrongWeights
 from ..sdxl import keymap as K
-from ..sdxl.arch import ArchError, UNetArch, VaeArch, infer_unet, unet_config, vae_config
+from ..sdxl.arch import ArchError, UNetArch, VaeArch, infer_unet, unet_config
 from ..sdxl.keymap import assign, verify
+from ..sdxl.load import build_vae
 from ..tensor_files import TensorSource, empty
 from .connectors import NHIDDEN, build_connectors
 from .control import ControlEncoder
@@ -40,9 +41,8 @@ class SupirParts:
 
 
 def build_denoise_encoder(vae_arch: VaeArch) -> nn.Module:
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL.from_config(vae_config(vae_arch)).encoder
+    """A diffusers VAE encoder of SDXL's architecture (the rest of the donor VAE is dropped)."""
+    return build_vae(vae_arch).encoder
 
 
 def supir_parts(shapes: dict[str, tuple[int, ...]], path: Path, unet_arch: UNetArch,

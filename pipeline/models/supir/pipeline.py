@@ -28,6 +28,7 @@ from ...samplers.tiles import LatentTiles
 from ..placement import Placement
 from ..sdxl import vae_tiled
 from ..sdxl.load import SdxlModel, load_sdxl
+from .control import ControlEncoder
 from .denoiser import CfgDenoiser, TextCond
 from .load import load_supir
 from .unet import SupirUNet, vector_cond
@@ -39,7 +40,7 @@ SIZE_IDS = (1024, 1024, 0, 0, 1024, 1024)  # SUPIR hard-codes SDXL's size condit
 @dataclass
 class SupirModels:
     unet: SupirUNet  # SDXL UNet + connectors
-    control: nn.Module
+    control: ControlEncoder
     vae: Any  # SDXL AutoencoderKL
     denoise_encoder: nn.Module
     te1: Any | None
