@@ -18,6 +18,7 @@ import time
 
 import torch
 
+from pipeline.models.meta import empty
 from pipeline.models.sdxl.arch import UNetArch, unet_config
 from pipeline.models.sdxl.load import build_unet
 from pipeline.models.supir.connectors import build_connectors
@@ -25,7 +26,6 @@ from pipeline.models.supir.control import ControlEncoder
 from pipeline.models.supir.denoiser import CfgDenoiser, TextCond
 from pipeline.models.supir.pipeline import placement
 from pipeline.models.supir.unet import SupirUNet
-from pipeline.models.tensor_files import empty
 from pipeline.samplers import edm_euler
 from pipeline.samplers.noise import SeededNoise
 from pipeline.samplers.schedules import ddpm_sigma_table, legacy_sigmas

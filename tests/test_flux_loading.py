@@ -15,7 +15,8 @@ from pipeline.models.flux import load as fl
 from pipeline.models.flux import text as ft
 from pipeline.models.flux import tiny as tiny_flux
 from pipeline.models.flux.arch import FLUX_DEV, VAE_SCALING, VAE_SHIFT, FluxArch, FluxVaeArch
-from pipeline.models.tensor_files import MetaSource, check_tensors, predicted_shapes
+from pipeline.models.meta import MetaSource
+from pipeline.models.tensor_files import check_tensors, predicted_shapes
 
 from ._flux_helpers import flux_fixtures
 from ._parity import MODEL, assert_parity, assert_rejected, perturbed

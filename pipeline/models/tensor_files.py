@@ -21,7 +21,7 @@ import zipfile
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import torch
 
@@ -37,6 +37,20 @@ VARIANTS = ("fp16", "bf16", "fp32", "fp8", "non_ema", "ema")  # Hub folders' <na
 Plan = Mapping[str, tuple[str, Callable[[torch.Tensor], torch.Tensor]]]
 Shape = tuple[int, ...]
 M = TypeVar("M", bound=torch.nn.Module)
+
+
+class Source(Protocol):
+    """What plans are checked against: a ``TensorSource``, or a ``meta.MetaSource`` (names and shapes only)."""
+
+    origin: Path
+
+    def keys(self) -> list[str]: ...
+
+    def __contains__(self, key: str) -> bool: ...
+
+    def shape(self, key: str) -> Shape: ...
+
+    def shapes(self) -> dict[str, Shape]: ...
 
 
 class TensorSource:
@@ -160,43 +174,6 @@ class _Tensors:
 
     def metadata(self) -> dict[str, str]:
         return {}
-
-
-class MetaSource:
-    """A TensorSource stand-in holding only names and shapes (a key manifest): ``get`` gives meta tensors.
-
-    Lets the full-size layouts (12B transformer) be checked key by key with no memory at all.
-    """
-
-    prefix = ""
-
-    def __init__(self, shapes: Mapping[str, Iterable[int]], origin: Path | str = "<manifest>") -> None:
-        self._shapes = {k: tuple(v) for k, v in shapes.items()}
-        self.origin = Path(origin)
-
-    def keys(self) -> list[str]:
-        return list(self._shapes)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._shapes
-
-    def shape(self, key: str) -> tuple[int, ...]:
-        return self._shapes[key]
-
-    def shapes(self) -> dict[str, tuple[int, ...]]:
-        return dict(self._shapes)
-
-    def get(self, key: str) -> torch.Tensor:
-        return torch.empty(self._shapes[key], device="meta")
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> MetaSource:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
 
 
 def _files_of(path: Path) -> list[Path]:
@@ -355,7 +332,7 @@ def identity_plan(keys: Iterable[str]) -> dict[str, tuple[str, Callable[[torch.T
     return {k: (k, same) for k in keys}
 
 
-def predicted_shapes(source: TensorSource | MetaSource, plan: Plan) -> dict[str, tuple[int, ...]]:
+def predicted_shapes(source: Source, plan: Plan) -> dict[str, tuple[int, ...]]:
     """The shape each plan entry will have, computed on the meta device (no data read)."""
     return {t: tuple(op(torch.empty(source.shape(src), device="meta")).shape) for t, (src, op) in plan.items()}
 
@@ -386,22 +363,3 @@ def stream_into(model: M, source: TensorSource, plan: Plan, *, dtype: torch.dtyp
         raise WrongWeights(source.origin, f"left {what} incomplete: {', '.join(left[:10])} were never loaded.")
     model.requires_grad_(False)
     return model.eval()
-
-
-# ------------------------------------------------------------------------------------- building
-
-
-def empty(factory: Callable[[], M]) -> M:
-    """Build a module with its parameters on the meta device (no memory, no random init), buffers real."""
-    from accelerate import init_empty_weights
-
-    with init_empty_weights():
-        return factory()
-
-
-def built(model: object, cls: type[M]) -> M:
-    """``model`` as a ``cls``: diffusers types ``from_config`` as maybe returning (model, unused kwargs),
-    which it only does when asked to."""
-    if not isinstance(model, cls):
-        raise TypeError(f"expected a {cls.__name__}, got a {type(model).__name__}")
-    return model

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
+    from transformers import CLIPTokenizer
 
 Builder = Callable[[Path], dict[str, Path]]
 
@@ -38,7 +39,7 @@ def make_tiny_models(root: str | Path, families: Iterable[str] | None = None) ->
     return written
 
 
-def clip_tokenizer(pad: str = "<|endoftext|>", max_len: int = 77):
+def clip_tokenizer(pad: str = "<|endoftext|>", max_len: int = 77) -> CLIPTokenizer:
     """A CLIP tokenizer over the byte-level alphabet with no merges (one token per character);
     <|endoftext|> is the last id. SDXL's bigG tokenizer pads with "!" (``pad``)."""
     from tokenizers.pre_tokenizers import ByteLevel

@@ -14,6 +14,7 @@ tiles (1024 px, stride 64) when the image is larger; the VAE runs in tiles too.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -155,7 +156,7 @@ def _needs(m: SupirModels) -> dict[str, float]:
     return {"resident": need + (6 << 30), "offload": need * 0.8 + (3 << 30)}
 
 
-def _conditioning(m: SupirModels, src, params: Params, place: Placement) -> tuple[TextCond, TextCond]:
+def _conditioning(m: SupirModels, src: Path, params: Params, place: Placement) -> tuple[TextCond, TextCond]:
     if m.te1 is None or m.te2 is None:
         from ..errors import WrongWeights
 

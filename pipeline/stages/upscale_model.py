@@ -9,7 +9,7 @@ target afterwards.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -20,6 +20,9 @@ from ..errors import InvalidParameter, OutOfMemory
 from ..models.spandrel_loader import load_image_model
 from ..tiling import Assembler, crop_tiles, plan_tiles
 from .context import StageContext
+
+if TYPE_CHECKING:
+    from spandrel import ImageModelDescriptor
 
 COST = 1.0
 MIN_TILE = 128
@@ -74,7 +77,7 @@ def run(rgb: np.ndarray, params: Params, ctx: StageContext) -> np.ndarray:
     return out
 
 
-def _tiled(desc, rgb: np.ndarray, tile: int, params: Params, ctx: StageContext) -> np.ndarray:
+def _tiled(desc: ImageModelDescriptor, rgb: np.ndarray, tile: int, params: Params, ctx: StageContext) -> np.ndarray:
     h, w = rgb.shape[:2]
     scale = desc.scale
     plan = plan_tiles(h, w, tile=tile, overlap=min(params.overlap, tile // 4), multiple=1)

@@ -18,16 +18,19 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ...errors import WrongWeights
-from ..tensor_files import MetaSource, Plan, TensorSource, built, identity_plan, stream_into
+from ..meta import built
+from ..tensor_files import Plan, Source, TensorSource, identity_plan, stream_into
 from . import convert as fc
 from .arch import FluxArch, FluxVaeArch, Layout
 
-Source = TensorSource | MetaSource
+if TYPE_CHECKING:
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+    from diffusers.models.transformers.transformer_flux import FluxTransformer2DModel
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -93,7 +96,7 @@ def transformer_plan(src: Source, layout: Layout, arch: FluxArch) -> Plan:
 
 
 def load_transformer(path: Path, dtype: torch.dtype, device: torch.device | str = "cpu",
-                     arch: FluxArch | None = None):
+                     arch: FluxArch | None = None) -> FluxTransformer2DModel:
     """A FluxTransformer2DModel from any FLUX.1 transformer file or folder, streamed and cast to dtype.
 
     ``arch`` overrides the architecture found next to the file or read from its shapes.
@@ -137,7 +140,7 @@ def vae_plan(src: Source, layout: Layout, module_shapes: dict[str, tuple[int, ..
     return plan
 
 
-def load_vae(path: Path, dtype: torch.dtype, device: torch.device | str = "cpu"):
+def load_vae(path: Path, dtype: torch.dtype, device: torch.device | str = "cpu") -> AutoencoderKL:
     """An AutoencoderKL from ``ae.safetensors`` (BFL layout) or a diffusers vae/ folder or file."""
     from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -28,6 +28,9 @@ from ...errors import WrongWeights
 from ..tensor_files import Plan, TensorSource, identity_plan, stream_into
 from . import convert as fc
 from .arch import count
+
+if TYPE_CHECKING:
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel
 
 CLIP_MAX_TOKENS = 77
 Shapes = Mapping[str, Sequence[int]]
@@ -58,7 +61,7 @@ class TextEncoders:
 # ------------------------------------------------------------------------------------------ CLIP
 
 
-def clip_config(shapes: Shapes, origin: Path):
+def clip_config(shapes: Shapes, origin: Path) -> CLIPTextConfig:
     from transformers import CLIPTextConfig
 
     try:
@@ -78,14 +81,19 @@ def clip_config(shapes: Shapes, origin: Path):
     )
 
 
-def _clip_position_ids(model) -> None:
-    emb = model.text_model.embeddings if hasattr(model, "text_model") else model.embeddings
-    n = emb.position_embedding.weight.shape[0]
-    emb.register_buffer("position_ids", torch.arange(n, device=emb.position_embedding.weight.device)
-                        .expand((1, -1)), persistent=False)
+def _clip_position_ids(model: torch.nn.Module) -> None:
+    """The non-persistent position ids (0..n-1) that meta construction left empty; transformers >= 5.6
+    dropped CLIPTextModel's ``text_model.`` level, so either spelling is found."""
+    emb = model.get_submodule("text_model.embeddings" if hasattr(model, "text_model") else "embeddings")
+    table = emb.get_submodule("position_embedding")
+    if not isinstance(table, torch.nn.Embedding):
+        raise TypeError(f"CLIP's position_embedding is a {type(table).__name__}, not an Embedding")
+    n = table.weight.shape[0]
+    emb.register_buffer("position_ids", torch.arange(n, device=table.weight.device).expand((1, -1)),
+                        persistent=False)
 
 
-def load_clip(path: Path, dtype: torch.dtype, device: torch.device | str = "cpu"):
+def load_clip(path: Path, dtype: torch.dtype, device: torch.device | str = "cpu") -> CLIPTextModel:
     """A CLIPTextModel from ComfyUI's clip_l file (or an all-in-one checkpoint) or a diffusers folder."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -98,7 +106,7 @@ def load_clip(path: Path, dtype: torch.dtype, device: torch.device | str = "cpu"
 # -------------------------------------------------------------------------------------------- T5
 
 
-def t5_config(shapes: Shapes, origin: Path):
+def t5_config(shapes: Shapes, origin: Path) -> T5Config:
     from transformers import T5Config
 
     try:
@@ -118,7 +126,7 @@ def t5_config(shapes: Shapes, origin: Path):
     )
 
 
-def load_t5(path: Path, dtype: torch.dtype, device: torch.device | str = "cpu"):
+def load_t5(path: Path, dtype: torch.dtype, device: torch.device | str = "cpu") -> T5EncoderModel:
     """A T5EncoderModel from ComfyUI's t5xxl file (or an all-in-one checkpoint) or a diffusers folder."""
     from transformers import T5Config, T5EncoderModel
 
@@ -163,7 +171,7 @@ def _load_encoder(path: Path, dtype: torch.dtype, device: torch.device | str, *,
 # ------------------------------------------------------------------------------------ tokenizers
 
 
-def load_tokenizers(clip_dir: Path, t5_dir: Path):
+def load_tokenizers(clip_dir: Path, t5_dir: Path) -> tuple[CLIPTokenizer, Any]:
     """(CLIP tokenizer, T5 tokenizer) from local folders only."""
     # transformers 5 keeps T5TokenizerFast as a runtime alias its stubs do not list; 4.x needs it by name
     from transformers import CLIPTokenizer, T5TokenizerFast  # pyright: ignore[reportAttributeAccessIssue]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import string
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -30,13 +31,18 @@ from ..tiny import clip_tokenizer
 from . import convert as fc
 from .arch import FluxArch, FluxVaeArch, rope_axes
 
+if TYPE_CHECKING:
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+    from diffusers.models.transformers.transformer_flux import FluxTransformer2DModel
+    from transformers import CLIPTextModel, CLIPTokenizer, T5EncoderModel
+
 TRANSFORMER = FluxArch(in_channels=64, out_channels=64, vec_in_dim=32, context_in_dim=32, hidden_size=32,
                        mlp_ratio=4.0, num_heads=2, depth=1, depth_single_blocks=1, axes_dim=rope_axes(16),
                        guidance_embed=True)
 VAE = FluxVaeArch(widths=(32, 32, 32, 32), layers=1)  # 4 levels: the real 8x factor; 32 = GroupNorm(32)'s minimum
 
 
-def t5_tokenizer(max_len: int = 512):
+def t5_tokenizer(max_len: int = 512) -> Any:
     """A Unigram T5 tokenizer with pad=0, eos=1, unk=2 like T5's."""
     # transformers 5 keeps T5TokenizerFast as a runtime alias its stubs do not list; 4.x needs it by name
     from transformers import T5TokenizerFast  # pyright: ignore[reportAttributeAccessIssue]
@@ -47,7 +53,8 @@ def t5_tokenizer(max_len: int = 512):
     return T5TokenizerFast(vocab=pieces, extra_ids=0, model_max_length=max_len)
 
 
-def tiny_parts(seed: int = 0):
+def tiny_parts(seed: int = 0) -> tuple[FluxTransformer2DModel, AutoencoderKL, CLIPTextModel, T5EncoderModel,
+                                        CLIPTokenizer, Any]:
     """(transformer, vae, clip, t5, clip tokenizer, t5 tokenizer), random, deterministic."""
     from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
     from diffusers.models.transformers.transformer_flux import FluxTransformer2DModel
@@ -133,7 +140,7 @@ def build_flux(root: Path) -> dict[str, Path]:
     return out
 
 
-def write_comfy_clip_tokenizer(tok, folder: Path) -> Path:
+def write_comfy_clip_tokenizer(tok: CLIPTokenizer, folder: Path) -> Path:
     """The files of ComfyUI's ``comfy/sd1_tokenizer``: vocab.json + merges.txt + configs, no tokenizer.json."""
     folder.mkdir(parents=True, exist_ok=True)
     special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from ...errors import WrongWeights
-from ..tensor_files import TensorSource, built, empty, same, stream_into
+from ..meta import built, empty
+from ..tensor_files import TensorSource, same, stream_into
 from . import keymap as K
 from .arch import (
     ArchError,

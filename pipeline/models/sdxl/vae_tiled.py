@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,9 @@ from torch import nn
 
 from ...progress import CancelToken
 from ...tiling import Assembler, crop_tiles, plan_tiles
+
+if TYPE_CHECKING:
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
 
 @contextlib.contextmanager
@@ -91,29 +95,34 @@ def run_tiled(net: Callable[[torch.Tensor], torch.Tensor], norms: nn.Module, x: 
     return asm.result()
 
 
-def encode_moments(vae, encoder: nn.Module, x: torch.Tensor, *, tile: int = 1024, overlap: int = 128,
+def encode_moments(vae: AutoencoderKL, encoder: nn.Module, x: torch.Tensor, *, tile: int = 1024, overlap: int = 128,
                    cancel: CancelToken | None = None) -> torch.Tensor:
     """quant_conv(encoder(x)) for an image in [-1, 1]; ``encoder`` is SDXL's or SUPIR's denoise encoder."""
     dtype = next(encoder.parameters()).dtype
     x = x.to(dtype)
 
+    quant_conv = vae.quant_conv  # SDXL's VAE has one; diffusers skips it when a config leaves it out
+
     def net(t: torch.Tensor) -> torch.Tensor:
-        return vae.quant_conv(encoder(t))
+        h = encoder(t)
+        return quant_conv(h) if quant_conv is not None else h
 
     out = run_tiled(net, encoder, x, tile=tile, overlap=overlap, scale=1 / 8,
-                    out_channels=2 * vae.config.latent_channels, stats_size=512, cancel=cancel)
+                    out_channels=2 * vae.config["latent_channels"], stats_size=512, cancel=cancel)
     return out.float()
 
 
-def decode(vae, z: torch.Tensor, *, tile: int = 128, overlap: int = 16,
+def decode(vae: AutoencoderKL, z: torch.Tensor, *, tile: int = 128, overlap: int = 16,
            cancel: CancelToken | None = None) -> torch.Tensor:
     """decoder(post_quant_conv(z)) for an unscaled latent; ``tile``/``overlap`` in latent pixels."""
     dtype = next(vae.decoder.parameters()).dtype
     z = z.to(dtype)
 
+    post_quant_conv = vae.post_quant_conv
+
     def net(t: torch.Tensor) -> torch.Tensor:
-        return vae.decoder(vae.post_quant_conv(t))
+        return vae.decoder(post_quant_conv(t) if post_quant_conv is not None else t)
 
     out = run_tiled(net, vae.decoder, z, tile=tile, overlap=overlap, scale=8,
-                    out_channels=vae.config.in_channels, stats_size=64, cancel=cancel)
+                    out_channels=vae.config["in_channels"], stats_size=64, cancel=cancel)
     return out.float()

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..tensor_files import built
+from ..meta import built
 from .unet import embedding, encoder_half
 
 

@@ -18,11 +18,12 @@ import torch
 from torch import nn
 
 from ...errors import WrongWeights
+from ..meta import empty
 from ..sdxl import keymap as K
 from ..sdxl.arch import ArchError, UNetArch, VaeArch, infer_unet, unet_config
 from ..sdxl.keymap import assign, verify
 from ..sdxl.load import build_vae
-from ..tensor_files import TensorSource, empty
+from ..tensor_files import TensorSource
 from .connectors import NHIDDEN, build_connectors
 from .control import ControlEncoder
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 
-def esrgan_state_dict(num_filters: int = 32, num_blocks: int = 12, scale: int = 1, seed: int = 0):
+def esrgan_state_dict(num_filters: int = 32, num_blocks: int = 12, scale: int = 1,
+                      seed: int = 0) -> dict[str, torch.Tensor]:
     """An ESRGAN (RRDBNet) in the old key layout (``model.0.weight``, ``model.1.sub.N.RDB1…``) that the
     SkinDiffDetail file uses."""
     from spandrel.architectures.ESRGAN import ESRGAN
@@ -19,7 +20,7 @@ def esrgan_state_dict(num_filters: int = 32, num_blocks: int = 12, scale: int = 
 
 
 def compact_state_dict(num_feat: int = 16, num_conv: int = 4, upscale: int = 4, seed: int = 0,
-                       identity: bool = False):
+                       identity: bool = False) -> dict[str, torch.Tensor]:
     """A Real-ESRGAN SRVGGNetCompact (``body.N.weight``). ``identity=True`` zeroes the last conv, so
     the net returns its nearest-upsampled input exactly (a tiling test model)."""
     from spandrel.architectures.Compact import Compact
