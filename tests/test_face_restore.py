@@ -77,10 +77,15 @@ def test_wrong_detector_files_name_the_file_and_keys(tiny_models, tmp_path):
     assert e.value.missing == ["ssh2.conv3X3.0.weight"] and e.value.unexpected == ["extra.weight"]
 
 
+def _restorer_and_face(tiny_models, file: str):
+    """A tiny restorer loaded from its ComfyUI folder, and an aligned synthetic 512² face to give it."""
+    r = load_face_restorer(tiny_models / "facerestore_models" / file, CPU, torch.float32)
+    return r, synthetic_image(512, 512, [template_landmarks(256, 240, 126)])
+
+
 def test_gfpgan_loads_and_restores_reproducibly(tiny_models):
-    r = load_face_restorer(tiny_models / "facerestore_models" / "GFPGANv1.4.pth", CPU, torch.float32)
+    r, crop = _restorer_and_face(tiny_models, "GFPGANv1.4.pth")
     assert r.arch == "GFPGAN"
-    crop = synthetic_image(512, 512, [template_landmarks(256, 240, 126)])
     a = r.restore(crop, seed=5)
     b = r.restore(crop, seed=5)
     assert a.shape == (512, 512, 3) and a.dtype == np.float32 and 0 <= a.min() and a.max() <= 1
@@ -89,9 +94,8 @@ def test_gfpgan_loads_and_restores_reproducibly(tiny_models):
 
 
 def test_codeformer_loads_and_fidelity_reaches_the_net(tiny_models):
-    r = load_face_restorer(tiny_models / "facerestore_models" / "codeformer-v0.1.0.pth", CPU, torch.float32)
+    r, crop = _restorer_and_face(tiny_models, "codeformer-v0.1.0.pth")
     assert r.arch == "CodeFormer"
-    crop = synthetic_image(512, 512, [template_landmarks(256, 240, 126)])
     prior = r.restore(crop, fidelity=0.0)
     faithful = r.restore(crop, fidelity=1.0)
     assert prior.shape == (512, 512, 3) and np.isfinite(prior).all()

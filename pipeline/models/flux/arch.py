@@ -94,38 +94,47 @@ class FluxArch:
     @classmethod
     def from_shapes(cls, shapes: Shapes, layout: Layout, origin: Path) -> FluxArch:
         """The architecture of a transformer file in either layout (FLUX.1-dev's exactly at full size)."""
+        where = _WHERE[layout]
         try:
-            if layout == "bfl":
-                hidden, in_ch = shapes["img_in.weight"]
-                head_dim = shapes["double_blocks.0.img_attn.norm.key_norm.scale"][0]
-                joint = shapes["txt_in.weight"][1]
-                pooled = shapes["vector_in.in_layer.weight"][1]
-                out_ch = shapes["final_layer.linear.weight"][0]
-                guidance = "guidance_in.in_layer.weight" in shapes
-                layers, single = count(shapes, r"double_blocks\.(\d+)\."), count(shapes, r"single_blocks\.(\d+)\.")
-                mlp = shapes["single_blocks.0.linear1.weight"][0] - 3 * hidden if single else 4 * hidden
+            n = {name: shapes[key][i] for name, (key, i) in where.items() if name != "mlp"}
+            hidden, head_dim = n["hidden"], n["head_dim"]
+            layers, single = (count(shapes, pattern) for pattern in _BLOCKS[layout])
+            mlp_key, mlp_i = where["mlp"]
+            if layout == "bfl":  # single blocks fuse q, k, v and the MLP input in one linear1
+                mlp = shapes[mlp_key][mlp_i] - 3 * hidden if single else 4 * hidden
             else:
-                hidden, in_ch = shapes["x_embedder.weight"]
-                head_dim = shapes["transformer_blocks.0.attn.norm_k.weight"][0]
-                joint = shapes["context_embedder.weight"][1]
-                pooled = shapes["time_text_embed.text_embedder.linear_1.weight"][1]
-                out_ch = shapes["proj_out.weight"][0]
-                guidance = "time_text_embed.guidance_embedder.linear_1.weight" in shapes
-                layers = count(shapes, r"transformer_blocks\.(\d+)\.")
-                single = count(shapes, r"single_transformer_blocks\.(\d+)\.")
-                mlp = shapes["transformer_blocks.0.ff.net.0.proj.weight"][0]
+                mlp = shapes[mlp_key][mlp_i]
         except (KeyError, ValueError, IndexError) as e:
             raise WrongWeights(origin, f"is not a complete FLUX.1 transformer (no tensor {e}).") from None
+        guidance = _GUIDANCE[layout] in shapes
         if not guidance:
             raise WrongWeights(origin, "has no guidance embedding: it is FLUX.1-schnell-like, not a FLUX.1-dev "
                                        "(SRPO) transformer, which this stage's guidance setting needs.")
         if hidden % head_dim or mlp != 4 * hidden:
             raise WrongWeights(origin, f"has a FLUX-like layout with widths diffusers' FluxTransformer2DModel "
                                        f"cannot hold (hidden {hidden}, head {head_dim}, mlp {mlp}).")
-        return cls(in_channels=in_ch, out_channels=out_ch, vec_in_dim=pooled, context_in_dim=joint,
+        return cls(in_channels=n["in"], out_channels=n["out"], vec_in_dim=n["pooled"], context_in_dim=n["joint"],
                    hidden_size=hidden, mlp_ratio=mlp / hidden, num_heads=hidden // head_dim, depth=layers,
                    depth_single_blocks=single, axes_dim=rope_axes(head_dim), guidance_embed=guidance)
 
+
+# Where each number of the architecture is read in each layout: name -> (tensor, dimension)
+_WHERE: dict[Layout, dict[str, tuple[str, int]]] = {
+    "bfl": {"hidden": ("img_in.weight", 0), "in": ("img_in.weight", 1),
+            "head_dim": ("double_blocks.0.img_attn.norm.key_norm.scale", 0), "joint": ("txt_in.weight", 1),
+            "pooled": ("vector_in.in_layer.weight", 1), "out": ("final_layer.linear.weight", 0),
+            "mlp": ("single_blocks.0.linear1.weight", 0)},
+    "diffusers": {"hidden": ("x_embedder.weight", 0), "in": ("x_embedder.weight", 1),
+                  "head_dim": ("transformer_blocks.0.attn.norm_k.weight", 0), "joint": ("context_embedder.weight", 1),
+                  "pooled": ("time_text_embed.text_embedder.linear_1.weight", 1), "out": ("proj_out.weight", 0),
+                  "mlp": ("transformer_blocks.0.ff.net.0.proj.weight", 0)},
+}
+_BLOCKS: dict[Layout, tuple[str, str]] = {  # double-stream and single-stream block numbers
+    "bfl": (r"double_blocks\.(\d+)\.", r"single_blocks\.(\d+)\."),
+    "diffusers": (r"transformer_blocks\.(\d+)\.", r"single_transformer_blocks\.(\d+)\."),
+}
+_GUIDANCE: dict[Layout, str] = {"bfl": "guidance_in.in_layer.weight",
+                                "diffusers": "time_text_embed.guidance_embedder.linear_1.weight"}
 
 # FLUX.1-dev's transformer (black-forest-labs/FLUX.1-dev transformer/config.json, flux.util's
 # configs["flux-dev"]); SRPO is a fine-tune of it with the same shapes.
