@@ -26,6 +26,7 @@ from pipeline.stages import face_restore
 from pipeline.stages.face_restore import Params
 
 from ._face_helpers import (
+    PORTRAIT_LANDMARKS,
     ConstantRestorer,
     IdentityRestorer,
     logged,
@@ -323,3 +324,21 @@ def test_missing_weights_error_lists_every_place(tmp_path):
     with pytest.raises(MissingWeights) as e:
         WeightLocator(Config(comfy_models=(tmp_path,), models_dir=tmp_path / "m")).find("codeformer")
     assert any(str(tmp_path / "facerestore_models") in p for p in e.value.looked)
+
+
+def test_one_detector_api_weight_free_faces_are_boxes_the_stage_cannot_align(monkeypatch, use_restorer, portrait):
+    """detect_faces without a network is the Haar fallback: boxes, no landmarks; the restore stage (which
+    aligns by landmarks) leaves such a face alone and says why, restoring none."""
+    from pipeline.faces import detect_faces
+
+    found = detect_faces(portrait.rgb)
+    assert found and all(f.landmarks is None for f in found)
+    x0, y0, x1, y1 = found[0].box
+    assert found[0].centre == ((x0 + x1) / 2, (y0 + y1) / 2)
+    cx, cy = found[0].centre  # the same face the recorded landmarks mark
+    assert abs(cx - PORTRAIT_LANDMARKS[:, 0].mean()) < 20 and abs(cy - PORTRAIT_LANDMARKS[:, 1].mean()) < 30
+    give_faces(monkeypatch, found[:1])
+    restorer = use_restorer(IdentityRestorer())
+    out = face_restore.run(portrait.rgb, Params(), ctx := stage_context())
+    assert out is portrait.rgb and restorer.calls == 0
+    assert "face 1: its landmarks do not fit the face template, skipped" in logged(ctx)

@@ -226,3 +226,27 @@ def test_diffusers_folder_parts_load(tmp_path):
     shutil.rmtree(folder / "tokenizer")
     with pytest.raises(WrongWeights):
         ft.load_tokenizers(folder / "tokenizer", folder / "tokenizer_2")
+
+
+# ------------------------------------------------------------------------------- architecture
+
+
+def test_flux_arch_is_checked_when_made_and_round_trips_diffusers_configs(tmp_path, tiny_models):
+    with pytest.raises(ValueError, match="hidden size 3001 is not divisible by 24 heads"):
+        FluxArch(**{**FLUX_DEV.__dict__, "hidden_size": 3001})
+    with pytest.raises(ValueError, match=r"RoPE axes \(16, 56, 48\) add up to 120, not to the head width 128"):
+        FluxArch(**{**FLUX_DEV.__dict__, "axes_dim": (16, 56, 48)})
+    with pytest.raises(ValueError, match="MLP ratio 3.0"):
+        FluxArch(**{**FLUX_DEV.__dict__, "mlp_ratio": 3.0})
+    assert FluxArch.from_diffusers(FLUX_DEV.to_diffusers()) == FLUX_DEV
+    assert FLUX_DEV.head_dim == 128 and FLUX_DEV.to_diffusers()["out_channels"] is None
+    # a config.json next to the weights that describes no FLUX: the file is named, the numbers given
+    shutil.copy(tiny_models / "diffusion_models/SRPO/diffusion_pytorch_model.safetensors", tmp_path)
+    config = tiny_flux.TRANSFORMER.to_diffusers() | {"_class_name": "FluxTransformer2DModel", "axes_dims_rope": [8, 8, 8]}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(WrongWeights, match=r"config.json describing no FLUX.1 architecture .*add up to 24, not to "
+                                           r"the head width 16"):
+        fl.load_transformer(tmp_path / "diffusion_pytorch_model.safetensors", torch.float32)
+    (tmp_path / "config.json").write_text(json.dumps(config | {"axes_dims_rope": [4, 6, 6]}))
+    assert fl.load_transformer(tmp_path / "diffusion_pytorch_model.safetensors", torch.float32).config[
+        "axes_dims_rope"] == (4, 6, 6)  # the sidecar's RoPE split is used as given

@@ -1,6 +1,6 @@
 """Check Dermis's RetinaFace against facexlib's own code: same keys, same outputs, same detections.
 
-facexlib cannot live in Dermis's environment (see pipeline/models/retinaface.py), so this script loads
+facexlib cannot live in Dermis's environment (see pipeline/models/faces/retinaface.py), so this script loads
 only its detection modules from an unpacked copy, without running ``facexlib/__init__.py`` (which needs
 filterpy), and needs torchvision (facexlib's ResNet and NMS):
 

@@ -1,4 +1,4 @@
-"""FLUX.1 weights: where they are (registry) and how the transformer and the autoencoder are loaded.
+"""FLUX.1 weights: how the transformer and the autoencoder are loaded (where they are: ``weights.py``).
 
 Every part is found locally (``[weights]`` in the config, a ComfyUI ``models/`` tree, Dermis's models
 folder) and never downloaded. Accepted forms:
