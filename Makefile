@@ -30,10 +30,12 @@ editors:
 
 # The parity tests run twice more with another float32 summation order: the portable kernels
 # instead of this CPU's vector ones, and one thread. A bound that only one CPU meets fails here.
+# Then the type checker over pipeline/, daemon/ and proto/ ([tool.pyright] in pyproject.toml).
 test: install editors
 	$(PY) -m pytest
 	ATEN_CPU_CAPABILITY=default $(PY) -m pytest -q -m parity -p no:cacheprovider
 	DERMIS_TEST_THREADS=1 $(PY) -m pytest -q -m parity -p no:cacheprovider
+	$(PY) -m pyright
 
 bench: install
 	$(PY) bench/bench_lite.py

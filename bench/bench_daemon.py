@@ -16,7 +16,6 @@ socket and once on 127.0.0.1, and measures
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -34,6 +33,7 @@ sys.path.insert(0, str(REPO))
 import pipeline  # noqa: E402
 from pipeline import images  # noqa: E402
 from proto.client import Client, EventKind, JobRequest  # noqa: E402
+from proto.discovery import read_runtime_file  # noqa: E402
 
 IDENTITY = """name = "bench-identity"
 scale = 1.0
@@ -52,13 +52,10 @@ def start_daemon(listen: str, home: Path) -> tuple[subprocess.Popen, dict]:
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        try:
-            info = json.loads(runtime.read_text())
-            if info.get("pid") == proc.pid:
-                info["token"] = Path(info["token_file"]).read_text().strip()
-                return proc, info
-        except (OSError, ValueError):
-            pass
+        info = read_runtime_file(runtime)
+        if info is not None and info.get("pid") == proc.pid:
+            info["token"] = Path(info["token_file"]).read_text().strip()
+            return proc, info
         if proc.poll() is not None:
             sys.exit(f"dermis serve exited with {proc.returncode}")
         time.sleep(0.1)

@@ -28,9 +28,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import pipeline  # noqa: E402
-from daemon.watch_folder import Options, WatchFolder  # noqa: E402
-from daemon.watch_runner import LocalRunner  # noqa: E402
-from daemon.watch_settings import base_settings  # noqa: E402
+from daemon.watch.folder import Options, WatchFolder  # noqa: E402
+from daemon.watch.runner import LocalRunner  # noqa: E402
+from daemon.watch.settings import base_settings  # noqa: E402
 from pipeline import images  # noqa: E402
 
 

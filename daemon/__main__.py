@@ -1,5 +1,5 @@
 """`python -m daemon` = `dermis` (for environments without the console script)."""
 
-from .cli import entrypoint
+from .cli.entry import entrypoint
 
 entrypoint()

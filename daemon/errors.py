@@ -1,47 +1,64 @@
 """Errors of the daemon's own making (the pipeline's are in pipeline/errors.py).
 
-Each has a ``code`` like the pipeline's errors; daemon/servicer.py maps every code to a gRPC status in
-one table, and clients show ``str(err)`` unchanged.
+Each names its ``pipeline.errors.ErrorCode``: daemon/server/servicer.py answers with the code's status,
+the CLI picks its exit status from it and the watch folder decides from it whether to retry; clients
+show ``str(err)`` unchanged.
 """
 
 from __future__ import annotations
 
 from pipeline import DermisError
+from pipeline.errors import ErrorCode
 
 
 class QueueFull(DermisError):
-    code = "queue_full"
+    code = ErrorCode.QUEUE_FULL
 
 
 class JobExists(DermisError):
     """A client reused a job id for a different request."""
 
-    code = "already_exists"
+    code = ErrorCode.ALREADY_EXISTS
 
 
 class UnknownJob(DermisError):
-    code = "not_found"
+    code = ErrorCode.NOT_FOUND
 
 
 class ShuttingDown(DermisError):
-    code = "shutting_down"
+    code = ErrorCode.SHUTTING_DOWN
 
 
 class BadUpload(DermisError):
     """The uploaded chunks do not add up to what the header announced."""
 
-    code = "invalid_argument"
+    code = ErrorCode.INVALID_ARGUMENT
 
 
 class ResultExpired(DermisError):
-    code = "result_expired"
+    code = ErrorCode.RESULT_EXPIRED
+
+
+class JobFailed(DermisError):
+    """A job the daemon's executor ran ended with an error (the watch folder waits for these): carries
+    the executor's code, which arrives as the string stored on the job."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = ErrorCode.of(code)
+
+
+class InstallError(DermisError):
+    """`dermis install-plugin` could not do its work (foreign files in the way, no wheels, no access)."""
+
+    code = ErrorCode.INSTALL_FAILED
 
 
 class NeedsWholeDevice(Exception):
     """An editor job ran out of memory while a paused batch job still holds its models.
 
-    Not a DermisError: it never reaches a client. The executor restarts the batch job later and runs
-    the editor job again with the device to itself.
+    Not a DermisError: it is control flow inside the executor and never reaches a client. The executor
+    restarts the batch job later and runs the editor job again with the device to itself.
     """
 
 

@@ -1,45 +1,122 @@
-"""Every error the pipeline raises, in one place.
+"""Every error the pipeline raises, and every error code in Dermis, in one place.
 
-Each error carries a machine-readable ``code`` (the daemon maps it to a gRPC status and the plugins show
-``str(err)`` unchanged), so messages must be complete sentences that tell the user what to do.
+Each error carries a ``code`` from ``ErrorCode``: the daemon answers with the code's status and sends
+the code along (the plugins show ``str(err)`` unchanged), the CLI picks its exit status from what
+ends it (``fix``) and the watch folder decides from it whether another attempt can help. So messages must be complete sentences
+that tell the user what to do, and a new kind of failure is a new member here, not a new string.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from pathlib import Path
+
+
+class Fix(enum.Enum):
+    """What ends an error: the user changes the request's options, gives another input, or fixes the
+    set-up (weights, config, install); or nothing the user does (wait, try again, report a bug)."""
+
+    REQUEST = "request"
+    INPUT = "input"
+    SETUP = "setup"
+    NOTHING = "nothing"
+
+
+class ErrorCode(enum.StrEnum):
+    """A machine-readable error code (the string on the wire, in journals and logs) with what it means.
+
+    ``status`` is the canonical RPC status the daemon answers with (a google.rpc.Code name, so the
+    library needs no gRPC); ``fix`` says what ends it, hence ``user_fixable``; ``retryable`` whether
+    trying the same request again may succeed. The CLI exits with 2 when the request's options must
+    change (``Fix.REQUEST``, a usage error), 1 otherwise; the watch folder retries what is retryable.
+    """
+
+    _value_: str
+    status: str
+    fix: Fix
+    retryable: bool
+
+    def __new__(cls, value: str, status: str, fix: Fix, retryable: bool) -> ErrorCode:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.status = status
+        member.fix = fix
+        member.retryable = retryable
+        return member
+
+    @property
+    def user_fixable(self) -> bool:
+        return self.fix is not Fix.NOTHING
+
+    #                    wire code             status                 fix          retryable
+    # the request is wrong: the client must change it
+    INVALID_ARGUMENT = "invalid_argument", "INVALID_ARGUMENT", Fix.REQUEST, False
+    INVALID_PARAMETER = "invalid_parameter", "INVALID_ARGUMENT", Fix.REQUEST, False
+    UNKNOWN_PRESET = "unknown_preset", "INVALID_ARGUMENT", Fix.REQUEST, False
+    CORRUPT_IMAGE = "corrupt_image", "INVALID_ARGUMENT", Fix.INPUT, False
+    UNSUPPORTED_IMAGE = "unsupported_image", "INVALID_ARGUMENT", Fix.INPUT, False
+    IMAGE_TOO_LARGE = "image_too_large", "INVALID_ARGUMENT", Fix.INPUT, False
+    # the set-up lacks something: the user fixes the install or the config, not the request
+    MISSING_WEIGHTS = "missing_weights", "FAILED_PRECONDITION", Fix.SETUP, False
+    WRONG_WEIGHTS = "wrong_weights", "FAILED_PRECONDITION", Fix.SETUP, False
+    STAGE_UNAVAILABLE = "stage_unavailable", "FAILED_PRECONDITION", Fix.SETUP, False
+    INSTALL_FAILED = "install_failed", "FAILED_PRECONDITION", Fix.SETUP, False  # `dermis install-plugin`
+    # a limit or a busy device: later (or smaller, or with other programs closed) may work
+    QUEUE_FULL = "queue_full", "RESOURCE_EXHAUSTED", Fix.NOTHING, True
+    OUT_OF_MEMORY = "out_of_memory", "RESOURCE_EXHAUSTED", Fix.SETUP, True
+    SHUTTING_DOWN = "shutting_down", "UNAVAILABLE", Fix.NOTHING, True
+    # jobs: ids, results and their end
+    ALREADY_EXISTS = "already_exists", "ALREADY_EXISTS", Fix.REQUEST, False
+    NOT_FOUND = "not_found", "NOT_FOUND", Fix.REQUEST, False
+    RESULT_EXPIRED = "result_expired", "FAILED_PRECONDITION", Fix.REQUEST, False
+    CANCELLED = "cancelled", "CANCELLED", Fix.NOTHING, False
+    # the watch folder's own verdicts on a file (journal and .error.txt, never raised)
+    CRASHED = "crashed", "INTERNAL", Fix.NOTHING, False  # every attempt died with the process
+    MISSING = "missing", "NOT_FOUND", Fix.INPUT, False  # the claimed file was removed by hand
+    WRITE_FAILED = "write_failed", "RESOURCE_EXHAUSTED", Fix.SETUP, True  # full disk, output folder gone
+    # a bug or something unforeseen: another attempt may get through
+    INTERNAL = "internal", "INTERNAL", Fix.NOTHING, True
+
+    @classmethod
+    def of(cls, code: str) -> ErrorCode:
+        """The member for a code string; INTERNAL for one this version does not know."""
+        try:
+            return cls(code)
+        except ValueError:
+            return cls.INTERNAL
 
 
 class DermisError(Exception):
     """Base class: something the user can understand and act on."""
 
-    code = "internal"
+    code: ErrorCode = ErrorCode.INTERNAL
 
 
 class InvalidInput(DermisError):
     """The request itself is wrong (bad image, bad parameter, bad region)."""
 
-    code = "invalid_argument"
+    code = ErrorCode.INVALID_ARGUMENT
 
 
 class CorruptImage(InvalidInput):
-    code = "corrupt_image"
+    code = ErrorCode.CORRUPT_IMAGE
 
 
 class UnsupportedImage(InvalidInput):
-    code = "unsupported_image"
+    code = ErrorCode.UNSUPPORTED_IMAGE
 
 
 class ImageTooLarge(InvalidInput):
-    code = "image_too_large"
+    code = ErrorCode.IMAGE_TOO_LARGE
 
 
 class InvalidParameter(InvalidInput):
-    code = "invalid_parameter"
+    code = ErrorCode.INVALID_PARAMETER
 
 
 class UnknownPreset(InvalidParameter):
-    code = "unknown_preset"
+    code = ErrorCode.UNKNOWN_PRESET
 
 
 class MissingWeights(DermisError):
@@ -48,7 +125,7 @@ class MissingWeights(DermisError):
     ``looked`` lists every place that was searched, so the message can say exactly where to put the file.
     """
 
-    code = "missing_weights"
+    code = ErrorCode.MISSING_WEIGHTS
 
     def __init__(self, key: str, description: str, looked: Sequence[str], hint: str = "") -> None:
         self.key = key
@@ -80,7 +157,7 @@ class MissingWeightsGroup(MissingWeights):
 class WrongWeights(DermisError):
     """A weights file exists but is not what the stage needs (wrong architecture, missing keys...)."""
 
-    code = "wrong_weights"
+    code = ErrorCode.WRONG_WEIGHTS
 
     def __init__(
         self,
@@ -103,17 +180,17 @@ class WrongWeights(DermisError):
 
 
 class StageUnavailable(DermisError):
-    code = "stage_unavailable"
+    code = ErrorCode.STAGE_UNAVAILABLE
 
 
 class OutOfMemory(DermisError):
-    code = "out_of_memory"
+    code = ErrorCode.OUT_OF_MEMORY
 
 
 class Cancelled(DermisError):
     """Raised at the next step/tile boundary after a job was cancelled."""
 
-    code = "cancelled"
+    code = ErrorCode.CANCELLED
 
     def __init__(self, message: str = "The job was cancelled.") -> None:
         super().__init__(message)

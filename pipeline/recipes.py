@@ -17,7 +17,7 @@ when the recipe is resolved for a run (``pipeline.stages.resolve``).
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -114,30 +114,26 @@ def _from_raw(raw: Mapping[str, Any], source: str) -> Recipe:
     )
 
 
-def parse_overrides(items: Sequence[str]) -> dict[str, str]:
-    """['grain.strength=0.1', 'scale=3'] -> {'grain.strength': '0.1', 'scale': '3'}."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise InvalidParameter(f"--set takes key=value (e.g. grain.strength=0.1), not {item!r}.")
-        out[key.strip()] = value.strip()
-    return out
-
-
 def build(
     preset: str = DEFAULT_PRESET,
-    overrides: Mapping[str, Any] | Sequence[str] = (),
+    overrides: Mapping[str, Any] | None = None,
     *,
     scale: float | None = None,
 ) -> Recipe:
-    """The preset with overrides applied: recipe keys (scale, context, feather) or stage.param."""
+    """The preset with overrides applied: recipe keys (scale, context, feather) or stage.param.
+
+    ``overrides`` maps keys to values (typed, or text that is converted here); text a person typed
+    as ``key=value`` is split by proto/overrides.py first, the one parser for it.
+    """
     table = presets()
     recipe = table.get(preset) or next((r for r in table.values() if preset in r.aliases), None)
     if recipe is None:
         raise UnknownPreset(f"unknown preset '{preset}'; available: {', '.join(sorted(table))}.")
-    if not isinstance(overrides, Mapping):
-        overrides = parse_overrides(overrides)
+    if overrides is None:
+        overrides = {}
+    elif not isinstance(overrides, Mapping):
+        raise TypeError("overrides maps setting keys to values; split key=value text with "
+                        "proto.overrides.parse_overrides first.")
     top: dict[str, Any] = {}
     per_stage: dict[str, dict[str, Any]] = {}
     for key, value in overrides.items():

@@ -1,4 +1,4 @@
-"""Where the thin client comes from.
+"""Where the thin client (and the override parser every client shares) comes from.
 
 Installed, the plug-in carries its own copy of ``proto/`` inside this package (``dermis install-plugin
 gimp`` puts it at ``plugin_gimp/proto/``), so the relative import finds it whatever else GIMP's Python
@@ -15,8 +15,8 @@ import importlib.util
 # protobuf too old for the generated code) must report that error, not fall back to a module the
 # installed plug-in does not have.
 if importlib.util.find_spec(f"{__package__}.proto") is not None:
-    from .proto import client
+    from .proto import client, overrides
 else:  # running from the source tree (unit tests, development)
-    from proto import client  # type: ignore[no-redef]
+    from proto import client, overrides  # type: ignore[no-redef]
 
-__all__ = ["client"]
+__all__ = ["client", "overrides"]

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import cancel_guard
-from ._client import client
+from ._client import client, overrides
 
 CLIENT_NAME = "gimp"
 
@@ -54,18 +54,12 @@ class Settings:
         )
 
     def override_map(self) -> dict[str, str]:
-        """The overrides the daemon gets: the free-form ones, then the denoise fields on top."""
-        out: dict[str, str] = {}
-        for item in self.overrides.replace(";", ",").replace("\n", ",").split(","):
-            if not item.strip():
-                continue
-            key, sep, value = item.partition("=")
-            if not sep or "." not in key or not key.strip() or not value.strip():
-                raise SettingsError(
-                    f"Overrides take 'stage.param=value' items separated by commas "
-                    f"(e.g. 'grain.strength=0.05'), not {item.strip()!r}."
-                )
-            out[key.strip()] = value.strip()
+        """The overrides the daemon gets: the free-form ones (items separated by commas, semicolons
+        or new lines, parsed as `dermis --set` parses them), then the denoise fields on top."""
+        try:
+            out = overrides.parse_overrides(overrides.split_overrides(self.overrides))
+        except overrides.OverrideError as e:
+            raise SettingsError(f"Overrides: {e}") from None
         for stage_id, value in zip(DENOISE_STAGES, (self.refine_denoise, self.final_denoise), strict=True):
             if value > 0:
                 out[f"{stage_id}.denoise"] = f"{value:g}"
@@ -178,13 +172,15 @@ def run(
     on_event: Callable[[object], None] | None = None,
     *,
     guard: bool = True,
+    connect: Callable[[str | None, str | None], client.DaemonClient] = client.Client,
 ):
     """Submit ``request`` and wait for its result, reporting every event to ``on_event``.
 
     While it waits, a separate guard process watches this one: GIMP cancels a plug-in's progress by
     killing the plug-in, and the guard then cancels the job in the daemon (see cancel_guard).
     Raises ``client.ClientError`` subclasses (DaemonUnavailable, Unauthenticated, JobFailed,
-    JobCancelled, DependencyMissing) with the daemon's message.
+    JobCancelled, DependencyMissing) with the daemon's message. ``connect(address, token)`` makes
+    the connection (tests pass a fake daemon).
     """
     import uuid
 
@@ -193,7 +189,7 @@ def run(
     address, token = settings.server or None, settings.token or None
     watcher = cancel_guard.spawn(request.job_id, address, token) if guard else None
     try:
-        with client.Client(address, token) as c:
+        with connect(address, token) as c:
             return c.run(request, on_event)
     finally:
         if watcher is not None:

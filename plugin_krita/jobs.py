@@ -21,7 +21,7 @@ from typing import Any
 
 from .thin_client import client as dc
 
-Connect = Callable[[], "dc.Client"]
+Connect = Callable[[], "dc.DaemonClient"]  # the real client, or tests/fake_daemon.py
 
 
 class Phase(enum.Enum):
@@ -68,7 +68,7 @@ class Job:
         self._connect = connect
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._client: dc.Client | None = None
+        self._client: dc.DaemonClient | None = None
         self._submitted = False
         self._cancel_requested = False
         self._thread = threading.Thread(target=self._work, name=f"dermis-job-{self.id[:8]}", daemon=True)
@@ -206,7 +206,7 @@ class Job:
                 except Exception:
                     pass
 
-    def _send_cancel(self, client: dc.Client) -> None:
+    def _send_cancel(self, client: dc.DaemonClient) -> None:
         try:
             client.cancel(self.id)
         except Exception as exc:

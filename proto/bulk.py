@@ -103,16 +103,24 @@ def encode_chunk(blob: int, offset: int, data: Any) -> bytes:
     return b"".join((_key(_SUBMIT_CHUNK, _LEN), _varint(len(inner_head) + n), inner_head, data))
 
 
-def decode_submit(raw: bytes, message_class: Any) -> Any:
-    """A SubmitRequest: RawChunk for chunks (no copy of the data), else ``message_class`` parsed."""
+def _nested(raw: bytes, field: int) -> tuple[memoryview, dict[int, Any], dict[int, Any]] | None:
+    """(the message, its fields, the fields of its sub-message ``field``); None when it has none."""
     view = memoryview(raw)
     fields = _fields(view)
-    chunk = fields.get(_SUBMIT_CHUNK)
-    if not isinstance(chunk, memoryview):
+    sub = fields.get(field)
+    if not isinstance(sub, memoryview):
+        return None
+    return view, fields, _fields(sub)
+
+
+def decode_submit(raw: bytes, message_class: Any) -> Any:
+    """A SubmitRequest: RawChunk for chunks (no copy of the data), else ``message_class`` parsed."""
+    found = _nested(raw, _SUBMIT_CHUNK)
+    if found is None:
         return message_class.FromString(raw)
-    inner = _fields(chunk)
-    data = inner.get(_CHUNK_DATA, view[:0])
-    return RawChunk(int(inner.get(_CHUNK_BLOB, 0)), int(inner.get(_CHUNK_OFFSET, 0)), data)
+    view, _, chunk = found
+    return RawChunk(int(chunk.get(_CHUNK_BLOB, 0)), int(chunk.get(_CHUNK_OFFSET, 0)),
+                    chunk.get(_CHUNK_DATA, view[:0]))
 
 
 # ------------------------------------------------------------------------------------------ results
@@ -129,15 +137,13 @@ def encode_result_chunk(job_id: str, seq: int, offset: int, data: Any) -> bytes:
 
 def decode_event(raw: bytes, message_class: Any) -> Any:
     """A JobEvent: RawResultChunk for result chunks (no copy of the data), else ``message_class``."""
-    view = memoryview(raw)
-    fields = _fields(view)
-    chunk = fields.get(_EVENT_RESULT_CHUNK)
-    if not isinstance(chunk, memoryview):
+    found = _nested(raw, _EVENT_RESULT_CHUNK)
+    if found is None:
         return message_class.FromString(raw)
-    inner = _fields(chunk)
+    view, fields, chunk = found
     job_id = fields.get(_EVENT_JOB_ID, view[:0])
     return RawResultChunk(bytes(job_id).decode(), int(fields.get(_EVENT_SEQ, 0)),
-                          int(inner.get(_RESULT_OFFSET, 0)), inner.get(_RESULT_DATA, view[:0]))
+                          int(chunk.get(_RESULT_OFFSET, 0)), chunk.get(_RESULT_DATA, view[:0]))
 
 
 def serialize(message: Any) -> bytes:

@@ -15,19 +15,15 @@ while another thread is inside ``watch()``. The contract is /work/CLIENT_API.md 
 
 from __future__ import annotations
 
-import json
-import os
-import re
+import abc
 import sys
 import threading
 import time
 import uuid
-import zlib
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
-from . import bulk
+from . import bulk, messages
 from .client_types import (
     DEFAULT_PRIORITY,
     TERMINAL,
@@ -51,82 +47,24 @@ from .client_types import (
     WatchFolderCounts,
     WeightInfo,
 )
+from .discovery import TOKEN_ENV, default_runtime_file, find_daemon, read_runtime_file
+from .messages import CHUNK_BYTES
 
 __all__ = [
-    "CHUNK_BYTES", "DEFAULT_PRIORITY", "Client", "ClientCounts", "ClientError", "DaemonUnavailable",
+    "CHUNK_BYTES", "DEFAULT_PRIORITY", "Client", "ClientCounts", "DaemonClient", "ClientError", "DaemonUnavailable",
     "DependencyMissing", "Event", "EventKind", "JobCancelled", "JobFailed", "JobInfo", "JobRequest",
     "JobResult", "PresetInfo", "Preview", "Rejected", "ServerInfo", "StageInfo", "Unauthenticated",
     "WatchFolderCounts", "WeightInfo", "default_runtime_file", "read_runtime_file",
 ]
 
-CHUNK_BYTES = 1 << 20  # 1 MiB per upload chunk: far below gRPC's 4 MiB message limit
 # Both directions allow messages well above one chunk (plus header and ICC profile), so an image of
 # any size goes through as a stream of small messages; nothing is ever sent as one big message.
 MAX_MESSAGE_BYTES = 16 << 20
-ADDRESS_ENV = "DERMIS_ADDRESS"
-TOKEN_ENV = "DERMIS_TOKEN"
 ERROR_CODE_KEY = "dermis-error-code"  # trailing metadata with the daemon's machine-readable code
 _WATCH_RETRIES = 3  # reconnects of one watch() after the stream broke (daemon restart: NOT_FOUND)
-_STATES = {0: "unknown", 1: "queued", 2: "running", 3: "paused", 4: "done", 5: "failed", 6: "cancelled"}
-_PRIORITY_PB = {"editor": 1, "batch": 2}
-_OUTPUT_PB = {"layer": 1, "full": 2}
-_WEIGHT_STATUS = {0: "unknown", 1: "found", 2: "missing", 3: "loaded"}
 # status codes that mean "the daemon refused this request", not "the daemon is gone"
 _REFUSALS = ("INVALID_ARGUMENT", "FAILED_PRECONDITION", "RESOURCE_EXHAUSTED", "ALREADY_EXISTS",
              "OUT_OF_RANGE", "NOT_FOUND", "PERMISSION_DENIED")
-
-
-# ------------------------------------------------------------------------------- address discovery
-
-
-def default_runtime_file() -> Path:
-    """Where `dermis serve` writes {"address", "token_file", "pid", ...} (same logic as the daemon)."""
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
-    else:
-        state = os.environ.get("XDG_STATE_HOME", "")
-        base = Path(state) if os.path.isabs(state) else Path.home() / ".local" / "state"
-    return base / "dermis" / "daemon.json"
-
-
-def read_runtime_file(path: Path | None = None) -> dict[str, Any] | None:
-    """The running daemon's runtime file, or None when there is none (or it is unreadable)."""
-    path = path or default_runtime_file()
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def normalize_address(address: str) -> str:
-    """'unix:/p', 'unix:///p', '/p' (a socket path), '127.0.0.1:PORT', 'localhost:PORT' -> gRPC target."""
-    address = address.strip()
-    if address.startswith("unix:"):
-        return address
-    if address.startswith("/") or (os.sep != "/" and address.startswith(os.sep)):
-        return "unix:" + address
-    if not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):\d{1,5}", address):
-        raise ClientError(
-            f"'{address}' is not a daemon address; use unix:/path/to/socket or 127.0.0.1:PORT.",
-            "invalid_argument",
-        )
-    return address
-
-
-def _pid_gone(pid: Any) -> bool:
-    """True when the daemon that wrote the runtime file is certainly not running (POSIX only)."""
-    if os.name != "posix" or not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # EPERM: alive, another user's
-        return False
-    return False
 
 
 # ------------------------------------------------------------------------------------ grpc, lazily
@@ -151,8 +89,50 @@ def _grpc_modules() -> tuple[Any, Any, Any]:
     return grpc, dermis_pb2, dermis_pb2_grpc
 
 
-class Client:
-    """A connection to one daemon. Nothing connects until the first call."""
+_Self = TypeVar("_Self", bound="DaemonClient")
+
+
+class DaemonClient(abc.ABC):
+    """What a plugin (and `dermis upscale --server`) needs from a daemon connection: the gRPC
+    ``Client`` below, or a scripted stand-in in tests (tests/fake_daemon.py). Blocking calls."""
+
+    @abc.abstractmethod
+    def submit(self, job: JobRequest) -> str:
+        """Upload the job; its id once the daemon has queued it."""
+
+    @abc.abstractmethod
+    def watch(self, job_id: str, after_seq: int = 0) -> Iterator[Event]:
+        """The job's events after ``after_seq``, ending after done / error / cancelled."""
+
+    @abc.abstractmethod
+    def cancel(self, job_id: str) -> None:
+        """Ask the daemon to stop the job (safe from another thread while one is in ``watch``)."""
+
+    @abc.abstractmethod
+    def info(self) -> ServerInfo:
+        """The daemon's version, device, presets and weights."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """End open watches and the connection."""
+
+    def run(self, job: JobRequest, on_event: Callable[[Event], None] | None = None) -> JobResult:
+        """submit + watch: returns the result, raises JobFailed / JobCancelled."""
+        return _outcome(self.watch(self.submit(job)), on_event, "the job finished")
+
+    def fetch_result(self, job_id: str) -> JobResult:
+        """The result of a finished job the daemon still holds (downloads it again)."""
+        return _outcome(self.watch(job_id), None, "the result came")
+
+    def __enter__(self: _Self) -> _Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Client(DaemonClient):
+    """A connection to one daemon over gRPC. Nothing connects until the first call."""
 
     def __init__(self, address: str | None = None, token: str | None = None, *,
                  timeout: float = 10.0) -> None:
@@ -171,12 +151,6 @@ class Client:
         self._rediscover = False  # set when the daemon went away or refused the token
 
     # -- connection --------------------------------------------------------------------------------
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def close(self) -> None:
         """Ends open watch() streams (their iterators stop) and the channel."""
         with self._lock:
@@ -198,7 +172,7 @@ class Client:
                 self._rediscover = False
                 self._channel = self._stub = None  # a watch on the old channel may still be running
             if self._stub is None:
-                self.address, self._token = self._discover()
+                self.address, self._token = find_daemon(self._address_arg, self._token_arg)
                 self._channel = grpc.insecure_channel(self.address, options=[
                     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -215,37 +189,6 @@ class Client:
                     service + "/Watch", request_serializer=pb.WatchRequest.SerializeToString,
                     response_deserializer=lambda raw: bulk.decode_event(raw, pb.JobEvent))
             return grpc, pb, self._stub
-
-    def _discover(self) -> tuple[str, str | None]:
-        runtime_path = default_runtime_file()
-        runtime = read_runtime_file(runtime_path)
-        address = self._address_arg or os.environ.get(ADDRESS_ENV)
-        if not address:
-            if runtime is None or not runtime.get("address"):
-                raise DaemonUnavailable(
-                    f"No Dermis daemon is running (no {runtime_path}). Start it with `dermis serve`, "
-                    f"or give its address (${ADDRESS_ENV}).")
-            if _pid_gone(runtime.get("pid")):
-                raise DaemonUnavailable(
-                    f"The Dermis daemon that wrote {runtime_path} (pid {runtime.get('pid')}) is no longer "
-                    "running. Start it with `dermis serve`.")
-            address = str(runtime["address"])
-        token = self._token_arg or os.environ.get(TOKEN_ENV)
-        if not token:
-            token_file = Path(runtime["token_file"]) if runtime and runtime.get("token_file") \
-                else runtime_path.with_name("token")
-            try:
-                token = token_file.read_text(encoding="utf-8").strip() or None
-            except OSError:
-                token = None
-        target = normalize_address(address)
-        if target.startswith("unix:"):
-            path = target[len("unix:"):]
-            path = path[2:] if path.startswith("//") else path
-            if not os.path.exists(path):  # nothing to wait for: no daemon has bound it
-                raise DaemonUnavailable(f"No Dermis daemon is listening at {target} (there is no socket "
-                                        "there). Start it with `dermis serve`.")
-        return target, token
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self._token}"),) if self._token else ()
@@ -280,8 +223,8 @@ class Client:
 
     # -- calls -------------------------------------------------------------------------------------
     def info(self) -> ServerInfo:
-        return _server_info(self._unary("GetServerInfo", lambda pb: pb.GetServerInfoRequest(),
-                                        "server info request"))
+        return messages.server_info(self._unary("GetServerInfo", lambda pb: pb.GetServerInfoRequest(),
+                                                "server info request"))
 
     def _unary(self, method: str, make_request: Callable[[Any], Any], what: str) -> Any:
         """One unary call with wait_for_ready and the deadline. A token refusal after a daemon restart
@@ -306,7 +249,8 @@ class Client:
         for attempt in (1, 2):
             grpc, pb, _stub = self._connect()
             try:
-                reply = self._submit_call(_upload(pb, _header(pb, job, job_id), job), timeout=deadline,
+                reply = self._submit_call(messages.upload(pb, messages.header(pb, job, job_id), job),
+                                          timeout=deadline,
                                           metadata=self._metadata(), wait_for_ready=True)
                 return str(reply.job_id)
             except grpc.RpcError as e:
@@ -338,7 +282,7 @@ class Client:
                         chunks.append(msg.data)
                         received += len(msg.data)
                         continue
-                    event = _event(msg, msg.WhichOneof("kind"), chunks)
+                    event = messages.event(msg, chunks)
                     chunks, received = [], 0
                     last = event.seq
                     yield event
@@ -364,53 +308,20 @@ class Client:
     def cancel(self, job_id: str) -> None:
         self._unary("Cancel", lambda pb: pb.CancelRequest(job_id=job_id), "cancel")
 
-    def run(self, job: JobRequest, on_event: Callable[[Event], None] | None = None) -> JobResult:
-        """submit + watch: returns the result, raises JobFailed / JobCancelled."""
-        job_id = self.submit(job)
-        for event in self.watch(job_id):
-            if on_event is not None:
-                on_event(event)
-            if event.kind is EventKind.done and event.result is not None:
-                return event.result
-            if event.kind is EventKind.error:
-                raise JobFailed(event.message or "The job failed.", event.error_code or "internal")
-            if event.kind is EventKind.cancelled:
-                raise JobCancelled(event.message or "The job was cancelled.")
-        raise ClientError("the client was closed before the job finished.", "closed")
-
-    def fetch_result(self, job_id: str) -> JobResult:
-        """The result of a finished job the daemon still holds (downloads it again)."""
-        for event in self.watch(job_id):
-            if event.kind is EventKind.done and event.result is not None:
-                return event.result
-            if event.kind is EventKind.error:
-                raise JobFailed(event.message or "The job failed.", event.error_code or "internal")
-            if event.kind is EventKind.cancelled:
-                raise JobCancelled(event.message or "The job was cancelled.")
-        raise ClientError("the client was closed before the result came.", "closed")
-
     def list_jobs(self, include_finished: bool = False) -> list[JobInfo]:
-        return self._list(include_finished)[0]
+        return messages.jobs(self._list_reply(include_finished))
 
     def watch_folders(self) -> list[WatchFolderCounts]:
         """The daemon's watch folders and their files by state (pending, running, done, skipped, failed)."""
-        reply = self._unary("ListJobs", lambda pb: pb.ListJobsRequest(), "job list request")
-        return [WatchFolderCounts(f.folder, f.out, f.preset, f.pending, f.running, f.done, f.skipped,
-                                  f.failed, f.error) for f in reply.folders]
+        return messages.folder_counts(self._list_reply(False))
 
     def job_counts(self) -> list[ClientCounts]:
         """Jobs per client name: queued, running, done, failed, cancelled."""
-        return self._list(True)[1]
+        return messages.client_counts(self._list_reply(True))
 
-    def _list(self, include_finished: bool) -> tuple[list[JobInfo], list[ClientCounts]]:
-        reply = self._unary("ListJobs", lambda pb: pb.ListJobsRequest(include_finished=include_finished),
-                            "job list request")
-        jobs = [JobInfo(j.job_id, _STATES.get(j.state, "unknown"), j.preset,
-                        "batch" if j.priority == 2 else "editor", j.client_name, j.fraction, j.position,
-                        j.error_code, j.message, j.submitted_unix) for j in reply.jobs]
-        counts = [ClientCounts(c.client_name, c.queued, c.running, c.done, c.failed, c.cancelled)
-                  for c in reply.counts]
-        return jobs, counts
+    def _list_reply(self, include_finished: bool) -> Any:
+        return self._unary("ListJobs", lambda pb: pb.ListJobsRequest(include_finished=include_finished),
+                           "job list request")
 
     def unload_models(self, key: str = "") -> tuple[int, int]:
         """Frees model memory on the daemon: (models unloaded, bytes). ``key`` "" = all."""
@@ -418,106 +329,15 @@ class Client:
         return int(reply.unloaded), int(reply.freed_bytes)
 
 
-# ------------------------------------------------------------------------------- message building
-
-
-def _header(pb: Any, job: JobRequest, job_id: str) -> Any:
-    h = pb.JobHeader(
-        job_id=job_id,
-        preset=job.preset,
-        overrides={str(k): str(v) for k, v in job.overrides.items()},
-        output=_OUTPUT_PB[job.output],
-        priority=_PRIORITY_PB[job.priority],
-        client_name=job.client_name,
-        image=pb.PixelFormat(width=job.width, height=job.height, channels=job.channels,
-                             bit_depth=job.bit_depth),
-        image_bytes=len(job.pixels),
-        image_crc32=zlib.crc32(job.pixels) & 0xFFFFFFFF,
-        icc_profile=job.icc_profile or b"",
-        has_mask=job.mask is not None,
-        mask_crc32=zlib.crc32(job.mask) & 0xFFFFFFFF if job.mask is not None else 0,
-    )
-    if job.scale is not None:
-        h.scale = float(job.scale)
-    if job.seed is not None:
-        h.seed = int(job.seed)
-    if job.region is not None:
-        x, y, w, hh = (int(v) for v in job.region)
-        if w <= 0 or hh <= 0:
-            raise Rejected(f"the region {x},{y},{w},{hh} is empty.", "invalid_argument")
-        h.region.CopyFrom(pb.Region(x=x, y=y, width=w, height=hh))
-    return h
-
-
-def _upload(pb: Any, header: Any, job: JobRequest) -> Iterator[Any]:
-    yield pb.SubmitRequest(header=header)
-    for blob, data in ((pb.BLOB_IMAGE, job.pixels), (pb.BLOB_MASK, job.mask)):
-        if data is None:
-            continue
-        view = memoryview(data).cast("B")
-        for offset in range(0, len(view), CHUNK_BYTES):
-            yield bulk.encode_chunk(blob, offset, view[offset:offset + CHUNK_BYTES])
-
-
-def _event(msg: Any, kind: str | None, chunks: list[memoryview]) -> Event:
-    base = {"job_id": msg.job_id, "seq": int(msg.seq)}
-    if kind == "queued":
-        return Event(EventKind.queued, position=msg.queued.position, **base)
-    if kind == "started":
-        return Event(EventKind.started, **base)
-    if kind == "stage":
-        return Event(EventKind.stage, stage=msg.stage.stage, message=msg.stage.message, **base)
-    if kind == "progress":
-        p = msg.progress
-        return Event(EventKind.progress, stage=p.stage, step=p.step, steps=p.steps, tile=p.tile,
-                     tiles=p.tiles, fraction=p.fraction, message=p.message, **base)
-    if kind == "preview":
-        p = msg.preview
-        return Event(EventKind.preview, preview=Preview(p.width, p.height, p.pixels), **base)
-    if kind == "message":
-        return Event(EventKind.message, stage=msg.message.stage, message=msg.message.text, **base)
-    if kind == "done":
-        return Event(EventKind.done, fraction=1.0, result=_result(msg.job_id, msg.done.result, chunks),
-                     **base)
-    if kind == "error":
-        e = msg.error
-        return Event(EventKind.error, stage=e.stage, error_code=e.code or "internal",
-                     message=e.message, **base)
-    if kind == "cancelled":
-        return Event(EventKind.cancelled, message=msg.cancelled.message, **base)
-    # an event kind from a newer daemon: pass it on as a message so nothing breaks
-    return Event(EventKind.message, message="", **base)
-
-
-def _result(job_id: str, info: Any, chunks: list[memoryview]) -> JobResult:
-    pixels = b"".join(chunks)
-    if len(pixels) != info.bytes:
-        raise ClientError(f"the result has {len(pixels):,} bytes, the daemon announced {info.bytes:,}.",
-                          "data_loss")
-    if zlib.crc32(pixels) & 0xFFFFFFFF != info.crc32:
-        raise ClientError("the result's checksum does not match: the transfer was damaged.", "data_loss")
-    f = info.format
-    return JobResult(
-        job_id=job_id, pixels=pixels, width=f.width, height=f.height, channels=f.channels,
-        bit_depth=f.bit_depth, offset_x=info.offset_x, offset_y=info.offset_y,
-        canvas_width=info.canvas_width, canvas_height=info.canvas_height, layer_name=info.layer_name,
-        preset=info.preset, seed=int(info.seed), icc_profile=info.icc_profile or None,
-        messages=list(info.messages), stage_seconds=dict(info.stage_seconds),
-    )
-
-
-def _server_info(r: Any) -> ServerInfo:
-    presets = [
-        PresetInfo(p.name, p.label, p.description, p.scale,
-                   [StageInfo(s.id, s.kind, s.enabled, s.optional, dict(s.params)) for s in p.stages])
-        for p in r.presets
-    ]
-    weights = [WeightInfo(w.key, w.description, _WEIGHT_STATUS.get(w.status, "unknown"), w.path)
-               for w in r.weights]
-    return ServerInfo(
-        version=r.version, device=r.device, vram_free=int(r.vram_free), vram_total=int(r.vram_total),
-        default_preset=r.default_preset, presets=presets, weights=weights, queue_length=r.queue_length,
-        api_version=r.api_version, loaded_models={m.key: int(m.bytes) for m in r.loaded_models},
-        model_budget=int(r.model_budget), max_pixels=int(r.limits.max_pixels),
-        capabilities=list(r.capabilities),
-    )
+def _outcome(events: Iterable[Event], on_event: Callable[[Event], None] | None, until: str) -> JobResult:
+    """The result a job's events end with, or its JobFailed / JobCancelled."""
+    for event in events:
+        if on_event is not None:
+            on_event(event)
+        if event.kind is EventKind.done and event.result is not None:
+            return event.result
+        if event.kind is EventKind.error:
+            raise JobFailed(event.message or "The job failed.", event.error_code or "internal")
+        if event.kind is EventKind.cancelled:
+            raise JobCancelled(event.message or "The job was cancelled.")
+    raise ClientError(f"the client was closed before {until}.", "closed")

@@ -1,4 +1,5 @@
-"""Plain data types and errors of the thin client (re-exported by proto/client.py).
+"""Plain data types and errors of the thin client (re-exported by proto/client.py); the job event
+types are in proto/events.py, shared with the daemon.
 
 Standard library only, so plugins can build requests and show errors even where grpcio is missing.
 Runs on the editors' bundled Pythons (3.10+): no 3.11-only syntax.
@@ -6,9 +7,16 @@ Runs on the editors' bundled Pythons (3.10+): no 3.11-only syntax.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
-from typing import NamedTuple
+
+from .events import TERMINAL, Event, EventKind, JobResult, Preview
+
+__all__ = [
+    "DEFAULT_PRIORITY", "OUTPUTS", "PRIORITIES", "TERMINAL", "ClientCounts", "ClientError",
+    "DaemonUnavailable", "DependencyMissing", "Event", "EventKind", "JobCancelled", "JobFailed",
+    "JobInfo", "JobRequest", "JobResult", "PresetInfo", "Preview", "Rejected", "ServerInfo",
+    "StageInfo", "Unauthenticated", "WatchFolderCounts", "WeightInfo",
+]
 
 DEFAULT_PRIORITY = "editor"
 PRIORITIES = ("editor", "batch")
@@ -112,68 +120,6 @@ class JobRequest:
         if self.priority not in PRIORITIES:
             raise Rejected(f"priority must be 'editor' or 'batch', not {self.priority!r}.",
                               "invalid_argument")
-
-
-# ------------------------------------------------------------------------------------------ events
-
-
-class EventKind(enum.Enum):
-    queued = "queued"  # .position (0 = next)
-    started = "started"  # the job left the queue
-    stage = "stage"  # a stage began: .stage, .message
-    progress = "progress"  # .stage, .step, .steps, .tile, .tiles, .fraction (0..1 whole job)
-    preview = "preview"  # .preview: Preview (small 8-bit RGB)
-    message = "message"  # .message (e.g. "skin_detail: skipped, weights not found")
-    done = "done"  # .result: JobResult (the whole result, already reassembled)
-    error = "error"  # .error_code, .message
-    cancelled = "cancelled"  # .message
-
-
-TERMINAL = (EventKind.done, EventKind.error, EventKind.cancelled)
-
-
-@dataclass
-class Preview:
-    width: int
-    height: int
-    pixels: bytes  # RGB8
-
-
-@dataclass
-class JobResult:
-    job_id: str
-    pixels: bytes  # raw, same layout rules as JobRequest
-    width: int
-    height: int
-    channels: int  # 4 (RGBA) or 2 (LA) in layer mode; as the input in full mode
-    bit_depth: int  # as the input
-    offset_x: int  # layer position in the output canvas (0 in full mode)
-    offset_y: int
-    canvas_width: int  # size of the whole output image (input size * scale)
-    canvas_height: int
-    layer_name: str  # "Dermis (<preset label>, <seed>)"
-    preset: str
-    seed: int
-    icc_profile: bytes | None = None
-    messages: list[str] = field(default_factory=list)  # notes from the run
-    stage_seconds: dict[str, float] = field(default_factory=dict)
-
-
-class Event(NamedTuple):
-    kind: EventKind
-    job_id: str
-    seq: int  # strictly increasing per job, from 1; watch(after_seq=) resumes
-    stage: str = ""
-    step: int = 0
-    steps: int = 0
-    tile: int = 0
-    tiles: int = 0
-    fraction: float = 0.0
-    message: str = ""
-    position: int = 0
-    error_code: str = ""
-    preview: Preview | None = None
-    result: JobResult | None = None
 
 
 # ------------------------------------------------------------------------------------- server info

@@ -83,7 +83,7 @@ def runtime_floors() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--check", action="store_true", help="only compare; exit 1 when stale")
     p.add_argument("--versions", action="store_true", help="print the runtime floors and exit")
     args = p.parse_args(argv)

@@ -1,18 +1,23 @@
-"""Fixtures and helpers shared by the daemon tests: an in-process daemon on a temporary Unix socket,
-test presets written where user presets live, raw images."""
+"""Helpers for the daemon tests: the test presets, an in-process daemon (the ``daemon`` fixture in
+conftest.py uses ``start``), `dermis serve` as a real process (``ServeProcess``), raw images."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
+import signal
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from daemon.server import ServerConfig, start_server
+from daemon.server.start import ServerConfig, start_server
 from proto.client import Client, JobRequest
+from proto.discovery import read_runtime_file
+
+from .conftest import REPO, wait_for
 
 TOKEN = "test-token-" + "x" * 20
 
@@ -61,8 +66,7 @@ def user_presets_dir() -> Path:
     return Path(os.environ["XDG_CONFIG_HOME"]) / "dermis" / "presets"
 
 
-@pytest.fixture
-def test_presets(tiny_models: Path) -> dict[str, Path]:
+def write_test_presets(tiny_models: Path) -> dict[str, Path]:
     folder = user_presets_dir()
     folder.mkdir(parents=True, exist_ok=True)
     model = tiny_models / "upscale_models" / "4x-tiny-Compact.pth"
@@ -76,26 +80,11 @@ def test_presets(tiny_models: Path) -> dict[str, Path]:
     return written
 
 
-@pytest.fixture
-def short_tmp():
-    """A short folder for Unix sockets (their paths are limited to 107 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="dd-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def start(short_tmp: Path, **kw):
     kw.setdefault("listen", f"unix:{short_tmp / 'd.sock'}")
     kw.setdefault("token", TOKEN)
     kw.setdefault("device", "cpu")
     return start_server(ServerConfig(**kw))[1]
-
-
-@pytest.fixture
-def daemon(short_tmp, test_presets):
-    d = start(short_tmp)
-    yield d
-    d.stop(grace=5.0)
 
 
 def client(d) -> Client:
@@ -119,3 +108,52 @@ def request(arr: np.ndarray, **kw) -> JobRequest:
 def result_array(res) -> np.ndarray:
     dtype = np.uint8 if res.bit_depth == 8 else np.dtype("<u2")
     return np.frombuffer(res.pixels, dtype=dtype).reshape(res.height, res.width, res.channels)
+
+
+class ServeProcess:
+    """`python -m daemon serve ARGS` as a real process with its own state folder (runtime file, token,
+    default socket), ready once it has published its runtime file. Its output goes to ``log`` (a file:
+    a pipe could fill up and block the daemon)."""
+
+    def __init__(self, state_home: Path, *args: str, env: dict[str, str] | None = None,
+                 log: Path | None = None, timeout: float = 120.0) -> None:
+        self.state = state_home
+        self.runtime_file = state_home / "dermis" / "daemon.json"
+        env = {k: v for k, v in (os.environ if env is None else env).items()
+               if k not in ("DERMIS_ADDRESS", "DERMIS_TOKEN")}
+        env.update(XDG_STATE_HOME=str(state_home), DERMIS_DEVICE=env.get("DERMIS_DEVICE", "cpu"))
+        state_home.mkdir(parents=True, exist_ok=True)
+        self.log = log or state_home / "daemon.log"
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "daemon", "serve", *args], cwd=REPO, env=env,
+                                         stdout=out, stderr=subprocess.STDOUT)
+        try:
+            self.info: dict[str, Any] = wait_for(self._published, timeout, f"dermis serve to write {self.runtime_file}")
+        except AssertionError as e:
+            self.stop()
+            pytest.fail(f"{e}:\n{self.tail()}", pytrace=False)
+        self.address: str = self.info["address"]
+        self.token = Path(self.info["token_file"]).read_text().strip()
+
+    def _published(self) -> dict[str, Any] | None:
+        if self.proc.poll() is not None:
+            pytest.fail(f"dermis serve exited with {self.proc.returncode}:\n{self.tail()}", pytrace=False)
+        info = read_runtime_file(self.runtime_file)
+        return info if info is not None and info.get("pid") == self.proc.pid else None
+
+    def client(self) -> Client:
+        return Client(self.address, self.token)
+
+    def tail(self, n: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-n:]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Ask it to stop (SIGTERM: the graceful shutdown), kill it if it takes too long; its exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode

@@ -16,13 +16,12 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
+from ._daemon_helpers import ServeProcess
 from .conftest import REPO
 
 CHROOT = Path(os.environ.get("DERMIS_GIMP_CHROOT", "/var/cache/dermis/gimp-trixie"))
@@ -82,7 +81,8 @@ def mounted(root: Path):
 
 def wheel_dir(python_version: str) -> Path:
     """grpcio + protobuf wheels for the chroot's Python, downloaded once and kept with the chroot."""
-    from daemon import vendor
+    from daemon.errors import InstallError
+    from daemon.install import vendor
 
     pins = "-".join(r.replace("==", "") for r in vendor.pinned_requirements())
     # next to the chroot when we may write there (root), else in the user's own cache
@@ -93,7 +93,7 @@ def wheel_dir(python_version: str) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             vendor.download_wheels(tmp, python_version)
-        except vendor.VendorError as e:
+        except InstallError as e:
             pytest.fail(f"could not download grpcio/protobuf wheels for the chroot's Python: {e}",
                         pytrace=False)
         shutil.rmtree(cache, ignore_errors=True)
@@ -191,51 +191,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Daemon:
-    """`dermis serve` as a real subprocess on 127.0.0.1 (a port the OS picks), with its own state
-    folder, runtime file and token."""
-
-    def __init__(self, state_dir: Path) -> None:
-        env = dict(os.environ, XDG_STATE_HOME=str(state_dir), DERMIS_DEVICE="cpu")
-        env.pop("DERMIS_ADDRESS", None)
-        env.pop("DERMIS_TOKEN", None)
-        state_dir.mkdir(parents=True, exist_ok=True)
-        self.log = state_dir / "daemon.log"
-        self.runtime_file = state_dir / "dermis" / "daemon.json"
-        self._log_file = self.log.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon", "serve", "--listen", "127.0.0.1:0"],
-            cwd=REPO, env=env, stdout=self._log_file, stderr=subprocess.STDOUT,
-        )
-        self.address, self.token = self._wait_ready()
-
-    def _wait_ready(self) -> tuple[str, str]:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"dermis serve exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}",
-                            pytrace=False)
-            try:
-                info = json.loads(self.runtime_file.read_text())
-                if info.get("pid") == self.proc.pid:
-                    return info["address"], Path(info["token_file"]).read_text().strip()
-            except (ValueError, KeyError, OSError):
-                pass
-            time.sleep(0.1)
-        self.stop()
-        pytest.fail(f"dermis serve did not come up in 60 s:\n{self.log.read_text()[-3000:]}", pytrace=False)
-
-    def client(self):
-        from proto.client import Client
-
-        return Client(self.address, self.token)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log_file.close()
+def serve_on_tcp(state_dir: Path) -> ServeProcess:
+    """`dermis serve` on 127.0.0.1 (a port the OS picks), with its own state folder, runtime file and
+    token: what GIMP's plug-in (in the chroot) reaches over TCP."""
+    return ServeProcess(state_dir, "--listen", "127.0.0.1:0", timeout=60)

@@ -7,16 +7,15 @@ Python, and the daemon is `python -m daemon serve` as a separate process.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from ._daemon_helpers import ServeProcess
 
 REPO = Path(__file__).resolve().parent.parent
 KRITA_TESTS = Path(__file__).resolve().parent / "krita"
@@ -47,14 +46,14 @@ def profile_env(root: Path, state_home: Path) -> dict[str, str]:
 
 
 def krita_python_version() -> str:
-    from daemon.install_krita import detect_python_version
+    from daemon.install.krita import detect_python_version
 
     return detect_python_version()[0]
 
 
 def wheels_for(python_version: str) -> Path:
     """grpcio + protobuf wheels for Krita's Python, pinned like this venv (downloaded once)."""
-    from daemon import vendor
+    from daemon.install import vendor
 
     d = WHEEL_CACHE / f"py{python_version}"
     if len(list(d.glob("*.whl"))) < len(vendor.PACKAGES):
@@ -70,59 +69,38 @@ def install_plugin(pykrita: Path | None, *extra: str) -> None:
     assert main(["install-plugin", "krita", *target, *extra]) == 0
 
 
-class Daemon:
-    """`python -m daemon serve` in its own folders, found by clients through its runtime file."""
+def serve(root: Path, presets: dict[str, str] | None = None) -> ServeProcess:
+    """`python -m daemon serve` in its own folders, found by clients through its runtime file: on the
+    default listen address (a Unix socket in XDG_RUNTIME_DIR, as for a user on Linux)."""
+    config = root / "config"
+    for name, text in (presets or {}).items():
+        p = config / "dermis" / "presets" / f"{name}.toml"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "DERMIS_"))}
+    runtime = root / "run"
+    runtime.mkdir(parents=True, exist_ok=True)
+    runtime.chmod(0o700)
+    env.update(XDG_RUNTIME_DIR=str(runtime), XDG_CONFIG_HOME=str(config), XDG_DATA_HOME=str(root / "data"),
+               XDG_CACHE_HOME=str(root / "cache"), HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
+    return ServeProcess(root / "state", "--grace", "2", env=env, log=root / "daemon.log", timeout=60)
 
-    def __init__(self, root: Path, presets: dict[str, str] | None = None) -> None:
-        self.root = root
-        self.state = root / "state"
-        self.config = root / "config"
-        for name, text in (presets or {}).items():
-            p = self.config / "dermis" / "presets" / f"{name}.toml"
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(text)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "DERMIS_"))}
-        runtime = root / "run"
-        runtime.mkdir(parents=True, exist_ok=True)
-        runtime.chmod(0o700)
-        # default listen address: a Unix socket in XDG_RUNTIME_DIR, as for a user on Linux
-        env.update(XDG_RUNTIME_DIR=str(runtime), XDG_STATE_HOME=str(self.state), XDG_CONFIG_HOME=str(self.config),
-                   XDG_DATA_HOME=str(root / "data"), XDG_CACHE_HOME=str(root / "cache"),
-                   DERMIS_DEVICE="cpu", HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
-        self.log = open(root / "daemon.log", "w")  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen([sys.executable, "-m", "daemon", "serve", "--grace", "2"],
-                                     cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        self.runtime_file = self.state / "dermis" / "daemon.json"
-        self.address = self._wait_ready(60)
 
-    def _wait_ready(self, timeout: float) -> str:
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the daemon exited with {self.proc.returncode}: {self.tail()}")
-            if self.runtime_file.exists():
-                try:
-                    info = json.loads(self.runtime_file.read_text())
-                    if info.get("pid") == self.proc.pid and info.get("address"):
-                        return info["address"]
-                except ValueError:
-                    pass  # being written
-            time.sleep(0.1)
-        raise RuntimeError(f"the daemon did not write {self.runtime_file} within {timeout}s: {self.tail()}")
+def bgra_bytes(rgba: np.ndarray) -> bytes:
+    """RGBA pixels as Krita stores them: BGRA, little-endian for 16 bits."""
+    return np.ascontiguousarray(rgba[..., [2, 1, 0, 3]]).astype("<u2" if rgba.dtype == np.uint16 else "u1").tobytes()
 
-    def tail(self) -> str:
-        self.log.flush()
-        return (self.root / "daemon.log").read_text()[-3000:]
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+def ellipse_mask(w: int, h: int) -> np.ndarray:
+    """A soft elliptic selection (uint8), opaque in the middle and feathered to the edge."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    r = ((xx - w / 2 + 0.5) / (w / 2)) ** 2 + ((yy - h / 2 + 0.5) / (h / 2)) ** 2
+    return (np.clip((1.15 - r) / 0.3, 0, 1) * 255).astype(np.uint8)
+
+
+def read_raw(out: Path, name: str, shape: tuple[int, ...], bits: int) -> np.ndarray:
+    dtype = "<u2" if bits == 16 else "u1"
+    return np.frombuffer((out / name).read_bytes(), dtype=dtype).reshape(shape)
 
 
 def run_kritarunner(env: dict[str, str], pythonpath: list[Path], module: str, function: str, *args: str,

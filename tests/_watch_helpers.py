@@ -8,18 +8,17 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 
 import pipeline
-from daemon.watch_folder import Options, WatchFolder, find_journal
-from daemon.watch_runner import LocalRunner
-from daemon.watch_settings import Settings, base_settings, seed_from_hash
+from daemon.watch.folder import Options, WatchFolder, find_journal
+from daemon.watch.runner import LocalRunner
+from daemon.watch.settings import Settings, base_settings, seed_from_hash
 from pipeline import images
 
-from .conftest import REPO
+from .conftest import REPO, wait_for
 
 FAST = Options(stable_s=0.2, give_up_s=1.0, rescan_s=1.0, poll_s=0.2)
 
@@ -67,15 +66,6 @@ def expected_output(data: bytes, settings: Settings | None = None, config=None) 
     region = pipeline.Region.parse(s.region) if s.region else None
     r = pipeline.run(s.recipe(), images.decode(data), seed=seed, region=region, config=config)
     return images.encode(r.image, "PNG")
-
-
-def wait_for(cond, timeout: float = 30.0, what: str = "condition") -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 class Watcher:

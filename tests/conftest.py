@@ -1,9 +1,19 @@
-"""Shared test set-up: offline, isolated from the user's config, tiny models built once per session."""
+"""Shared test set-up: offline, isolated from the user's config, tiny models built once per session,
+the in-process daemon and its test presets, and the one bounded wait every test polls with.
+
+Fixtures shared by several test modules live here (pytest finds them without an import); plain
+helpers stay in ``tests/_<area>_helpers.py`` and are imported where used.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
@@ -54,6 +64,48 @@ def tiny_models(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny_models")
     make_tiny_models(root)
     return root
+
+
+@pytest.fixture
+def test_presets(tiny_models: Path) -> dict[str, Path]:
+    """The daemon tests' presets (identity, tiles, needs-weights), written where user presets live."""
+    from ._daemon_helpers import write_test_presets
+
+    return write_test_presets(tiny_models)
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A short folder for Unix sockets (their paths are limited to 107 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="dd-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def daemon(short_tmp: Path, test_presets: dict[str, Path]) -> Iterator[Any]:
+    """A daemon in this process (real gRPC server, queue and executor) on a temporary Unix socket."""
+    from ._daemon_helpers import start
+
+    d = start(short_tmp)
+    yield d
+    d.stop(grace=5.0)
+
+
+T = TypeVar("T")
+
+
+def wait_for(cond: Callable[[], T], timeout: float = 30.0, what: str = "condition",
+             poll: float = 0.02) -> T:
+    """Poll ``cond`` until it returns something truthy (returned), for at most ``timeout`` s."""
+    end = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() >= end:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(poll)
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
 from daemon.cli import main
 from proto.client import Client, EventKind, default_runtime_file
 
-from ._daemon_helpers import (  # noqa: F401 - daemon, short_tmp, test_presets are fixtures
-    client,
-    daemon,
-    raw_image,
-    request,
-    short_tmp,
-    start,
-    test_presets,
-)
+from ._daemon_helpers import ServeProcess, client, raw_image, request, start
 from .conftest import REPO
 
 
@@ -36,40 +26,23 @@ def _env() -> dict[str, str]:
 
 @pytest.fixture
 def serve(test_presets, tmp_path):
-    """Start `python -m daemon serve ARGS` and wait until it has published its runtime file.
-    Its stderr goes to ``proc.log`` (a file: a pipe could fill up and block the daemon)."""
-    procs = []
+    """Start `python -m daemon serve ARGS` in this test's state folder (so `Client()` and `dermis
+    status` find it through the runtime file) and wait until it has published that file."""
+    started: list[ServeProcess] = []
 
-    def launch(*args: str) -> tuple[subprocess.Popen, dict]:
-        runtime = default_runtime_file()
-        log = tmp_path / f"serve{len(procs)}.log"
-        with open(log, "w") as err:
-            proc = subprocess.Popen([sys.executable, "-m", "daemon", "serve", *args], cwd=REPO, env=_env(),
-                                    stdout=subprocess.DEVNULL, stderr=err, text=True)
-        proc.log = log
-        procs.append(proc)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"dermis serve exited with {proc.returncode}: {log.read_text()}")
-            try:
-                info = json.loads(runtime.read_text())
-                if info.get("pid") == proc.pid:
-                    return proc, info
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.1)
-        pytest.fail("dermis serve did not publish its runtime file within 120 s")
+    def launch(*args: str) -> ServeProcess:
+        state = default_runtime_file().parent.parent
+        started.append(ServeProcess(state, *args, env=_env(), log=tmp_path / f"serve{len(started)}.log"))
+        return started[-1]
 
     yield launch
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
+    for s in started:
+        s.stop(signal.SIGKILL)
 
 
 def test_serve_status_upscale_server_and_sigterm(serve, portrait_path, tmp_path):
-    proc, info = serve()
+    srv = serve()
+    proc, info = srv.proc, srv.info
     assert info["address"].startswith("unix:") and (default_runtime_file().stat().st_mode & 0o777) == 0o600
     remote, local = tmp_path / "remote.png", tmp_path / "local.png"
     run = subprocess.run([sys.executable, "-m", "daemon", "upscale", str(portrait_path), "-o", str(remote),
@@ -88,14 +61,14 @@ def test_serve_status_upscale_server_and_sigterm(serve, portrait_path, tmp_path)
 
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 0
-    err = proc.log.read_text()
+    err = srv.log.read_text()
     assert "shutting down" in err and "stopped" in err
     assert not default_runtime_file().exists()
     assert not default_runtime_file().with_name("daemon.sock").exists()
 
 
 def test_sigterm_cancels_the_running_job_and_tells_its_client(serve):
-    proc, info = serve("--grace", "0.2")
+    proc = serve("--grace", "0.2").proc
     events = []
     with Client() as c:  # finds the daemon through the runtime file
         job_id = c.submit(request(raw_image(384, 384, seed=1), preset="tiles", seed=1))
@@ -139,7 +112,7 @@ def test_upscale_server_without_a_daemon_fails_clearly(portrait_path, tmp_path, 
 
 def test_serve_takes_its_settings_from_the_daemon_table_and_the_command_line(tmp_path):
     from daemon.cli import main_parser
-    from daemon.cmd_serve import server_config
+    from daemon.cli.serve import server_config
 
     cfg = tmp_path / "config.toml"
     cfg.write_text('[daemon]\nlisten = "127.0.0.1:50999"\nvram_budget_gb = 1.5\nmax_queue = 4\n'

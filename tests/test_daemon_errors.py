@@ -17,16 +17,7 @@ from proto.client import Client, Rejected, Unauthenticated
 from proto.dermis.v1 import dermis_pb2 as pb
 from proto.dermis.v1 import dermis_pb2_grpc as pb_grpc
 
-from ._daemon_helpers import (  # noqa: F401 - daemon, short_tmp, test_presets are fixtures
-    TOKEN,
-    client,
-    daemon,
-    raw_image,
-    request,
-    short_tmp,
-    start,
-    test_presets,
-)
+from ._daemon_helpers import TOKEN, client, raw_image, request, start
 
 AUTH = (("authorization", f"Bearer {TOKEN}"),)
 

@@ -4,26 +4,17 @@ progress arrives in order, cancel stops within one step, editor jobs overtake ba
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pytest
 
 import pipeline
-from daemon.executor import ProgressPublisher
+from daemon.jobs.executor import ProgressPublisher
 from pipeline import images
 from proto.client import EventKind, JobFailed, Rejected
 
-from ._daemon_helpers import (  # noqa: F401 - daemon, short_tmp, test_presets are fixtures
-    client,
-    daemon,
-    raw_image,
-    request,
-    result_array,
-    short_tmp,
-    start,
-    test_presets,
-)
+from ._daemon_helpers import client, raw_image, request, result_array, start
+from .conftest import wait_for
 
 
 def _direct(preset: str, arr: np.ndarray, seed: int, **kw) -> np.ndarray:
@@ -198,9 +189,7 @@ def test_full_queue_is_refused_with_resource_exhausted(short_tmp, test_presets):
     try:
         with client(d) as c:
             running = c.submit(request(raw_image(256, 256), preset="tiles", seed=1, priority="batch"))
-            deadline = time.monotonic() + 30
-            while d.queue.get(running).state.value != "running" and time.monotonic() < deadline:
-                time.sleep(0.01)
+            wait_for(lambda: d.queue.get(running).state.value == "running", 30, "the batch job to start")
             ids = [c.submit(request(raw_image(16, 16), preset="lite", priority="batch")) for _ in range(2)]
             with pytest.raises(Rejected) as e:
                 c.submit(request(raw_image(16, 16), preset="lite"))
@@ -222,7 +211,7 @@ def test_a_job_that_fails_while_running_ends_with_an_error_event(daemon):
 
 
 def test_in_process_batch_jobs_as_the_watch_folder_submits_them(daemon, portrait_path):
-    from daemon.queue import JobSpec, Priority
+    from daemon.jobs.queue import JobSpec, Priority
 
     spec = JobSpec(recipe=pipeline.build("lite", scale=1.0), image=lambda: images.load(portrait_path),
                    seed=5, priority=Priority.BATCH, client_name="watch")
@@ -231,7 +220,7 @@ def test_in_process_batch_jobs_as_the_watch_folder_submits_them(daemon, portrait
     assert isinstance(job.result, pipeline.RunResult) and job.result.image.size == (512, 512)
     direct = pipeline.run(pipeline.build("lite", scale=1.0), images.load(portrait_path), seed=5, device="cpu")
     assert np.array_equal(job.result.image.rgb, direct.image.rgb)
-    assert [e.kind for e in job.events_after(0)][-1] == "done"
+    assert [e.kind for e in job.events_after(0)][-1] is EventKind.done
     with client(daemon) as c:
         counts = {cc.client_name: cc for cc in c.job_counts()}
         assert counts["watch"].done == 1
@@ -240,21 +229,24 @@ def test_in_process_batch_jobs_as_the_watch_folder_submits_them(daemon, portrait
 
 
 def test_previews_travel_as_small_rgb8_and_only_the_newest_is_kept(test_presets):
-    from daemon import wire
-    from daemon.queue import JobQueue, JobSpec
-    from proto import client as thin
+    from daemon.jobs.queue import JobQueue, JobSpec
+    from daemon.server import wire
+    from proto import messages
     from proto.dermis.v1 import dermis_pb2 as pb
 
     job, _ = JobQueue().submit(JobSpec(recipe=pipeline.build("lite"), image=images.from_array(raw_image(8, 8)),
                                        seed=1))
-    publish = ProgressPublisher(job)
-    for i in range(2):
-        preview = np.full((6, 10, 3), 40 * (i + 1), np.uint8)
-        publish(pipeline.Progress("refine", i + 1, 2, fraction=0.5, preview=preview))
-        time.sleep(ProgressPublisher.PREVIEW_INTERVAL)
-    previews = [e for e in job.events_after(0) if e.kind == "preview"]
-    assert len(previews) == 1 and previews[0].preview[0, 0, 0] == 80  # the older one was dropped
-    msg = pb.JobEvent.FromString(wire.event_pb(job.id, previews[0]).SerializeToString())
-    event = thin._event(msg, msg.WhichOneof("kind"), [])
-    assert event.kind is EventKind.preview and event.seq == previews[0].seq
-    assert (event.preview.width, event.preview.height, event.preview.pixels) == (10, 6, bytes([80]) * 180)
+    now = [0.0]
+    publish = ProgressPublisher(job, clock=lambda: now[0])
+    interval = ProgressPublisher.PREVIEW_INTERVAL
+    # the third comes too soon after the second and is dropped; a fourth channel is never sent
+    for step, (at, value) in enumerate(((100.0, 40), (100.0 + interval, 80), (100.1 + interval, 7)), 1):
+        now[0] = at
+        publish(pipeline.Progress("refine", step, 3, fraction=0.5, preview=np.full((6, 10, 4), value, np.uint8)))
+    previews = [e for e in job.events_after(0) if e.kind is EventKind.preview]
+    assert len(previews) == 1 and previews[0].preview.pixels == bytes([80]) * 180  # the older one was dropped
+    msg = pb.JobEvent.FromString(wire.event_pb(previews[0]).SerializeToString())
+    event = messages.event(msg, [])  # the client reads back the event type the daemon logged
+    assert (event.kind, event.job_id, event.seq, event.preview) == (
+        EventKind.preview, job.id, previews[0].seq, previews[0].preview)
+    assert (event.preview.width, event.preview.height) == (10, 6)

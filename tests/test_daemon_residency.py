@@ -12,23 +12,13 @@ import torch
 
 import pipeline
 from daemon.errors import NeedsWholeDevice
-from daemon.residency import Residency, one_tile_per_batch
+from daemon.jobs.residency import Residency, one_tile_per_batch
 from pipeline import images
 from pipeline.models.cache import module_bytes
 from pipeline.models.spandrel_loader import load_image_model
 from proto.client import EventKind
 
-from ._daemon_helpers import (  # noqa: F401 - daemon, short_tmp, test_presets are fixtures
-    client,
-    daemon,
-    raw_image,
-    request,
-    result_array,
-    short_tmp,
-    start,
-    test_presets,
-    user_presets_dir,
-)
+from ._daemon_helpers import client, raw_image, request, result_array, start, user_presets_dir
 
 SKIN_PRESET = """
 name = "skin"

@@ -266,7 +266,7 @@ def test_supir_srpo_lists_face_restore_off_with_valid_params():
     assert spec.kind == "face_restore" and not spec.enabled
     assert [s.id for s in recipe.stages].index("face_restore") < [s.id for s in recipe.stages].index("skin_detail")
     make_params(face_restore, spec.params, spec.id)
-    assert pipeline.build("supir-srpo", ["face_restore.enabled=true"]).stage("face_restore").enabled
+    assert pipeline.build("supir-srpo", {"face_restore.enabled": "true"}).stage("face_restore").enabled
 
 
 @pytest.fixture

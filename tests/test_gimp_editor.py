@@ -21,7 +21,7 @@ import pipeline
 from pipeline import images
 
 from . import _gimp_helpers as g
-from .conftest import PORTRAIT
+from .conftest import PORTRAIT, wait_for
 
 pytestmark = [pytest.mark.editor, pytest.mark.slow]
 
@@ -41,7 +41,7 @@ def gimp(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    d = g.Daemon(tmp_path_factory.mktemp("daemon-state"))
+    d = g.serve_on_tcp(tmp_path_factory.mktemp("daemon-state"))
     yield d
     d.stop()
 
@@ -262,7 +262,9 @@ def test_refine_in_real_gimp(gimp, daemon, work):
     assert [entry["name"] for entry in r["layers"]] == ["Background"]
 
     r = results["bad_override"]
-    assert r["status"] == "calling-error" and "stage.param=value" in r["error"], r.get("error")
+    # the one override parser's sentence (proto/overrides.py), as `dermis --set` says it
+    assert r["status"] == "calling-error" and r["error"] == (
+        "Overrides: a setting override is key=value (e.g. grain.strength=0.05), not 'grain.strength'."), r
 
     r = results["unknown_preset"]
     assert r["status"] == "execution-error", r
@@ -354,13 +356,13 @@ def test_killing_the_plugin_cancels_the_daemon_job(gimp, daemon, work):
     ]}
     proc = g.run_gimp(root, work, spec)
     with daemon.client() as c:
-        job = _wait_for(lambda: next((j for j in c.list_jobs(include_finished=True)
+        job = wait_for(lambda: next((j for j in c.list_jobs(include_finished=True)
                                       if j.client_name == "gimp" and j.state == "running"), None),
                         60, "the GIMP job to start in the daemon")
-        pid = _wait_for(lambda: _pid_of(plugin_cmd), 10, "the plug-in process")
+        pid = wait_for(lambda: _pid_of(plugin_cmd), 10, "the plug-in process")
         os.kill(pid, signal.SIGKILL)  # what GIMP does 10 ms after its progress Cancel
         t_kill = time.monotonic()
-        state = _wait_for(lambda: next((j.state for j in c.list_jobs(include_finished=True)
+        state = wait_for(lambda: next((j.state for j in c.list_jobs(include_finished=True)
                                         if j.job_id == job.job_id and j.state in ("cancelled", "done", "failed")),
                                        None), 60, "the job to end")
         assert state == "cancelled", state
@@ -372,17 +374,7 @@ def test_killing_the_plugin_cancels_the_daemon_job(gimp, daemon, work):
     assert not any(entry["name"].startswith("Dermis") for entry in results["cancel"]["layers"])
     assert cancel_latency < 10, cancel_latency
     # the guard did its job and left
-    _wait_for(lambda: True if _pid_of("plugin_gimp.cancel_guard") is None else None, 10, "the guard to exit")
-
-
-def _wait_for(fn, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value is not None:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}", pytrace=False)
+    wait_for(lambda: True if _pid_of("plugin_gimp.cancel_guard") is None else None, 10, "the guard to exit")
 
 
 def _pid_of(needle: str) -> int | None:

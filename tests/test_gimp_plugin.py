@@ -17,13 +17,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from daemon import install_gimp
 from daemon.cli import main
+from daemon.install import gimp as install_gimp
 from plugin_gimp import job
 from plugin_gimp._client import client
 
 from . import _gimp_helpers as g
-from .conftest import REPO
+from .conftest import REPO, wait_for
+from .fake_daemon import PROGRESS, FakeDaemonClient
 
 # ------------------------------------------------------------------------------ settings and jobs
 
@@ -36,11 +37,14 @@ def test_settings_from_config_and_overrides():
     assert s.preset == "lite" and s.scale == 2.0 and s.server == "127.0.0.1:5000"
     assert s.override_map() == {"grain.strength": "0.05", "skin_texture.strength": "0.01",
                                 "refine.denoise": "0.35"}
+    # parsed as `dermis --set` parses: recipe keys too, and the daemon judges every key
+    assert job.Settings(overrides="context=96\ngrain.strength = 0.1").override_map() == {
+        "context": "96", "grain.strength": "0.1"}
 
 
 @pytest.mark.parametrize("bad, words", [
-    ({"overrides": "grain.strength"}, "stage.param=value"),
-    ({"overrides": "strength=1"}, "stage.param=value"),
+    ({"overrides": "grain.strength"}, "key=value"),
+    ({"overrides": "grain.strength=0.1, =1"}, "key=value"),
     ({"scale": 9.0}, "between 0.25 and 8"),
     ({"final_denoise": 1.5}, "Final denoise"),
 ])
@@ -84,6 +88,39 @@ def test_progress_text_and_throttling():
     assert r.messages == ["skin_detail: skipped, weights not found"]
 
 
+def test_run_reports_progress_and_returns_the_result():
+    fake = FakeDaemonClient(PROGRESS)
+    dialled: list[tuple] = []
+
+    def connect(address, token):
+        dialled.append((address, token))
+        return fake
+
+    texts, fractions = [], []
+    settings = job.Settings(preset="lite", server="127.0.0.1:5000", token="t0k")
+    request = job.job_request(settings, pixels=b"\0" * 12, width=2, height=2, channels=3, bit_depth=8,
+                              mask=None)
+    reporter = job.Reporter(texts.append, fractions.append, rate=1e6)
+    result = job.run(settings, request, reporter, guard=False, connect=connect)
+    assert dialled == [("127.0.0.1:5000", "t0k")] and fake.submitted is request and fake.closed
+    assert result.layer_name == "Dermis (lite, 7)" and result.job_id == request.job_id
+    assert texts[0] == "Dermis: waiting in the daemon's queue (1 ahead)" and texts[-1] == "Dermis: inserting the result"
+    assert fractions == [0.25, 0.9, 1.0]
+    assert reporter.messages == ["skin_detail: skipped, weights not found"]
+
+
+def test_run_raises_what_the_daemon_said():
+    request = job.job_request(job.Settings(), pixels=b"\0" * 3, width=1, height=1, channels=3, bit_depth=8,
+                              mask=None)
+    with pytest.raises(client.JobFailed) as e:
+        job.run(job.Settings(), request, guard=False, connect=lambda a, t: FakeDaemonClient(end_with="error"))
+    assert e.value.code == "missing_weights" and str(e.value) == "supir: weights not found"
+    cancelled = FakeDaemonClient(PROGRESS)
+    cancelled.cancel("elsewhere")  # e.g. `dermis` or a daemon shutdown cancelled it
+    with pytest.raises(client.JobCancelled):
+        job.run(job.Settings(), request, guard=False, connect=lambda a, t: cancelled)
+
+
 # ------------------------------------------------------------------------------------ cancel guard
 
 
@@ -98,7 +135,7 @@ def test_guard_leaves_quietly_when_the_job_ended():
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    d = g.Daemon(tmp_path_factory.mktemp("daemon-state"))
+    d = g.serve_on_tcp(tmp_path_factory.mktemp("daemon-state"))
     yield d
     d.stop()
 
@@ -123,10 +160,8 @@ def test_guard_cancels_the_job_when_the_plugin_is_killed(daemon, portrait):
         assert plugin.stdout.readline().strip() == "ready"
         with daemon.client() as c:
             c.submit(request)
-            deadline = time.monotonic() + 30
-            while not any(j.job_id == "guard-test-job" and j.state == "running" for j in c.list_jobs()):
-                assert time.monotonic() < deadline, "the job never started"
-                time.sleep(0.02)
+            wait_for(lambda: any(j.job_id == "guard-test-job" and j.state == "running" for j in c.list_jobs()),
+                     30, "the job to start")
             plugin.send_signal(signal.SIGKILL)
             t0 = time.monotonic()
             events = list(c.watch("guard-test-job"))

@@ -12,6 +12,7 @@ Both exit 0 whatever Python does inside them, so each writes a JSON report the t
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -45,9 +46,9 @@ def base(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def daemon(base):
-    d = kh.Daemon(base / "daemon", presets={"lite-slow": SLOW_PRESET})
+    d = kh.serve(base / "daemon", presets={"lite-slow": SLOW_PRESET})
     yield d
-    d.stop()
+    d.stop(signal.SIGINT, timeout=15)
 
 
 @pytest.fixture(scope="module")
@@ -70,16 +71,6 @@ def _input_image(depth: str) -> np.ndarray:
         u16[..., 3] = 65535
         return u16
     return rgba
-
-
-def _bgra(rgba: np.ndarray) -> bytes:
-    return np.ascontiguousarray(rgba[..., [2, 1, 0, 3]]).astype("<u2" if rgba.dtype == np.uint16 else "u1").tobytes()
-
-
-def _ellipse(w: int, h: int) -> np.ndarray:
-    yy, xx = np.mgrid[0:h, 0:w]
-    r = ((xx - w / 2 + 0.5) / (w / 2)) ** 2 + ((yy - h / 2 + 0.5) / (h / 2)) ** 2
-    return (np.clip((1.15 - r) / 0.3, 0, 1) * 255).astype(np.uint8)
 
 
 CASES = [
@@ -118,14 +109,14 @@ def core(base, daemon, pykrita):
     out = base / "core"
     out.mkdir()
     u8, u16 = _input_image("U8"), _input_image("U16")
-    (out / "u8.raw").write_bytes(_bgra(u8))
-    (out / "u16.raw").write_bytes(_bgra(u16))
+    (out / "u8.raw").write_bytes(kh.bgra_bytes(u8))
+    (out / "u16.raw").write_bytes(kh.bgra_bytes(u16))
     grey = np.stack([u8[..., 1], u8[..., 3]], axis=-1)  # GRAYA: grey, alpha
     (out / "grey.raw").write_bytes(grey.tobytes())
-    (out / "ellipse.raw").write_bytes(_ellipse(90, 100).tobytes())
+    (out / "ellipse.raw").write_bytes(kh.ellipse_mask(90, 100).tobytes())
     patch = u8[30:110, 40:140].copy()
     patch[..., 3] = np.linspace(40, 255, 100, dtype=np.uint8)[None, :]  # partly transparent
-    (out / "patch.raw").write_bytes(_bgra(patch))
+    (out / "patch.raw").write_bytes(kh.bgra_bytes(patch))
     cases = []
     for c in CASES:
         c = dict(c, width=W, height=H, preset="lite", seed=SEED)
@@ -151,11 +142,6 @@ def _case(core, name) -> dict:
     return res
 
 
-def _raw(out: Path, name: str, shape, bits: int) -> np.ndarray:
-    dtype = "<u2" if bits == 16 else "u1"
-    return np.frombuffer((out / name).read_bytes(), dtype=dtype).reshape(shape)
-
-
 def _expected_layer(sent: np.ndarray, mask: np.ndarray | None, overrides: dict) -> tuple[np.ndarray, tuple]:
     """What the daemon should return, from the library directly, on exactly the pixels sent."""
     from pipeline import build, images, run
@@ -172,13 +158,13 @@ def _check_layer(core, name: str, *, overrides=None, tol: int = 1) -> dict:
     assert res["job"]["phase"] == "done", res["job"]
     x, y, w, h = res["sent"]["box"]
     bits = res["sent"]["bit_depth"]
-    sent = _raw(out, f"{name}.sent.raw", (h, w, 4), bits)
-    mask = _raw(out, f"{name}.sent_mask.raw", (h, w), 8) if res["sent"]["mask"] else None
+    sent = kh.read_raw(out, f"{name}.sent.raw", (h, w, 4), bits)
+    mask = kh.read_raw(out, f"{name}.sent_mask.raw", (h, w), 8) if res["sent"]["mask"] else None
     want, (ox, oy) = _expected_layer(sent, mask, overrides or {})
     lx, ly, lw, lh = res["layer_rect"]
     assert (lx, ly) == (x + ox, y + oy) and (lw, lh) == (want.shape[1], want.shape[0])
     if res["new_space"] == res["sent"]["wire"]:  # else: checked by the colour-conversion test
-        got = _raw(out, f"{name}.layer.raw", (lh, lw, 4), bits)[..., [2, 1, 0, 3]]  # Krita's BGRA
+        got = kh.read_raw(out, f"{name}.layer.raw", (lh, lw, 4), bits)[..., [2, 1, 0, 3]]  # Krita's BGRA
         alpha_diff = np.abs(got[..., 3].astype(int) - want[..., 3].astype(int)).max()
         assert alpha_diff <= tol, f"alpha differs by {alpha_diff}"
         seen = want[..., 3] > 0
@@ -190,7 +176,7 @@ def _check_layer(core, name: str, *, overrides=None, tol: int = 1) -> dict:
 
 
 def test_installer_found_the_python_krita_embeds(core):
-    from daemon.install_krita import detect_python_version
+    from daemon.install.krita import detect_python_version
 
     version, how = detect_python_version()
     assert version == core[0]["python"] and how.startswith("linked by")
@@ -204,16 +190,16 @@ def test_u8_soft_selection_gives_the_pipelines_layer_above_the_source(core):
     # the selection itself
     x, y, w, h = res["sent"]["box"]
     assert (x, y) == (0, 0) and (w, h) == (W, 160)  # 50-128 < 0, 30+100+128 > 160: clipped padding
-    sent = _raw(out, "u8_soft_selection.sent.raw", (h, w, 4), 8)
+    sent = kh.read_raw(out, "u8_soft_selection.sent.raw", (h, w, 4), 8)
     assert np.array_equal(sent, inputs["u8"][y:y + h, x:x + w])
-    mask = _raw(out, "u8_soft_selection.sent_mask.raw", (h, w), 8)
+    mask = kh.read_raw(out, "u8_soft_selection.sent_mask.raw", (h, w), 8)
     want_mask = np.zeros((H, W), np.uint8)
-    want_mask[30:130, 50:140] = _ellipse(90, 100)
+    want_mask[30:130, 50:140] = kh.ellipse_mask(90, 100)
     assert np.array_equal(mask, want_mask[y:y + h, x:x + w])
     assert res["layers_after"] == ["Background", "Dermis (lite, 7)", "Above", "Selection Mask"]
     assert res["new_space"] == ["RGBA", "U8", "sRGB-elle-V2-srgbtrc.icc"]
     # the layer's alpha is the feathered selection: opaque inside, nothing far outside
-    got = _raw(out, "u8_soft_selection.layer.raw", (res["layer_rect"][3], res["layer_rect"][2], 4), 8)
+    got = kh.read_raw(out, "u8_soft_selection.layer.raw", (res["layer_rect"][3], res["layer_rect"][2], 4), 8)
     lx, ly = res["layer_rect"][:2]
     assert got[80 - ly, 95 - lx, 3] == 255 and got[5 - ly, 5 - lx, 3] == 0
 
@@ -224,7 +210,7 @@ def test_u16_document_goes_and_comes_back_as_16_bit(core):
     assert res["new_space"] == ["RGBA", "U16", "sRGB-elle-V2-srgbtrc.icc"]
     _, out, inputs = core
     x, y, w, h = res["sent"]["box"]
-    assert np.array_equal(_raw(out, "u16_selection.sent.raw", (h, w, 4), 16), inputs["u16"][y:y + h, x:x + w])
+    assert np.array_equal(kh.read_raw(out, "u16_selection.sent.raw", (h, w, 4), 16), inputs["u16"][y:y + h, x:x + w])
 
 
 def test_selection_hanging_off_the_canvas_edge(core):
@@ -248,7 +234,7 @@ def test_whole_layer_without_selection_keeps_the_layers_alpha(core):
     assert res["sent"]["box"] == [40, 30, 100, 80] and not res["sent"]["mask"]
     assert res["layers_after"] == ["Background", "Patch", "Dermis (lite, 7)"]
     _, out, inputs = core
-    got = _raw(out, "layer_alpha_no_selection.layer.raw", (80, 100, 4), 8)
+    got = kh.read_raw(out, "layer_alpha_no_selection.layer.raw", (80, 100, 4), 8)
     assert np.abs(got[..., 3].astype(int) - inputs["patch"][..., 3]).max() <= 1
 
 
@@ -256,8 +242,8 @@ def test_whole_image_uses_the_merged_image_and_goes_on_top(core):
     res = _check_layer(core, "merged_whole_image")
     _, out, _ = core
     assert res["sent"]["box"] == [0, 0, W, H] and not res["sent"]["mask"]  # the selection is ignored
-    merged = _raw(out, "merged_whole_image.merged.raw", (H, W, 4), 8)[..., [2, 1, 0, 3]]
-    assert np.array_equal(_raw(out, "merged_whole_image.sent.raw", (H, W, 4), 8), merged)
+    merged = kh.read_raw(out, "merged_whole_image.merged.raw", (H, W, 4), 8)[..., [2, 1, 0, 3]]
+    assert np.array_equal(kh.read_raw(out, "merged_whole_image.sent.raw", (H, W, 4), 8), merged)
     assert res["layers_after"] == ["Background", "Patch", "Dermis (lite, 7)", "Selection Mask"]
 
 
@@ -272,8 +258,8 @@ def test_other_colour_spaces_are_converted_on_a_copy(core, name, tol):
     lx, ly, lw, lh = res["layer_rect"]
     bits = 16 if res["doc_space"][1] == "U16" else 8
     ch = 4 if res["doc_space"][0] == "RGBA" else 2
-    got = _raw(out, f"{name}.layer.raw", (lh, lw, ch), bits).astype(int)
-    src = _raw(out, f"{name}.source_after.raw", (lh, lw, ch), bits).astype(int)
+    got = kh.read_raw(out, f"{name}.layer.raw", (lh, lw, ch), bits).astype(int)
+    src = kh.read_raw(out, f"{name}.source_after.raw", (lh, lw, ch), bits).astype(int)
     inside = got[..., -1] > 0  # colour is stored unpremultiplied: every visible pixel counts
     assert inside.sum() > 1000
     diff = np.abs(got - src)[inside][:, :-1]
@@ -327,11 +313,11 @@ def test_scale_above_1_opens_the_whole_image_as_a_new_document(core):
     from pipeline import build, images, run
 
     _, out, _ = core
-    sent = _raw(out, "scale_2_opens_a_new_document.sent.raw", (H, W, 4), 8)
-    mask = _raw(out, "scale_2_opens_a_new_document.sent_mask.raw", (H, W), 8)
+    sent = kh.read_raw(out, "scale_2_opens_a_new_document.sent.raw", (H, W, 4), 8)
+    mask = kh.read_raw(out, "scale_2_opens_a_new_document.sent_mask.raw", (H, W), 8)
     want = images.to_array(run(build("lite", scale=2.0), images.from_array(sent), seed=SEED,
                                mask=mask.astype(np.float32) / 255, output="full").image, bit_depth=8, mode="RGBA")
-    got = _raw(out, "scale_2_opens_a_new_document.new_document.raw", (2 * H, 2 * W, 4), 8)[..., [2, 1, 0, 3]]
+    got = kh.read_raw(out, "scale_2_opens_a_new_document.new_document.raw", (2 * H, 2 * W, 4), 8)[..., [2, 1, 0, 3]]
     assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
 
 
@@ -366,7 +352,7 @@ def test_gui_menu_action_cancel_run_and_undo(base, daemon, monkeypatch):
 
     img = images.load(kh.REPO / "examples" / "portrait_astronaut_512.png")
     rgba = images.to_array(img, bit_depth=8, mode="RGBA")
-    (profile / "image.raw").write_bytes(_bgra(rgba))
+    (profile / "image.raw").write_bytes(kh.bgra_bytes(rgba))
     out = profile / "gui.json"
     spec = {"out": str(out), "image": str(profile / "image.raw"), "width": rgba.shape[1], "height": rgba.shape[0],
             "selection": [150, 100, 220, 260], "preset": "lite-slow", "seed": SEED, "hard_timeout_s": 150,

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon import install_krita
 from daemon.cli import main
+from daemon.install import krita as install_krita
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -65,7 +65,7 @@ def test_install_copies_plugin_client_and_wheels_then_uninstall_removes_exactly_
     assert main(["install-plugin", "krita", "--target", str(target), "--uninstall"]) == 1  # nothing there
 
 
-def test_reinstall_replaces_and_a_foreign_folder_is_refused(tmp_path, wheels):
+def test_reinstall_replaces_and_a_foreign_folder_is_refused(tmp_path, wheels, capsys):
     target = tmp_path / "pykrita"
     args = ["install-plugin", "krita", "--target", str(target), "--wheels", str(wheels)]
     assert main(args) == 0 and main(args) == 0
@@ -73,8 +73,10 @@ def test_reinstall_replaces_and_a_foreign_folder_is_refused(tmp_path, wheels):
     other = tmp_path / "other"
     (other / "dermis_krita").mkdir(parents=True)
     (other / "dermis_krita" / "mine.py").write_text("")
-    with pytest.raises(install_krita.InstallError, match="not installed by dermis"):
-        main(["install-plugin", "krita", "--target", str(other), "--wheels", str(wheels)])
+    assert main(["install-plugin", "krita", "--target", str(other), "--wheels", str(wheels)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dermis: error: ") and "not installed by dermis" in err
+    assert (other / "dermis_krita" / "mine.py").exists() and _tree(other) == {"dermis_krita/mine.py"}
 
 
 def test_no_vendor_installs_only_the_plugin(tmp_path):
@@ -122,9 +124,10 @@ def test_default_target_per_platform(monkeypatch, tmp_path, platform, env, expec
     assert install_krita.default_target().as_posix() == expected.format(home=tmp_path.as_posix())
 
 
-def test_bad_wheel_folder_is_a_clear_error_and_leaves_nothing(tmp_path):
+def test_bad_wheel_folder_is_a_clear_error_and_leaves_nothing(tmp_path, capsys):
     target = tmp_path / "pykrita"
     (tmp_path / "empty").mkdir()
-    with pytest.raises(install_krita.InstallError, match="no .whl files"):
-        main(["install-plugin", "krita", "--target", str(target), "--wheels", str(tmp_path / "empty")])
+    assert main(["install-plugin", "krita", "--target", str(target), "--wheels", str(tmp_path / "empty")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dermis: error: ") and "no .whl files" in err
     assert _tree(target) == set()

@@ -1,7 +1,7 @@
 """Unit tests of the Krita plugin's pure-Python glue: job state and threading, options, pixel bytes.
 
-The daemon is replaced here by a scripted client (the one place a stand-in is allowed: these tests
-are about the plugin's own state machine). Everything touching Krita or the real daemon is tested
+The daemon is replaced here by the scripted client of tests/fake_daemon.py (the one place a stand-in
+is allowed: these tests are about the plugin's own state machine). Everything touching Krita or the real daemon is tested
 inside real Krita in test_krita_editor.py.
 """
 
@@ -17,72 +17,7 @@ from plugin_krita import options, pixels
 from plugin_krita.jobs import Call, Job, Phase, describe_error, progress_text
 from proto import client as dc
 
-
-def _result(job_id: str) -> dc.JobResult:
-    return dc.JobResult(job_id=job_id, pixels=b"\0" * 16, width=2, height=2, channels=4, bit_depth=8,
-                        offset_x=0, offset_y=0, canvas_width=2, canvas_height=2,
-                        layer_name="Dermis (lite, 7)", preset="lite", seed=7)
-
-
-class ScriptedClient:
-    """Plays back events like the daemon would; honours cancel like the daemon would."""
-
-    def __init__(self, events=(), *, submit_gate: threading.Event | None = None, step_s: float = 0.0,
-                 end_with: str = "done", submit_error: Exception | None = None) -> None:
-        self.events = list(events)
-        self.submit_gate = submit_gate
-        self.step_s = step_s
-        self.end_with = end_with
-        self.submit_error = submit_error
-        self.cancelled = threading.Event()
-        self.cancel_threads: list[str] = []
-        self.watch_thread = ""
-        self.closed = False
-        self.submitted: dc.JobRequest | None = None
-
-    def submit(self, job: dc.JobRequest) -> str:
-        if self.submit_gate is not None:
-            assert self.submit_gate.wait(5)
-        if self.submit_error is not None:
-            raise self.submit_error
-        self.submitted = job
-        return job.job_id
-
-    def watch(self, job_id: str, after_seq: int = 0):
-        self.watch_thread = threading.current_thread().name
-        seq = 0
-        for kind, fields in self.events:
-            if self.cancelled.is_set():
-                break
-            seq += 1
-            yield dc.Event(kind, job_id, seq, **fields)
-            time.sleep(self.step_s)
-        seq += 1
-        if self.cancelled.is_set():
-            yield dc.Event(dc.EventKind.cancelled, job_id, seq, message="cancelled")
-        elif self.end_with == "done":
-            yield dc.Event(dc.EventKind.done, job_id, seq, fraction=1.0, result=_result(job_id))
-        elif self.end_with == "error":
-            yield dc.Event(dc.EventKind.error, job_id, seq, error_code="missing_weights",
-                           message="supir: weights not found")
-        # end_with == "nothing": the stream just stops
-
-    def cancel(self, job_id: str) -> None:
-        self.cancel_threads.append(threading.current_thread().name)
-        self.cancelled.set()
-
-    def close(self) -> None:
-        self.closed = True
-
-
-PROGRESS = [
-    (dc.EventKind.queued, {"position": 1}),
-    (dc.EventKind.started, {}),
-    (dc.EventKind.stage, {"stage": "resample", "message": "resample: started"}),
-    (dc.EventKind.progress, {"stage": "resample", "step": 1, "steps": 2, "fraction": 0.25}),
-    (dc.EventKind.message, {"message": "skin_detail: skipped, weights not found"}),
-    (dc.EventKind.progress, {"stage": "grain", "step": 2, "steps": 2, "tile": 2, "tiles": 4, "fraction": 0.9}),
-]
+from .fake_daemon import PROGRESS, FakeDaemonClient, result_for
 
 
 def _request() -> dc.JobRequest:
@@ -101,7 +36,7 @@ def _run_until(job: Job, cond, timeout: float = 5.0) -> list[Phase]:
 
 
 def test_job_runs_to_done_on_a_worker_thread():
-    fake = ScriptedClient(PROGRESS)
+    fake = FakeDaemonClient(PROGRESS)
     job = Job(_request(), lambda: fake, context="target").start()
     assert job.id and fake is not None
     phases = _run_until(job, lambda j: j.finished)
@@ -113,7 +48,7 @@ def test_job_runs_to_done_on_a_worker_thread():
 
 
 def test_progress_is_reported_in_order():
-    fake = ScriptedClient(PROGRESS, step_s=0.05, end_with="nothing")
+    fake = FakeDaemonClient(PROGRESS, step_s=0.05, end_with="nothing")
     job = Job(_request(), lambda: fake).start()
     texts, fractions = [], []
     while not job.finished:
@@ -130,7 +65,7 @@ def test_progress_is_reported_in_order():
 
 
 def test_job_error_event_becomes_message_and_code():
-    job = Job(_request(), lambda: ScriptedClient(PROGRESS[:2], end_with="error")).start()
+    job = Job(_request(), lambda: FakeDaemonClient(PROGRESS[:2], end_with="error")).start()
     _run_until(job, lambda j: j.finished)
     assert job.phase == Phase.failed
     assert job.error == "supir: weights not found" and job.error_code == "missing_weights"
@@ -151,7 +86,7 @@ def test_client_errors_become_readable_failures(exc, code):
 
 
 def test_a_bug_in_the_worker_is_reported_not_swallowed(capsys):
-    job = Job(_request(), lambda: ScriptedClient(submit_error=KeyError("boom"))).start()
+    job = Job(_request(), lambda: FakeDaemonClient(submit_error=KeyError("boom"))).start()
     _run_until(job, lambda j: j.finished)
     assert job.phase == Phase.failed and "Unexpected error (KeyError)" in job.error
     assert "Traceback" in capsys.readouterr().err
@@ -159,7 +94,7 @@ def test_a_bug_in_the_worker_is_reported_not_swallowed(capsys):
 
 def test_cancel_during_upload_is_sent_right_after_submit():
     gate = threading.Event()
-    fake = ScriptedClient(PROGRESS, submit_gate=gate, step_s=0.05)
+    fake = FakeDaemonClient(PROGRESS, submit_gate=gate, step_s=0.05)
     job = Job(_request(), lambda: fake).start()
     t0 = time.monotonic()
     job.cancel()  # the upload has not returned: nothing to send yet, and no blocking
@@ -171,7 +106,7 @@ def test_cancel_during_upload_is_sent_right_after_submit():
 
 
 def test_cancel_while_watching_uses_another_thread_and_never_blocks():
-    fake = ScriptedClient(PROGRESS * 20, step_s=0.02)
+    fake = FakeDaemonClient(PROGRESS * 20, step_s=0.02)
     job = Job(_request(), lambda: fake).start()
     _run_until(job, lambda j: j.phase == Phase.running)
     t0 = time.monotonic()
@@ -184,16 +119,16 @@ def test_cancel_while_watching_uses_another_thread_and_never_blocks():
 
 
 def test_result_racing_a_cancel_is_dropped():
-    fake = ScriptedClient([])
+    fake = FakeDaemonClient([])
     job = Job(_request(), lambda: fake)
     job._cancel_requested = True  # as if Cancel was pressed just as the done event was queued
-    job._apply(dc.Event(dc.EventKind.done, job.id, 1, result=_result(job.id)))
+    job._apply(dc.Event(dc.EventKind.done, job.id, 1, result=result_for(job.id)))
     assert job.phase == Phase.cancelled and job.result is None
 
 
 def test_poll_never_waits_for_the_network():
     gate = threading.Event()
-    job = Job(_request(), lambda: ScriptedClient(submit_gate=gate)).start()
+    job = Job(_request(), lambda: FakeDaemonClient(submit_gate=gate)).start()
     t0 = time.monotonic()
     for _ in range(100):
         job.poll()

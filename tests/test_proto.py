@@ -19,16 +19,12 @@ from google import protobuf
 
 from proto import regen
 
-from ._daemon_helpers import (  # noqa: F401 - daemon, short_tmp, test_presets are fixtures
-    TOKEN,
-    daemon,
-    short_tmp,
-    test_presets,
-)
+from ._daemon_helpers import TOKEN
 from .conftest import REPO
 
 PROTO = REPO / "proto"
-CLIENT_FILES = (PROTO / "client.py", PROTO / "client_types.py")
+# everything a plugin vendors: the client, its types, parser and conversions (not the generator)
+CLIENT_FILES = tuple(sorted(p for p in PROTO.glob("*.py") if p.name != "regen.py"))
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -211,3 +207,34 @@ def test_client_checks_a_request_before_sending_it():
             with pytest.raises(Rejected, match=says) as e:
                 c.submit(bad)
             assert e.value.code == "invalid_argument"
+
+
+def test_one_override_parser_for_every_client(tmp_path, portrait_path, capsys):
+    """proto/overrides.py parses `--set`, watch settings and the GIMP field alike, with one sentence."""
+    from daemon.cli import main
+    from daemon.jobs.recipe import overrides_from
+    from pipeline import InvalidParameter
+    from plugin_gimp import job
+    from proto.overrides import OverrideError, parse_overrides, split_overrides
+
+    assert parse_overrides(["a.b=1", " c = x=y ", "a.b=2"]) == {"a.b": "2", "c": "x=y"}  # later wins
+    assert split_overrides(" a.b=1, c=2;d.e = 3\n\n") == ["a.b=1", "c=2", "d.e = 3"]
+    with pytest.raises(OverrideError, match="not ''"):
+        parse_overrides([" "])  # a blank --set (a blank item in the GIMP field is only spacing)
+    for bad in ("grain.strength", "=1"):
+        with pytest.raises(OverrideError) as e:
+            parse_overrides([bad])
+        sentence = str(e.value)
+        assert sentence == f"a setting override is key=value (e.g. grain.strength=0.05), not {bad.strip()!r}."
+        with pytest.raises(InvalidParameter) as daemon_side:
+            overrides_from([bad])
+        assert str(daemon_side.value) == sentence
+        with pytest.raises(job.SettingsError) as gimp_side:
+            job.Settings(overrides=f"grain.amount=1, {bad}").override_map()
+        assert str(gimp_side.value) == f"Overrides: {sentence}"
+    out = tmp_path / "o.png"
+    assert main(["upscale", str(portrait_path), "-o", str(out), "--preset", "lite", "--quiet",
+                 "--set", "grain.strength"]) == 2
+    assert capsys.readouterr().err == "dermis: error: a setting override is key=value " \
+                                      "(e.g. grain.strength=0.05), not 'grain.strength'.\n"
+    assert not out.exists()

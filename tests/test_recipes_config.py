@@ -8,7 +8,6 @@ import pipeline
 from pipeline.config import load_config
 from pipeline.errors import InvalidParameter, MissingWeights, UnknownPreset
 from pipeline.models import WeightLocator
-from pipeline.recipes import parse_overrides
 
 
 def test_builtin_presets_and_default():
@@ -22,7 +21,8 @@ def test_builtin_presets_and_default():
 
 
 def test_overrides_apply_to_stages_and_recipe():
-    r = pipeline.build("lite", ["grain.strength=0.1", "scale=3", "skin_texture.enabled=false", "context=10"])
+    r = pipeline.build("lite", {"grain.strength": "0.1", "scale": "3", "skin_texture.enabled": "false",
+                               "context": "10"})
     assert r.scale == 3 and r.context == 10
     assert r.stage("grain").params["strength"] == "0.1"
     assert not r.stage("skin_texture").enabled
@@ -31,12 +31,18 @@ def test_overrides_apply_to_stages_and_recipe():
 
 @pytest.mark.parametrize(
     "items,words",
-    [(["nope.x=1"], "no stage 'nope'"), (["colour=1"], "unknown setting"), (["grain.strength"], "key=value"),
-     (["scale=huge"], "float"), (["scale=100"], "between 0.25 and 8"), (["grain.enabled=maybe"], "bool")],
+    [({"nope.x": "1"}, "no stage 'nope'"), ({"colour": "1"}, "unknown setting"),
+     ({"scale": "huge"}, "float"), ({"scale": "100"}, "between 0.25 and 8"),
+     ({"grain.enabled": "maybe"}, "bool")],
 )
 def test_bad_overrides_are_refused(items, words):
     with pytest.raises(InvalidParameter, match=words):
         pipeline.build("lite", items)
+
+
+def test_override_text_is_parsed_by_the_clients_not_the_library():
+    with pytest.raises(TypeError, match="parse_overrides"):
+        pipeline.build("lite", ["grain.strength=0.1"])  # type: ignore[arg-type]
 
 
 def test_unknown_preset_lists_the_known_ones():
@@ -51,10 +57,6 @@ def test_user_presets_and_aliases(tmp_path):
     os.environ["XDG_CONFIG_HOME"] = str(tmp_path / "config")
     assert pipeline.build("m").preset == "mine"
     assert pipeline.build("mine").stages[0].kind == "grain"
-
-
-def test_parse_overrides():
-    assert parse_overrides(["a.b=1", " c = x=y "]) == {"a.b": "1", "c": "x=y"}
 
 
 def test_config_file_weights_and_comfy_folders(tmp_path, monkeypatch):

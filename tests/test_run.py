@@ -81,7 +81,7 @@ def test_soft_mask_limits_the_change():
 def test_region_off_the_canvas_edge_is_clipped_and_empty_inputs_refused():
     img = _img(64, 64)
     recipe = pipeline.build("lite", scale=1.0)
-    r = pipeline.run(pipeline.build("lite", scale=1.0, overrides=["context=8"]), img,
+    r = pipeline.run(pipeline.build("lite", scale=1.0, overrides={"context": "8"}), img,
                      region=pipeline.Region(40, 40, 100, 100), output="layer")
     assert r.offset == (32, 32) and r.image.size == (32, 32)  # clipped to 40..64, padded by 8
     assert r.image.alpha[-1, -1] > 0.99  # no fade where the crop meets the image border
@@ -135,7 +135,7 @@ def test_checkpoint_hook_runs_at_every_check():
 
 
 def test_missing_weights_name_every_file_and_suggest_lite(tmp_path):
-    recipe = pipeline.build("lite", ["skin_texture.strength=0.01"])
+    recipe = pipeline.build("lite", {"skin_texture.strength": "0.01"})
     from dataclasses import replace
 
     from pipeline.recipes import StageSpec
@@ -169,11 +169,11 @@ def test_unknown_stage_kind_and_bad_parameters_fail_before_work():
     with pytest.raises(StageUnavailable, match="nope"):
         pipeline.run(replace(recipe, stages=(StageSpec("x", "nope"),)), _img())
     with pytest.raises(InvalidParameter, match="no parameter 'colour'"):
-        pipeline.run(pipeline.build("lite", ["grain.colour=1"]), _img())
+        pipeline.run(pipeline.build("lite", {"grain.colour": "1"}), _img())
     with pytest.raises(InvalidParameter, match="between 0 and 0.5"):
-        pipeline.run(pipeline.build("lite", ["grain.strength=3"]), _img())
+        pipeline.run(pipeline.build("lite", {"grain.strength": "3"}), _img())
     with pytest.raises(InvalidParameter, match="number"):
-        pipeline.run(pipeline.build("lite", ["grain.strength=lots"]), _img())
+        pipeline.run(pipeline.build("lite", {"grain.strength": "lots"}), _img())
 
 
 def test_output_size_limit():

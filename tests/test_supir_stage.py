@@ -15,6 +15,7 @@ from pipeline.samplers.noise import SeededNoise
 from pipeline.samplers.schedules import legacy_sigmas, lightning_sigmas
 from pipeline.samplers.tiles import LatentTiles
 from pipeline.stages.supir import working_size
+from proto.overrides import parse_overrides
 
 FAST = ["supir.steps=2", "supir.min_size=64", "supir.size_multiple=64"]
 
@@ -30,7 +31,7 @@ CACHE = pipeline.ModelCache()  # one load for the module's runs, as the daemon k
 
 def _run(tiny_models, image, *, preset="supir", seed=1, overrides=(), progress=None, cancel=None):
     config = pipeline.load_config(comfy_models=[tiny_models])
-    recipe = pipeline.build(preset, [*FAST, "skin_detail.enabled=false", *overrides], scale=64 / 48)
+    recipe = pipeline.build(preset, parse_overrides([*FAST, "skin_detail.enabled=false", *overrides]), scale=64 / 48)
     return pipeline.run(recipe, image, seed=seed, config=config, progress=progress, cancel=cancel, models=CACHE)
 
 

@@ -12,9 +12,9 @@ import pytest
 
 import pipeline
 from daemon.cli import main
-from daemon.watch_runner import LocalRunner
-from daemon.watch_scan import Scanner, is_input_name
-from daemon.watch_settings import base_settings
+from daemon.watch.runner import LocalRunner
+from daemon.watch.scan import Scanner, is_input_name
+from daemon.watch.settings import base_settings
 from pipeline import images
 
 from ._watch_helpers import (
@@ -27,7 +27,7 @@ from ._watch_helpers import (
     png_bytes,
     write_user_preset,
 )
-from .conftest import DATA
+from .conftest import DATA, wait_for
 
 
 @pytest.fixture
@@ -93,7 +93,8 @@ def test_broken_files_fail_with_a_reason_and_the_batch_goes_on(dirs):
         (inbox / name).write_bytes((DATA / name).read_bytes())
     with Watcher(inbox, out) as w:
         w.wait_finished(len(good) + len(bad))
-        time.sleep(0.5)  # another scan or two: the ignored files must stay ignored
+        scans = w.folder.scans
+        wait_for(lambda: w.folder.scans >= scans + 2, 10, "two more scans")  # the ignored stay ignored
     assert_accounted(inbox, out, good, set(bad))
     for name, code in bad.items():
         text = (inbox / "failed" / f"{name}.error.txt").read_text()
@@ -190,7 +191,7 @@ def test_events_wake_the_watcher_long_before_the_rescan(dirs, polling):
     inbox, out = dirs
     opts = replace(FAST, rescan_s=120.0, polling=polling)
     with Watcher(inbox, out, options=opts) as w:
-        time.sleep(0.3)  # the first scan found an empty folder; now only events can wake it
+        wait_for(lambda: w.folder.scans >= 1, 10, "the first scan")  # empty; now only events can wake it
         (inbox / "late.png").write_bytes(png_bytes(50))
         t0 = time.monotonic()
         w.wait_finished(1, timeout=15)

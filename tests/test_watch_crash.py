@@ -19,10 +19,9 @@ from ._watch_helpers import (
     expected_output,
     png_bytes,
     run_watcher,
-    wait_for,
     watch_cmd,
 )
-from .conftest import DATA, REPO
+from .conftest import DATA, REPO, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -7,20 +7,14 @@ import pytest
 
 import pipeline
 from daemon.cli import main
-from daemon.queue import State
-from daemon.watch_settings import base_settings
+from daemon.jobs.queue import State
+from daemon.watch.settings import base_settings
 from pipeline import images
 from proto.client import default_runtime_file
 
-from ._daemon_helpers import (  # noqa: F401 - short_tmp and test_presets are fixtures
-    client,
-    raw_image,
-    request,
-    short_tmp,
-    start,
-    test_presets,
-)
-from ._watch_helpers import assert_accounted, expected_output, journal_rows, wait_for
+from ._daemon_helpers import client, raw_image, request, start
+from ._watch_helpers import assert_accounted, expected_output, journal_rows
+from .conftest import wait_for
 
 
 def _config(*folders: dict) -> pipeline.Config:

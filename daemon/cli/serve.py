@@ -1,0 +1,100 @@
+"""`dermis serve`: run the daemon that owns the device and serves the plugins, the CLI and the watch folder.
+
+Options come from the command line, then the config's ``[daemon]`` table:
+
+    [daemon]
+    listen = "unix:/run/user/1000/dermis/daemon.sock"   # or "127.0.0.1:50151"
+    vram_budget_gb = 20        # resident models; default: the card minus a working reserve
+    max_queue = 32
+    result_ttl_s = 900
+    grace_s = 30               # on SIGTERM, the running job gets this long to finish
+
+Watch folders the daemon serves are ``[[watch]]`` tables in the same config (docs/watch.md).
+
+SIGTERM or Ctrl-C stop it gracefully: waiting jobs are cancelled, the running one finishes within the
+grace time (or is cancelled), and every watching client gets its job's last event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+import pipeline
+from pipeline import InvalidParameter
+from proto.discovery import default_runtime_file
+
+NAME = "serve"
+HELP = "run the daemon (the GPU owner the plugins, `upscale --server` and the watch folder talk to)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--listen", metavar="ADDR",
+                   help="unix:/path/to/socket or 127.0.0.1:PORT (default: a Unix socket in the user's "
+                        "runtime folder; 127.0.0.1:50151 on Windows)")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="allow --listen on an address other machines can reach (token only, no TLS)")
+    p.add_argument("--device", help="auto (default), cpu or cuda[:N]")
+    p.add_argument("--vram-budget", type=float, metavar="GIB",
+                   help="GiB of device memory resident models may use (default: the card minus a reserve)")
+    p.add_argument("--max-queue", type=int, metavar="N", help="jobs that may wait at once (default 32)")
+    p.add_argument("--grace", type=float, metavar="S",
+                   help="seconds the running job gets to finish on SIGTERM before it is cancelled (default 30)")
+
+
+def _option(args: argparse.Namespace, name: str, table: dict[str, Any], key: str, default: Any) -> Any:
+    value = getattr(args, name, None)
+    return value if value is not None else table.get(key, default)
+
+
+def server_config(args: argparse.Namespace) -> Any:
+    from ..server.start import ServerConfig
+
+    config = pipeline.load_config(args.config, comfy_models=args.comfy_models)
+    table = config.section("daemon")
+    if not isinstance(table, dict):
+        raise InvalidParameter("the config's [daemon] section must be a table.")
+    budget = _option(args, "vram_budget", table, "vram_budget_gb", None)
+    return ServerConfig(
+        pipeline=config,
+        listen=_option(args, "listen", table, "listen", None),
+        allow_remote=bool(args.allow_remote or table.get("allow_remote", False)),
+        runtime_file=default_runtime_file(),
+        device=args.device,
+        vram_budget=int(float(budget) * 2**30) if budget is not None else None,
+        max_queue=int(_option(args, "max_queue", table, "max_queue", 32)),
+        result_ttl=float(table.get("result_ttl_s", 900.0)),
+        shutdown_grace=float(_option(args, "grace", table, "grace_s", 30.0)),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..server.start import start_server
+
+    logging.getLogger("dermis").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    config = server_config(args)
+    _server, daemon = start_server(config)
+    for warning in daemon.warnings:
+        print(f"\n{'!' * 100}\ndermis: {warning}\n{'!' * 100}\n", file=sys.stderr, flush=True)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    budget = daemon.residency.budget
+    print(f"dermis: serving on {daemon.address} (device {daemon.device}, "
+          f"model budget {f'{budget / 2**30:.1f} GiB' if budget else 'unlimited'}); token in "
+          f"{daemon.token_file}; stop with Ctrl-C or SIGTERM", file=sys.stderr, flush=True)
+    while not stop.wait(0.5):
+        pass
+    print(f"dermis: shutting down (the running job gets {config.shutdown_grace:g} s to finish)",
+          file=sys.stderr, flush=True)
+    daemon.stop()
+    print("dermis: stopped", file=sys.stderr, flush=True)
+    return 0
