@@ -45,9 +45,8 @@ def main() -> int:
 
     from pipeline import images
     from pipeline.faces import align, detect_faces, warp_face
-    from pipeline.models.face_restorers import load_face_restorer
-    from pipeline.models.retinaface import load_retinaface
-    from pipeline.models.tiny_faces import build_faces
+    from pipeline.models.faces.load import load_face_restorer, load_retinaface
+    from pipeline.models.faces.tiny import build_faces
 
     dev = torch.device(args.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -60,7 +59,7 @@ def main() -> int:
         paths = build_faces(Path(tmp))
         for key in ("retinaface_mobilenet", "retinaface_resnet50"):
             net = load_retinaface(paths[key], dev)
-            s = timed(lambda net=net: detect_faces(net, rgb), args.repeat, sync)
+            s = timed(lambda net=net: detect_faces(rgb, net), args.repeat, sync)
             print(f"{key:22s} detect 512² (resized to 640): {s:.3f} s")
         for key in ("gfpgan", "codeformer"):
             r = load_face_restorer(paths[key], dev, torch.float32)

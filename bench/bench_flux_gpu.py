@@ -30,15 +30,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline import CancelToken  # noqa: E402
-from pipeline.models import flux_convert as fc  # noqa: E402
-from pipeline.models import flux_engine as engine  # noqa: E402
-from pipeline.models.flux_text import Conditioning  # noqa: E402
+from pipeline.models.flux import engine  # noqa: E402
+from pipeline.models.flux.arch import FLUX_DEV, FluxVaeArch  # noqa: E402
+from pipeline.models.flux.text import Conditioning  # noqa: E402
+from pipeline.models.flux.tiny import TRANSFORMER as TOY_TRANSFORMER  # noqa: E402
 from pipeline.models.placement import MODES  # noqa: E402
 
-TOY_TRANSFORMER = dict(fc.FLUX_DEV_TRANSFORMER, num_layers=1, num_single_layers=1, attention_head_dim=16,
-                       num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,
-                       axes_dims_rope=fc.rope_axes(16))
-TOY_VAE_CHANNELS = (32, 32, 32, 32)
+TOY_VAE = FluxVaeArch(widths=(32, 32, 32, 32), layers=1)
+FLUX_DEV_VAE = FluxVaeArch(widths=(128, 256, 512, 512), layers=2)
 
 
 class Timer:
@@ -87,26 +86,20 @@ def _randomise(module: torch.nn.Module, seed: int) -> None:
 def build_parts(device: torch.device, dtype: torch.dtype, toy: bool):
     from diffusers import AutoencoderKL, FluxTransformer2DModel
 
-    cfg = TOY_TRANSFORMER if toy else fc.FLUX_DEV_TRANSFORMER
+    arch = TOY_TRANSFORMER if toy else FLUX_DEV
     with torch.device("meta"):
-        transformer = FluxTransformer2DModel.from_config(cfg)
+        transformer = FluxTransformer2DModel.from_config(arch.to_diffusers())
     # bf16 while still on meta, then allocate once on the device: no fp32 copy (47.6 GB), no CPU copy
     transformer = (transformer.to(dtype) if dtype != torch.float32 else transformer).to_empty(device=device)
     _randomise(transformer, 0)
-    channels = TOY_VAE_CHANNELS if toy else (128, 256, 512, 512)
-    n = len(channels)
     with torch.device("meta"):
-        vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * n,
-                            up_block_types=("UpDecoderBlock2D",) * n, block_out_channels=channels,
-                            layers_per_block=1 if toy else 2, latent_channels=16, norm_num_groups=fc.VAE_GROUPS,
-                            sample_size=1024, use_quant_conv=False, use_post_quant_conv=False,
-                            scaling_factor=fc.VAE_SCALING, shift_factor=fc.VAE_SHIFT)
+        vae = AutoencoderKL(**(TOY_VAE if toy else FLUX_DEV_VAE).to_diffusers())
     vae = (vae.to(dtype) if dtype != torch.float32 else vae).to_empty(device=device)
     _randomise(vae, 1)
-    return transformer.eval().requires_grad_(False), vae.eval().requires_grad_(False), cfg
+    return transformer.eval().requires_grad_(False), vae.eval().requires_grad_(False), arch
 
 
-def run_mode(mode: str, args, transformer, vae, cfg, device: torch.device, dtype: torch.dtype) -> dict:
+def run_mode(mode: str, args, transformer, vae, arch, device: torch.device, dtype: torch.dtype) -> dict:
     steps = args.sequential_steps if mode == "sequential" and args.sequential_steps else args.steps
     settings = engine.RefineSettings(steps=steps, denoise=args.denoise, guidance=3.0, tile=args.tile,
                                      overlap=128, rows=args.rows, cols=args.cols, tile_batch=args.tile_batch)
@@ -118,8 +111,8 @@ def run_mode(mode: str, args, transformer, vae, cfg, device: torch.device, dtype
         torch.cuda.reset_peak_memory_stats(device)
     placement = engine.placement(mode, device, {"transformer": transformer, "vae": vae})
     g = torch.Generator().manual_seed(0)
-    cond = Conditioning(torch.randn(1, args.text_tokens, cfg["joint_attention_dim"], generator=g),
-                        torch.randn(1, cfg["pooled_projection_dim"], generator=g))
+    cond = Conditioning(torch.randn(1, args.text_tokens, arch.context_in_dim, generator=g),
+                        torch.randn(1, arch.vec_in_dim, generator=g))
     t_timer, v_timer = Timer(device), Timer(device)
     hooks = [transformer.register_forward_pre_hook(t_timer.start), transformer.register_forward_hook(t_timer.stop)]
     codec = engine.LatentCodec(vae, placement, device, tiling=args.vae_tiling)
@@ -177,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown memory mode(s) {', '.join(sorted(unknown))}")
 
     t0 = time.perf_counter()
-    transformer, vae, cfg = build_parts(device, dtype, args.toy)
+    transformer, vae, arch = build_parts(device, dtype, args.toy)
     n_params = sum(p.numel() for p in transformer.parameters())
     print(f"device: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}, torch "
           f"{torch.__version__}, transformer {n_params / 1e9:.3f} B params ({dtype}), built in "
@@ -186,10 +179,10 @@ def main(argv: list[str] | None = None) -> int:
           f"at denoise {args.denoise}, batch {args.tile_batch}")
     if not args.no_warmup:  # kernels, cuBLAS handles and the allocator, outside the measured runs
         warm = argparse.Namespace(**{**vars(args), "steps": 1, "size": min(args.size, 1024), "rows": 1, "cols": 1})
-        run_mode(modes[0], warm, transformer, vae, cfg, device, dtype)
+        run_mode(modes[0], warm, transformer, vae, arch, device, dtype)
     rows = []
     for mode in modes:
-        r = run_mode(mode, args, transformer, vae, cfg, device, dtype)
+        r = run_mode(mode, args, transformer, vae, arch, device, dtype)
         rows.append(r)
         if mode != "resident":
             transformer.to(device)  # the next mode starts from the device again

@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 import pipeline  # noqa: E402
 from pipeline import images  # noqa: E402
 from pipeline.device import select_device  # noqa: E402
-from pipeline.models.tiny import esrgan_state_dict  # noqa: E402
+from pipeline.models.upscale.tiny import esrgan_state_dict  # noqa: E402
 from pipeline.recipes import StageSpec  # noqa: E402
 
 

@@ -18,9 +18,9 @@ import time
 
 import torch
 
+from pipeline.models.meta import empty
 from pipeline.models.sdxl.arch import UNetArch, unet_config
-from pipeline.models.sdxl.load import empty
-from pipeline.models.sdxl.loader import build_unet
+from pipeline.models.sdxl.load import build_unet
 from pipeline.models.supir.connectors import build_connectors
 from pipeline.models.supir.control import ControlEncoder
 from pipeline.models.supir.denoiser import CfgDenoiser, TextCond

@@ -20,9 +20,10 @@ from .errors import (
 )
 from .images import Image
 from .models import ModelCache, WeightLocator
+from .progress import CancelToken, Progress, ProgressFn
 from .recipes import DEFAULT_PRESET, Recipe, StageSpec, build, presets
 from .regions import Region
-from .run import CancelToken, Progress, RunResult, run
+from .run import RunResult, run
 
 __version__ = "0.1.0"
 
@@ -41,6 +42,7 @@ __all__ = [
     "ModelCache",
     "OutOfMemory",
     "Progress",
+    "ProgressFn",
     "Recipe",
     "Region",
     "RunResult",

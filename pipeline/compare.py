@@ -7,8 +7,8 @@ from PIL import Image as PILImage
 from PIL import ImageDraw
 
 from . import images
+from .faces.detect import detect_faces
 from .images import Image
-from .skin import detect_faces
 
 
 def side_by_side(before: Image, after: Image, *, labels: tuple[str, str] = ("before", "after")) -> Image:
@@ -22,8 +22,8 @@ def side_by_side(before: Image, after: Image, *, labels: tuple[str, str] = ("bef
     faces = detect_faces(right)
     side = max(32, min(h, w) // 6)
     if faces:
-        fx, fy, fw, fh = faces[0]
-        cx, cy = fx + fw // 2, fy + fh // 2
+        x0, y0, x1, y1 = (int(v) for v in faces[0].box)
+        cx, cy = x0 + (x1 - x0) // 2, y0 + (y1 - y0) // 2
     else:
         cx, cy = w // 2, h // 2
     x0 = int(np.clip(cx - side // 2, 0, max(0, w - side)))

@@ -1,111 +1,37 @@
 """run(recipe, image, ...) -> result: the one entry point the CLI, the daemon and the tests share.
 
-Progress and cancellation are defined here once. Stages report through ``ctx.progress(...)`` and call
-``ctx.cancel.check()`` at every step, tile and stage boundary; the daemon maps both to proto events.
+Progress and cancellation (``pipeline.progress``) travel through here: stages report through their
+``StageContext`` and call ``ctx.cancel.check()`` at every step, tile and stage boundary; the run turns
+each report into the job's ``Progress`` (stage id, overall fraction); the daemon maps both to proto events.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
 from . import images
 from .config import Config
 from .device import select_device, stage_seed
-from .errors import Cancelled, ImageTooLarge, InvalidParameter
+from .errors import ImageTooLarge, InvalidParameter
 from .images import Image
 from .models.cache import ModelCache
 from .models.weights import WeightLocator
+from .progress import CancelToken, Progress, ProgressFn, no_progress
 from .recipes import Recipe
-from .regions import Region, composite, feather, work_area
+from .regions import Region, WorkArea, composite, feather, work_area
 from .stages import ResolvedStage, resolve
+from .stages.context import StageContext
+
+__all__ = ["CancelToken", "OutputMode", "Progress", "ProgressFn", "RunResult", "StageContext", "run"]
 
 log = logging.getLogger("dermis.pipeline")
 
 OutputMode = Literal["full", "layer"]
-
-
-class Progress(NamedTuple):
-    stage: str  # stage id, or "" for job-level messages
-    step: int  # steps done in the current tile (1-based once a step finished)
-    steps: int
-    tile: int = 0  # current tile, 1-based; 0 when the stage does not tile
-    tiles: int = 0
-    fraction: float = 0.0  # the whole job, 0..1
-    message: str = ""
-    preview: np.ndarray | None = None  # small uint8 (h, w, 3) RGB preview, when a stage has one
-
-
-ProgressFn = Callable[[Progress], None]
-
-
-class CancelToken:
-    """Cooperative cancellation. ``check()`` raises Cancelled once ``cancel()`` was called.
-
-    ``checkpoint`` (optional) runs at every check: the daemon uses it to let an editor job run at a
-    batch job's next step/tile boundary.
-    """
-
-    def __init__(self, checkpoint: Callable[[], None] | None = None) -> None:
-        self._event = threading.Event()
-        self.checkpoint = checkpoint
-        self.reason = "The job was cancelled."
-
-    def cancel(self, reason: str | None = None) -> None:
-        if reason:
-            self.reason = reason
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
-
-    def check(self) -> None:
-        if self._event.is_set():
-            raise Cancelled(self.reason)
-        if self.checkpoint is not None:
-            self.checkpoint()
-            if self._event.is_set():
-                raise Cancelled(self.reason)
-
-
-@dataclass
-class StageContext:
-    """What a stage gets besides the pixels and its Params."""
-
-    stage_id: str
-    seed: int  # already mixed with the stage id: use it directly
-    device: Any  # torch.device
-    dtype: Any  # torch.dtype
-    cancel: CancelToken
-    models: ModelCache
-    weights: dict[str, Any]  # weight name -> Path, resolved before the job started
-    target_size: tuple[int, int]  # (height, width) the recipe's output has for this crop
-    mask: np.ndarray | None  # the job's selection on the stage input (crop), float32 0..1, or None
-    locator: WeightLocator
-    _report: Callable[..., None] = field(repr=False, default=lambda *a, **k: None)
-
-    def progress(
-        self,
-        step: int,
-        steps: int,
-        *,
-        tile: int = 0,
-        tiles: int = 0,
-        message: str = "",
-        preview: np.ndarray | None = None,
-    ) -> None:
-        self._report(step, steps, tile, tiles, message, preview)
-
-    def log(self, message: str) -> None:
-        log.info("%s: %s", self.stage_id, message)
-        self._report(0, 0, 0, 0, message, None)
 
 
 @dataclass(frozen=True)
@@ -140,7 +66,7 @@ def run(
     locator = locator or WeightLocator(config)
     models = models if models is not None else ModelCache()
     cancel = cancel or CancelToken()
-    report = progress or (lambda p: None)
+    report = progress or no_progress
     if output not in ("full", "layer"):
         raise InvalidParameter(f"output must be 'full' or 'layer', not {output!r}.")
     if not 0 <= seed < 2**63:
@@ -183,7 +109,7 @@ def run(
             target_size=(th, tw),
             mask=_mask_for(area.mask, rgb.shape[:2]),
             locator=locator,
-            _report=_reporter(report, st, done, total, messages),
+            on_progress=_reporter(report, st, done, total, messages),
         )
         report(Progress(st.spec.id, 0, 0, fraction=done / total, message=f"{st.spec.id}: started"))
         rgb = st.module.run(rgb, st.params, ctx)
@@ -210,16 +136,19 @@ def run(
     )
 
 
-def _reporter(report: ProgressFn, st: ResolvedStage, done: float, total: float, messages: list[str]):
-    def emit(step: int, steps: int, tile: int, tiles: int, message: str, preview) -> None:
-        if steps > 0:
-            local = ((max(tile, 1) - 1) * steps + step) / (max(tiles, 1) * steps)
+def _reporter(report: ProgressFn, st: ResolvedStage, done: float, total: float,
+              messages: list[str]) -> ProgressFn:
+    """The stage's reports as the job's: its id, and the fraction of the whole job done."""
+
+    def emit(p: Progress) -> None:
+        if p.steps > 0:
+            local = ((max(p.tile, 1) - 1) * p.steps + p.step) / (max(p.tiles, 1) * p.steps)
         else:
             local = 0.0
         frac = (done + st.cost * min(1.0, max(0.0, local))) / total
-        if message and steps == 0:
-            messages.append(message)
-        report(Progress(st.spec.id, step, steps, tile, tiles, min(frac, 0.999), message, preview))
+        if p.message and p.steps == 0:
+            messages.append(p.message)
+        report(p._replace(stage=st.spec.id, fraction=min(frac, 0.999)))
 
     return emit
 
@@ -240,7 +169,7 @@ def _check_stage_output(st: ResolvedStage, rgb: Any) -> None:
 def _compose(
     image: Image,
     rgb: np.ndarray,
-    area,
+    area: WorkArea,
     recipe: Recipe,
     output: OutputMode,
     box: tuple[int, int, int, int],
@@ -256,9 +185,8 @@ def _compose(
     src_alpha = None
     if image.alpha is not None:
         src_alpha = images.resize_plane(image.alpha[c.y : c.y + c.h, c.x : c.x + c.w], (th, tw))
-    if area.whole_image:
-        blend = None
-    else:
+    blend = None  # the whole image: nothing to blend
+    if area.mask is not None:  # a region or a selection
         m = images.resize_plane(area.mask, (th, tw)) if area.mask.shape != (th, tw) else area.mask
         keep = (c.y == 0, c.y + c.h == image.height, c.x == 0, c.x + c.w == image.width)
         blend = feather(m, recipe.feather * recipe.scale, keep_border=keep, check=check)
@@ -270,7 +198,7 @@ def _compose(
         mode = "LA" if image.mode in ("L", "LA") else "RGBA"
         return Image(rgb=rgb, alpha=alpha.astype(np.float32), bit_depth=image.bit_depth, mode=mode,
                      icc_profile=image.icc_profile)
-    if area.whole_image:
+    if blend is None:
         return image.with_rgb(rgb, alpha=src_alpha)
     base = image if (out_w, out_h) == image.size else images.resize(image, (out_h, out_w))
     full = base.rgb.copy()

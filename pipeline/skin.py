@@ -2,12 +2,15 @@
 
 A soft mask from two well-known colour rules (Chai & Ngan's YCrCb box and a hue/saturation band in HSV),
 each with smooth edges so the mask has no hard borders, cleaned with a blur proportional to the image
-size. Optionally restricted to faces found by OpenCV's Haar cascade (grown to take in forehead and neck).
+size. Optionally restricted to the faces ``pipeline.faces.detect_faces`` finds without weights (grown to
+take in forehead and neck).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from .faces.detect import detect_faces
 
 
 def _band(x: np.ndarray, lo: float, hi: float, soft: float) -> np.ndarray:
@@ -39,31 +42,19 @@ def skin_mask(rgb: np.ndarray, *, face_only: bool = False) -> np.ndarray:
     return np.clip(mask, 0, 1).astype(np.float32)
 
 
-def detect_faces(rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """Frontal faces as (x, y, w, h), largest first, from OpenCV's bundled Haar cascade."""
-    import cv2
-
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
-    if cascade.empty():
-        return []
-    grey = (np.clip(rgb @ np.array([0.299, 0.587, 0.114], np.float32), 0, 1) * 255).astype(np.uint8)
-    side = min(grey.shape)
-    found = cascade.detectMultiScale(grey, 1.1, 5, minSize=(max(24, side // 16),) * 2)
-    boxes = [tuple(int(v) for v in f) for f in found]
-    return sorted(boxes, key=lambda b: -b[2] * b[3])
-
-
 def face_boxes_mask(rgb: np.ndarray, grow: float = 0.6) -> np.ndarray:
     """1 inside each detected face box grown by ``grow`` of its size (forehead, ears, neck); all ones
     when no face is found, so the caller falls back to the colour rule alone."""
     import cv2
 
     h, w = rgb.shape[:2]
-    boxes = detect_faces(rgb)
-    if not boxes:
+    faces = detect_faces(rgb)  # weight-free: boxes only
+    if not faces:
         return np.ones((h, w), np.float32)
     m = np.zeros((h, w), np.float32)
-    for x, y, bw, bh in boxes:
+    for face in faces:
+        x0, y0, x1, y1 = (int(v) for v in face.box)
+        x, y, bw, bh = x0, y0, x1 - x0, y1 - y0
         gx, gy = int(bw * grow / 2), int(bh * grow / 2)
         m[max(0, y - gy) : min(h, y + bh + 2 * gy), max(0, x - gx) : min(w, x + bw + gx)] = 1
     return cv2.GaussianBlur(m, (0, 0), max(1.0, min(h, w) / 128))

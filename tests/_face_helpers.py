@@ -121,7 +121,7 @@ def stage_context(*, mask=None, weights=None, seed: int = 0, models=None, shape=
         cancel=CancelToken(), models=models or ModelCache(),
         weights=weights or {"gfpgan": Path("GFPGANv1.4.pth"), "retinaface_resnet50": Path("det.pth")},
         target_size=shape, mask=mask, locator=WeightLocator(),
-        _report=lambda *a: events.append(a),
+        on_progress=lambda p: events.append((p.step, p.steps, p.tile, p.tiles, p.message, p.preview)),
     )
     ctx.events = events  # type: ignore[attr-defined]
     return ctx

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pipeline.models.flux_engine import LATENT_CHANNELS, VAE_FACTOR, RefineSettings, Velocity
-from pipeline.models.flux_text import Conditioning
+from pipeline.models.flux.engine import LATENT_CHANNELS, VAE_FACTOR, RefineSettings, Velocity
+from pipeline.models.flux.text import Conditioning
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 
@@ -83,19 +83,11 @@ def write_preset(name: str, stages: str, scale: float = 1.0) -> Path:
     return path
 
 
-FLUX_STAGES = """
+FLUX_STAGE = """
 [[stage]]
-id = "refine"
+id = "{id}"
 kind = "flux_refine"
-denoise = 0.3
-steps = {steps}
-tile = {tile}
-{extra}
-
-[[stage]]
-id = "final"
-kind = "flux_refine"
-denoise = 0.45
+denoise = {denoise}
 steps = {steps}
 tile = {tile}
 {extra}
@@ -103,5 +95,6 @@ tile = {tile}
 
 
 def flux_stages(steps: int = 2, tile: int = 1024, extra: str = "", stage_3: bool = True) -> str:
-    text = FLUX_STAGES.format(steps=steps, tile=tile, extra=extra)
-    return text if stage_3 else text[: text.index('[[stage]]\nid = "final"')]
+    """The preset's stage 2 (refine, denoise 0.3) and, with ``stage_3``, stage 3 (final, 0.45)."""
+    stages = [("refine", 0.3), ("final", 0.45)][: 2 if stage_3 else 1]
+    return "".join(FLUX_STAGE.format(id=i, denoise=d, steps=steps, tile=tile, extra=extra) for i, d in stages)

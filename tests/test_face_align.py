@@ -8,7 +8,7 @@ import torch
 
 from pipeline.faces import FFHQ_TEMPLATE_512, Face, align, paste_face, paste_mask, warp_face
 from pipeline.faces.detect import decode_boxes, decode_landmarks, nms, priors
-from pipeline.models.retinaface import CONFIGS
+from pipeline.models.faces.retinaface import CONFIGS
 
 from ._face_helpers import (
     PORTRAIT_LANDMARKS,

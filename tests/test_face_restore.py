@@ -20,12 +20,13 @@ from daemon.cli import main
 from pipeline import images
 from pipeline.errors import MissingWeights, WrongWeights
 from pipeline.faces import Face
-from pipeline.models.face_restorers import load_face_restorer
-from pipeline.models.retinaface import CONFIGS, RetinaFace, load_retinaface
+from pipeline.models.faces.load import load_face_restorer, load_retinaface
+from pipeline.models.faces.retinaface import CONFIGS, RetinaFace
 from pipeline.stages import face_restore
 from pipeline.stages.face_restore import Params
 
 from ._face_helpers import (
+    PORTRAIT_LANDMARKS,
     ConstantRestorer,
     IdentityRestorer,
     logged,
@@ -77,10 +78,15 @@ def test_wrong_detector_files_name_the_file_and_keys(tiny_models, tmp_path):
     assert e.value.missing == ["ssh2.conv3X3.0.weight"] and e.value.unexpected == ["extra.weight"]
 
 
+def _restorer_and_face(tiny_models, file: str):
+    """A tiny restorer loaded from its ComfyUI folder, and an aligned synthetic 512² face to give it."""
+    r = load_face_restorer(tiny_models / "facerestore_models" / file, CPU, torch.float32)
+    return r, synthetic_image(512, 512, [template_landmarks(256, 240, 126)])
+
+
 def test_gfpgan_loads_and_restores_reproducibly(tiny_models):
-    r = load_face_restorer(tiny_models / "facerestore_models" / "GFPGANv1.4.pth", CPU, torch.float32)
+    r, crop = _restorer_and_face(tiny_models, "GFPGANv1.4.pth")
     assert r.arch == "GFPGAN"
-    crop = synthetic_image(512, 512, [template_landmarks(256, 240, 126)])
     a = r.restore(crop, seed=5)
     b = r.restore(crop, seed=5)
     assert a.shape == (512, 512, 3) and a.dtype == np.float32 and 0 <= a.min() and a.max() <= 1
@@ -89,9 +95,8 @@ def test_gfpgan_loads_and_restores_reproducibly(tiny_models):
 
 
 def test_codeformer_loads_and_fidelity_reaches_the_net(tiny_models):
-    r = load_face_restorer(tiny_models / "facerestore_models" / "codeformer-v0.1.0.pth", CPU, torch.float32)
+    r, crop = _restorer_and_face(tiny_models, "codeformer-v0.1.0.pth")
     assert r.arch == "CodeFormer"
-    crop = synthetic_image(512, 512, [template_landmarks(256, 240, 126)])
     prior = r.restore(crop, fidelity=0.0)
     faithful = r.restore(crop, fidelity=1.0)
     assert prior.shape == (512, 512, 3) and np.isfinite(prior).all()
@@ -319,3 +324,21 @@ def test_missing_weights_error_lists_every_place(tmp_path):
     with pytest.raises(MissingWeights) as e:
         WeightLocator(Config(comfy_models=(tmp_path,), models_dir=tmp_path / "m")).find("codeformer")
     assert any(str(tmp_path / "facerestore_models") in p for p in e.value.looked)
+
+
+def test_one_detector_api_weight_free_faces_are_boxes_the_stage_cannot_align(monkeypatch, use_restorer, portrait):
+    """detect_faces without a network is the Haar fallback: boxes, no landmarks; the restore stage (which
+    aligns by landmarks) leaves such a face alone and says why, restoring none."""
+    from pipeline.faces import detect_faces
+
+    found = detect_faces(portrait.rgb)
+    assert found and all(f.landmarks is None for f in found)
+    x0, y0, x1, y1 = found[0].box
+    assert found[0].centre == ((x0 + x1) / 2, (y0 + y1) / 2)
+    cx, cy = found[0].centre  # the same face the recorded landmarks mark
+    assert abs(cx - PORTRAIT_LANDMARKS[:, 0].mean()) < 20 and abs(cy - PORTRAIT_LANDMARKS[:, 1].mean()) < 30
+    give_faces(monkeypatch, found[:1])
+    restorer = use_restorer(IdentityRestorer())
+    out = face_restore.run(portrait.rgb, Params(), ctx := stage_context())
+    assert out is portrait.rgb and restorer.calls == 0
+    assert "face 1: its landmarks do not fit the face template, skipped" in logged(ctx)

@@ -10,11 +10,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from pipeline.errors import WrongWeights
-from pipeline.models import flux_convert as fc
-from pipeline.models import flux_load as fl
-from pipeline.models import flux_text as ft
-from pipeline.models import tiny_flux
-from pipeline.models.tensor_files import MetaSource, check_tensors, predicted_shapes
+from pipeline.models.flux import convert as fc
+from pipeline.models.flux import load as fl
+from pipeline.models.flux import text as ft
+from pipeline.models.flux import tiny as tiny_flux
+from pipeline.models.flux.arch import FLUX_DEV, VAE_SCALING, VAE_SHIFT, FluxArch, FluxVaeArch
+from pipeline.models.meta import MetaSource
+from pipeline.models.tensor_files import check_tensors, predicted_shapes
 
 from ._flux_helpers import flux_fixtures
 from ._parity import MODEL, assert_parity, assert_rejected, perturbed
@@ -27,7 +29,8 @@ needs_fixtures = pytest.mark.skipif(not FIX.is_dir(), reason=f"FLUX fixtures not
 def _load_fixture(name: str):
     """(the fixture transformer loaded through our loader, the reference inputs and output, its config)."""
     cfg = json.loads((FIX / "tiny_transformer_config.json").read_text())
-    return fl.load_transformer(FIX / name, torch.float32, config=cfg), load_file(str(FIX / "tiny_bfl_expected.safetensors")), cfg
+    model = fl.load_transformer(FIX / name, torch.float32, arch=FluxArch.from_diffusers(cfg))
+    return model, load_file(str(FIX / "tiny_bfl_expected.safetensors")), cfg
 
 
 def _forward(model, exp):
@@ -73,12 +76,12 @@ def test_full_size_transformer_manifest_maps_every_key(manifest):
     data = json.loads((FIX / manifest).read_text())
     src = MetaSource(data["keys"], manifest)
     layout = fc.transformer_layout(src.keys())
-    cfg = fc.transformer_config(src.shapes(), layout, src.origin)
-    assert cfg == fc.FLUX_DEV_TRANSFORMER
-    plan = fl.transformer_plan(src, layout, cfg)  # raises if a file tensor is unused or missing
+    arch = FluxArch.from_shapes(src.shapes(), layout, src.origin)
+    assert arch == FLUX_DEV
+    plan = fl.transformer_plan(src, layout, arch)  # raises if a file tensor is unused or missing
     assert {s for s, _ in plan.values()} == set(data["keys"])
     with torch.device("meta"):
-        model = FluxTransformer2DModel.from_config(cfg)
+        model = FluxTransformer2DModel.from_config(arch.to_diffusers())
     want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     got = predicted_shapes(src, plan)
     check_tensors(src.origin, got, want, "does not match FLUX.1-dev")
@@ -93,15 +96,16 @@ def test_full_size_vae_manifest_maps_every_key():
     data = json.loads((FIX / "flux_vae.keys.json").read_text())
     src = MetaSource(data["bfl"]["keys"], "ae.safetensors")
     layout = fc.vae_layout(src.keys())
-    cfg = fc.vae_config(src.shapes(), layout, src.origin)
+    arch = FluxVaeArch.from_shapes(src.shapes(), layout, src.origin)
+    cfg = arch.to_diffusers()
     for k, v in data["diffusers"]["config"].items():
         got = cfg.get(k)  # latents_mean/std: None in both
         assert (tuple(got) if isinstance(v, list) else got) == (tuple(v) if isinstance(v, list) else v), k
-    state = fl.vae_state(src, layout, cfg)
     with torch.device("meta"):
         model = AutoencoderKL.from_config(cfg)
     want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in state.items()}
+    plan = fl.vae_plan(src, layout, want, len(arch.widths))  # raises if a file tensor is unused or missing
+    got = predicted_shapes(src, plan)
     check_tensors(src.origin, got, want, "does not match the FLUX VAE")
     assert set(got) == set(data["diffusers"]["keys"]) and len(got) == 244
 
@@ -130,7 +134,7 @@ def test_bfl_and_srpo_layout_files_give_the_same_transformer(tiny_models):
     srpo = fl.load_transformer(tiny_models / "diffusion_models/SRPO/diffusion_pytorch_model.safetensors",
                                torch.bfloat16)
     bfl = fl.load_transformer(tiny_models / "unet/flux1-dev.safetensors", torch.bfloat16)
-    assert srpo.config == bfl.config and tuple(bfl.config["axes_dims_rope"]) == tiny_flux.TRANSFORMER["axes_dims_rope"]
+    assert srpo.config == bfl.config and tuple(bfl.config["axes_dims_rope"]) == tiny_flux.TRANSFORMER.axes_dim
     a, b = srpo.state_dict(), bfl.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert all(p.dtype == torch.bfloat16 for p in srpo.parameters())  # fp32 file, cast while streaming
@@ -174,7 +178,7 @@ def test_bfl_vae_file_round_trips_through_diffusers_converter(tiny_models):
     loaded = fl.load_vae(tiny_models / "vae/ae.safetensors", torch.float32)
     a, b = vae.state_dict(), loaded.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert loaded.config.scaling_factor == fc.VAE_SCALING and loaded.config.shift_factor == fc.VAE_SHIFT
+    assert loaded.config.scaling_factor == VAE_SCALING and loaded.config.shift_factor == VAE_SHIFT
 
 
 def test_vae_with_foreign_tensors_is_refused(tmp_path, tiny_models):
@@ -222,3 +226,27 @@ def test_diffusers_folder_parts_load(tmp_path):
     shutil.rmtree(folder / "tokenizer")
     with pytest.raises(WrongWeights):
         ft.load_tokenizers(folder / "tokenizer", folder / "tokenizer_2")
+
+
+# ------------------------------------------------------------------------------- architecture
+
+
+def test_flux_arch_is_checked_when_made_and_round_trips_diffusers_configs(tmp_path, tiny_models):
+    with pytest.raises(ValueError, match="hidden size 3001 is not divisible by 24 heads"):
+        FluxArch(**{**FLUX_DEV.__dict__, "hidden_size": 3001})
+    with pytest.raises(ValueError, match=r"RoPE axes \(16, 56, 48\) add up to 120, not to the head width 128"):
+        FluxArch(**{**FLUX_DEV.__dict__, "axes_dim": (16, 56, 48)})
+    with pytest.raises(ValueError, match="MLP ratio 3.0"):
+        FluxArch(**{**FLUX_DEV.__dict__, "mlp_ratio": 3.0})
+    assert FluxArch.from_diffusers(FLUX_DEV.to_diffusers()) == FLUX_DEV
+    assert FLUX_DEV.head_dim == 128 and FLUX_DEV.to_diffusers()["out_channels"] is None
+    # a config.json next to the weights that describes no FLUX: the file is named, the numbers given
+    shutil.copy(tiny_models / "diffusion_models/SRPO/diffusion_pytorch_model.safetensors", tmp_path)
+    config = tiny_flux.TRANSFORMER.to_diffusers() | {"_class_name": "FluxTransformer2DModel", "axes_dims_rope": [8, 8, 8]}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(WrongWeights, match=r"config.json describing no FLUX.1 architecture .*add up to 24, not to "
+                                           r"the head width 16"):
+        fl.load_transformer(tmp_path / "diffusion_pytorch_model.safetensors", torch.float32)
+    (tmp_path / "config.json").write_text(json.dumps(config | {"axes_dims_rope": [4, 6, 6]}))
+    assert fl.load_transformer(tmp_path / "diffusion_pytorch_model.safetensors", torch.float32).config[
+        "axes_dims_rope"] == (4, 6, 6)  # the sidecar's RoPE split is used as given

@@ -10,8 +10,8 @@ import torch
 
 from pipeline import Cancelled, CancelToken, MissingWeights, OutOfMemory, build, images, run
 from pipeline.config import Config
-from pipeline.models import flux_engine as engine
-from pipeline.models import flux_load as fl
+from pipeline.models.flux import engine
+from pipeline.models.flux import load as fl
 
 from ._flux_helpers import (
     ConstantTransformer,
@@ -41,7 +41,7 @@ def _refine(rgb, transformer, codec, seed=0, cancel=None, report=None, uncond=No
     vel = velocity(transformer, settings, placement=placement, cancel=cancel, uncond=uncond)
     return engine.refine(rgb, codec=codec, velocity=vel, settings=settings,
                          generator=torch.Generator().manual_seed(seed), cancel=cancel,
-                         report=report or (lambda d, t, m: None))
+                         report=report or (lambda p: None))
 
 
 def _frame(h, w, seed=0):
@@ -106,9 +106,9 @@ def test_cancel_stops_within_a_step_between_tile_batches(tiny_vae, tiny_transfor
     model, cancel = Counting(tiny_transformer), CancelToken()
     seen = []
 
-    def report(done, total, message):
-        seen.append(message)
-        if done == 3:  # step 2, first tile of 2
+    def report(p):
+        seen.append(p.message)
+        if p.step == 3:  # step 2, first tile of 2
             cancel.cancel()
 
     with pytest.raises(Cancelled):
@@ -202,7 +202,7 @@ def test_stage_progress_and_bfl_transformer(tiny_models, portrait):
 
 
 def test_diffusers_folder_as_base(tmp_path, portrait):
-    from pipeline.models.tiny_flux import build_flux_diffusers
+    from pipeline.models.flux.tiny import build_flux_diffusers
 
     base = build_flux_diffusers(tmp_path / "FLUX.1-dev")
     # fit_target: the stage itself upscales 128 -> 384 first, so it works on 2x2 tiles of 256

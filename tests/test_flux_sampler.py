@@ -9,7 +9,7 @@ import torch
 
 from pipeline import CancelToken
 from pipeline.errors import InvalidParameter
-from pipeline.models import flux_engine as engine
+from pipeline.models.flux import engine
 from pipeline.samplers.flow_match import (
     comfy_sigmas,
     flux_time_shift,
@@ -76,3 +76,20 @@ def test_engine_runs_exactly_steps_transformer_calls_per_tile():
     plan = engine.frame_plan(384, 384, settings)
     assert len(plan) == 4 and model.calls == [4] * 20  # 20 executed steps, all 4 tiles in one batch
     assert out.shape == (1, 3, 384, 384)
+
+
+def test_euler_reports_one_progress_shape_and_stops_on_the_token():
+    import pipeline
+
+    sigmas = comfy_sigmas(4, 0.5)
+    token, seen, calls = CancelToken(), [], []
+
+    def progress(p):
+        seen.append(p)
+        if p.step == 2:
+            token.cancel()
+
+    with pytest.raises(pipeline.Cancelled):
+        sample_euler(lambda x, s: calls.append(s) or torch.zeros_like(x), torch.zeros(1, 4), sigmas,
+                     progress=progress, cancel=token)
+    assert seen == [pipeline.Progress("", 1, 4), pipeline.Progress("", 2, 4)] and len(calls) == 2

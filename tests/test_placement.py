@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import InvalidParameter
-from pipeline.models import flux_engine
+from pipeline.models.flux import engine as flux_engine
 from pipeline.models.placement import Placement, choose_mode, mode_of
 from pipeline.models.supir import pipeline as supir
 from pipeline.stages.supir import _needs

@@ -105,3 +105,28 @@ def test_dermis_config_env(tmp_path, monkeypatch):
     cfg.write_text('device = "cpu"\n')
     monkeypatch.setenv("DERMIS_CONFIG", str(cfg))
     assert load_config().path == cfg
+
+
+def test_one_registry_of_every_familys_weights_without_importing_a_stage():
+    """Each family lists its specs in its own weights.py; the registry has all of them as soon as
+    pipeline.models is imported (no stage module needs to run first), keys unique."""
+    import subprocess
+    import sys
+
+    from pipeline.models import WEIGHTS, weights
+    from pipeline.models.faces.weights import SPECS as FACES
+    from pipeline.models.flux.weights import SPECS as FLUX
+    from pipeline.models.sdxl.weights import SPECS as SDXL
+    from pipeline.models.supir.weights import SPECS as SUPIR
+    from pipeline.models.upscale.weights import SPECS as UPSCALE
+
+    keys = ["codeformer", "flux_clip_l", "flux_clip_tokenizer", "flux_dev", "flux_t5", "flux_t5_tokenizer",
+            "flux_transformer", "flux_vae", "gfpgan", "retinaface_mobilenet", "retinaface_resnet50", "sdxl",
+            "sdxl_lightning", "sdxl_tokenizer", "skin_detail", "supir_v0f", "supir_v0q"]
+    fresh = subprocess.run([sys.executable, "-c", "import sys; from pipeline.models import WEIGHTS; "
+                            "print(sorted(WEIGHTS)); print(sorted(m for m in sys.modules if '.stages.' in m and 'context' not in m))"],
+                           capture_output=True, text=True, timeout=120, check=True).stdout.splitlines()
+    assert fresh == [str(keys), "[]"]
+    assert sorted(s.key for t in (UPSCALE, FACES, SDXL, SUPIR, FLUX) for s in t) == sorted(WEIGHTS) == keys
+    with pytest.raises(ValueError, match="'sdxl' is listed by two families"):
+        weights._registry(SDXL, SDXL)

@@ -9,7 +9,7 @@ import torch
 import pipeline
 from pipeline.errors import Cancelled, WrongWeights
 from pipeline.models.cache import ModelCache
-from pipeline.models.tiny import compact_state_dict, esrgan_state_dict
+from pipeline.models.upscale.tiny import compact_state_dict, esrgan_state_dict
 from pipeline.run import CancelToken, StageContext
 from pipeline.stages import make_params, upscale_model
 
@@ -17,14 +17,14 @@ from .conftest import rng_image
 
 
 def make_ctx(seed=0, target=(64, 64), weights=None, cancel=None, models=None, events=None):
-    def report(step, steps, tile, tiles, message, preview):
+    def report(p):
         if events is not None:
-            events.append((step, steps, message))
+            events.append((p.step, p.steps, p.message))
 
     return StageContext(
         stage_id="t", seed=seed, device=torch.device("cpu"), dtype=torch.float32,
         cancel=cancel or CancelToken(), models=models or ModelCache(), weights=weights or {},
-        target_size=target, mask=None, locator=pipeline.WeightLocator(), _report=report,
+        target_size=target, mask=None, locator=pipeline.WeightLocator(), on_progress=report,
     )
 
 

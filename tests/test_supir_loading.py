@@ -11,10 +11,10 @@ from safetensors.torch import load_file, save_file
 
 from pipeline.errors import MissingWeights, WrongWeights
 from pipeline.models.sdxl import text
-from pipeline.models.sdxl.loader import load_sdxl
-from pipeline.models.supir.loader import load_supir
+from pipeline.models.sdxl.load import load_sdxl
+from pipeline.models.supir.load import load_supir
 from pipeline.models.supir.pipeline import load_models
-from pipeline.models.supir.tiny import clip_tokenizer
+from pipeline.models.tiny import clip_tokenizer
 from pipeline.models.weights import WeightLocator
 
 SDXL = "checkpoints/sd_xl_base_1.0_tiny-random.safetensors"

@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from pipeline.models.sdxl.load import verify
-from pipeline.models.sdxl.loader import sdxl_parts
+from pipeline.models.sdxl.keymap import verify
+from pipeline.models.sdxl.load import sdxl_parts
 from pipeline.models.supir.connectors import connector_sites
-from pipeline.models.supir.loader import IGNORED, supir_parts
+from pipeline.models.supir.load import IGNORED, supir_parts
 
 from ._supir_helpers import require_fixtures
 

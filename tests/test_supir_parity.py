@@ -84,7 +84,7 @@ def test_every_golden_tensor_belongs_to_a_checked_group(golden):
 
 
 def test_loader_consumed_every_tensor_but_mask_lq(fx):
-    from pipeline.models.supir.loader import IGNORED
+    from pipeline.models.supir.load import IGNORED
     from pipeline.models.tensor_files import TensorSource
 
     with TensorSource.open(fx / "tiny_supir.safetensors") as ck:
@@ -200,7 +200,7 @@ def _sampler_run(run: str, fx, g, models, sigma_shift: int | None = None) -> dic
         sigmas = sigmas.clone()
         sigmas[1] = table[int(idx) + sigma_shift]
     out = edm_euler.sample(model, i["x_T"].clone(), sigmas, params, noise=noise, x_center=i.get("x_center"),
-                           tiles=tiles, tile_batch=1, record=records.append)
+                           tiles=tiles, tile_batch=1, parity_record=records.append)
     steps_rec = {r["step"]: r for r in records if r["tile"] is None}
     full_rec = {r["step"]: r for r in records if r["tile"] == "full"}
     tile_rec = [r for r in records if isinstance(r["tile"], list)]
@@ -246,7 +246,7 @@ def _e2e_run(fx, g, models) -> dict[str, object]:
     i = {k.removeprefix("e2e.in."): g[k] for k in keys(g, "e2e.in.")}
     records: list[dict] = []
     r = restore(models, i["lq_image"], TextCond(i["c_crossattn"], i["c_vector"]), TextCond(i["uc_crossattn"], i["uc_vector"]),
-                s, RecordedNoise({"posterior": draws[:1], "x_T": draws[1:2], "churn": draws[2:]}), record=records.append)
+                s, RecordedNoise({"posterior": draws[:1], "x_T": draws[1:2], "churn": draws[2:]}), parity_record=records.append)
     z_stage1 = r.z_stage1 if r.z_stage1 is not None else encode_sample(models, r.x_stage1, s, RecordedNoise({"posterior": draws[:1]}))
     ours = {"e2e.z_lq": r.z_lq, "e2e.x_stage1": r.x_stage1, "e2e.z_stage1": z_stage1, "e2e.samples_latent": r.latent,
             "e2e.samples_decoded": r.decoded, "e2e.out.samples_colorfixed": r.image}

@@ -183,3 +183,55 @@ def test_cli_without_weights_names_every_missing_file(tmp_path, small, capsys):
                  "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "'sdxl'" in err and "'supir_v0q'" in err and "checkpoints" in err and "--preset lite" in err
+
+
+
+def _sample(sampler, model, progress, cancel):
+    x_t = torch.randn(1, 4, 40, 56, generator=torch.Generator().manual_seed(1))
+    tiles = LatentTiles.plan(40, 56, tile=16, stride=8)
+    if sampler == "edm":
+        return edm_euler.sample(model, x_t, legacy_sigmas(3), edm_euler.EdmParams(), noise=SeededNoise(3),
+                                tiles=tiles, tile_batch=6, progress=progress, cancel=cancel)
+    return dpmpp_2m_sde.sample(model, x_t, lightning_sigmas(3), dpmpp_2m_sde.DpmParams(), noise=SeededNoise(3),
+                               tiles=tiles, tile_batch=6, progress=progress, cancel=cancel)
+
+
+@pytest.mark.parametrize("sampler", ["edm", "dpm"])
+def test_samplers_report_one_progress_shape_and_stop_on_the_token(sampler):
+    """Both SUPIR samplers take the one CancelToken and report pipeline.Progress (tile by tile, then the
+    step); cancelled when step 1 ends, no tile of step 2 runs."""
+    tiles = 4 * 6
+    for cancel_after in (None, 1):
+        token, seen, rows = pipeline.CancelToken(), [], []
+
+        def progress(p, token=token, seen=seen, cancel_after=cancel_after):
+            seen.append(p)
+            if p.step == cancel_after and p.tile == p.tiles:  # the step's own report, after its last tile
+                token.cancel()
+
+        def model(x, sigma, scale, windows=None, rows=rows):
+            rows.append(x.shape[0])
+            return _pixelwise(x, sigma, scale, windows)
+
+        if cancel_after is None:
+            _sample(sampler, model, progress, token)
+            assert all(isinstance(p, pipeline.Progress) and p.stage == "" and p.steps == 3 for p in seen)
+            assert [(p.step, p.tile) for p in seen][-1] == (3, tiles) and sum(rows) == 3 * tiles
+        else:
+            with pytest.raises(pipeline.Cancelled):
+                _sample(sampler, model, progress, token)
+            assert sum(rows) == tiles  # step 1 only
+
+
+def test_tiled_vae_stops_on_the_token_between_tiles(tiny_models):
+    from pipeline.models.sdxl import vae_tiled
+
+    vae = load_models(tiny_models / "checkpoints/sd_xl_base_1.0_tiny-random.safetensors",
+                      tiny_models / "checkpoints/SUPIR-v0Q_tiny-random.ckpt", torch.float32, torch.float32,
+                      text_encoders=False).vae
+    z = torch.zeros(1, 4, 24, 24)
+    token = pipeline.CancelToken()
+    vae_tiled.decode(vae, z, tile=16, overlap=8, cancel=token)  # runs while the token is not cancelled
+    token.cancel()
+    with pytest.raises(pipeline.Cancelled):
+        vae_tiled.decode(vae, z, tile=16, overlap=8, cancel=token)

@@ -10,7 +10,13 @@ import torch
 from safetensors.torch import save_file
 
 from pipeline.errors import WrongWeights
-from pipeline.models.tensor_files import TensorSource, check_tensors, read_state_dict
+from pipeline.models.tensor_files import (
+    TensorSource,
+    check_tensors,
+    identity_plan,
+    read_state_dict,
+    stream_into,
+)
 
 TENSORS = {"model.diffusion_model.a.weight": torch.arange(6, dtype=torch.float32).reshape(2, 3),
            "model.diffusion_model.b": torch.tensor([1, 2], dtype=torch.int64), "other.c": torch.ones(1)}
@@ -67,3 +73,67 @@ def test_one_report_names_missing_unexpected_and_misshaped_keys():
     assert e.value.missing == ["c"] and e.value.unexpected == ["x"]
     assert "f.safetensors" in str(e.value) and "b [3] (needs [4])" in str(e.value)
     check_tensors("f", {"a"}, {"a"}, "never raised")  # keys alone: no shapes to compare
+
+
+def test_hub_folders_read_the_plain_file_not_its_precision_variant(tmp_path):
+    save_file({"w": torch.ones(2)}, str(tmp_path / "model.safetensors"))
+    save_file({"w": torch.ones(2, dtype=torch.float16) * 2}, str(tmp_path / "model.fp16.safetensors"))
+    with TensorSource(tmp_path) as src:
+        assert torch.equal(src.get("w"), torch.ones(2))  # what from_pretrained reads without variant=
+    (tmp_path / "model.safetensors").unlink()
+    with TensorSource(tmp_path) as src:  # a folder holding only the variant still reads
+        assert src.get("w").dtype == torch.float16
+
+
+def test_training_wrappers_are_unwrapped_in_pickles(tmp_path):
+    torch.save({"params_ema": {"w": torch.ones(2)}, "params": {"w": torch.zeros(2)}}, tmp_path / "basicsr.pth")
+    with TensorSource(tmp_path / "basicsr.pth") as src:
+        assert torch.equal(src.get("w"), torch.ones(2))  # BasicSR's EMA weights, as spandrel picks them
+
+
+def test_bookkeeping_buffers_a_file_lacks_are_zeroed_and_nothing_else(tmp_path):
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1), torch.nn.BatchNorm2d(2))
+    sd = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
+    save_file(sd, str(tmp_path / "old.safetensors"))
+    with torch.device("meta"):
+        empty = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1), torch.nn.BatchNorm2d(2))
+    with TensorSource(tmp_path / "old.safetensors") as src:
+        loaded = stream_into(empty, src, identity_plan(src.keys()), dtype=torch.float32, what="a test net",
+                             zero_if_absent=["1.num_batches_tracked"])
+    assert loaded[1].num_batches_tracked.item() == 0 and torch.equal(loaded[0].weight, net[0].weight)
+    del sd["1.running_mean"]  # negative control: a real buffer missing is still an error
+    save_file(sd, str(tmp_path / "lacking.safetensors"))
+    with torch.device("meta"):
+        empty = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1), torch.nn.BatchNorm2d(2))
+    with TensorSource(tmp_path / "lacking.safetensors") as src, pytest.raises(WrongWeights) as e:
+        stream_into(empty, src, identity_plan(src.keys()), dtype=torch.float32, what="a test net",
+                    zero_if_absent=["1.num_batches_tracked"])
+    assert e.value.missing == ["1.running_mean"]
+
+
+def test_one_loading_path_in_the_pipeline():
+    """Weights reach modules only through tensor_files.stream_into: no other module reads a whole state
+    dict and assigns it (spandrel's own loader for its architectures is the one library route; tokenizers
+    are not weights)."""
+    import ast
+    from pathlib import Path
+
+    import pipeline
+
+    root = Path(pipeline.__file__).parent
+    routes = {"load_state_dict", "load_file", "from_pretrained", "load"}
+    found = set()
+    for path in root.rglob("*.py"):
+        for fn in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(fn, ast.FunctionDef):
+                continue
+            for call in ast.walk(fn):
+                if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)):
+                    continue
+                name, owner = call.func.attr, ast.unparse(call.func.value)
+                if name not in routes or (name == "load" and owner != "torch"):
+                    continue
+                if name == "from_pretrained" and ("tokenizer" in fn.name or fn.name == "_from_source"):
+                    continue
+                found.add(f"{path.relative_to(root)}:{fn.name}")
+    assert found == {"models/tensor_files.py:read_pickle", "models/tensor_files.py:stream_into"}, found

@@ -1,6 +1,6 @@
 """Check Dermis's RetinaFace against facexlib's own code: same keys, same outputs, same detections.
 
-facexlib cannot live in Dermis's environment (see pipeline/models/retinaface.py), so this script loads
+facexlib cannot live in Dermis's environment (see pipeline/models/faces/retinaface.py), so this script loads
 only its detection modules from an unpacked copy, without running ``facexlib/__init__.py`` (which needs
 filterpy), and needs torchvision (facexlib's ResNet and NMS):
 
@@ -49,7 +49,8 @@ def main() -> int:
 
     import pipeline.faces.detect as detect
     from pipeline import images
-    from pipeline.models.retinaface import CONFIGS, RetinaFace, load_retinaface
+    from pipeline.models.faces.load import load_retinaface
+    from pipeline.models.faces.retinaface import CONFIGS, RetinaFace
 
     FX = import_facexlib_detection(args.facexlib_root)
     rgb = images.load(args.image).rgb
@@ -88,7 +89,7 @@ def main() -> int:
         eye, top_k = detect.EYE_DIST_MIN, detect.PRE_NMS_TOP_K
         detect.EYE_DIST_MIN, detect.PRE_NMS_TOP_K = 0.0, 10**9  # facexlib's detect_faces has neither
         try:
-            got = detect.detect_faces(mine, rgb, confidence=conf, detect_size=0)
+            got = detect.detect_faces(rgb, mine, confidence=conf, detect_size=0)
         finally:
             detect.EYE_DIST_MIN, detect.PRE_NMS_TOP_K = eye, top_k
         rows = np.array([[*f.box, f.score, *f.landmarks.ravel()] for f in got]).reshape(-1, 15)

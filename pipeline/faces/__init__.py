@@ -1,6 +1,6 @@
 """Faces: find them (RetinaFace), align them to the FFHQ template, paste restored ones back.
 
-The networks live in ``pipeline.models`` (``retinaface``, ``face_restorers``); this package holds the
+The networks live in ``pipeline.models`` (``models/faces``: ``retinaface``, ``restorers``); this package holds the
 image math around them, so it can be tested with recorded landmarks and without any weights.
 """
 

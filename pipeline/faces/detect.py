@@ -1,9 +1,12 @@
-"""Faces from a RetinaFace network: anchors, decoding, non-maximum suppression, as facexlib does it.
+"""Face detection, in one place: ``detect_faces(rgb, net)`` with a RetinaFace network (boxes and five
+landmarks, for alignment), or ``detect_faces(rgb)`` with no weights at all (OpenCV's bundled Haar
+cascade: frontal-face boxes only, what the lite preset's skin mask and the comparison picture need).
 
-``detect_faces`` follows facexlib's ``FaceRestoreHelper.get_face_landmarks_5(resize=640)`` +
+With a network it follows facexlib's ``FaceRestoreHelper.get_face_landmarks_5(resize=640)`` +
 ``RetinaFace.detect_faces`` (the path ReActor's "Restore Face" takes): resize so the shorter side is
 ``detect_size`` (Lanczos), subtract the BGR means, keep scores above ``confidence`` (0.97 there), NMS at
-IoU 0.4, drop faces whose eyes are closer than 5 px (side views, specks), scale back.
+IoU 0.4, drop faces whose eyes are closer than 5 px (side views, specks), scale back. Anchors,
+decoding and non-maximum suppression are facexlib's too.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from math import ceil
 import numpy as np
 import torch
 
-from ..models.retinaface import BGR_MEAN, RetinaFace, RetinaFaceConfig
+from ..models.faces.retinaface import BGR_MEAN, RetinaFace, RetinaFaceConfig
 
 EYE_DIST_MIN = 5.0  # px in the detection image: facexlib's eye_dist_threshold as ReActor sets it
 PRE_NMS_TOP_K = 5000  # Pytorch_Retinaface's test-time cap: bounds NMS cost on a confused (or random) net
@@ -23,11 +26,21 @@ PRE_NMS_TOP_K = 5000  # Pytorch_Retinaface's test-time cap: bounds NMS cost on a
 @dataclass(frozen=True)
 class Face:
     """One face in image pixels: ``box`` (x0, y0, x1, y1), detector ``score``, and 5 ``landmarks`` (x, y):
-    left eye, right eye, nose tip, left and right mouth corner, as seen in the image."""
+    left eye, right eye, nose tip, left and right mouth corner, as seen in the image (None from the
+    weight-free detector, which finds boxes only)."""
 
     box: tuple[float, float, float, float]
-    landmarks: np.ndarray  # float32 (5, 2)
+    landmarks: np.ndarray | None  # float32 (5, 2)
     score: float = 1.0
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        """Between the eyes and the mouth (the landmarks' mean), else the box's centre."""
+        if self.landmarks is not None:
+            cx, cy = self.landmarks.mean(axis=0)
+            return float(cx), float(cy)
+        x0, y0, x1, y1 = self.box
+        return (x0 + x1) / 2, (y0 + y1) / 2
 
     @property
     def size(self) -> float:
@@ -100,18 +113,21 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
 
 
 def detect_faces(
-    net: RetinaFace,
     rgb: np.ndarray,
+    net: RetinaFace | None = None,
     *,
     confidence: float = 0.97,
     nms_iou: float = 0.4,
     detect_size: int = 640,
 ) -> list[Face]:
-    """Faces in an RGB float image (H, W, 3, 0..1), in its pixel coordinates, best score first.
+    """Faces in an RGB float image (H, W, 3, 0..1), in its pixel coordinates.
 
-    ``detect_size``: the shorter side is resized to this before detection (0 = as is); RetinaFace finds
-    faces of roughly 16-500 px, so 640 suits portraits of any resolution, as in ReActor.
+    With ``net`` (a RetinaFace): best score first, with landmarks. ``detect_size``: the shorter side is
+    resized to this before detection (0 = as is); RetinaFace finds faces of roughly 16-500 px, so 640
+    suits portraits of any resolution, as in ReActor. Without ``net``: ``classical_faces``.
     """
+    if net is None:
+        return classical_faces(rgb)
     import cv2
 
     h, w = rgb.shape[:2]
@@ -156,3 +172,18 @@ def detect_faces(
         faces.append(Face((float(b[0] * sx), float(b[1] * sy), float(b[2] * sx), float(b[3] * sy)),
                           (pts * np.array([sx, sy], np.float32)).astype(np.float32), float(scores[i])))
     return faces
+
+
+def classical_faces(rgb: np.ndarray) -> list[Face]:
+    """Frontal faces from OpenCV's bundled Haar cascade (no weights needed), largest first, boxes only."""
+    import cv2
+
+    folder = cv2.data.haarcascades  # pyright: ignore[reportAttributeAccessIssue]  (cv2's stubs lack cv2.data)
+    cascade = cv2.CascadeClassifier(folder + "haarcascade_frontalface_default.xml")
+    if cascade.empty():
+        return []
+    grey = (np.clip(rgb @ np.array([0.299, 0.587, 0.114], np.float32), 0, 1) * 255).astype(np.uint8)
+    side = min(grey.shape)
+    found = cascade.detectMultiScale(grey, 1.1, 5, minSize=(max(24, side // 16),) * 2)
+    boxes = sorted(((int(x), int(y), int(w), int(h)) for x, y, w, h in found), key=lambda b: -b[2] * b[3])
+    return [Face((float(x), float(y), float(x + w), float(y + h)), None) for x, y, w, h in boxes]

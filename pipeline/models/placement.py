@@ -19,7 +19,7 @@ Two policies differ between the families because their calls differ, so both are
 
 ``escalate`` moves one mode down; the FLUX engine calls it when CUDA runs out of memory even with one
 tile per batch. ``choose_mode`` turns ``auto`` into a mode from the free device memory and what the
-caller says each mode needs (each family estimates its own: see ``flux_engine`` and ``stages/supir``).
+caller says each mode needs (each family estimates its own: see ``flux/engine`` and ``stages/supir``).
 """
 
 from __future__ import annotations

@@ -7,15 +7,19 @@ safetensors, never TorchScript or a full unpickler), then handed to spandrel to 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import WrongWeights
 from .tensor_files import read_state_dict
 
+if TYPE_CHECKING:
+    from spandrel import ArchRegistry, ImageModelDescriptor
 
-def load_image_model(path: Path, device: torch.device, dtype: torch.dtype, *, registry=None,
-                     expected: str = "a model architecture spandrel recognises"):
+
+def load_image_model(path: Path, device: torch.device, dtype: torch.dtype, *, registry: ArchRegistry | None = None,
+                     expected: str = "a model architecture spandrel recognises") -> ImageModelDescriptor:
     """An eval-mode spandrel ImageModelDescriptor on ``device``, in ``dtype`` where the arch allows.
 
     ``registry`` (a spandrel ArchRegistry) limits which architectures are accepted (the face stage takes

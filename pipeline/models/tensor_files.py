@@ -21,7 +21,7 @@ import zipfile
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import torch
 
@@ -29,9 +29,28 @@ from ..errors import WrongWeights
 
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".ckpt", ".pth", ".pt", ".bin")
+# training checkpoints nest the weights: Lightning's {"state_dict": …}, BasicSR's {"params_ema": …} /
+# {"params": …}, others' {"model": …}; unwrapped in this order (a wrapper inside a wrapper too)
+WRAPPERS = ("state_dict", "params_ema", "params", "model")
+VARIANTS = ("fp16", "bf16", "fp32", "fp8", "non_ema", "ema")  # Hub folders' <name>.<variant>.safetensors
 # a converter: (source, key plan) -> (target key, tensor) pairs, reading each source tensor once
 Plan = Mapping[str, tuple[str, Callable[[torch.Tensor], torch.Tensor]]]
 Shape = tuple[int, ...]
+M = TypeVar("M", bound=torch.nn.Module)
+
+
+class Source(Protocol):
+    """What plans are checked against: a ``TensorSource``, or a ``meta.MetaSource`` (names and shapes only)."""
+
+    origin: Path
+
+    def keys(self) -> list[str]: ...
+
+    def __contains__(self, key: str) -> bool: ...
+
+    def shape(self, key: str) -> Shape: ...
+
+    def shapes(self) -> dict[str, Shape]: ...
 
 
 class TensorSource:
@@ -157,49 +176,12 @@ class _Tensors:
         return {}
 
 
-class MetaSource:
-    """A TensorSource stand-in holding only names and shapes (a key manifest): ``get`` gives meta tensors.
-
-    Lets the full-size layouts (12B transformer) be checked key by key with no memory at all.
-    """
-
-    prefix = ""
-
-    def __init__(self, shapes: Mapping[str, Iterable[int]], origin: Path | str = "<manifest>") -> None:
-        self._shapes = {k: tuple(v) for k, v in shapes.items()}
-        self.origin = Path(origin)
-
-    def keys(self) -> list[str]:
-        return list(self._shapes)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._shapes
-
-    def shape(self, key: str) -> tuple[int, ...]:
-        return self._shapes[key]
-
-    def shapes(self) -> dict[str, tuple[int, ...]]:
-        return dict(self._shapes)
-
-    def get(self, key: str) -> torch.Tensor:
-        return torch.empty(self._shapes[key], device="meta")
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> MetaSource:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-
 def _files_of(path: Path) -> list[Path]:
     if path.is_file():
         _check_suffix(path)
         return [path]
     if path.is_dir():
-        index = sorted(path.glob("*.safetensors.index.json"))
+        index = _plain(sorted(path.glob("*.safetensors.index.json")), ".safetensors.index.json")
         if index:
             try:
                 weight_map = json.loads(index[0].read_text(encoding="utf-8"))["weight_map"]
@@ -210,11 +192,23 @@ def _files_of(path: Path) -> list[Path]:
             if absent:
                 raise WrongWeights(path, f"lacks the shard files {', '.join(absent)} named in {index[0].name}.")
             return files
-        files = sorted(f for f in path.iterdir() if f.suffix.lower() in SAFETENSORS_SUFFIXES)
+        files = _plain(sorted(f for f in path.iterdir() if f.suffix.lower() in SAFETENSORS_SUFFIXES), "")
         if files:
             return files
         raise WrongWeights(path, "holds no .safetensors weights.")
     raise WrongWeights(path, "does not exist.")
+
+
+def _plain(files: list[Path], ending: str) -> list[Path]:
+    """The files without a precision variant (``model.fp16.safetensors`` next to ``model.safetensors``,
+    as Hub folders keep both; diffusers and transformers read the plain one by default), when there are
+    any plain ones."""
+    def variant(f: Path) -> bool:
+        stem = f.name[: -len(ending)] if ending else f.stem
+        return stem.rpartition(".")[2] in VARIANTS
+
+    plain = [f for f in files if not variant(f)]
+    return plain or files
 
 
 def _check_suffix(path: Path) -> None:
@@ -252,10 +246,11 @@ def read_pickle(path: Path, *, mmap: bool = True) -> Any:
 
 
 def _pickled_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a pickled checkpoint by key, a Lightning ``{"state_dict": {...}}`` unwrapped."""
+    """The tensors of a pickled checkpoint by key, training wrappers (``WRAPPERS``) unwrapped."""
     sd = read_pickle(path)
-    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
-        sd = sd["state_dict"]
+    for wrapper in WRAPPERS:
+        if isinstance(sd, dict) and isinstance(sd.get(wrapper), dict):
+            sd = sd[wrapper]
     if not isinstance(sd, dict):
         raise WrongWeights(path, f"holds a {type(sd).__name__}, not a dictionary of tensors.")
     tensors = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
@@ -327,24 +322,38 @@ def converted(source: TensorSource, plan: Plan, dtype: torch.dtype,
         del t, done
 
 
-def predicted_shapes(source: TensorSource | MetaSource, plan: Plan) -> dict[str, tuple[int, ...]]:
+def same(t: torch.Tensor) -> torch.Tensor:
+    """The plan op of a tensor the model takes as the file stores it."""
+    return t
+
+
+def identity_plan(keys: Iterable[str]) -> dict[str, tuple[str, Callable[[torch.Tensor], torch.Tensor]]]:
+    """A plan for a file already in the model's own names."""
+    return {k: (k, same) for k in keys}
+
+
+def predicted_shapes(source: Source, plan: Plan) -> dict[str, tuple[int, ...]]:
     """The shape each plan entry will have, computed on the meta device (no data read)."""
     return {t: tuple(op(torch.empty(source.shape(src), device="meta")).shape) for t, (src, op) in plan.items()}
 
 
-def stream_into(model: torch.nn.Module, source: TensorSource, plan: Plan, *, dtype: torch.dtype,
+def stream_into(model: M, source: TensorSource, plan: Plan, *, dtype: torch.dtype,
                 device: torch.device | str = "cpu", what: str,
-                rebuild: Callable[[torch.nn.Module], None] | None = None) -> torch.nn.Module:
+                rebuild: Callable[[M], None] | None = None, zero_if_absent: Collection[str] = ()) -> M:
     """Fill a meta-device ``model`` from ``source`` through ``plan``; every parameter must be set.
 
     Keys and shapes are checked before any tensor is read, so a wrong file fails in milliseconds.
-    ``rebuild`` recreates non-persistent buffers (not in any file) that meta construction left empty.
+    ``rebuild`` recreates non-persistent buffers (not in any file) that meta construction left empty;
+    ``zero_if_absent`` names bookkeeping buffers older files may lack (BatchNorm's step counter), zeroed.
     """
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    state_meta = model.state_dict()
+    absent = {k for k in zero_if_absent if k in state_meta and k not in plan}
+    expected = {k: tuple(v.shape) for k, v in state_meta.items() if k not in absent}
     # keys first: a plan op may not even run on the shape of a tensor the model does not have
     check_tensors(source.origin, plan.keys(), expected.keys(), f"does not match {what}")
     check_tensors(source.origin, predicted_shapes(source, plan), expected, f"does not match {what}")
     state = dict(converted(source, plan, dtype, device))
+    state.update({k: torch.zeros(state_meta[k].shape, dtype=state_meta[k].dtype, device=device) for k in absent})
     model.load_state_dict(state, strict=True, assign=True)
     del state
     if rebuild is not None:

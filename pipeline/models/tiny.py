@@ -10,55 +10,21 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
+    from transformers import CLIPTokenizer
 
 Builder = Callable[[Path], dict[str, Path]]
 
 # family -> "module:function" building it; the function takes the models/ root and returns name -> path
 FAMILIES: dict[str, str] = {
-    "spandrel": "pipeline.models.tiny:build_spandrel",
-    "faces": "pipeline.models.tiny_faces:build_faces",
-    "flux": "pipeline.models.tiny_flux:build_flux",
+    "spandrel": "pipeline.models.upscale.tiny:build_upscale",
+    "faces": "pipeline.models.faces.tiny:build_faces",
+    "flux": "pipeline.models.flux.tiny:build_flux",
     "supir": "pipeline.models.supir.tiny:build_supir",
 }
-
-
-def esrgan_state_dict(num_filters: int = 32, num_blocks: int = 12, scale: int = 1, seed: int = 0):
-    """An ESRGAN (RRDBNet) in the old key layout (``model.0.weight``, ``model.1.sub.N.RDB1…``) that the
-    SkinDiffDetail file uses."""
-    from spandrel.architectures.ESRGAN import ESRGAN
-
-    torch.manual_seed(seed)
-    net = ESRGAN(in_nc=3, out_nc=3, num_filters=num_filters, num_blocks=num_blocks, scale=scale)
-    return {k: v.contiguous() for k, v in net.state_dict().items()}
-
-
-def compact_state_dict(num_feat: int = 16, num_conv: int = 4, upscale: int = 4, seed: int = 0,
-                       identity: bool = False):
-    """A Real-ESRGAN SRVGGNetCompact (``body.N.weight``). ``identity=True`` zeroes the last conv, so
-    the net returns its nearest-upsampled input exactly (a tiling test model)."""
-    from spandrel.architectures.Compact import Compact
-
-    torch.manual_seed(seed)
-    net = Compact(num_in_ch=3, num_out_ch=3, num_feat=num_feat, num_conv=num_conv, upscale=upscale)
-    sd = {k: v.contiguous() for k, v in net.state_dict().items()}
-    if identity:
-        last = max(int(k.split(".")[1]) for k in sd if k.startswith("body."))
-        sd[f"body.{last}.weight"].zero_()
-        sd[f"body.{last}.bias"].zero_()
-    return sd
-
-
-def build_spandrel(root: Path) -> dict[str, Path]:
-    folder = root / "upscale_models"
-    folder.mkdir(parents=True, exist_ok=True)
-    skin = folder / "1x-ITF-SkinDiffDetail-Lite-v1.pth"
-    # same architecture and key layout as the real file, narrower so CPU runs stay fast
-    torch.save(esrgan_state_dict(num_filters=8, num_blocks=2, scale=1, seed=1), skin)
-    compact = folder / "4x-tiny-Compact.pth"
-    torch.save({"params": compact_state_dict(seed=2)}, compact)  # BasicSR's {"params": …} wrapper
-    return {"skin_detail": skin, "compact_4x": compact}
 
 
 def make_tiny_models(root: str | Path, families: Iterable[str] | None = None) -> dict[str, Path]:
@@ -71,3 +37,22 @@ def make_tiny_models(root: str | Path, families: Iterable[str] | None = None) ->
         builder: Builder = getattr(importlib.import_module(module), func)
         written.update(builder(root))
     return written
+
+
+def clip_tokenizer(pad: str = "<|endoftext|>", max_len: int = 77) -> CLIPTokenizer:
+    """A CLIP tokenizer over the byte-level alphabet with no merges (one token per character);
+    <|endoftext|> is the last id. SDXL's bigG tokenizer pads with "!" (``pad``)."""
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import CLIPTokenizer
+
+    alphabet = sorted(ByteLevel.alphabet())
+    vocab = {c: i for i, c in enumerate(alphabet)}
+    vocab.update({c + "</w>": len(alphabet) + i for i, c in enumerate(alphabet)})
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=max_len, pad_token=pad)
+
+
+def half(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """fp16 copies of the floating-point tensors (as released checkpoints store them: half the disk)."""
+    return {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in sd.items()}

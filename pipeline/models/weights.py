@@ -1,4 +1,4 @@
-"""Where each model file is: a registry of weight specs and a locator that searches for them.
+"""Where each model file is: the registry of every family's weight specs and a locator that searches for them.
 
 Every weight a stage can use has a key (``skin_detail``, ``sdxl``, ``flux_transformer``…). The locator
 looks, in order, at the path configured under ``[weights]``, then in each ComfyUI ``models/`` tree
@@ -8,48 +8,31 @@ looks, in order, at the path configured under ``[weights]``, then in each ComfyU
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from ..config import Config
 from ..errors import MissingWeights
-
-Kind = Literal["file", "dir", "any"]
-
-
-@dataclass(frozen=True)
-class WeightSpec:
-    key: str
-    description: str
-    folders: tuple[str, ...]  # ComfyUI models/ subfolders, searched in this order
-    patterns: tuple[str, ...]  # file (or folder) name globs, most specific first
-    kind: Kind = "file"
-    license: str = ""
+from .faces.weights import SPECS as FACES
+from .flux.weights import SPECS as FLUX
+from .sdxl.weights import SPECS as SDXL
+from .specs import Kind, WeightSpec
+from .supir.weights import SPECS as SUPIR
+from .upscale.weights import SPECS as UPSCALE
 
 
-WEIGHTS: dict[str, WeightSpec] = {}
+def _registry(*tables: tuple[WeightSpec, ...]) -> dict[str, WeightSpec]:
+    out: dict[str, WeightSpec] = {}
+    for spec in (s for table in tables for s in table):
+        if spec.key in out:
+            raise ValueError(f"the weights key {spec.key!r} is listed by two families")
+        out[spec.key] = spec
+    return out
 
 
-def register(spec: WeightSpec) -> WeightSpec:
-    WEIGHTS[spec.key] = spec
-    return spec
+# the one registry: every family's table, by key
+WEIGHTS: dict[str, WeightSpec] = _registry(UPSCALE, FACES, SDXL, SUPIR, FLUX)
 
-
-register(
-    WeightSpec(
-        key="skin_detail",
-        description="1x-ITF-SkinDiffDetail-Lite-v1, a 1x ESRGAN (32nf/12nb) skin detail model",
-        folders=("upscale_models", "ESRGAN"),
-        patterns=(
-            "1x-ITF-SkinDiffDetail-Lite-v1.pth",
-            "1x-ITF-SkinDiffDetail-Lite-v1.safetensors",
-            "*SkinDiffDetail*.pth",
-            "*SkinDiffDetail*.safetensors",
-        ),
-        license="CC-BY-NC-SA-4.0 (non-commercial)",
-    )
-)
+__all__ = ["WEIGHTS", "Kind", "WeightLocator", "WeightSpec"]
 
 
 class WeightLocator:

@@ -16,14 +16,16 @@ restoration guidance (ComfyUI-SUPIR forces them off for DPM++); the control-scal
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
+from ..progress import CancelToken, Progress, ProgressFn
+from .model import PairDenoiser
 from .noise import NoiseSource
 from .schedules import cfg_scale, control_scale
-from .tiles import Fuse, LatentTiles, crop
+from .tiles import Fuse, LatentTiles, Window, crop
 
 
 @dataclass(frozen=True)
@@ -37,9 +39,9 @@ class DpmParams:
     linear_control: bool = False
 
 
-def step(model, x: torch.Tensor, old: torch.Tensor | None, prev_sigma: float | None, sigma: float,
+def step(model: PairDenoiser, x: torch.Tensor, old: torch.Tensor | None, prev_sigma: float | None, sigma: float,
          next_sigma: float, xi: torch.Tensor | None, p: DpmParams, scale: float,
-         windows=None) -> tuple[torch.Tensor, torch.Tensor]:
+         windows: Sequence[Window] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One step on a batch of rows; returns (x_next, D) (D is the next step's D_prev)."""
     sig = torch.full((x.shape[0],), sigma, dtype=torch.float32, device=x.device)
     d_u, d_c = model(x, sig, scale, windows)
@@ -61,9 +63,20 @@ def step(model, x: torch.Tensor, old: torch.Tensor | None, prev_sigma: float | N
     return x, denoised
 
 
-def sample(model, x_T: torch.Tensor, sigmas: torch.Tensor, p: DpmParams, *, noise: NoiseSource,
-           tiles: LatentTiles | None = None, tile_batch: int = 1, progress: Callable[..., None] | None = None,
-           cancel: Callable[[], None] | None = None) -> torch.Tensor:
+def sample(
+    model: PairDenoiser,
+    x_T: torch.Tensor,
+    sigmas: torch.Tensor,
+    p: DpmParams,
+    *,
+    # sampling inputs
+    noise: NoiseSource,
+    tiles: LatentTiles | None = None,
+    tile_batch: int = 1,
+    # reporting
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> torch.Tensor:
     """``model(x, sigma, control_scale, windows) -> (D_uncond, D_cond)``; ``sigmas`` descending to 0."""
     x = x_T * torch.sqrt(1.0 + sigmas[0] ** 2.0)
     values = [float(s) for s in sigmas]
@@ -71,7 +84,7 @@ def sample(model, x_T: torch.Tensor, sigmas: torch.Tensor, p: DpmParams, *, nois
     old: torch.Tensor | None = None
     for k, (sigma, next_sigma) in enumerate(zip(values[:-1], values[1:], strict=True)):
         if cancel is not None:
-            cancel()
+            cancel.check()
         prev = values[k - 1] if k > 0 else None
         xi = noise("sde", x.shape) if k > 0 and next_sigma > 0 else None
         scale = control_scale(sigma, p.control_start, p.control_end, p.linear_control)
@@ -81,15 +94,15 @@ def sample(model, x_T: torch.Tensor, sigmas: torch.Tensor, p: DpmParams, *, nois
             fx, fd = Fuse(x, tiles.weights), Fuse(x, tiles.weights)
             for batch in tiles.batches(tile_batch):
                 if cancel is not None:
-                    cancel()
+                    cancel.check()
                 wins = [tiles.windows[j] for j in batch]
                 out, den = step(model, crop(x, wins), None if old is None else crop(old, wins), prev, sigma,
                                 next_sigma, None if xi is None else crop(xi, wins), p, scale, wins)
                 fx.add(out, wins)
                 fd.add(den, wins)
                 if progress is not None:
-                    progress(k, n, tile=batch[-1] + 1, tiles=len(tiles))
+                    progress(Progress("", k, n, batch[-1] + 1, len(tiles)))
             x, old = fx.result(), fd.result()
         if progress is not None:
-            progress(k + 1, n, tile=len(tiles) if tiles else 0, tiles=len(tiles) if tiles else 0)
+            progress(Progress("", k + 1, n, len(tiles) if tiles else 0, len(tiles) if tiles else 0))
     return x

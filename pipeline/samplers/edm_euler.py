@@ -15,16 +15,21 @@ per step, every tile takes a full step on its crop, results fused with Gaussian 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from ..progress import CancelToken, Progress, ProgressFn
+from .model import PairDenoiser
 from .noise import NoiseSource
 from .schedules import SIGMA_MAX, cfg_scale, control_scale
-from .tiles import Fuse, LatentTiles, crop
+from .tiles import Fuse, LatentTiles, Window, crop
 
-Record = Callable[[dict], None]
+# Test-only hook: the parity tests compare every intermediate of every step (and tile) with the
+# reference sampler's recording. Not a progress channel; production code never passes one.
+ParityRecord = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -42,21 +47,21 @@ class EdmParams:
     restore_s_tmin: float = 0.05
 
 
-def step(model, x: torch.Tensor, sigma: float, next_sigma: float, gamma: float, xi: torch.Tensor | None,
-         p: EdmParams, scale: float, x_center: torch.Tensor | None, windows=None,
-         record: Record | None = None) -> torch.Tensor:
+def step(model: PairDenoiser, x: torch.Tensor, sigma: float, next_sigma: float, gamma: float,
+         xi: torch.Tensor | None, p: EdmParams, scale: float, x_center: torch.Tensor | None,
+         windows: Sequence[Window] | None = None, record: ParityRecord | None = None) -> torch.Tensor:
     """One ``sampler_step`` on a batch of rows (whole latent, or tiles cut at ``windows``)."""
     n = x.shape[0]
     x_in = x
     sig = torch.full((n,), sigma, dtype=torch.float32, device=x.device)
     nxt = torch.full((n,), next_sigma, dtype=torch.float32, device=x.device)
     sigma_hat = sig * (gamma + 1.0)
-    if gamma > 0:
+    if gamma > 0 and xi is not None:
         x = x + (xi * p.s_noise) * ((sigma_hat**2 - sig**2) ** 0.5).view(-1, 1, 1, 1)
     d_u, d_c = model(x, sigma_hat, scale, windows)
     denoised = d_u + cfg_scale(sigma_hat, p.cfg_start, p.cfg_end).view(-1, 1, 1, 1) * (d_c - d_u)
     cfg_out = denoised
-    if next_sigma > p.restore_s_tmin and p.restore_cfg > 0:
+    if next_sigma > p.restore_s_tmin and p.restore_cfg > 0 and x_center is not None:
         denoised = denoised - (denoised - x_center) * ((sig.view(-1, 1, 1, 1) / SIGMA_MAX) ** p.restore_cfg)
     d = (x - denoised) / sigma_hat.view(-1, 1, 1, 1)
     out = x + (nxt - sigma_hat).view(-1, 1, 1, 1) * d
@@ -66,12 +71,25 @@ def step(model, x: torch.Tensor, sigma: float, next_sigma: float, gamma: float, 
     return out
 
 
-def sample(model, x_T: torch.Tensor, sigmas: torch.Tensor, p: EdmParams, *, noise: NoiseSource,
-           x_center: torch.Tensor | None = None, tiles: LatentTiles | None = None, tile_batch: int = 1,
-           progress: Callable[..., None] | None = None, cancel: Callable[[], None] | None = None,
-           record: Record | None = None) -> torch.Tensor:
+def sample(
+    model: PairDenoiser,
+    x_T: torch.Tensor,
+    sigmas: torch.Tensor,
+    p: EdmParams,
+    *,
+    # sampling inputs
+    noise: NoiseSource,
+    x_center: torch.Tensor | None = None,
+    tiles: LatentTiles | None = None,
+    tile_batch: int = 1,
+    # reporting
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+    parity_record: ParityRecord | None = None,
+) -> torch.Tensor:
     """Run the sampler from unit-variance ``x_T`` [1, C, h, w] over ``sigmas`` (descending, ending in
     0). ``model(x, sigma_hat, control_scale, windows) -> (D_uncond, D_cond)``."""
+    record = parity_record
     if p.restore_cfg > 0 and x_center is None:
         raise ValueError("restoration guidance needs x_center")
     x = x_T * torch.sqrt(1.0 + sigmas[0] ** 2.0)
@@ -79,7 +97,7 @@ def sample(model, x_T: torch.Tensor, sigmas: torch.Tensor, p: EdmParams, *, nois
     values = [float(s) for s in sigmas]
     for k, (sigma, next_sigma) in enumerate(zip(values[:-1], values[1:], strict=True)):
         if cancel is not None:
-            cancel()
+            cancel.check()
         gamma = min(p.s_churn / n, 2**0.5 - 1) if p.s_tmin <= sigma <= p.s_tmax else 0.0
         xi = noise("churn", x.shape) if gamma > 0 else None
         scale = control_scale(sigma, p.control_start, p.control_end, p.linear_control)
@@ -92,7 +110,7 @@ def sample(model, x_T: torch.Tensor, sigmas: torch.Tensor, p: EdmParams, *, nois
             fuse = Fuse(x, tiles.weights)
             for batch in tiles.batches(tile_batch):
                 if cancel is not None:
-                    cancel()
+                    cancel.check()
                 wins = [tiles.windows[j] for j in batch]
                 rec = None if record is None else (lambda r, k=k, b=batch: record({"step": k, "tile": b, **r}))
                 out = step(model, crop(x, wins), sigma, next_sigma, gamma,
@@ -100,8 +118,8 @@ def sample(model, x_T: torch.Tensor, sigmas: torch.Tensor, p: EdmParams, *, nois
                            None if x_center is None else crop(x_center, wins), wins, rec)
                 fuse.add(out, wins)
                 if progress is not None:
-                    progress(k, n, tile=batch[-1] + 1, tiles=len(tiles))
+                    progress(Progress("", k, n, batch[-1] + 1, len(tiles)))
             x = fuse.result()
         if progress is not None:
-            progress(k + 1, n, tile=len(tiles) if tiles else 0, tiles=len(tiles) if tiles else 0)
+            progress(Progress("", k + 1, n, len(tiles) if tiles else 0, len(tiles) if tiles else 0))
     return x

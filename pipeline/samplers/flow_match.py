@@ -24,6 +24,7 @@ from typing import Literal
 import torch
 
 from ..errors import InvalidParameter
+from ..progress import CancelToken, Progress, ProgressFn
 
 Scheduler = Literal["simple", "normal"]
 TABLE_SIZE = 10000  # ModelSamplingFlux tabulates sigma at t = 1/10000 … 1
@@ -89,8 +90,8 @@ def sample_euler(
     x: torch.Tensor,
     sigmas: torch.Tensor,
     *,
-    progress: Callable[[int, int], None] | None = None,
-    cancel=None,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
 ) -> torch.Tensor:
     """Euler over ``sigmas``; ``model_fn(x, sigma)`` returns the velocity (noise - image direction).
 
@@ -105,5 +106,5 @@ def sample_euler(
         v = model_fn(x, sigma).float()
         x = x + (sigma_next - sigma) * v
         if progress is not None:
-            progress(i + 1, steps)
+            progress(Progress("", i + 1, steps))
     return x

@@ -38,9 +38,12 @@ class ResolvedStage:
 
     @property
     def cost(self) -> float:
-        cost = getattr(self.module, "COST", 1.0)
-        value: Any = cost(self.params) if callable(cost) else cost  # a number or a function of the Params
-        return float(value)
+        cost = getattr(self.module, "COST", 1.0)  # a number, or a function of the stage's Params
+        if callable(cost):
+            cost = cost(self.params)
+        if not isinstance(cost, (int, float)):
+            raise TypeError(f"stage {self.spec.kind}: COST must be a number, not {cost!r}")
+        return float(cost)
 
 
 @dataclass(frozen=True)

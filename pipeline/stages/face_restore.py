@@ -4,9 +4,9 @@ Images from edit models (Qwen Edit, Flux Kontext, Nano Banana) can carry damaged
 a face restorer redraws each face from a learned prior before SUPIR sees it. As in ReActor
 (Gourieff/ComfyUI-ReActor ``restore_face``, built on facexlib's FaceRestoreHelper):
 
-1. detect faces and their 5 landmarks with RetinaFace (``pipeline.models.retinaface``);
+1. detect faces and their 5 landmarks with RetinaFace (``pipeline.models.faces.retinaface``);
 2. align each to the FFHQ 512² template with a similarity transform (``pipeline.faces.align``);
-3. restore the crop with GFPGAN v1.3/v1.4 or CodeFormer via spandrel (``pipeline.models.face_restorers``);
+3. restore the crop with GFPGAN v1.3/v1.4 or CodeFormer via spandrel (``pipeline.models.faces.restorers``);
 4. paste it back through the inverse transform and a feathered mask, blended by ``visibility``.
 
 Off by default in the ``supir-srpo`` preset (``--set face_restore.enabled=true``). Weights: ``gfpgan``
@@ -28,8 +28,8 @@ import numpy as np
 from ..device import parse_dtype
 from ..errors import InvalidParameter
 from ..faces import Face, align, detect_faces, paste_face, warp_face
-from ..models.face_restorers import load_face_restorer
-from ..models.retinaface import load_retinaface
+from ..models.faces.load import load_face_restorer, load_retinaface
+from .context import StageContext
 
 COST = 0.5
 # ReActor's detector names -> Dermis weight names (a TOML key cannot hold "0.25" without quotes)
@@ -71,7 +71,7 @@ def weights(params: Params) -> list[str]:
     return [params.model, detector_weight(params)]
 
 
-def run(rgb: np.ndarray, params: Params, ctx) -> np.ndarray:
+def run(rgb: np.ndarray, params: Params, ctx: StageContext) -> np.ndarray:
     if params.visibility <= 0:
         ctx.log("visibility is 0: faces left as they are")
         ctx.progress(1, 1)
@@ -97,7 +97,7 @@ def run(rgb: np.ndarray, params: Params, ctx) -> np.ndarray:
     done = 0
     for i, face in enumerate(faces, 1):
         ctx.cancel.check()
-        al = align(face.landmarks)
+        al = align(face.landmarks) if face.landmarks is not None else None
         if al is None:
             ctx.log(f"face {i}: its landmarks do not fit the face template, skipped")
             continue
@@ -110,12 +110,12 @@ def run(rgb: np.ndarray, params: Params, ctx) -> np.ndarray:
     return out
 
 
-def find_faces(rgb: np.ndarray, params: Params, ctx) -> list[Face]:
+def find_faces(rgb: np.ndarray, params: Params, ctx: StageContext) -> list[Face]:
     """All faces RetinaFace finds in the stage input (tests replace this with recorded landmarks)."""
     path = Path(ctx.weights[detector_weight(params)])
     net = ctx.models.get(f"retinaface:{path}:{ctx.device}", lambda: load_retinaface(path, ctx.device))
     ctx.cancel.check()
-    return detect_faces(net, rgb, confidence=params.confidence, detect_size=params.detect_size)
+    return detect_faces(rgb, net, confidence=params.confidence, detect_size=params.detect_size)
 
 
 def select_faces(faces: list[Face], params: Params, selection: np.ndarray | None) -> list[Face]:
@@ -125,7 +125,7 @@ def select_faces(faces: list[Face], params: Params, selection: np.ndarray | None
         if f.size < params.min_face:
             continue
         if selection is not None:
-            cx, cy = f.landmarks.mean(axis=0)
+            cx, cy = f.centre
             h, w = selection.shape
             # a face belongs to the selection when its centre (between eyes and mouth) does
             if not (0 <= cx < w and 0 <= cy < h) or selection[int(cy), int(cx)] < 0.5:

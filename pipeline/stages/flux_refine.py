@@ -2,7 +2,7 @@
 
 SRPO (Tencent Hunyuan, arXiv 2509.06942, github.com/Tencent-Hunyuan/SRPO) is a fine-tune of FLUX.1-dev
 that removes its waxy skin. The workflow refines the SUPIR result with it at denoise ~0.3 (stage 2)
-and once more at ~0.45 to bring out pores (stage 3): the same engine, ``pipeline.models.flux_engine``,
+and once more at ~0.45 to bring out pores (stage 3): the same engine, ``pipeline.models.flux.engine``,
 with other parameters. Steps and denoise mean what ComfyUI's KSampler means by them.
 
 Weights (all local; see docs/flux.md): the SRPO (or FLUX.1-dev) transformer, ``ae.safetensors``,
@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 
 from .. import images
 from ..device import generator, parse_dtype
 from ..errors import InvalidParameter, MissingWeights
-from ..models import flux_engine as engine
-from ..models.flux_load import load_transformer, load_vae
-from ..models.flux_text import (
+from ..models.flux import engine
+from ..models.flux.load import load_transformer, load_vae
+from ..models.flux.text import (
     Conditioning,
     TextEncoders,
     encode_prompt,
@@ -33,6 +34,7 @@ from ..models.flux_text import (
     load_tokenizers,
 )
 from ..models.placement import Placement
+from .context import StageContext
 
 DEFAULT_PROMPT = (
     "a high-resolution photograph of a person, natural realistic skin texture with visible pores, fine "
@@ -132,10 +134,10 @@ def part_paths(params: Params, found: dict[str, Path]) -> dict[str, Path]:
     return out
 
 
-def run(rgb: np.ndarray, params: Params, ctx) -> np.ndarray:
+def run(rgb: np.ndarray, params: Params, ctx: StageContext) -> np.ndarray:
     # 1. Size: an optional resample first (stage 3 after another resize, or refine as the upscaler)
-    if params.fit_target and rgb.shape[:2] != tuple(ctx.target_size):
-        rgb = images.resize_rgb(rgb, tuple(ctx.target_size))
+    if params.fit_target and rgb.shape[:2] != ctx.target_size:
+        rgb = images.resize_rgb(rgb, ctx.target_size)
     if params.resample != 1.0:
         h, w = rgb.shape[:2]
         rgb = images.resize_rgb(rgb, (max(16, round(h * params.resample)), max(16, round(w * params.resample))))
@@ -165,8 +167,7 @@ def run(rgb: np.ndarray, params: Params, ctx) -> np.ndarray:
         codec = engine.LatentCodec(vae, placement, ctx.device, tiling=tiling, tile=params.vae_tile)
         velocity = engine.Velocity(transformer, placement, cond, uncond, settings, ctx.device, dtype, ctx.cancel)
         out = engine.refine(images.to_tensor(rgb), codec=codec, velocity=velocity, settings=settings,
-                            generator=generator(ctx.seed), cancel=ctx.cancel,
-                            report=lambda done, total, msg: ctx.progress(done, total, message=msg))
+                            generator=generator(ctx.seed), cancel=ctx.cancel, report=ctx.report)
     finally:
         placement.release()
     return images.from_tensor(out)
@@ -178,8 +179,8 @@ def _settings(p: Params) -> engine.RefineSettings:
     return engine.RefineSettings(**{**values, "mu": p.shift_mu, "rows": p.rows or None, "cols": p.cols or None})
 
 
-def _conditioning(prompt: str, params: Params, paths: dict[str, Path], dtype, placement: Placement,
-                  ctx) -> Conditioning:
+def _conditioning(prompt: str, params: Params, paths: dict[str, Path], dtype: torch.dtype, placement: Placement,
+                  ctx: StageContext) -> Conditioning:
     sources = "|".join(str(paths[p]) for p in ("clip_l", "t5", "clip_tokenizer", "t5_tokenizer"))
     digest = hashlib.sha256(f"{sources}|{dtype}|{params.max_sequence_length}|{prompt}".encode()).hexdigest()
 
@@ -192,7 +193,7 @@ def _conditioning(prompt: str, params: Params, paths: dict[str, Path], dtype, pl
     return ctx.models.get(f"flux.cond:{digest[:32]}", encode)
 
 
-def _load_text(paths: dict[str, Path], dtype) -> TextEncoders:
+def _load_text(paths: dict[str, Path], dtype: torch.dtype) -> TextEncoders:
     clip_tok, t5_tok = load_tokenizers(paths["clip_tokenizer"], paths["t5_tokenizer"])
     return TextEncoders(clip=load_clip(paths["clip_l"], dtype), t5=load_t5(paths["t5"], dtype),
                         clip_tokenizer=clip_tok, t5_tokenizer=t5_tok)

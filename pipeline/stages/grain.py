@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import InvalidParameter
 from ..skin import skin_mask
+from .context import StageContext
 
 COST = 0.3
 
@@ -51,7 +52,7 @@ def grain_field(shape: tuple[int, int], params: Params, seed: int) -> np.ndarray
     return (g / (g.std() + 1e-8)).astype(np.float32)
 
 
-def run(rgb: np.ndarray, params: Params, ctx) -> np.ndarray:
+def run(rgb: np.ndarray, params: Params, ctx: StageContext) -> np.ndarray:
     ctx.cancel.check()
     if params.strength == 0:
         ctx.progress(1, 1)

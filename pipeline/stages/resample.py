@@ -11,6 +11,7 @@ from typing import Literal
 import numpy as np
 
 from .. import images
+from .context import StageContext
 
 COST = 0.5
 
@@ -20,7 +21,7 @@ class Params:
     filter: Literal["lanczos", "bicubic"] = "lanczos"
 
 
-def run(rgb: np.ndarray, params: Params, ctx) -> np.ndarray:
+def run(rgb: np.ndarray, params: Params, ctx: StageContext) -> np.ndarray:
     th, tw = ctx.target_size
     ctx.cancel.check()
     if params.filter == "lanczos":

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import InvalidParameter
 from ..skin import skin_mask
+from .context import StageContext
 
 COST = 0.5
 
@@ -51,7 +52,7 @@ def texture_field(shape: tuple[int, int], params: Params, seed: int) -> np.ndarr
     return (tex / (tex.std() + 1e-8)).astype(np.float32)
 
 
-def run(rgb: np.ndarray, params: Params, ctx) -> np.ndarray:
+def run(rgb: np.ndarray, params: Params, ctx: StageContext) -> np.ndarray:
     ctx.cancel.check()
     mask = skin_mask(rgb, face_only=params.face_only)
     if ctx.mask is not None:

@@ -14,6 +14,7 @@ tiles (1024 px, stride 64) when the image is larger; the VAE runs in tiles too.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -24,12 +25,13 @@ from ..device import parse_dtype
 from ..errors import InvalidParameter, OutOfMemory
 from ..models.placement import Placement, choose_mode
 from ..models.sdxl import text
-from ..models.supir import weights as _weights  # noqa: F401  (registers sdxl / supir_v0q / supir_v0f)
 from ..models.supir.denoiser import TextCond
 from ..models.supir.pipeline import Settings, SupirModels, load_models, restore, size_vector
+from ..progress import Progress
 from ..samplers.dpmpp_2m_sde import DpmParams
 from ..samplers.edm_euler import EdmParams
 from ..samplers.noise import SeededNoise
+from .context import StageContext
 
 COST = 10.0  # the heaviest stage of the recipe
 
@@ -101,7 +103,7 @@ def working_size(target: tuple[int, int], min_size: int, multiple: int) -> tuple
             max(multiple, int(np.round(w * f / multiple)) * multiple))
 
 
-def run(rgb: np.ndarray, params: Params, ctx) -> np.ndarray:
+def run(rgb: np.ndarray, params: Params, ctx: StageContext) -> np.ndarray:
     # 1. Sizes and precision
     target = ctx.target_size
     work = working_size(target, params.min_size, params.size_multiple)
@@ -114,7 +116,8 @@ def run(rgb: np.ndarray, params: Params, ctx) -> np.ndarray:
     models: SupirModels = ctx.models.get(
         f"supir:{sdxl_path}:{supir_path}:{dtype}:{vae_dtype}:{params.memory}",
         lambda: load_models(sdxl_path, supir_path, dtype, vae_dtype))
-    mode = choose_mode(params.memory, ctx.device, **_needs(models))
+    needs = _needs(models)
+    mode = choose_mode(params.memory, ctx.device, resident=needs["resident"], offload=needs["offload"])
     # off CUDA every mode is the same placement: SUPIR skips the offload moves and hooks there
     place = models.placement(mode if ctx.device.type == "cuda" else "resident", ctx.device)
     tile_batch = params.tile_batch or (4 if ctx.device.type == "cuda" and mode == "resident" else 1)
@@ -127,16 +130,14 @@ def run(rgb: np.ndarray, params: Params, ctx) -> np.ndarray:
     # 4. Restore: first stage, tiled sampling, decode, colour fix
     lq = images.to_tensor(images.resize_rgb(rgb, work) if rgb.shape[:2] != work else rgb) * 2 - 1
     settings = _settings(params, tile_batch)
-    done = [0]
 
-    def progress(step: int, steps: int, tile: int = 0, tiles: int = 0) -> None:
-        done[0] = max(done[0], step)
-        ctx.progress(step, steps, tile=tile, tiles=tiles, message=f"SUPIR step {step}/{steps}"
-                     + (f", tile {tile}/{tiles}" if tiles else ""))
+    def progress(p: Progress) -> None:
+        tile = f", tile {p.tile}/{p.tiles}" if p.tiles else ""
+        ctx.report(p._replace(message=f"SUPIR step {p.step}/{p.steps}{tile}"))
 
     try:
         out = restore(models, lq, cond, uncond, settings, SeededNoise(ctx.seed, ctx.device), place=place,
-                      progress=progress, cancel=ctx.cancel.check)
+                      progress=progress, cancel=ctx.cancel)
     except torch.OutOfMemoryError:
         raise OutOfMemory("SUPIR ran out of device memory; try --set supir.memory=offload (or sequential), "
                           "a smaller supir.tile_batch or supir.vae_tile=512.") from None
@@ -155,7 +156,7 @@ def _needs(m: SupirModels) -> dict[str, float]:
     return {"resident": need + (6 << 30), "offload": need * 0.8 + (3 << 30)}
 
 
-def _conditioning(m: SupirModels, src, params: Params, place: Placement) -> tuple[TextCond, TextCond]:
+def _conditioning(m: SupirModels, src: Path, params: Params, place: Placement) -> tuple[TextCond, TextCond]:
     if m.te1 is None or m.te2 is None:
         from ..errors import WrongWeights
 

@@ -9,7 +9,7 @@ target afterwards.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -19,6 +19,10 @@ from ..device import parse_dtype
 from ..errors import InvalidParameter, OutOfMemory
 from ..models.spandrel_loader import load_image_model
 from ..tiling import Assembler, crop_tiles, plan_tiles
+from .context import StageContext
+
+if TYPE_CHECKING:
+    from spandrel import ImageModelDescriptor
 
 COST = 1.0
 MIN_TILE = 128
@@ -46,7 +50,7 @@ def weights(params: Params) -> list[str]:
     return [params.model]
 
 
-def run(rgb: np.ndarray, params: Params, ctx) -> np.ndarray:
+def run(rgb: np.ndarray, params: Params, ctx: StageContext) -> np.ndarray:
     path = ctx.weights[params.model]
     dtype = parse_dtype(params.precision, ctx.dtype)
     key = f"spandrel:{path}:{ctx.device}:{dtype}"
@@ -73,7 +77,7 @@ def run(rgb: np.ndarray, params: Params, ctx) -> np.ndarray:
     return out
 
 
-def _tiled(desc, rgb: np.ndarray, tile: int, params: Params, ctx) -> np.ndarray:
+def _tiled(desc: ImageModelDescriptor, rgb: np.ndarray, tile: int, params: Params, ctx: StageContext) -> np.ndarray:
     h, w = rgb.shape[:2]
     scale = desc.scale
     plan = plan_tiles(h, w, tile=tile, overlap=min(params.overlap, tile // 4), multiple=1)

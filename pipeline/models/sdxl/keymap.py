@@ -11,16 +11,24 @@ explicit rule per module kind instead of string surgery over a whole file.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
 
 import torch
+from torch import nn
 
+from ..tensor_files import TensorSource, check_tensors, stream_into
 from .arch import ArchError, UNetArch
+
+M = TypeVar("M", bound=nn.Module)
 
 # Transform kinds: "" = as is; "conv1x1" = module [o, i] <- file [o, i, 1, 1];
 # "T" = transposed; "chunk0"/"chunk1"/"chunk2" = third of the file tensor along dim 0.
 Transform = str
+Op = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -206,3 +214,53 @@ def clip_g_file_key(key: str) -> tuple[str, Transform]:
 def clip_g_keymap(module_keys: Iterable[str]) -> KeyMap:
     ignore = {CLIP_G_PREFIX + "model.logit_scale", CLIP_G_PREFIX + "model.attn_mask"}
     return KeyMap(CLIP_G_PREFIX, {k: clip_g_file_key(k) for k in module_keys}, frozenset(ignore))
+
+
+# ---- Checking and loading through a key map ------------------------------------------------------
+
+
+def file_shape(shape: tuple[int, ...], transform: str) -> tuple[int, ...]:
+    """The shape a module tensor has in the original file."""
+    if transform == "conv1x1":
+        return (*shape, 1, 1)
+    if transform == "T":
+        return tuple(reversed(shape))
+    if transform.startswith("chunk"):
+        return (3 * shape[0], *shape[1:])
+    return shape
+
+
+def verify(
+    path: str | Path,
+    shapes: Mapping[str, tuple[int, ...]],
+    parts: Sequence[tuple[KeyMap, nn.Module]],
+    what: str,
+    *,
+    whole_file: bool = False,
+    ignore: Iterable[str] = (),
+) -> None:
+    """Every key each map expects is in ``shapes`` with the right shape; with ``whole_file`` every
+    key of the file is used by some map (or ignored). Raises WrongWeights listing all problems."""
+    expected: dict[str, tuple[int, ...]] = {}
+    ignored = set(ignore)
+    for km, module in parts:
+        state = module.state_dict()
+        ignored |= km.ignore
+        for mk, (fk, tr) in km.entries.items():
+            expected[km.prefix + fk] = file_shape(tuple(state[mk].shape), tr)
+    prefixes = tuple(km.prefix for km, _ in parts)
+    present = {k: s for k, s in shapes.items() if whole_file or k.startswith(prefixes)}
+    check_tensors(path, present, expected, f"is not a complete {what} checkpoint", ignore=ignored)
+
+
+def keymap_plan(km: KeyMap, module_shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[str, Op]]:
+    """The key map as a ``tensor_files`` plan: module key -> (file key, op giving the module's tensor)."""
+    return {mk: (km.prefix + fk, partial(from_file, transform=tr, shape=tuple(module_shapes[mk])))
+            for mk, (fk, tr) in km.entries.items()}
+
+
+def assign(module: M, ckpt: TensorSource, km: KeyMap, dtype: torch.dtype, what: str) -> M:
+    """Stream the (already verified) tensors into the meta-built ``module``, cast to ``dtype``."""
+    shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    stream_into(module, ckpt, keymap_plan(km, shapes), dtype=dtype, what=what)
+    return module

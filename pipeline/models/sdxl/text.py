@@ -23,26 +23,19 @@ import gzip
 import importlib.util
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ...errors import MissingWeights
-from ..weights import WeightLocator, WeightSpec, register
+from ..weights import WeightLocator
+from .weights import BPE_NAME
+from .weights import TOKENIZER as TOKENIZER_SPEC
+
+if TYPE_CHECKING:
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 MAX_TOKENS = 77
-BPE_NAME = "bpe_simple_vocab_16e6.txt.gz"
-
-TOKENIZER_SPEC = register(
-    WeightSpec(
-        key="sdxl_tokenizer",
-        description="the CLIP BPE vocabulary of SDXL's text encoders (vocab.json + merges.txt, or "
-                    f"{BPE_NAME})",
-        folders=("../comfy", "diffusers"),
-        patterns=("sd1_tokenizer", "*/tokenizer", BPE_NAME),
-        kind="any",
-        license="MIT (OpenAI CLIP vocabulary)",
-    )
-)
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -69,12 +62,14 @@ def _bpe_vocab(path: str) -> tuple[dict[str, int], list[tuple[str, ...]]]:
     return {v: i for i, v in enumerate(vocab)}, [tuple(m.split()) for m in merges]
 
 
-def _from_source(src: Path, sub: str, pad: str):
+def _from_source(src: Path, sub: str, pad: str) -> CLIPTokenizer:
     from transformers import CLIPTokenizer
 
     if src.is_file():  # bpe_simple_vocab_16e6.txt.gz
         vocab, merges = _bpe_vocab(str(src))
-        return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=MAX_TOKENS, pad_token=pad)
+        # the tokenizers library wants merge pairs as tuples; transformers' annotation says strings
+        return CLIPTokenizer(vocab=vocab, merges=merges,  # pyright: ignore[reportArgumentType]
+                             model_max_length=MAX_TOKENS, pad_token=pad)
     folder = src / sub if (src / sub).is_dir() else src
     tok = CLIPTokenizer.from_pretrained(str(folder), local_files_only=True, model_max_length=MAX_TOKENS)
     if tok.pad_token != pad:
@@ -108,20 +103,21 @@ def tokenizer_source(locator: WeightLocator, sdxl_path: Path | None = None) -> P
     )
 
 
-def load_tokenizers(src: Path):
+def load_tokenizers(src: Path) -> tuple[CLIPTokenizer, CLIPTokenizer]:
     """(CLIP-L tokenizer, bigG tokenizer) from a source found by ``tokenizer_source``."""
     return _from_source(src, "tokenizer", "<|endoftext|>"), _from_source(src, "tokenizer_2", "!")
 
 
 @torch.no_grad()
-def encode(te1, te2, tok1, tok2, prompts: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def encode(te1: CLIPTextModel, te2: CLIPTextModelWithProjection, tok1: CLIPTokenizer, tok2: CLIPTokenizer,
+           prompts: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(context [B, 77, w1 + w2], pooled [B, projection]) in float32."""
-    states, pooled = [], None
-    for tok, te in ((tok1, te1), (tok2, te2)):
+
+    def run(tok: CLIPTokenizer, te: CLIPTextModel | CLIPTextModelWithProjection) -> Any:
         ids = tok(prompts, padding="max_length", max_length=MAX_TOKENS, truncation=True,
                   return_tensors="pt").input_ids.to(device)
-        out = te(ids, output_hidden_states=True)
-        states.append(out.hidden_states[-2].float())
-        if te is te2:
-            pooled = out.text_embeds.float()
-    return torch.cat(states, dim=-1), pooled
+        return te(ids, output_hidden_states=True)
+
+    out1, out2 = run(tok1, te1), run(tok2, te2)
+    context = torch.cat([out1.hidden_states[-2].float(), out2.hidden_states[-2].float()], dim=-1)
+    return context, out2.text_embeds.float()

@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...progress import CancelToken
 from ...tiling import Assembler, crop_tiles, plan_tiles
+
+if TYPE_CHECKING:
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
 
 @contextlib.contextmanager
@@ -46,7 +51,8 @@ def _shared_groupnorm(module: nn.Module, mode: str, stats: list) -> Iterator[Non
         return forward
 
     for gn in norms:
-        gn.forward = make(gn)  # instance attribute shadows the class method
+        # an instance attribute shadows GroupNorm.forward for the block (torch types forward as a method)
+        gn.forward = make(gn)  # pyright: ignore[reportAttributeAccessIssue]
     try:
         yield
     finally:
@@ -65,7 +71,7 @@ def _downscaled(x: torch.Tensor, size: int) -> torch.Tensor:
 
 def run_tiled(net: Callable[[torch.Tensor], torch.Tensor], norms: nn.Module, x: torch.Tensor, *, tile: int,
               overlap: int, scale: float, out_channels: int, stats_size: int,
-              cancel: Callable[[], None] | None = None) -> torch.Tensor:
+              cancel: CancelToken | None = None) -> torch.Tensor:
     """Apply ``net`` (whose GroupNorms live in ``norms``) to ``x`` [1, C, H, W] tile by tile.
 
     ``scale`` is the output/input size ratio (8 for a decoder, 1/8 for an encoder); ``tile`` and
@@ -83,35 +89,40 @@ def run_tiled(net: Callable[[torch.Tensor], torch.Tensor], norms: nn.Module, x: 
     tiles = crop_tiles(x, plan)
     for i in range(len(plan)):
         if cancel is not None:
-            cancel()
+            cancel.check()
         with _shared_groupnorm(norms, "apply", stats):
             asm.add(i, net(tiles[i : i + 1]).float())
     return asm.result()
 
 
-def encode_moments(vae, encoder: nn.Module, x: torch.Tensor, *, tile: int = 1024, overlap: int = 128,
-                   cancel: Callable[[], None] | None = None) -> torch.Tensor:
+def encode_moments(vae: AutoencoderKL, encoder: nn.Module, x: torch.Tensor, *, tile: int = 1024, overlap: int = 128,
+                   cancel: CancelToken | None = None) -> torch.Tensor:
     """quant_conv(encoder(x)) for an image in [-1, 1]; ``encoder`` is SDXL's or SUPIR's denoise encoder."""
     dtype = next(encoder.parameters()).dtype
     x = x.to(dtype)
 
+    quant_conv = vae.quant_conv  # SDXL's VAE has one; diffusers skips it when a config leaves it out
+
     def net(t: torch.Tensor) -> torch.Tensor:
-        return vae.quant_conv(encoder(t))
+        h = encoder(t)
+        return quant_conv(h) if quant_conv is not None else h
 
     out = run_tiled(net, encoder, x, tile=tile, overlap=overlap, scale=1 / 8,
-                    out_channels=2 * vae.config.latent_channels, stats_size=512, cancel=cancel)
+                    out_channels=2 * vae.config["latent_channels"], stats_size=512, cancel=cancel)
     return out.float()
 
 
-def decode(vae, z: torch.Tensor, *, tile: int = 128, overlap: int = 16,
-           cancel: Callable[[], None] | None = None) -> torch.Tensor:
+def decode(vae: AutoencoderKL, z: torch.Tensor, *, tile: int = 128, overlap: int = 16,
+           cancel: CancelToken | None = None) -> torch.Tensor:
     """decoder(post_quant_conv(z)) for an unscaled latent; ``tile``/``overlap`` in latent pixels."""
     dtype = next(vae.decoder.parameters()).dtype
     z = z.to(dtype)
 
+    post_quant_conv = vae.post_quant_conv
+
     def net(t: torch.Tensor) -> torch.Tensor:
-        return vae.decoder(vae.post_quant_conv(t))
+        return vae.decoder(post_quant_conv(t) if post_quant_conv is not None else t)
 
     out = run_tiled(net, vae.decoder, z, tile=tile, overlap=overlap, scale=8,
-                    out_channels=vae.config.in_channels, stats_size=64, cancel=cancel)
+                    out_channels=vae.config["in_channels"], stats_size=64, cancel=cancel)
     return out.float()

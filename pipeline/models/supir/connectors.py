@@ -46,11 +46,11 @@ class ZeroSFT(nn.Module):
     def forward(self, c: torch.Tensor, h: torch.Tensor, h_ori: torch.Tensor | None = None,
                 scale: float = 1.0) -> torch.Tensor:
         """``c`` control feature, ``h`` skip (or the mid-block output), ``h_ori`` decoder state."""
-        concat = h_ori is not None and self.pre_concat
-        h_raw = torch.cat([h_ori, h], dim=1) if concat else h
+        before = h_ori if self.pre_concat else None  # [decoder, skip]: the order SDXL's up blocks concatenate
+        h_raw = torch.cat([before, h], dim=1) if before is not None else h
         h = h + self.zero_conv(c)
-        if concat:
-            h = torch.cat([h_ori, h], dim=1)  # [decoder, skip]: the order SDXL's up blocks concatenate
+        if before is not None:
+            h = torch.cat([before, h], dim=1)
         actv = self.mlp_shared(c)
         gamma, beta = self.zero_mul(actv), self.zero_add(actv)
         h = self.param_free_norm(h) * (gamma + 1) + beta

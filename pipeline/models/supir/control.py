@@ -14,16 +14,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..meta import built
 from .unet import embedding, encoder_half
 
 
 class ControlEncoder(nn.Module):
     def __init__(self, unet_config: dict[str, Any]) -> None:
         super().__init__()
-        from diffusers import UNet2DConditionModel
+        from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
         # Borrow the exact SDXL encoder-half modules; the donor's up path is dropped with it.
-        donor = UNet2DConditionModel.from_config(unet_config)
+        donor = built(UNet2DConditionModel.from_config(unet_config), UNet2DConditionModel)
         self.conv_in = donor.conv_in
         self.time_proj = donor.time_proj
         self.time_embedding = donor.time_embedding

@@ -12,10 +12,9 @@ from dataclasses import dataclass
 import torch
 
 from ...samplers.schedules import quantize
+from ...samplers.tiles import Window
 from .control import ControlEncoder
 from .unet import SupirUNet
-
-Window = tuple[int, int, int, int]  # latent rows hi:hi_end, cols wi:wi_end
 
 
 @dataclass

@@ -11,7 +11,6 @@ tests drive the same function with recorded noise.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,15 +19,18 @@ import torch
 from torch import nn
 
 from ...colorfix import ColorFix, color_fix
+from ...progress import CancelToken, ProgressFn
 from ...samplers import dpmpp_2m_sde, edm_euler
+from ...samplers.edm_euler import ParityRecord
 from ...samplers.noise import NoiseSource
 from ...samplers.schedules import ddpm_sigma_table, legacy_sigmas, lightning_sigmas
 from ...samplers.tiles import LatentTiles
 from ..placement import Placement
 from ..sdxl import vae_tiled
-from ..sdxl.loader import SdxlModel, load_sdxl
+from ..sdxl.load import SdxlModel, load_sdxl
+from .control import ControlEncoder
 from .denoiser import CfgDenoiser, TextCond
-from .loader import load_supir
+from .load import load_supir
 from .unet import SupirUNet, vector_cond
 
 SCALE_FACTOR = 0.13025
@@ -38,7 +40,7 @@ SIZE_IDS = (1024, 1024, 0, 0, 1024, 1024)  # SUPIR hard-codes SDXL's size condit
 @dataclass
 class SupirModels:
     unet: SupirUNet  # SDXL UNet + connectors
-    control: nn.Module
+    control: ControlEncoder
     vae: Any  # SDXL AutoencoderKL
     denoise_encoder: nn.Module
     te1: Any | None
@@ -106,16 +108,17 @@ class Restored:
     decoded: torch.Tensor | None = None  # before the colour fix
 
 
-def encode_lq(m: SupirModels, x: torch.Tensor, s: Settings, cancel=None) -> torch.Tensor:
+def encode_lq(m: SupirModels, x: torch.Tensor, s: Settings, cancel: CancelToken | None = None) -> torch.Tensor:
     moments = vae_tiled.encode_moments(m.vae, m.denoise_encoder, x, tile=s.vae_tile, cancel=cancel)
     return SCALE_FACTOR * moments.chunk(2, dim=1)[0]  # posterior mode
 
 
-def decode(m: SupirModels, z: torch.Tensor, s: Settings, cancel=None) -> torch.Tensor:
+def decode(m: SupirModels, z: torch.Tensor, s: Settings, cancel: CancelToken | None = None) -> torch.Tensor:
     return vae_tiled.decode(m.vae, z / SCALE_FACTOR, tile=s.vae_decode_tile if s.vae_tile else 0, cancel=cancel)
 
 
-def encode_sample(m: SupirModels, x: torch.Tensor, s: Settings, noise: NoiseSource, cancel=None) -> torch.Tensor:
+def encode_sample(m: SupirModels, x: torch.Tensor, s: Settings, noise: NoiseSource,
+                  cancel: CancelToken | None = None) -> torch.Tensor:
     """SDXL encoder posterior *sample* (SGM's AutoencoderKLInferenceWrapper.encode)."""
     moments = vae_tiled.encode_moments(m.vae, m.vae.encoder, x, tile=s.vae_tile, cancel=cancel)
     mean, logvar = moments.chunk(2, dim=1)
@@ -125,9 +128,8 @@ def encode_sample(m: SupirModels, x: torch.Tensor, s: Settings, noise: NoiseSour
 
 @torch.inference_mode()
 def restore(m: SupirModels, lq: torch.Tensor, cond: TextCond, uncond: TextCond, s: Settings,
-            noise: NoiseSource, *, place: Placement | None = None,
-            progress: Callable[..., None] | None = None, cancel: Callable[[], None] | None = None,
-            record: Callable[[dict], None] | None = None) -> Restored:
+            noise: NoiseSource, *, place: Placement | None = None, progress: ProgressFn | None = None,
+            cancel: CancelToken | None = None, parity_record: ParityRecord | None = None) -> Restored:
     """``lq`` [1, 3, H, W] in [-1, 1] at the working size (H, W multiples of 32) -> restored image."""
     place = place or m.placement("resident", lq.device)
     dev = place.device
@@ -147,7 +149,7 @@ def restore(m: SupirModels, lq: torch.Tensor, cond: TextCond, uncond: TextCond, 
         if s.sampler == "edm":
             latent = edm_euler.sample(model, x_t, legacy_sigmas(s.steps, m.table), s.edm, noise=noise,
                                       x_center=z_stage1, tiles=tiles, tile_batch=s.tile_batch,
-                                      progress=progress, cancel=cancel, record=record)
+                                      progress=progress, cancel=cancel, parity_record=parity_record)
         else:
             latent = dpmpp_2m_sde.sample(model, x_t, lightning_sigmas(s.steps, m.table), s.dpm, noise=noise,
                                          tiles=tiles, tile_batch=s.tile_batch, progress=progress, cancel=cancel)

@@ -1,15 +1,8 @@
-"""Tiny random SDXL + SUPIR files in the real on-disk layouts, laid out like a ComfyUI models folder:
+"""Tiny random SUPIR files in the real on-disk layouts, on top of the tiny SDXL ones
+(``pipeline.models.sdxl.tiny``), laid out like a ComfyUI models folder:
 
-- ``checkpoints/sd_xl_base_1.0_tiny-random.safetensors``: SGM single file (``model.diffusion_model.*``,
-  ``first_stage_model.*``, ``conditioner.embedders.0.transformer.text_model.*`` = CLIP-L,
-  ``conditioner.embedders.1.model.*`` = OpenCLIP bigG with fused q/k/v), fp16 like the release. The
-  two text encoders have different widths (64 and 128): with equal widths diffusers' single-file
-  converter silently swaps them, and a test could not tell.
-- ``checkpoints/tiny-random-SDXL-Lightning.safetensors``: another one, for the Lightning preset.
 - ``checkpoints/SUPIR-v0Q_tiny-random.ckpt``: pickled fp32 dict like SUPIR-v0Q.ckpt (with the stray
   ``mask_LQ``); ``checkpoints/SUPIR-v0F_tiny-random_fp16.safetensors`` like Kijai's pruned files.
-- ``diffusers/sdxl-tokenizer-tiny/tokenizer{,_2}/``: a byte-level CLIP tokenizer (514 tokens, no
-  merges), where a diffusers SDXL folder keeps its tokenizers.
 Names never collide with the real files, so the builder cannot overwrite a user's download.
 """
 
@@ -20,53 +13,14 @@ from pathlib import Path
 import torch
 
 from ..sdxl import keymap as K
-from ..sdxl.arch import ClipArch, UNetArch, VaeArch, unet_config
-from ..sdxl.loader import UNET_PREFIX, VAE_PREFIX, build_clip, build_unet, build_vae
+from ..sdxl.arch import unet_config
+from ..sdxl.tiny import UNET, VAE, build_sdxl, perturb_zeros
+from ..tiny import half
 from .connectors import build_connectors
 from .control import ControlEncoder
-from .loader import CONTROL_PREFIX, DENOISE_PREFIX, PM_PREFIX, build_denoise_encoder
+from .load import CONTROL_PREFIX, DENOISE_PREFIX, PM_PREFIX, build_denoise_encoder
 
-TE1 = ClipArch(vocab_size=514, width=64, layers=2, intermediate=128, positions=77)
-TE2 = ClipArch(vocab_size=514, width=128, layers=2, intermediate=256, positions=77, projection_dim=64)
-UNET = UNetArch(in_channels=4, out_channels=4, widths=(32, 64, 64), layers=2, attention=(False, True, True),
-                depth=(1, 1, 1), context_dim=TE1.width + TE2.width, adm_in_channels=TE2.projection_dim + 6 * 8,
-                head_dim=64, add_time_dim=8)
-VAE = VaeArch(widths=(32, 32, 64, 64), layers=1, latent_channels=4)
 NHIDDEN = 32
-
-
-def clip_tokenizer(pad: str):
-    """deps.md 2.1: byte-level alphabet, no merges, one token per character; <eos> is the last id."""
-    from tokenizers.pre_tokenizers import ByteLevel
-    from transformers import CLIPTokenizer
-
-    alphabet = sorted(ByteLevel.alphabet())
-    vocab = {c: i for i, c in enumerate(alphabet)}
-    vocab.update({c + "</w>": len(alphabet) + i for i, c in enumerate(alphabet)})
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77, pad_token=pad)
-
-
-def _perturb_zeros(module: torch.nn.Module) -> None:
-    """Zero-initialised layers get small random values so every path contributes (as the fixtures do)."""
-    with torch.no_grad():
-        for p in module.parameters():
-            if not p.any():
-                p.normal_(0, 0.02)
-
-
-def sdxl_state(seed: int) -> dict[str, torch.Tensor]:
-    torch.manual_seed(seed)
-    unet, vae = build_unet(UNET), build_vae(VAE)
-    te1, te2 = build_clip(TE1, "l"), build_clip(TE2, "g")
-    _perturb_zeros(unet)
-    out = K.to_file(unet.state_dict(), K.unet_keymap(unet.state_dict().keys(), UNET, UNET_PREFIX))
-    out |= K.to_file(vae.state_dict(), K.vae_keymap(vae.state_dict().keys(), len(VAE.widths), VAE_PREFIX))
-    out |= K.to_file(te1.state_dict(), K.clip_l_keymap(te1.state_dict().keys()))
-    out |= K.to_file(te2.state_dict(), K.clip_g_keymap(te2.state_dict().keys()))
-    out[K.CLIP_G_PREFIX + "model.logit_scale"] = torch.tensor(4.6052)  # in every real SDXL file, unused
-    return out
 
 
 def supir_state(seed: int) -> dict[str, torch.Tensor]:
@@ -75,7 +29,7 @@ def supir_state(seed: int) -> dict[str, torch.Tensor]:
     connectors = build_connectors(UNET, NHIDDEN)
     denoise = build_denoise_encoder(VAE)
     for m in (control, connectors):
-        _perturb_zeros(m)
+        perturb_zeros(m)
     out = K.to_file(control.state_dict(), K.unet_keymap(control.state_dict().keys(), UNET, CONTROL_PREFIX))
     out |= K.to_file(connectors.state_dict(), K.KeyMap(PM_PREFIX, {k: (k, "") for k in connectors.state_dict()}))
     out |= K.to_file(denoise.state_dict(), K.encoder_keymap(denoise.state_dict().keys(), len(VAE.widths),
@@ -84,27 +38,15 @@ def supir_state(seed: int) -> dict[str, torch.Tensor]:
     return out
 
 
+
 def build_supir(root: Path) -> dict[str, Path]:
+    """The tiny SDXL checkpoints and tokenizer (SUPIR needs them), then both SUPIR files."""
     from safetensors.torch import save_file
 
+    paths = build_sdxl(root)
     ckpts = root / "checkpoints"
-    ckpts.mkdir(parents=True, exist_ok=True)
-
-    def half(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in sd.items()}
-
-    paths = {
-        "sdxl": ckpts / "sd_xl_base_1.0_tiny-random.safetensors",
-        "sdxl_lightning": ckpts / "tiny-random-SDXL-Lightning.safetensors",
-        "supir_v0q": ckpts / "SUPIR-v0Q_tiny-random.ckpt",
-        "supir_v0f": ckpts / "SUPIR-v0F_tiny-random_fp16.safetensors",
-    }
-    save_file(half(sdxl_state(10)), str(paths["sdxl"]))
-    save_file(half(sdxl_state(11)), str(paths["sdxl_lightning"]))
+    paths["supir_v0q"] = ckpts / "SUPIR-v0Q_tiny-random.ckpt"
+    paths["supir_v0f"] = ckpts / "SUPIR-v0F_tiny-random_fp16.safetensors"
     torch.save(supir_state(12), paths["supir_v0q"])
     save_file(half(supir_state(13)), str(paths["supir_v0f"]))
-    tok = root / "diffusers" / "sdxl-tokenizer-tiny"
-    clip_tokenizer("<|endoftext|>").save_pretrained(str(tok / "tokenizer"))
-    clip_tokenizer("!").save_pretrained(str(tok / "tokenizer_2"))
-    paths["sdxl_tokenizer"] = tok
     return paths

@@ -10,16 +10,24 @@ Reference: Fanghua-Yu/SUPIR ``LightGLVUNet.forward``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from .connectors import ZeroCrossAttn, ZeroSFT
 
+if TYPE_CHECKING:
+    from diffusers.models.unets.unet_2d_blocks import CrossAttnUpBlock2D, UpBlock2D
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+
+    from .control import ControlEncoder
+
 
 class SupirUNet(nn.Module):
-    def __init__(self, unet: nn.Module, connectors: nn.ModuleList) -> None:
+    def __init__(self, unet: UNet2DConditionModel, connectors: nn.ModuleList) -> None:
         super().__init__()
-        self.unet = unet  # diffusers UNet2DConditionModel (SDXL weights)
+        self.unet = unet  # SDXL weights
         self.connectors = connectors  # project_modules, checkpoint order
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, y: torch.Tensor,
@@ -40,12 +48,14 @@ class SupirUNet(nn.Module):
             h = self._plain_decoder(h, emb, context, skips, forward_size)
         else:
             h = self._controlled_decoder(h, emb, context, skips, control, scale, forward_size)
-        # 4. output head
-        h = u.conv_act(u.conv_norm_out(h))
+        # 4. output head (as diffusers: SDXL always has the norm, the config can leave it out)
+        if u.conv_norm_out is not None and u.conv_act is not None:
+            h = u.conv_act(u.conv_norm_out(h))
         return u.conv_out(h)
 
-    def _plain_decoder(self, h, emb, context, skips, forward_size):
-        for i, block in enumerate(self.unet.up_blocks):
+    def _plain_decoder(self, h: torch.Tensor, emb: torch.Tensor, context: torch.Tensor,
+                       skips: list[torch.Tensor], forward_size: bool) -> torch.Tensor:
+        for i, block in enumerate(up_blocks(self.unet)):
             n = len(block.resnets)
             res, skips = tuple(skips[-n:]), skips[:-n]
             size = skips[-1].shape[2:] if forward_size and i < len(self.unet.up_blocks) - 1 else None
@@ -56,11 +66,13 @@ class SupirUNet(nn.Module):
                 h = block(hidden_states=h, res_hidden_states_tuple=res, temb=emb, upsample_size=size)
         return h
 
-    def _controlled_decoder(self, h, emb, context, skips, control, scale, forward_size):
+    def _controlled_decoder(self, h: torch.Tensor, emb: torch.Tensor, context: torch.Tensor,
+                            skips: list[torch.Tensor], control: list[torch.Tensor], scale: float,
+                            forward_size: bool) -> torch.Tensor:
         pm, ci = len(self.connectors) - 1, len(control) - 1
         h = self._sft(pm, control[ci], h, None, scale)  # after the mid block
         pm, ci = pm - 1, ci - 1
-        blocks = self.unet.up_blocks
+        blocks = up_blocks(self.unet)
         for b, block in enumerate(blocks):
             attentions = getattr(block, "attentions", None)
             for i, resnet in enumerate(block.resnets):
@@ -81,20 +93,34 @@ class SupirUNet(nn.Module):
                 ci -= 1
         return h
 
-    def _sft(self, index: int, c, skip, h, scale):
+    def _sft(self, index: int, c: torch.Tensor, skip: torch.Tensor, h: torch.Tensor | None,
+             scale: float) -> torch.Tensor:
         mod = self.connectors[index]
         if not isinstance(mod, ZeroSFT):
             raise RuntimeError(f"connector {index} should be a ZeroSFT")
         return mod(c, skip, h, scale)
 
 
-def embedding(m: nn.Module, t: torch.Tensor, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def up_blocks(unet: UNet2DConditionModel) -> list[CrossAttnUpBlock2D | UpBlock2D]:
+    """The UNet's decoder blocks, checked to be SDXL's two kinds (the joins above rely on their layout)."""
+    from diffusers.models.unets.unet_2d_blocks import CrossAttnUpBlock2D, UpBlock2D
+
+    blocks: list[CrossAttnUpBlock2D | UpBlock2D] = []
+    for block in unet.up_blocks:
+        if not isinstance(block, (CrossAttnUpBlock2D, UpBlock2D)):
+            raise TypeError(f"SUPIR joins SDXL's up blocks, not a {type(block).__name__}")
+        blocks.append(block)
+    return blocks
+
+
+def embedding(m: UNet2DConditionModel | ControlEncoder, t: torch.Tensor, y: torch.Tensor,
+              dtype: torch.dtype) -> torch.Tensor:
     """SDXL's time + micro-conditioning embedding (diffusers: time_embedding + add_embedding); ``m`` is
     the UNet or the control encoder, which holds copies of the same modules."""
     return m.time_embedding(m.time_proj(t).to(dtype)) + m.add_embedding(y)
 
 
-def encoder_half(m: nn.Module, h: torch.Tensor, emb: torch.Tensor,
+def encoder_half(m: UNet2DConditionModel | ControlEncoder, h: torch.Tensor, emb: torch.Tensor,
                  context: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """SDXL's down blocks and mid block from ``h`` (conv_in's output), as ``UNet2DConditionModel.forward``
     runs them: (the mid block's output, [h, every down block's outputs]). The UNet keeps the list as its

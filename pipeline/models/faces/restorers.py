@@ -19,28 +19,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from .spandrel_loader import load_image_model
-from .weights import WeightSpec, register
-
-FACE_FOLDERS = ("facerestore_models", "GFPGAN", "Codeformer", "codeformer", "upscale_models")
-
-register(WeightSpec(
-    key="gfpgan",
-    description="GFPGAN v1.4 or v1.3 face restorer (GFPGANv1.4.pth)",
-    folders=FACE_FOLDERS,
-    patterns=("GFPGANv1.4.pth", "GFPGANv1.4.safetensors", "GFPGANv1.3.pth", "GFPGANv1.3.safetensors",
-              "GFPGANv1*.pth", "GFPGANv1*.safetensors"),
-    license="Apache-2.0",
-))
-register(WeightSpec(
-    key="codeformer",
-    description="CodeFormer face restorer (codeformer-v0.1.0.pth / codeformer.pth)",
-    folders=FACE_FOLDERS,
-    patterns=("codeformer-v0.1.0.pth", "codeformer.pth", "codeformer*.pth", "codeformer*.safetensors",
-              "CodeFormer*.pth", "CodeFormer*.safetensors"),
-    license="S-Lab License 1.0 (non-commercial use only)",
-))
-
 EXPECTED = ("a GFPGAN face restorer (needs the keys toRGB.0.weight, stylegan_decoder.style_mlp.1.weight) "
             "or a CodeFormer one (position_emb, idx_pred_layer.1.weight, quantize.embedding.weight, "
             "ft_layers.0.self_attn.in_proj_weight, encoder.blocks.0.weight)")
@@ -87,10 +65,3 @@ class FaceRestorer:
                 out = model(x, return_rgb=False)[0]
         out = ((out.float() + 1) / 2).clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
         return np.ascontiguousarray(out, dtype=np.float32)
-
-
-def load_face_restorer(path: Path, device: torch.device, dtype: torch.dtype) -> FaceRestorer:
-    """GFPGAN or CodeFormer from ``path`` (WrongWeights for anything else)."""
-    desc = load_image_model(Path(path), device, dtype, registry=face_registry(), expected=EXPECTED)
-    return FaceRestorer(desc, Path(path))
-

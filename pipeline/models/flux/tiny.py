@@ -20,36 +20,32 @@ embedding); only widths and depths shrink.
 from __future__ import annotations
 
 import json
-import re
 import string
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from . import flux_convert as fc
+from ..sdxl import keymap as K
+from ..tiny import clip_tokenizer
+from . import convert as fc
+from .arch import FluxArch, FluxVaeArch, rope_axes
 
-TRANSFORMER = dict(patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=16,
-                   num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,
-                   guidance_embeds=True, axes_dims_rope=fc.rope_axes(16))
-VAE_CHANNELS = (32, 32, 32, 32)  # 4 levels: the real 8x factor; 32 = GroupNorm(32)'s minimum
+if TYPE_CHECKING:
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+    from diffusers.models.transformers.transformer_flux import FluxTransformer2DModel
+    from transformers import CLIPTextModel, CLIPTokenizer, T5EncoderModel
 
-
-def clip_tokenizer(max_len: int = 77):
-    """Byte-level CLIP BPE with no merges (one token per character); end-of-text is the last id."""
-    from tokenizers.pre_tokenizers import ByteLevel
-    from transformers import CLIPTokenizer
-
-    alphabet = sorted(ByteLevel.alphabet())
-    vocab = {c: i for i, c in enumerate(alphabet)}
-    vocab.update({c + "</w>": len(alphabet) + i for i, c in enumerate(alphabet)})
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=max_len)
+TRANSFORMER = FluxArch(in_channels=64, out_channels=64, vec_in_dim=32, context_in_dim=32, hidden_size=32,
+                       mlp_ratio=4.0, num_heads=2, depth=1, depth_single_blocks=1, axes_dim=rope_axes(16),
+                       guidance_embed=True)
+VAE = FluxVaeArch(widths=(32, 32, 32, 32), layers=1)  # 4 levels: the real 8x factor; 32 = GroupNorm(32)'s minimum
 
 
-def t5_tokenizer(max_len: int = 512):
+def t5_tokenizer(max_len: int = 512) -> Any:
     """A Unigram T5 tokenizer with pad=0, eos=1, unk=2 like T5's."""
-    from transformers import T5TokenizerFast
+    # transformers 5 keeps T5TokenizerFast as a runtime alias its stubs do not list; 4.x needs it by name
+    from transformers import T5TokenizerFast  # pyright: ignore[reportAttributeAccessIssue]
 
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
     pieces += [("\u2581" + c, -3.0) for c in string.ascii_lowercase]
@@ -57,21 +53,18 @@ def t5_tokenizer(max_len: int = 512):
     return T5TokenizerFast(vocab=pieces, extra_ids=0, model_max_length=max_len)
 
 
-def tiny_parts(seed: int = 0):
+def tiny_parts(seed: int = 0) -> tuple[FluxTransformer2DModel, AutoencoderKL, CLIPTextModel, T5EncoderModel,
+                                        CLIPTokenizer, Any]:
     """(transformer, vae, clip, t5, clip tokenizer, t5 tokenizer), random, deterministic."""
-    from diffusers import AutoencoderKL, FluxTransformer2DModel
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+    from diffusers.models.transformers.transformer_flux import FluxTransformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
     ctok, ttok = clip_tokenizer(), t5_tokenizer()
     torch.manual_seed(seed)
-    transformer = FluxTransformer2DModel(**TRANSFORMER)
+    transformer = FluxTransformer2DModel(**TRANSFORMER.to_diffusers())
     torch.manual_seed(seed + 1)
-    n = len(VAE_CHANNELS)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * n,
-                        up_block_types=("UpDecoderBlock2D",) * n, block_out_channels=VAE_CHANNELS,
-                        layers_per_block=1, latent_channels=16, norm_num_groups=fc.VAE_GROUPS, sample_size=1024,
-                        use_quant_conv=False, use_post_quant_conv=False, scaling_factor=fc.VAE_SCALING,
-                        shift_factor=fc.VAE_SHIFT)
+    vae = AutoencoderKL(**VAE.to_diffusers())
     torch.manual_seed(seed + 2)
     # the same shape rules the file loader infers (64-wide heads, quick_gelu, legacy eos pooling)
     clip = CLIPTextModel(CLIPTextConfig(vocab_size=len(ctok), hidden_size=32, intermediate_size=37,
@@ -81,59 +74,38 @@ def tiny_parts(seed: int = 0):
     torch.manual_seed(seed + 3)
     t5 = T5EncoderModel(T5Config(vocab_size=len(ttok), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
                                  relative_attention_num_buckets=8, feed_forward_proj="gated-gelu",
-                                 pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+                                 pad_token_id=0, eos_token_id=1))
     return transformer.eval(), vae.eval(), clip.eval(), t5.eval(), ctok, ttok
 
 
 # ------------------------------------------------------------------------- writing real layouts
 
 
-def bfl_transformer_state(state: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
+def bfl_transformer_state(state: dict[str, torch.Tensor], arch: FluxArch) -> dict[str, torch.Tensor]:
     """diffusers -> BFL transformer keys: the conversion plan run backwards (fuse q/k/v(/mlp) again)."""
     shapes = {}  # BFL shapes are not needed to invert, except the single-block fused width
-    hidden = config["num_attention_heads"] * config["attention_head_dim"]
-    for i in range(config["num_single_layers"]):
+    hidden = arch.hidden_size
+    for i in range(arch.depth_single_blocks):
         shapes[f"single_blocks.{i}.linear1.weight"] = (3 * hidden + 4 * hidden, hidden)
         shapes[f"single_blocks.{i}.linear1.bias"] = (3 * hidden + 4 * hidden,)
     by_source: dict[str, list[tuple[int, str]]] = {}
     swapped = set()
-    for target, (src, op) in fc.bfl_transformer_plan(shapes, config).items():
+    for target, (src, op) in fc.bfl_transformer_plan(shapes, arch).items():
         part = op.args[-1] if hasattr(op, "args") else 0
         by_source.setdefault(src, []).append((part, target))
-        if op is fc._swap_halves:
+        if op is fc.swap_halves:
             swapped.add(src)
     out = {}
     for src, targets in by_source.items():
         pieces = [state[t] for _, t in sorted(targets)]
         t = torch.cat(pieces, dim=0) if len(pieces) > 1 else pieces[0]
-        out[src] = fc._swap_halves(t) if src in swapped else t  # swapping halves is its own inverse
+        out[src] = fc.swap_halves(t) if src in swapped else t  # swapping halves is its own inverse
     return out
-
-
-def _bfl_vae_key(key: str, levels: int) -> str:
-    """diffusers AutoencoderKL key -> BFL/LDM ``ae.safetensors`` key (decoder levels run backwards)."""
-    k = key.replace("conv_norm_out", "norm_out").replace("conv_shortcut", "nin_shortcut")
-    k = re.sub(r"mid_block\.resnets\.(\d)", lambda m: f"mid.block_{int(m.group(1)) + 1}", k)
-    k = (k.replace("mid_block.attentions.0.group_norm", "mid.attn_1.norm")
-         .replace("mid_block.attentions.0.to_q", "mid.attn_1.q")
-         .replace("mid_block.attentions.0.to_k", "mid.attn_1.k")
-         .replace("mid_block.attentions.0.to_v", "mid.attn_1.v")
-         .replace("mid_block.attentions.0.to_out.0", "mid.attn_1.proj_out"))
-    k = re.sub(r"down_blocks\.(\d+)\.resnets\.", r"down.\1.block.", k)
-    k = re.sub(r"down_blocks\.(\d+)\.downsamplers\.0\.", r"down.\1.downsample.", k)
-    k = re.sub(r"up_blocks\.(\d+)\.resnets\.", lambda m: f"up.{levels - 1 - int(m.group(1))}.block.", k)
-    k = re.sub(r"up_blocks\.(\d+)\.upsamplers\.0\.", lambda m: f"up.{levels - 1 - int(m.group(1))}.upsample.", k)
-    return k
 
 
 def bfl_vae_state(state: dict[str, torch.Tensor], levels: int) -> dict[str, torch.Tensor]:
-    out = {}
-    for key, t in state.items():
-        bk = _bfl_vae_key(key, levels)
-        if ".attn_1." in bk and bk.endswith("weight") and t.ndim == 2:
-            t = t[:, :, None, None]  # BFL's attention projections are 1x1 convolutions
-        out[bk] = t
-    return out
+    """diffusers -> BFL/LDM ``ae.safetensors`` keys (SDXL's LDM key map, 1x1-conv attention)."""
+    return K.to_file(state, K.vae_keymap(state.keys(), levels, prefix=""))
 
 
 def _save(tensors: dict[str, torch.Tensor], path: Path, dtype: torch.dtype, layout: str) -> Path:
@@ -155,7 +127,7 @@ def build_flux(root: Path) -> dict[str, Path]:
                                   torch.float32, "diffusers-FluxTransformer2DModel"),
         "flux_transformer_bfl": _save(bfl_transformer_state(sd, TRANSFORMER), root / "unet/flux1-dev.safetensors",
                                       torch.bfloat16, "bfl-flux1"),
-        "flux_vae": _save(bfl_vae_state(vae.state_dict(), len(VAE_CHANNELS)), root / "vae/ae.safetensors",
+        "flux_vae": _save(bfl_vae_state(vae.state_dict(), len(VAE.widths)), root / "vae/ae.safetensors",
                           torch.float32, "bfl-ae"),
         "flux_clip_l": _save({f"text_model.{k}": v for k, v in clip.state_dict().items()},
                              root / "text_encoders/clip_l.safetensors", torch.float16, "transformers-4-clip"),
@@ -168,7 +140,7 @@ def build_flux(root: Path) -> dict[str, Path]:
     return out
 
 
-def write_comfy_clip_tokenizer(tok, folder: Path) -> Path:
+def write_comfy_clip_tokenizer(tok: CLIPTokenizer, folder: Path) -> Path:
     """The files of ComfyUI's ``comfy/sd1_tokenizer``: vocab.json + merges.txt + configs, no tokenizer.json."""
     folder.mkdir(parents=True, exist_ok=True)
     special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",

@@ -18,9 +18,11 @@ import torch
 from torch import nn
 
 from ...errors import WrongWeights
+from ..meta import empty
 from ..sdxl import keymap as K
-from ..sdxl.arch import ArchError, UNetArch, VaeArch, infer_unet, unet_config, vae_config
-from ..sdxl.load import assign, empty, verify
+from ..sdxl.arch import ArchError, UNetArch, VaeArch, infer_unet, unet_config
+from ..sdxl.keymap import assign, verify
+from ..sdxl.load import build_vae
 from ..tensor_files import TensorSource
 from .connectors import NHIDDEN, build_connectors
 from .control import ControlEncoder
@@ -40,9 +42,8 @@ class SupirParts:
 
 
 def build_denoise_encoder(vae_arch: VaeArch) -> nn.Module:
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL.from_config(vae_config(vae_arch)).encoder
+    """A diffusers VAE encoder of SDXL's architecture (the rest of the donor VAE is dropped)."""
+    return build_vae(vae_arch).encoder
 
 
 def supir_parts(shapes: dict[str, tuple[int, ...]], path: Path, unet_arch: UNetArch,
@@ -86,6 +87,6 @@ def load_supir(path: str | Path, unet_arch: UNetArch, vae_arch: VaeArch,
         shapes = ckpt.shapes()
         parts = supir_parts(shapes, path, unet_arch, vae_arch)
         verify(path, shapes, list(parts.values()), "SUPIR-v0", whole_file=True, ignore=IGNORED)
-        loaded = {n: assign(m, ckpt, km, (vae_dtype or dtype) if n == "denoise_encoder" else dtype)
+        loaded = {n: assign(m, ckpt, km, (vae_dtype or dtype) if n == "denoise_encoder" else dtype, f"SUPIR's {n}")
                   for n, (km, m) in parts.items()}
     return SupirParts(loaded["control"], loaded["connectors"], loaded["denoise_encoder"], path)

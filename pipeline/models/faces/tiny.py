@@ -17,9 +17,7 @@ from pathlib import Path
 
 import torch
 
-
-def _half(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in sd.items()}
+from ..tiny import half
 
 
 def gfpgan_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -57,9 +55,9 @@ def build_faces(root: Path) -> dict[str, Path]:
         "retinaface_resnet50": detect / "detection_Resnet50_Final.pth",
         "retinaface_mobilenet": detect / "detection_mobilenet0.25_Final.pth",
     }
-    torch.save({"params_ema": _half(gfpgan_state_dict(seed=11))}, paths["gfpgan"])
-    torch.save({"params_ema": _half(codeformer_state_dict(seed=12))}, paths["codeformer"])
-    torch.save(_half(retinaface_state_dict("resnet50", seed=13)), paths["retinaface_resnet50"])
+    torch.save({"params_ema": half(gfpgan_state_dict(seed=11))}, paths["gfpgan"])
+    torch.save({"params_ema": half(codeformer_state_dict(seed=12))}, paths["codeformer"])
+    torch.save(half(retinaface_state_dict("resnet50", seed=13)), paths["retinaface_resnet50"])
     mobile = retinaface_state_dict("mobilenet0.25", seed=14)
     torch.save({f"module.{k}": v for k, v in mobile.items()}, paths["retinaface_mobilenet"])
     return paths

@@ -16,55 +16,24 @@ from ``max_sequence_length`` (512) padded tokens, no attention mask.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..errors import WrongWeights
-from . import flux_convert as fc
-from .flux_load import DEV_FOLDER_GLOB
-from .tensor_files import TensorSource, stream_into
-from .weights import WeightSpec, register
+from ...errors import WrongWeights
+from ..tensor_files import Plan, TensorSource, identity_plan, stream_into
+from . import convert as fc
+from .arch import count
+
+if TYPE_CHECKING:
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel
 
 CLIP_MAX_TOKENS = 77
-
-register(WeightSpec(
-    key="flux_clip_l",
-    description="the CLIP-L text encoder clip_l.safetensors (ComfyUI), or FLUX.1-dev's text_encoder/ folder",
-    folders=("text_encoders", "clip", "diffusers"),
-    patterns=("clip_l.safetensors", "clip_l*.safetensors", "*clip_l*.safetensors", f"{DEV_FOLDER_GLOB}/text_encoder"),
-    kind="any", license="MIT (OpenAI CLIP)",
-))
-register(WeightSpec(
-    key="flux_t5",
-    description="the T5-XXL text encoder t5xxl_fp16.safetensors (ComfyUI), or FLUX.1-dev's text_encoder_2/ folder",
-    folders=("text_encoders", "clip", "diffusers"),
-    patterns=("t5xxl_fp16.safetensors", "t5xxl*.safetensors", "*t5*xxl*.safetensors", f"{DEV_FOLDER_GLOB}/text_encoder_2"),
-    kind="any", license="Apache-2.0 (Google T5 v1.1)",
-))
-register(WeightSpec(
-    key="flux_clip_tokenizer",
-    description="the CLIP-L tokenizer folder (vocab.json + merges.txt or tokenizer.json): ComfyUI ships it as "
-                "ComfyUI/comfy/sd1_tokenizer (found when --comfy-models is ComfyUI/models), a diffusers "
-                "FLUX.1-dev folder has it as tokenizer/; or copy either to <models>/tokenizers/sd1_tokenizer",
-    folders=("../comfy", "tokenizers", "diffusers"),
-    patterns=("sd1_tokenizer", "clip_l_tokenizer", f"{DEV_FOLDER_GLOB}/tokenizer"),
-    kind="dir", license="MIT (OpenAI CLIP)",
-))
-register(WeightSpec(
-    key="flux_t5_tokenizer",
-    description="the T5 tokenizer folder (tokenizer.json or spiece.model): ComfyUI ships it as "
-                "ComfyUI/comfy/text_encoders/t5_tokenizer, a diffusers FLUX.1-dev folder as tokenizer_2/; "
-                "or copy either to <models>/tokenizers/t5_tokenizer",
-    folders=("../comfy/text_encoders", "../comfy", "tokenizers", "diffusers"),
-    patterns=("t5_tokenizer", "t5xxl_tokenizer", f"{DEV_FOLDER_GLOB}/tokenizer_2"),
-    kind="dir", license="Apache-2.0 (Google T5 v1.1)",
-))
+Shapes = Mapping[str, Sequence[int]]
 
 CLIP_MARKER = "embeddings.token_embedding.weight"
 CLIP_PREFIXES = ("text_model.", "", "text_encoders.clip_l.transformer.text_model.",
@@ -89,15 +58,10 @@ class TextEncoders:
     t5_tokenizer: Any
 
 
-def _count(keys, pattern: str) -> int:
-    rx = re.compile(pattern)
-    return len({m.group(1) for k in keys if (m := rx.match(k))})
-
-
 # ------------------------------------------------------------------------------------------ CLIP
 
 
-def clip_config(shapes, origin: Path):
+def clip_config(shapes: Shapes, origin: Path) -> CLIPTextConfig:
     from transformers import CLIPTextConfig
 
     try:
@@ -110,43 +74,39 @@ def clip_config(shapes, origin: Path):
     # token, which is what FLUX.1-dev's text_encoder/config.json selects (and ComfyUI does)
     return CLIPTextConfig(
         vocab_size=vocab, hidden_size=hidden, intermediate_size=inter,
-        num_hidden_layers=_count(shapes, r"encoder\.layers\.(\d+)\."),
+        num_hidden_layers=count(shapes, r"encoder\.layers\.(\d+)\."),
         num_attention_heads=max(1, hidden // 64), max_position_embeddings=positions,
         hidden_act="quick_gelu", layer_norm_eps=1e-5, projection_dim=hidden,
         bos_token_id=0, eos_token_id=2, pad_token_id=1,
     )
 
 
-def _clip_position_ids(model) -> None:
-    emb = model.text_model.embeddings if hasattr(model, "text_model") else model.embeddings
-    n = emb.position_embedding.weight.shape[0]
-    emb.register_buffer("position_ids", torch.arange(n, device=emb.position_embedding.weight.device)
-                        .expand((1, -1)), persistent=False)
+def _clip_position_ids(model: torch.nn.Module) -> None:
+    """The non-persistent position ids (0..n-1) that meta construction left empty; transformers >= 5.6
+    dropped CLIPTextModel's ``text_model.`` level, so either spelling is found."""
+    emb = model.get_submodule("text_model.embeddings" if hasattr(model, "text_model") else "embeddings")
+    table = emb.get_submodule("position_embedding")
+    if not isinstance(table, torch.nn.Embedding):
+        raise TypeError(f"CLIP's position_embedding is a {type(table).__name__}, not an Embedding")
+    n = table.weight.shape[0]
+    emb.register_buffer("position_ids", torch.arange(n, device=table.weight.device).expand((1, -1)),
+                        persistent=False)
 
 
-def load_clip(path: Path, dtype: torch.dtype, device: torch.device | str = "cpu"):
-    from transformers import CLIPTextModel
+def load_clip(path: Path, dtype: torch.dtype, device: torch.device | str = "cpu") -> CLIPTextModel:
+    """A CLIPTextModel from ComfyUI's clip_l file (or an all-in-one checkpoint) or a diffusers folder."""
+    from transformers import CLIPTextConfig, CLIPTextModel
 
-    path = Path(path)
-    if path.is_dir() and (path / "config.json").is_file():
-        return _from_folder(CLIPTextModel, path, dtype, device)
-    src = TensorSource.open(path, CLIP_PREFIXES, marker=CLIP_MARKER)
-    with src:
-        if CLIP_MARKER not in src:
-            raise WrongWeights(path, f"is not a CLIP text encoder (no '{CLIP_MARKER}' under any of the "
-                                     f"prefixes {', '.join(repr(p) for p in CLIP_PREFIXES)}).")
-        shapes = src.shapes()
-        with torch.device("meta"):
-            model = CLIPTextModel(clip_config(shapes, path))
-        plan = fc.identity_plan(k for k in shapes if not k.endswith("position_ids"))
-        return stream_into(model, src, plan, dtype=dtype, device=device, what="a CLIP-L text encoder",
-                           rebuild=_clip_position_ids)
+    return _load_encoder(
+        path, dtype, device, model_cls=CLIPTextModel, config_cls=CLIPTextConfig, config_of=clip_config,
+        prefixes=CLIP_PREFIXES, marker=CLIP_MARKER, what="a CLIP-L text encoder", rebuild=_clip_position_ids,
+        plan_of=lambda shapes: identity_plan([k for k in shapes if not k.endswith("position_ids")]))
 
 
 # -------------------------------------------------------------------------------------------- T5
 
 
-def t5_config(shapes, origin: Path):
+def t5_config(shapes: Shapes, origin: Path) -> T5Config:
     from transformers import T5Config
 
     try:
@@ -159,49 +119,62 @@ def t5_config(shapes, origin: Path):
         raise WrongWeights(origin, f"is not a T5 encoder (no tensor {e}).") from None
     return T5Config(
         vocab_size=vocab, d_model=d_model, d_kv=inner // heads, d_ff=d_ff, num_heads=heads,
-        num_layers=_count(shapes, r"encoder\.block\.(\d+)\."), relative_attention_num_buckets=buckets,
+        num_layers=count(shapes, r"encoder\.block\.(\d+)\."), relative_attention_num_buckets=buckets,
         relative_attention_max_distance=128, feed_forward_proj="gated-gelu" if gated else "relu",
         layer_norm_epsilon=1e-6, dropout_rate=0.0, pad_token_id=0, eos_token_id=1,
-        decoder_start_token_id=0, is_encoder_decoder=False, use_cache=False,
+        is_encoder_decoder=False, use_cache=False,
     )
 
 
-def load_t5(path: Path, dtype: torch.dtype, device: torch.device | str = "cpu"):
-    from transformers import T5EncoderModel
+def load_t5(path: Path, dtype: torch.dtype, device: torch.device | str = "cpu") -> T5EncoderModel:
+    """A T5EncoderModel from ComfyUI's t5xxl file (or an all-in-one checkpoint) or a diffusers folder."""
+    from transformers import T5Config, T5EncoderModel
 
-    path = Path(path)
-    if path.is_dir() and (path / "config.json").is_file():
-        return _from_folder(T5EncoderModel, path, dtype, device)
-    src = TensorSource.open(path, T5_PREFIXES, marker=T5_MARKER)
-    with src:
-        if T5_MARKER not in src:
-            raise WrongWeights(path, f"is not a T5 encoder (no '{T5_MARKER}').")
-        shapes = src.shapes()
-        with torch.device("meta"):
-            model = T5EncoderModel(t5_config(shapes, path))
-        plan = fc.identity_plan(shapes)
+    def plan_of(shapes: Shapes) -> dict[str, tuple[str, fc.Op]]:
+        plan = identity_plan(shapes)
         # the token embedding is tied: files hold shared.weight, encoder.embed_tokens.weight or both
         emb = plan.get("shared.weight") or plan["encoder.embed_tokens.weight"]
         plan["shared.weight"] = plan["encoder.embed_tokens.weight"] = emb
-        return stream_into(model, src, plan, dtype=dtype, device=device, what="a T5 encoder",
-                           rebuild=lambda m: m.tie_weights())
+        return plan
+
+    return _load_encoder(
+        path, dtype, device, model_cls=T5EncoderModel, config_cls=T5Config, config_of=t5_config,
+        prefixes=T5_PREFIXES, marker=T5_MARKER, what="a T5 encoder", rebuild=lambda m: m.tie_weights(),
+        plan_of=plan_of)
 
 
-def _from_folder(cls, path: Path, dtype: torch.dtype, device):
-    try:
-        model = cls.from_pretrained(str(path), local_files_only=True, dtype=dtype)
-    except (OSError, ValueError, KeyError) as e:
-        raise WrongWeights(path, f"does not load as a {cls.__name__} folder ({e}).") from None
-    model.requires_grad_(False)
-    return model.to(device).eval()
+def _load_encoder(path: Path, dtype: torch.dtype, device: torch.device | str, *, model_cls: Any, config_cls: Any,
+                  config_of: Callable[[Shapes, Path], Any], prefixes: tuple[str, ...], marker: str, what: str,
+                  plan_of: Callable[[Shapes], Plan], rebuild: Callable[[Any], None]) -> Any:
+    """A text encoder built on the meta device from its folder's config.json (a diffusers FLUX.1-dev
+    ``text_encoder*/``) or from the file's shapes, then streamed in: one loading path for both."""
+    path = Path(path)
+    src = TensorSource.open(path, prefixes, marker=marker)
+    with src:
+        if marker not in src:
+            raise WrongWeights(path, f"is not {what} (no '{marker}' under any of the prefixes "
+                                     f"{', '.join(repr(p) for p in prefixes)}).")
+        shapes = src.shapes()
+        config_json = path / "config.json"
+        if path.is_dir() and config_json.is_file():
+            try:
+                config = config_cls.from_json_file(str(config_json))
+            except (OSError, ValueError, TypeError) as e:
+                raise WrongWeights(config_json, f"is not a readable {config_cls.__name__} ({e}).") from None
+        else:
+            config = config_of(shapes, path)
+        with torch.device("meta"):
+            model = model_cls(config)
+        return stream_into(model, src, plan_of(shapes), dtype=dtype, device=device, what=what, rebuild=rebuild)
 
 
 # ------------------------------------------------------------------------------------ tokenizers
 
 
-def load_tokenizers(clip_dir: Path, t5_dir: Path):
+def load_tokenizers(clip_dir: Path, t5_dir: Path) -> tuple[CLIPTokenizer, Any]:
     """(CLIP tokenizer, T5 tokenizer) from local folders only."""
-    from transformers import CLIPTokenizer, T5TokenizerFast
+    # transformers 5 keeps T5TokenizerFast as a runtime alias its stubs do not list; 4.x needs it by name
+    from transformers import CLIPTokenizer, T5TokenizerFast  # pyright: ignore[reportAttributeAccessIssue]
 
     out = []
     for cls, folder, needs in ((CLIPTokenizer, clip_dir, ("tokenizer.json", "vocab.json")),

@@ -10,21 +10,18 @@ builds (``body.*`` from torchvision's ResNet-50 / the MobileNet-0.25 of Pytorch_
 unchanged: ``detection_Resnet50_Final.pth`` (27.4 M parameters) and ``detection_mobilenet0.25_Final.pth``
 (0.43 M). Both are MIT-licensed (biubug6/Pytorch_Retinaface, redistributed by facexlib).
 
-Decoding the outputs into boxes and landmarks lives in ``pipeline.faces.detect``.
+Loading: ``load.load_retinaface``. Decoding the outputs into boxes and landmarks: ``pipeline.faces.detect``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from ..errors import WrongWeights
-from .weights import WeightSpec, register
 
 Variant = Literal["resnet50", "mobilenet0.25"]
 
@@ -48,21 +45,6 @@ CONFIGS: dict[str, RetinaFaceConfig] = {
 
 # BGR means the network was trained with (its input is a cv2 image in 0..255 minus these)
 BGR_MEAN = (104.0, 117.0, 123.0)
-
-register(WeightSpec(
-    key="retinaface_resnet50",
-    description="RetinaFace ResNet-50 face detector (facexlib detection_Resnet50_Final.pth)",
-    folders=("facedetection", "facexlib", "GFPGAN", "Codeformer", "facerestore_models"),
-    patterns=("detection_Resnet50_Final.pth", "*Resnet50_Final*.pth", "*retinaface*resnet50*.pth"),
-    license="MIT (Pytorch_Retinaface, via facexlib)",
-))
-register(WeightSpec(
-    key="retinaface_mobilenet",
-    description="RetinaFace MobileNet-0.25 face detector (facexlib detection_mobilenet0.25_Final.pth)",
-    folders=("facedetection", "facexlib", "GFPGAN", "Codeformer", "facerestore_models"),
-    patterns=("detection_mobilenet0.25_Final.pth", "*mobilenet0.25_Final*.pth", "*retinaface*mobile*.pth"),
-    license="MIT (Pytorch_Retinaface, via facexlib)",
-))
 
 
 # --- building blocks (Sequential indices are part of the key layout: conv=0, bn=1, act=2) ---
@@ -138,13 +120,12 @@ class ResNet50Body(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
-        cin = 64
-        for i, (width, blocks, stride) in enumerate(((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)), 1):
-            layer = []
-            for b in range(blocks):
-                layer.append(Bottleneck(cin, width, stride if b == 0 else 1))
-                cin = width * 4
-            setattr(self, f"layer{i}", nn.Sequential(*layer))
+        layers, cin = [], 64
+        for width, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+            layers.append(nn.Sequential(*(Bottleneck(cin if b == 0 else width * 4, width, stride if b == 0 else 1)
+                                          for b in range(blocks))))
+            cin = width * 4
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 3, 2, 1)
@@ -226,46 +207,9 @@ class RetinaFace(nn.Module):
         return loc, F.softmax(logits, dim=-1)[..., 1], landm
 
 
-def variant_of(sd: dict[str, torch.Tensor]) -> Variant | None:
-    if "body.conv1.weight" in sd and "body.layer4.0.conv1.weight" in sd:
+def variant_of(keys: Collection[str]) -> Variant | None:
+    if "body.conv1.weight" in keys and "body.layer4.0.conv1.weight" in keys:
         return "resnet50"
-    if "body.stage1.0.0.weight" in sd and "body.stage3.1.3.weight" in sd:
+    if "body.stage1.0.0.weight" in keys and "body.stage3.1.3.weight" in keys:
         return "mobilenet0.25"
     return None
-
-
-def load_retinaface(path: Path, device: torch.device | str = "cpu") -> RetinaFace:
-    """An eval-mode fp32 RetinaFace from a facexlib/Pytorch_Retinaface file; WrongWeights if it is not one."""
-    from .tensor_files import read_state_dict
-
-    sd = read_state_dict(Path(path))
-    for wrapper in ("state_dict", "params", "model"):  # training checkpoints nest the weights
-        if wrapper in sd and isinstance(sd[wrapper], dict):
-            sd = sd[wrapper]
-    # DataParallel checkpoints (the original Pytorch_Retinaface files) prefix every key with "module."
-    sd = {k.removeprefix("module."): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
-    variant = variant_of(sd)
-    if variant is None:
-        raise WrongWeights(
-            path, "is not a RetinaFace detector (expected facexlib's detection_Resnet50_Final.pth or "
-            "detection_mobilenet0.25_Final.pth key layout: body.*, fpn.*, ssh1.*, ClassHead.* …).",
-            missing=[k for k in ("body.conv1.weight", "body.stage1.0.0.weight", "fpn.output1.0.weight") if k not in sd],
-        )
-    with torch.device("meta"):
-        net = RetinaFace(CONFIGS[variant])
-    expected = net.state_dict()
-    # BatchNorm's step counter is bookkeeping, not a weight: older checkpoints may lack it
-    missing = [k for k in expected if k not in sd and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in sd if k not in expected]
-    if missing or unexpected:
-        raise WrongWeights(path, f"does not match the RetinaFace {variant} layout.", missing, unexpected)
-    bad = [f"{k} {tuple(sd[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
-           if k in sd and sd[k].shape != v.shape]
-    if bad:
-        raise WrongWeights(path, f"has RetinaFace {variant} keys with the wrong shapes: {'; '.join(bad[:5])}.")
-    for k, v in expected.items():
-        if k not in sd:
-            sd[k] = torch.zeros((), dtype=v.dtype)
-    sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
-    net.load_state_dict(sd, strict=True, assign=True)
-    return net.to(device).eval()

@@ -22,26 +22,29 @@ import logging
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
 
-from ..errors import OutOfMemory
-from ..samplers.flow_match import comfy_sigmas, noise_latents, sample_euler
-from ..tiling import Assembler, TilePlan, assemble, crop_tiles, plan_tiles
-from .cache import module_bytes
-from .flux_text import Conditioning
-from .placement import Mode as MemoryMode
-from .placement import Placement, choose_mode, held_bytes
+from ...errors import OutOfMemory
+from ...progress import CancelToken, Progress, ProgressFn, no_progress
+from ...samplers.flow_match import comfy_sigmas, noise_latents, sample_euler
+from ...tiling import Assembler, TilePlan, assemble, crop_tiles, plan_tiles
+from ..cache import module_bytes
+from ..placement import Mode as MemoryMode
+from ..placement import Placement, choose_mode, held_bytes
+from .arch import LATENT_CHANNELS
+from .text import Conditioning
+
+if TYPE_CHECKING:
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
 log = logging.getLogger("dermis.flux")
 
 Mode = Literal["multidiffusion", "per_tile"]
-LATENT_CHANNELS = 16
 VAE_FACTOR = 8
 MULTIPLE = 16  # 8x VAE and 2x2 latent packing: FLUX frames and tiles are multiples of 16 px
-Report = Callable[[int, int, str], None]  # (tile-steps done, tile-steps in all, message)
 STREAMED = ("transformer", "t5")  # parts big enough to stream layer by layer in sequential mode
 # activations of one 1024² FLUX.1-dev tile in bf16 (4096 image + 512 text tokens), an estimate (not
 # measured here: no GPU); too low is safe, the engine's out-of-memory fallback takes over
@@ -94,28 +97,28 @@ class LatentCodec:
     modes); a CUDA out-of-memory error without tiling switches it on and tries once more.
     """
 
-    def __init__(self, vae, placement: Placement | None, device: torch.device, tiling: bool,
+    def __init__(self, vae: AutoencoderKL, placement: Placement | None, device: torch.device | str, tiling: bool,
                  tile: int = 1024) -> None:
         self.vae, self.placement, self.device, self.tiling = vae, placement, torch.device(device), tiling
         self.tile = tile
 
     def encode(self, rgb: torch.Tensor) -> torch.Tensor:
-        def enc(vae):
+        def enc(vae: AutoencoderKL) -> torch.Tensor:
             # the distribution's mean: deterministic, no extra noise on top of the sampler's
-            z = vae.encode((rgb * 2 - 1).to(self.device, vae.dtype)).latent_dist.mode()
-            return (z.float() - vae.config.shift_factor) * vae.config.scaling_factor
+            z = vae.encode((rgb * 2 - 1).to(self.device, vae.dtype), return_dict=False)[0].mode()
+            return (z.float() - vae.config["shift_factor"]) * vae.config["scaling_factor"]
 
         return self._run(enc)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        def dec(vae):
-            x = vae.decode((z / vae.config.scaling_factor + vae.config.shift_factor).to(self.device, vae.dtype),
-                           return_dict=False)[0]
+        def dec(vae: AutoencoderKL) -> torch.Tensor:
+            scale, shift = vae.config["scaling_factor"], vae.config["shift_factor"]
+            x = vae.decode((z / scale + shift).to(self.device, vae.dtype), return_dict=False)[0]
             return ((x.float() + 1) / 2).clamp(0, 1)
 
         return self._run(dec)
 
-    def _run(self, fn):
+    def _run(self, fn: Callable[[AutoencoderKL], torch.Tensor]) -> torch.Tensor:
         while True:
             result = self._attempt(fn)
             if result is not None:
@@ -128,14 +131,14 @@ class LatentCodec:
             log.warning("FLUX VAE: out of memory, retrying in %d px tiles", self.tile)
 
     @torch.inference_mode()
-    def _attempt(self, fn):
+    def _attempt(self, fn: Callable[[AutoencoderKL], torch.Tensor]) -> torch.Tensor | None:
         try:
             with self.placement.active("vae") if self.placement is not None else nullcontext():
                 return fn(self._ready())
         except torch.OutOfMemoryError:
             return None  # recover outside the handler: its traceback pins the activations
 
-    def _ready(self):
+    def _ready(self) -> AutoencoderKL:
         vae = self.vae
         if self.tiling:
             vae.enable_tiling()
@@ -166,7 +169,7 @@ def unpack(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return x.view(b, h // 2, w // 2, c, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
 
 
-def image_ids(h: int, w: int, device) -> torch.Tensor:
+def image_ids(h: int, w: int, device: torch.device) -> torch.Tensor:
     """(H/2 * W/2, 3) RoPE positions (0, row, col) of a latent tile: each tile is its own image."""
     ids = torch.zeros(h // 2, w // 2, 3)
     ids[..., 1] = torch.arange(h // 2)[:, None]
@@ -182,9 +185,10 @@ class Velocity:
     placement for a leaner memory mode, then gives up with ``OutOfMemory``.
     """
 
-    def __init__(self, transformer, placement: Placement | None, cond: Conditioning,
-                 uncond: Conditioning | None, settings: RefineSettings, device: torch.device,
-                 dtype: torch.dtype, cancel, on_batch: Callable[[int], None] = lambda n: None) -> None:
+    def __init__(self, transformer: torch.nn.Module, placement: Placement | None, cond: Conditioning,
+                 uncond: Conditioning | None, settings: RefineSettings, device: torch.device | str,
+                 dtype: torch.dtype, cancel: CancelToken,
+                 on_batch: Callable[[int], None] = lambda n: None) -> None:
         self.transformer, self.placement, self.settings = transformer, placement, settings
         self.device, self.dtype, self.cancel, self.on_batch = torch.device(device), dtype, cancel, on_batch
         self.batch = max(1, settings.tile_batch)
@@ -269,8 +273,22 @@ def frame_plan(h: int, w: int, s: RefineSettings) -> TilePlan:
     return plan_tiles(h, w, tile=s.tile, overlap=s.overlap, multiple=MULTIPLE, rows=s.rows, cols=s.cols)
 
 
+@dataclass(frozen=True)
+class Frame:
+    """What both modes refine: the padded frame, one noise field for all of it, its tiles and schedule."""
+
+    pixels: torch.Tensor  # (1, 3, H, W) in [0, 1], H and W multiples of 16
+    noise: torch.Tensor  # (1, 16, H/8, W/8) float32, drawn on the CPU
+    plan: TilePlan  # tiles in pixels
+    sigmas: torch.Tensor  # the S+1 flow-matching sigmas
+
+    @property
+    def steps(self) -> int:
+        return len(self.sigmas) - 1
+
+
 def refine(rgb: torch.Tensor, *, codec: LatentCodec, velocity: Velocity, settings: RefineSettings,
-           generator: torch.Generator, cancel, report: Report = lambda d, t, m: None) -> torch.Tensor:
+           generator: torch.Generator, cancel: CancelToken, report: ProgressFn = no_progress) -> torch.Tensor:
     """(1, 3, H, W) pixels in [0, 1] -> the refined frame, same size."""
     # 1. Plan tiles on the padded frame
     x, (h, w) = pad_to_multiple(rgb.float())
@@ -279,57 +297,61 @@ def refine(rgb: torch.Tensor, *, codec: LatentCodec, velocity: Velocity, setting
     # 2. One noise field for the whole frame, drawn on the CPU so a seed gives the same noise anywhere
     latent_size = (x.shape[-2] // VAE_FACTOR, x.shape[-1] // VAE_FACTOR)
     noise = torch.randn((1, LATENT_CHANNELS, *latent_size), generator=generator, dtype=torch.float32)
+    frame = Frame(x, noise, plan, sigmas)
     # 3. Sample
     if settings.mode == "per_tile":
-        out = _per_tile(x, noise, plan, sigmas, codec, velocity, settings, cancel, report)
+        out = _per_tile(frame, codec, velocity, max(1, settings.tile_batch), cancel=cancel, report=report)
     else:
-        out = _multidiffusion(x, noise, plan, sigmas, codec, velocity, settings, cancel, report)
+        out = _multidiffusion(frame, codec, velocity, cancel=cancel, report=report)
     # 4. Back to the frame's own size
     return out[..., :h, :w].cpu()
 
 
-def _multidiffusion(x, noise, plan, sigmas, codec, velocity, settings, cancel, report):
-    steps, n = len(sigmas) - 1, len(plan)
-    latent_plan = plan.scaled(1 / VAE_FACTOR)
-    z0 = codec.encode(x)
+def _multidiffusion(frame: Frame, codec: LatentCodec, velocity: Velocity, *, cancel: CancelToken,
+                    report: ProgressFn) -> torch.Tensor:
+    """One encode, every tile's velocity fused at every step, one decode."""
+    steps, n = frame.steps, len(frame.plan)
+    latent_plan = frame.plan.scaled(1 / VAE_FACTOR)
+    z0 = codec.encode(frame.pixels)
     cancel.check()
     state = {"done": 0, "step": 1}
 
     def on_batch(count: int) -> None:
         state["done"] += count
         in_step = state["done"] - (state["step"] - 1) * n
-        report(state["done"], steps * n, f"step {state['step']}/{steps}, tile {in_step}/{n}")
+        report(Progress("", state["done"], steps * n, message=f"step {state['step']}/{steps}, tile {in_step}/{n}"))
 
     def fused(latents: torch.Tensor, sigma: float) -> torch.Tensor:
         v = velocity(crop_tiles(latents, latent_plan), sigma)
         return assemble(v, latent_plan, blend="cosine")
 
-    def on_step(done: int, _steps: int) -> None:
-        state["step"] = done + 1
+    def on_step(p: Progress) -> None:
+        state["step"] = p.step + 1
 
     velocity.on_batch = on_batch
-    start = noise_latents(z0, noise.to(z0.device), float(sigmas[0]))
-    z = sample_euler(fused, start, sigmas, progress=on_step, cancel=cancel)
+    start = noise_latents(z0, frame.noise.to(z0.device), float(frame.sigmas[0]))
+    z = sample_euler(fused, start, frame.sigmas, progress=on_step, cancel=cancel)
     cancel.check()
     return codec.decode(z)
 
 
-def _per_tile(x, noise, plan, sigmas, codec, velocity, settings, cancel, report):
-    steps, n = len(sigmas) - 1, len(plan)
-    latent_plan = plan.scaled(1 / VAE_FACTOR)
-    asm = Assembler(plan, 3, blend="linear")
-    pixel_tiles = crop_tiles(x, plan)
-    noise_tiles = crop_tiles(noise, latent_plan)
-    group = max(1, settings.tile_batch)
+def _per_tile(frame: Frame, codec: LatentCodec, velocity: Velocity, group: int, *, cancel: CancelToken,
+              report: ProgressFn) -> torch.Tensor:
+    """``group`` tiles at a time: each encoded, sampled and decoded on its own, cross-faded in pixels."""
+    steps, n = frame.steps, len(frame.plan)
+    latent_plan = frame.plan.scaled(1 / VAE_FACTOR)
+    asm = Assembler(frame.plan, 3, blend="linear")
+    pixel_tiles = crop_tiles(frame.pixels, frame.plan)
+    noise_tiles = crop_tiles(frame.noise, latent_plan)
     state = {"done": 0, "step": 1, "first": 1, "last": 1}
 
     def on_batch(count: int) -> None:
         state["done"] += count
-        report(state["done"], steps * n,
-               f"tiles {state['first']}-{state['last']}/{n}, step {state['step']}/{steps}")
+        report(Progress("", state["done"], steps * n,
+                        message=f"tiles {state['first']}-{state['last']}/{n}, step {state['step']}/{steps}"))
 
-    def on_step(done: int, _steps: int) -> None:
-        state["step"] = min(done + 1, steps)
+    def on_step(p: Progress) -> None:
+        state["step"] = min(p.step + 1, steps)
 
     velocity.on_batch = on_batch
     for start in range(0, n, group):
@@ -337,8 +359,8 @@ def _per_tile(x, noise, plan, sigmas, codec, velocity, settings, cancel, report)
         idx = range(start, min(start + group, n))
         state.update(first=idx[0] + 1, last=idx[-1] + 1, step=1)
         z0 = codec.encode(pixel_tiles[idx[0]:idx[-1] + 1])
-        begin = noise_latents(z0, noise_tiles[idx[0]:idx[-1] + 1].to(z0.device), float(sigmas[0]))
-        z = sample_euler(velocity, begin, sigmas, progress=on_step, cancel=cancel)
+        begin = noise_latents(z0, noise_tiles[idx[0]:idx[-1] + 1].to(z0.device), float(frame.sigmas[0]))
+        z = sample_euler(velocity, begin, frame.sigmas, progress=on_step, cancel=cancel)
         out = codec.decode(z).cpu()
         for j, i in enumerate(idx):
             asm.add(i, out[j:j + 1])

@@ -1,0 +1,171 @@
+"""Reading image files: PNG, JPEG, TIFF, WebP and BMP, 8 or 16 bit, with alpha, EXIF orientation and the
+ICC profile; every bad file a CorruptImage / UnsupportedImage / ImageTooLarge naming it."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image as PILImage
+from PIL import ImageFile, TiffImagePlugin, UnidentifiedImageError
+
+from ..errors import CorruptImage, ImageTooLarge, InvalidParameter, UnsupportedImage
+from .image import Image, from_array
+
+# A 16K x 16K limit would need 3 GiB per float RGB copy; Pillow's own warning threshold (~89.5 MP,
+# about 9459 x 9459) is a sane default that still admits 8192 x 8192 and 8000 x 6000 originals.
+DEFAULT_MAX_PIXELS = 89_478_485
+
+_FORMATS = {"PNG", "JPEG", "MPO", "TIFF", "WEBP", "BMP"}
+_REFUSED_MODES = {
+    "CMYK": "CMYK images are not supported; convert the image to RGB first.",
+    "YCbCr": "YCbCr images are not supported; convert the image to RGB first.",
+    "LAB": "Lab images are not supported; convert the image to RGB first.",
+    "HSV": "HSV images are not supported; convert the image to RGB first.",
+    "I": "32-bit integer images are not supported; convert to 8- or 16-bit RGB first.",
+    "F": "32-bit float images are not supported; convert to 8- or 16-bit RGB first.",
+}
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def load(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
+    """Read an image file. Raises CorruptImage / UnsupportedImage / ImageTooLarge with the file name."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InvalidParameter(f"{path}: no such file.") from None
+    except IsADirectoryError:
+        raise InvalidParameter(f"{path} is a folder, not an image file.") from None
+    except OSError as e:
+        raise CorruptImage(f"{path}: cannot be read ({e.strerror or e}).") from None
+    try:
+        return decode(data, max_pixels=max_pixels)
+    except (CorruptImage, UnsupportedImage, ImageTooLarge) as e:
+        raise type(e)(f"{path.name}: {e}") from None
+
+
+def decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
+    """Decode encoded image bytes (PNG, JPEG, TIFF, WebP, BMP)."""
+    if not data:
+        raise CorruptImage("the file is empty (0 bytes).")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PILImage.DecompressionBombWarning)
+        try:
+            pim = PILImage.open(io.BytesIO(data))
+        except UnidentifiedImageError:
+            raise CorruptImage("not an image Dermis can read (PNG, JPEG, TIFF, WebP, BMP).") from None
+        except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning):
+            raise ImageTooLarge(
+                f"the image is larger than the {max_pixels:,} pixel limit (decompression bomb guard)."
+            ) from None
+        except (OSError, SyntaxError, ValueError, struct.error) as e:
+            raise CorruptImage(f"the file is damaged ({e}).") from None
+    fmt = pim.format or "?"
+    if fmt not in _FORMATS:
+        raise UnsupportedImage(f"{fmt} files are not supported; use PNG, JPEG, TIFF or WebP.")
+    w, h = pim.size
+    if w <= 0 or h <= 0:
+        raise CorruptImage(f"the image has an empty size ({w}x{h}).")
+    if w * h > max_pixels:
+        raise ImageTooLarge(
+            f"the image is {w}x{h} = {w * h:,} pixels, more than the limit of {max_pixels:,}."
+        )
+    if pim.mode in _REFUSED_MODES:
+        raise UnsupportedImage(_REFUSED_MODES[pim.mode])
+    icc = pim.info.get("icc_profile") or None
+    orientation = _exif_orientation(pim)
+    bit_depth = _bit_depth(pim, data)
+    try:
+        pim.load()  # full decode: catches truncation before we trust any pixel
+    except (OSError, SyntaxError, ValueError, struct.error, zlib.error) as e:
+        raise CorruptImage(f"the file is truncated or damaged ({e}).") from None
+    if bit_depth == 16 and pim.mode not in ("I;16", "I;16B", "I;16L"):
+        arr, mode = _decode_16bit_cv(data, pim.mode)
+    else:
+        arr, mode = _pil_to_array(pim)
+    arr = _apply_orientation(arr, orientation)
+    return from_array(arr, mode=mode, icc_profile=icc)
+
+
+def _bit_depth(pim: PILImage.Image, data: bytes) -> int:
+    if pim.mode.startswith("I;16"):
+        return 16
+    if pim.format == "PNG" and len(data) > 24:
+        return 16 if data[24] == 16 else 8
+    if isinstance(pim, TiffImagePlugin.TiffImageFile):
+        bits = pim.tag_v2.get(258)  # BitsPerSample
+        if isinstance(bits, tuple):
+            bits = max(bits)
+        return 16 if bits == 16 else 8
+    return 8
+
+
+def _decode_16bit_cv(data: bytes, pil_mode: str) -> tuple[np.ndarray, str]:
+    import cv2
+
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.dtype != np.uint16:
+        raise CorruptImage("the 16-bit image data could not be decoded.")
+    if arr.ndim == 2:
+        return arr, "L"
+    if arr.shape[2] == 3:
+        return arr[..., ::-1].copy(), "RGB"
+    rgba = arr[..., [2, 1, 0, 3]].copy()
+    if pil_mode in ("LA", "PA"):
+        return rgba[..., [0, 3]].copy(), "LA"
+    return rgba, "RGBA"
+
+
+def _pil_to_array(pim: PILImage.Image) -> tuple[np.ndarray, str]:
+    mode = pim.mode
+    if mode.startswith("I;16"):
+        return np.asarray(pim.convert("I;16")).astype(np.uint16), "L"
+    if mode == "1":
+        pim, mode = pim.convert("L"), "L"
+    elif mode in ("P", "PA"):
+        has_alpha = mode == "PA" or "transparency" in pim.info
+        pim = pim.convert("RGBA" if has_alpha else "RGB")
+        mode = pim.mode
+    elif mode == "RGBX":
+        pim, mode = pim.convert("RGB"), "RGB"
+    elif mode == "La":
+        pim, mode = pim.convert("LA"), "LA"
+    elif mode == "RGBa":
+        pim, mode = pim.convert("RGBA"), "RGBA"
+    if mode not in ("L", "LA", "RGB", "RGBA"):
+        raise UnsupportedImage(f"images in colour mode {mode} are not supported; convert to RGB first.")
+    return np.asarray(pim), mode
+
+
+def _exif_orientation(pim: PILImage.Image) -> int:
+    try:
+        return int(pim.getexif().get(274, 1))
+    except Exception:  # broken EXIF must not make an otherwise good image unreadable
+        return 1
+
+
+def _apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
+    ops = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1, :],
+        5: lambda a: np.swapaxes(a, 0, 1),
+        6: lambda a: np.swapaxes(a, 0, 1)[:, ::-1],
+        7: lambda a: np.swapaxes(a, 0, 1)[::-1, ::-1],
+        8: lambda a: np.swapaxes(a, 0, 1)[::-1, :],
+    }
+    op = ops.get(orientation)
+    return np.ascontiguousarray(op(arr)) if op else arr
+
+
+def load_mask(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """A selection mask file (greyscale, or RGB: its luma; white = process) -> float32 (H, W) 0..1."""
+    m = load(path, max_pixels=max_pixels)
+    return (m.rgb @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.float32)
