@@ -86,7 +86,7 @@ def run(
     c = area.crop
     ox, oy = round(c.x * s), round(c.y * s)
     tw, th = round((c.x + c.w) * s) - ox, round((c.y + c.h) * s) - oy
-    messages = [sk.reason for sk in skipped]
+    messages = [*image.notes, *(sk.reason for sk in skipped)]  # what decoding changed, stages skipped
     for m in messages:
         report(Progress("", 0, 0, message=m))
 
