@@ -99,8 +99,9 @@ def decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
     orientation = _exif_orientation(pim)
     bit_depth = _bit_depth(pim, data)
     notes = []
-    if fmt == "TIFF" and getattr(pim, "n_frames", 1) > 1:
-        notes.append(f"the TIFF has {pim.n_frames} pages; the first one was used.")
+    pages = int(getattr(pim, "n_frames", 1))
+    if fmt == "TIFF" and pages > 1:
+        notes.append(f"the TIFF has {pages} pages; the first one was used.")
     try:
         pim.load()  # full decode: catches truncation before we trust any pixel
     except (OSError, SyntaxError, ValueError, RuntimeError, struct.error, zlib.error) as e:
