@@ -68,19 +68,32 @@ def decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
     if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
         _register_heif()
     with warnings.catch_warnings():
+        # Pillow warns about damaged metadata it skips (corrupt EXIF, odd TIFF tags): the pixels
+        # decode or an error says why, so those warnings carry nothing for the user
+        warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("error", PILImage.DecompressionBombWarning)
         try:
-            pim = PILImage.open(io.BytesIO(data))
-        except UnidentifiedImageError:
-            if is_tiff(data):  # float or other samples Pillow does not know
-                return _from_tiff(data, max_pixels)
-            raise CorruptImage(f"not an image Dermis can read ({_READABLE}).") from None
-        except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning):
+            return _decode(data, max_pixels)
+        except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning):  # a later page, say
             raise ImageTooLarge(
                 f"the image is larger than the {max_pixels:,} pixel limit (decompression bomb guard)."
             ) from None
-        except (OSError, SyntaxError, ValueError, RuntimeError, struct.error) as e:  # AVIF/HEIF: RuntimeError
-            raise CorruptImage(f"the file is damaged ({e}).") from None
+
+
+def _decode(data: bytes, max_pixels: int) -> Image:
+    """decode() under its warning filters."""
+    try:
+        pim = PILImage.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        if is_tiff(data):  # float or other samples Pillow does not know
+            return _from_tiff(data, max_pixels)
+        raise CorruptImage(f"not an image Dermis can read ({_READABLE}).") from None
+    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning):
+        raise ImageTooLarge(
+            f"the image is larger than the {max_pixels:,} pixel limit (decompression bomb guard)."
+        ) from None
+    except (OSError, SyntaxError, ValueError, RuntimeError, struct.error) as e:  # AVIF/HEIF: RuntimeError
+        raise CorruptImage(f"the file is damaged ({e}).") from None
     fmt = pim.format or "?"
     if fmt not in _FORMATS:
         raise UnsupportedImage(f"{fmt} files are not supported; use PNG, JPEG, TIFF or WebP.")
@@ -99,8 +112,8 @@ def decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
     orientation = _exif_orientation(pim)
     bit_depth = _bit_depth(pim, data)
     notes = []
-    pages = int(getattr(pim, "n_frames", 1))
-    if fmt == "TIFF" and pages > 1:
+    pages = _page_count(pim) if fmt == "TIFF" else 1
+    if pages > 1:
         notes.append(f"the TIFF has {pages} pages; the first one was used.")
     try:
         pim.load()  # full decode: catches truncation before we trust any pixel
@@ -122,6 +135,14 @@ def decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
         if note:
             image, notes = image.with_rgb(rgb), [*notes, note]
     return replace(image, notes=tuple(notes)) if notes else image
+
+
+def _page_count(pim: PILImage.Image) -> int:
+    """A TIFF's pages (Pillow walks the chain of IFDs to count them: a damaged one raises)."""
+    try:
+        return int(getattr(pim, "n_frames", 1))
+    except (TypeError, ValueError, OSError, SyntaxError, EOFError, struct.error) as e:
+        raise CorruptImage(f"the TIFF's list of pages is damaged ({e}).") from None
 
 
 def _from_tiff(data: bytes, max_pixels: int) -> Image:
