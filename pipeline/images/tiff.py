@@ -29,6 +29,10 @@ def decode_tiff(data: bytes, max_pixels: int) -> tuple[np.ndarray, str, bytes | 
             h, w = int(page.imagelength), int(page.imagewidth)
             if w * h > max_pixels:
                 raise ImageTooLarge(f"the image is {w}x{h} = {w * h:,} pixels, more than the limit of {max_pixels:,}.")
+            samples, bits = int(page.samplesperpixel), int(page.bitspersample)
+            if not 1 <= samples <= 4 or bits not in (8, 16, 32, 64):  # before any pixel is read
+                raise UnsupportedImage(f"TIFF pages with {samples} samples of {bits} bits are not supported; "
+                                       "convert the image to 8- or 16-bit RGB first.")
             arr = page.asarray()
             axes = page.axes
             photometric = int(page.photometric)
@@ -36,7 +40,7 @@ def decode_tiff(data: bytes, max_pixels: int) -> tuple[np.ndarray, str, bytes | 
             icc = bytes(icc_tag.value) if icc_tag is not None else None
             orientation_tag = page.tags.get(274)  # Orientation, as EXIF
             orientation = int(orientation_tag.value) if orientation_tag is not None else 1
-    except (ImageTooLarge, MemoryError):
+    except (ImageTooLarge, UnsupportedImage, MemoryError):
         raise
     except Exception as e:  # tifffile raises many kinds on damaged files
         raise CorruptImage(f"the TIFF file is damaged or not one Dermis can read ({type(e).__name__}: {e}).") from None
