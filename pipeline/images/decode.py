@@ -42,6 +42,15 @@ _REFUSED_MODES = {
 }
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+# What Pillow raises on damaged files: its own OSError/SyntaxError, and, from deep inside its parsers,
+# whatever a bad value leads to (the fuzzers found RuntimeError from the AVIF decoder, TypeError and
+# KeyError from TIFF page chains). Inside Pillow that is the file's fault, never a Dermis bug.
+_PILLOW_ERRORS = (OSError, SyntaxError, ValueError, RuntimeError, TypeError, KeyError, IndexError, EOFError,
+                  struct.error, zlib.error)
+
+
+def _why(e: Exception) -> str:
+    return str(e) if isinstance(e, (OSError, SyntaxError, ValueError)) else f"{type(e).__name__}: {e}"
 
 
 def load(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image:
@@ -92,8 +101,8 @@ def _decode(data: bytes, max_pixels: int) -> Image:
         raise ImageTooLarge(
             f"the image is larger than the {max_pixels:,} pixel limit (decompression bomb guard)."
         ) from None
-    except (OSError, SyntaxError, ValueError, RuntimeError, struct.error) as e:  # AVIF/HEIF: RuntimeError
-        raise CorruptImage(f"the file is damaged ({e}).") from None
+    except _PILLOW_ERRORS as e:
+        raise CorruptImage(f"the file is damaged ({_why(e)}).") from None
     fmt = pim.format or "?"
     if fmt not in _FORMATS:
         raise UnsupportedImage(f"{fmt} files are not supported; use PNG, JPEG, TIFF or WebP.")
@@ -117,8 +126,8 @@ def _decode(data: bytes, max_pixels: int) -> Image:
         notes.append(f"the TIFF has {pages} pages; the first one was used.")
     try:
         pim.load()  # full decode: catches truncation before we trust any pixel
-    except (OSError, SyntaxError, ValueError, RuntimeError, struct.error, zlib.error) as e:
-        raise CorruptImage(f"the file is truncated or damaged ({e}).") from None
+    except _PILLOW_ERRORS as e:
+        raise CorruptImage(f"the file is truncated or damaged ({_why(e)}).") from None
     if pim.mode == "CMYK":
         pim, note = colour.cmyk_to_srgb(pim)
         notes.append(note + (" (16-bit CMYK is read at 8 bits.)" if bit_depth == 16 else ""))
@@ -141,8 +150,8 @@ def _page_count(pim: PILImage.Image) -> int:
     """A TIFF's pages (Pillow walks the chain of IFDs to count them: a damaged one raises)."""
     try:
         return int(getattr(pim, "n_frames", 1))
-    except (TypeError, ValueError, OSError, SyntaxError, EOFError, struct.error) as e:
-        raise CorruptImage(f"the TIFF's list of pages is damaged ({e}).") from None
+    except _PILLOW_ERRORS as e:
+        raise CorruptImage(f"the TIFF's list of pages is damaged ({_why(e)}).") from None
 
 
 def _from_tiff(data: bytes, max_pixels: int) -> Image:
