@@ -84,6 +84,7 @@ def test_d1_finished_jobs_let_go_of_their_uploads(served):
             c.run(job)
         time.sleep(3.0)  # the last result expires (2 s) and the idle executor drops it
         growth = rss_bytes(served.proc.pid) - before
+    print(f"D1: the daemon grew by {growth / MIB:.1f} MiB over 30 finished jobs")  # shown with -s
     assert growth < 100 * MIB, f"the daemon grew by {growth / MIB:.0f} MiB over 30 finished jobs"
 
 
@@ -109,6 +110,7 @@ def test_d2_watch_after_the_last_event_ends_at_once_and_spins_nothing(served):
     for t in threads:
         t.join(10)
     channel.close()
+    print(f"D2: final events after {max(ends) * 1000:.0f} ms at most; the daemon used {cpu / 2.0:.1%} of a core")
     assert len(ends) == 4 and max(ends) < 1.0, ends
     assert cpu / 2.0 < 0.05, f"the daemon used {cpu / 2.0:.0%} of a core"
 
@@ -208,6 +210,7 @@ def test_d5_stalled_uploads_hold_no_memory_and_are_dropped(served):
     calls = [stub.Submit.future(header_only(), metadata=md, timeout=20) for _ in range(3)]
     time.sleep(1.0)
     growth = rss_bytes(served.proc.pid) - before
+    print(f"D5: three stalled 512 MiB uploads took {growth / MIB:.1f} MiB")
     errors = [call.exception(timeout=20) for call in calls]
     ended = time.monotonic() - t0
     gate.set()
