@@ -198,6 +198,9 @@ def main() -> None:
                 print(f"{label} ({info['address']}):")
                 with Client(info["address"], info["token"], timeout=60, shared_memory=False) as c:
                     overhead(c, args.repeat)
+                if args.load_s > 0 and label == "Unix socket":  # before the big transfers fill its memory
+                    load(info, proc.pid, args.clients, args.load_s)
+                with Client(info["address"], info["token"], timeout=60, shared_memory=False) as c:
                     for side in (2048, 4096):
                         transfer(c, side, max(2, args.repeat // 2), "streamed")
                 with Client(info["address"], info["token"], timeout=60) as c:
@@ -206,8 +209,6 @@ def main() -> None:
                             transfer(c, side, max(2, args.repeat // 2), "shared memory")
                     else:
                         print("  (no shared-memory transfers offered here)")
-                if args.load_s > 0 and label == "Unix socket":
-                    load(info, proc.pid, args.clients, args.load_s)
             finally:
                 proc.terminate()
                 proc.wait(60)

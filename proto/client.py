@@ -69,6 +69,7 @@ __all__ = [
     "WatchFolderCounts", "WeightInfo", "default_runtime_file", "read_runtime_file",
 ]
 
+
 class Client(DaemonClient):
     """A connection to one daemon over gRPC. Nothing connects until the first call.
 
