@@ -164,6 +164,9 @@ def load(info: dict, pid: int, clients: int, seconds: float) -> None:
           f"{len(latencies) / wall:.2f} jobs/s, latency p50 {statistics.median(latencies):.2f} s, p95 {q[18]:.2f} s; "
           f"{len(refused)} refused ({', '.join(sorted(set(refused))) or 'none'}); daemon RSS {before:.0f} MiB "
           f"before, {after:.0f} MiB after")
+    kept = min(len(latencies) + 1, 500) * 512 * 512 * 3 / 2**20  # lite doubles 256² to 512² RGB8
+    print(f"    (by design it still holds the results of the last {min(len(latencies) + 1, 500)} jobs for "
+          f"re-fetching, {kept:.0f} MiB: finished jobs are remembered up to 500, results for result_ttl_s)")
 
 
 def main() -> None:
