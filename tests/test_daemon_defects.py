@@ -150,7 +150,8 @@ def test_d3_a_region_job_with_the_widest_feather_cancels_within_3_s(daemon):
 
 @pytest.mark.parametrize("key, value", [("feather", "nan"), ("feather", "inf"), ("feather", "1e300"),
                                         ("feather", "300"), ("feather", "-1"), ("context", "100000"),
-                                        ("grain.strength", "nan"), ("upscale.tile", "99999999999")])
+                                        ("grain.strength", "nan"), ("upscale.tile", "99999999999"),
+                                        ("upscale.batch", "1000")])
 def test_d4_numeric_overrides_are_checked_at_submit(daemon, key, value):
     from ._daemon_helpers import client
 
@@ -177,19 +178,23 @@ def test_d5_an_upload_the_client_cancels_is_logged_as_such(daemon, caplog):
                           image_bytes=len(data), image_crc32=zlib.crc32(data))
     gate = threading.Event()
 
-    def messages():
+    def messages():  # two of the three chunks, then the client hangs until it cancels
         yield pb.SubmitRequest(header=header)
-        for offset in (0, 1 << 18, 2 << 18):
+        for offset in (0, 1 << 18):
             yield pb.SubmitRequest(chunk=pb.Chunk(blob=pb.BLOB_IMAGE, offset=offset, data=data[offset:offset + (1 << 18)]))
-        gate.wait(10)
+        gate.wait(60)
 
     caplog.set_level("INFO", logger="dermis.daemon")
-    with grpc.insecure_channel(daemon.address) as channel:
-        call = pb_grpc.DermisStub(channel).Submit.future(messages(), metadata=(("authorization", f"Bearer {TOKEN}"),))
-        time.sleep(0.5)
-        call.cancel()
-        wait_for(lambda: "was cancelled by the client" in caplog.text, 10, "the daemon to note the abandoned upload")
-    gate.set()
+    try:
+        with grpc.insecure_channel(daemon.address) as channel:
+            call = pb_grpc.DermisStub(channel).Submit.future(
+                messages(), metadata=(("authorization", f"Bearer {TOKEN}"),))
+            time.sleep(1.0)
+            call.cancel()
+            wait_for(lambda: "was cancelled by the client" in caplog.text, 30,
+                     "the daemon to note the abandoned upload")
+    finally:
+        gate.set()
     assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
     assert daemon.queue.jobs(include_finished=True) == []
 
