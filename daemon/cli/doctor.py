@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import pipeline
-from pipeline.device import describe, select_device
 from pipeline import StageSpec
+from pipeline.device import describe, select_device
 from pipeline.models import WeightLocator
 from pipeline.stages import describe_weights
 

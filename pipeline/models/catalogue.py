@@ -10,6 +10,7 @@ supported catalogue file where the catalogue puts it.
 from __future__ import annotations
 
 import functools
+import os
 import tomllib
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path, PurePosixPath
@@ -18,6 +19,7 @@ from typing import Any, Literal
 from ..errors import InvalidParameter
 
 CATALOGUE_PATH = Path(__file__).with_name("catalogue.toml")
+CATALOGUE_ENV = "DERMIS_CATALOGUE"  # another catalogue file (a studio's own mirror; the download tests)
 
 Use = Literal["default", "optional-stage", "alternative", "future"]
 Source = Literal["hf", "url", "manual", "package"]
@@ -137,10 +139,14 @@ def human_bytes(n: int) -> str:
     raise AssertionError("unreachable")
 
 
-@functools.cache
 def catalogue() -> Catalogue:
-    """The catalogue shipped with Dermis (read once)."""
-    return load(CATALOGUE_PATH)
+    """The catalogue in use: ``$DERMIS_CATALOGUE`` if set, else the one shipped with Dermis (read once)."""
+    return _cached(Path(os.environ.get(CATALOGUE_ENV) or CATALOGUE_PATH))
+
+
+@functools.cache
+def _cached(path: Path) -> Catalogue:
+    return load(path)
 
 
 def load(path: Path) -> Catalogue:
