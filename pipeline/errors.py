@@ -165,8 +165,8 @@ class MissingWeightsGroup(MissingWeights):
         self.expected = ""
         self.preset = preset
         count = f"{len(missing)} model file{'s' if len(missing) != 1 else ''}"
-        head = (f"Preset '{preset}' cannot run: {count} missing (the 'lite' preset needs none):" if preset
-                else f"{count} missing:")
+        head = (f"Missing weights: preset '{preset}' cannot run without {count} (the 'lite' preset needs none):"
+                if preset else f"Missing weights: {count}:")
         Exception.__init__(self, "\n".join([head, *(f"  - {m.key}: {m.line()}" for m in missing)]))
 
 

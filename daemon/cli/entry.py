@@ -91,8 +91,8 @@ def cli_hint(err: DermisError | ClientError) -> str:
     if code is ErrorCode.MISSING_WEIGHTS:
         preset = getattr(err, "preset", "") or _preset_in(str(err))
         target = preset or " ".join(str(getattr(err, "key", "ROLE")).split(","))
-        return (f"`dermis models get {target}` downloads what it can and says where to get the rest; "
-                "`dermis doctor --verbose` lists every place searched.")
+        return (f"`dermis models get {target}` downloads what it can and says where to get the rest "
+                "(`--preset lite` needs no weights); `dermis doctor --verbose` lists every place searched.")
     if code is ErrorCode.LICENCE_NOT_ACCEPTED:
         return "run the command in a terminal and answer yes, or pass --yes to accept the licences shown."
     if code in (ErrorCode.NETWORK_UNAVAILABLE, ErrorCode.DOWNLOAD_FAILED, ErrorCode.CHECKSUM_MISMATCH):
@@ -101,8 +101,8 @@ def cli_hint(err: DermisError | ClientError) -> str:
 
 
 def _preset_in(message: str) -> str:
-    """The preset a daemon's missing-weights message names ("Preset 'x' cannot run: …")."""
-    match = re.match(r"Preset '([^']+)'", message)
+    """The preset a daemon's missing-weights message names ("Missing weights: preset 'x' cannot run…")."""
+    match = re.match(r"Missing weights: preset '([^']+)'", message)
     return match.group(1) if match else ""
 
 
