@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -45,6 +46,7 @@ class HubStandIn:
     token: str = "hf_standin_token"
     tamper: dict[str, bytes] = field(default_factory=dict)  # sha256 -> other bytes the CDN sends instead
     stall_after: int | None = None
+    throttle_s: float = 0.0  # sleep after each 64 KiB piece of a body (a slow connection)
     release: threading.Event = field(default_factory=threading.Event)
     requests: list[Request] = field(default_factory=list)
 
@@ -162,5 +164,7 @@ def _handler(hub: HubStandIn, name: str) -> type[BaseHTTPRequestHandler]:
                     return
                 if req is not None:
                     req.sent += len(data[offset:offset + PIECE])
+                if hub.throttle_s:
+                    time.sleep(hub.throttle_s)
 
     return Handler

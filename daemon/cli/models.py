@@ -101,4 +101,4 @@ def destination(args: argparse.Namespace, config: pipeline.Config) -> Path:
     """Where `models get` downloads to: --into, else the first ComfyUI models folder, else Dermis's own."""
     if args.into:
         return Path(args.into).expanduser().resolve()
-    return config.comfy_models[0] if config.comfy_models else config.models_dir
+    return fetch.download_root(config)

@@ -71,7 +71,7 @@ class DownloadBars:
             self._close()
             self._role = p.stage
             self._bar = tqdm(total=p.steps, unit="MiB", file=sys.stderr, leave=True,
-                             desc=f"{p.stage} ({p.tile}/{p.tiles})")
+                             desc=p.stage)
         self._bar.update(p.step - self._bar.n)
 
     def _close(self) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import recipes
+from ..config import Config
 from ..errors import InvalidParameter, MissingWeights
 from ..models.catalogue import CatalogueFile, catalogue
 from ..models.weights import WEIGHTS, WeightLocator
@@ -105,6 +106,11 @@ def _as_path(name: str, locator: WeightLocator) -> Path | None:
         return locator.resolve(name)
     except MissingWeights:  # a file named in a recipe that is not there
         return None
+
+
+def download_root(config: Config) -> Path:
+    """Where downloads go unless told otherwise: the first ComfyUI models folder, else Dermis's own."""
+    return config.comfy_models[0] if config.comfy_models else config.models_dir
 
 
 def plan(rows: Sequence[RoleStatus], root: Path, variant: str | None = None) -> FetchPlan:

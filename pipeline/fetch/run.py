@@ -98,20 +98,23 @@ def fetch(
 def _one(item: FetchItem, remote: Remote, n: int, count: int, done_before: int, total: int,
          progress: ProgressFn, cancel: CancelToken | None, endpoint: str | None,
          token: str | bool | None) -> Fetched:
+    # one stage per file, named by its weights key; steps are MiB (tile/tiles stay 0, so the last MiB of
+    # every file is reported, not only of the last one)
     role = item.role
-    progress(Progress(role, 0, 0, n, count, done_before / total, f"{role}: started"))
+    progress(Progress(role, 0, 0, 0, 0, done_before / total, f"{role}: started"))
 
     def on_bytes(have: int, size: int | None) -> None:
         mib_total = math.ceil((size or have) / 2**20)
-        progress(Progress(role, min(mib_total, math.ceil(have / 2**20)), max(1, mib_total), n, count,
+        progress(Progress(role, min(mib_total, math.ceil(have / 2**20)), max(1, mib_total), 0, 0,
                           min(0.999, (done_before + have) / total),
-                          f"{item.entry.filename}: {human_bytes(have)} of {human_bytes(size) if size else '?'}"))
+                          f"{item.entry.filename} (file {n} of {count}): {human_bytes(have)} of "
+                          f"{human_bytes(size) if size else '?'}"))
 
     path = download(remote, item.dest, progress=on_bytes, cancel=cancel,
                     relocate=lambda: locate(item.entry, endpoint=endpoint, token=token))
     checked = f"sha256 ({remote.checked_by})" if remote.sha256 else "size"
     size = path.stat().st_size
-    progress(Progress(role, 0, 0, n, count, min(0.999, (done_before + size) / total),
+    progress(Progress(role, 0, 0, 0, 0, min(0.999, (done_before + size) / total),
                       f"{role}: {item.entry.filename} ({human_bytes(size)}, {checked} checked) -> {path}"))
     return Fetched(role, path, size, checked)
 
