@@ -20,6 +20,8 @@ import gi
 gi.require_version("Gimp", "3.0")
 from gi.repository import Gimp, GLib, GObject  # noqa: E402
 
+from . import models  # noqa: E402
+
 PROC_NAME = "plug-in-dermis-refine-skin"
 MENU_PATH = "<Image>/Filters/Enhance/Dermis"
 RW = GObject.ParamFlags.READWRITE
@@ -107,7 +109,7 @@ def _run(procedure, run_mode, image, drawables, config):
         Gimp.message(f"Dermis: {e}")
         return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
     except client.ClientError as e:
-        return _error(procedure, _explain(e))
+        return _error(procedure, job.explain(e))
     finally:
         Gimp.progress_end()
 
@@ -124,30 +126,16 @@ def _run(procedure, run_mode, image, drawables, config):
     ])
 
 
-# What a GIMP user can do about the errors the client already explains in general terms.
-_HINTS = {
-    "unavailable": "In GIMP: the Server field of Refine skin… (empty = $DERMIS_ADDRESS, else the "
-                   "address the running daemon announced).",
-    "unauthenticated": "In GIMP: leave the token argument empty to use the daemon's token file.",
-    "dependency_missing": "In GIMP: run `dermis install-plugin gimp` (add --python-version X.Y if "
-                          "GIMP's Python is not the python3 on your PATH) and restart GIMP.",
-}
-
-
-def _explain(e: Exception) -> str:
-    """The client's message (it says what went wrong), plus the GIMP side of the fix."""
-    hint = _HINTS.get(getattr(e, "code", ""))
-    return f"{e}\n{hint}" if hint else str(e)
-
-
 class DermisPlugIn(Gimp.PlugIn):
     def do_query_procedures(self):
-        return [PROC_NAME]
+        return [PROC_NAME, models.DOWNLOAD_PROC]
 
     def do_set_i18n(self, name):
         return False
 
     def do_create_procedure(self, name):
+        if name == models.DOWNLOAD_PROC:
+            return models.create(self, name, MENU_PATH)
         p = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, run, None)
         p.set_image_types("RGB*, GRAY*")
         p.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)

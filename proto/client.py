@@ -130,7 +130,12 @@ class DaemonClient(abc.ABC):
 
     def run(self, job: JobRequest, on_event: Callable[[Event], None] | None = None) -> JobResult:
         """submit + watch: returns the result, raises JobFailed / JobCancelled."""
-        return _outcome(self.watch(self.submit(job)), on_event, "the job finished")
+        return self.follow(self.submit(job), on_event)
+
+    def follow(self, job_id: str, on_event: Callable[[Event], None] | None = None) -> JobResult:
+        """Watch a job to its end (e.g. a ``fetch_models`` download): its result (no pixels for a
+        download, its notes in ``messages``), or JobFailed / JobCancelled."""
+        return _outcome(self.watch(job_id), on_event, "the job finished")
 
     def fetch_result(self, job_id: str) -> JobResult:
         """The result of a finished job the daemon still holds (downloads it again)."""

@@ -191,6 +191,33 @@ class ModelPlan:
     def manual(self) -> list[ModelFile]:
         return [f for f in self.files if f.action == "manual"]
 
+    def describe(self) -> str:
+        """The plan as the text a plugin shows before it asks (files, sizes, free space, licences)."""
+        lines = []
+        if self.downloads:
+            lines.append(f"Download {len(self.downloads)} file(s), about {human_size(self.download_bytes)}, "
+                         f"into {self.folder} ({human_size(self.free_bytes)} free):")
+            lines += [f"  {f.role}: {f.filename} ({human_size(f.size) if f.size else 'size unknown'})"
+                      for f in self.downloads]
+        else:
+            lines.append("Nothing to download" + (": every file is found." if not self.manual else "."))
+        if self.manual:
+            lines.append("To place by hand:")
+            lines += [f"  {f.role}: {f.note}" for f in self.manual]
+        if self.licences_to_accept:
+            lines.append("These models are for non-commercial use only; downloading them accepts their "
+                         "licences:")
+            lines += [f"  {text}" for text in self.licences_to_accept]
+        return "\n".join(lines)
+
+
+def human_size(n: int) -> str:
+    """1234567 -> '1.2 MB' (decimal units, as the Hub and file managers show sizes)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
 
 @dataclass
 class ServerInfo:
