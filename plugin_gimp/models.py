@@ -10,7 +10,6 @@ time), as for a refine.
 
 from __future__ import annotations
 
-import sys
 import traceback
 
 import gi
@@ -47,17 +46,14 @@ def create(plugin: Gimp.PlugIn, name: str, menu_path: str) -> Gimp.Procedure:
     return p
 
 
-def _error(procedure, message: str, status=Gimp.PDBStatusType.EXECUTION_ERROR):
-    print(f"dermis: {message}", file=sys.stderr)
-    return procedure.new_return_values(status, GLib.Error.new_literal(Gimp.PlugIn.error_quark(), message, 0))
-
-
 def run(procedure, run_mode, image, drawables, config, data):
+    from .procedure import error_return
+
     try:
         return _run(procedure, run_mode, config)
     except Exception as e:  # a message, not GIMP's traceback dialog
         traceback.print_exc()
-        return _error(procedure, f"Dermis failed unexpectedly: {e} (the traceback is in GIMP's terminal "
+        return error_return(procedure, f"Dermis failed unexpectedly: {e} (the traceback is in GIMP's terminal "
                                  "output; please report it).")
     finally:
         config.set_property("token", "")
@@ -67,6 +63,7 @@ def _run(procedure, run_mode, config):
     from . import job
     from ._client import client
     from .job import explain
+    from .procedure import error_return
 
     settings = job.Settings(preset=(config.get_property("preset") or "").strip(),
                             server=(config.get_property("server") or "").strip(),
@@ -78,7 +75,7 @@ def _run(procedure, run_mode, config):
         try:
             plan = job.plan_download(settings)
         except client.ClientError as e:
-            return _error(procedure, explain(e))
+            return error_return(procedure, explain(e))
         if not dialog.confirm_download(procedure, plan):
             return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
         accept = True
@@ -90,7 +87,7 @@ def _run(procedure, run_mode, config):
         Gimp.message(f"Dermis: {e}")
         return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
     except client.ClientError as e:
-        return _error(procedure, explain(e))
+        return error_return(procedure, explain(e))
     finally:
         Gimp.progress_end()
     notes = list(getattr(result, "messages", []) or [])

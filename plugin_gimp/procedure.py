@@ -27,7 +27,8 @@ MENU_PATH = "<Image>/Filters/Enhance/Dermis"
 RW = GObject.ParamFlags.READWRITE
 
 
-def _error(procedure, message: str, status=Gimp.PDBStatusType.EXECUTION_ERROR):
+def error_return(procedure, message: str, status=Gimp.PDBStatusType.EXECUTION_ERROR):
+    """GIMP's return values for a failure, with the message GIMP shows (also on stderr)."""
     print(f"dermis: {message}", file=sys.stderr)
     return procedure.new_return_values(status, GLib.Error.new_literal(Gimp.PlugIn.error_quark(), message, 0))
 
@@ -59,7 +60,7 @@ def run(procedure, run_mode, image, drawables, config, data):
         return _run(procedure, run_mode, image, drawables, config)
     except Exception as e:  # last line of defence: a message, not GIMP's traceback dialog
         traceback.print_exc()
-        return _error(procedure, f"Dermis failed unexpectedly: {e} (the traceback is in GIMP's "
+        return error_return(procedure, f"Dermis failed unexpectedly: {e} (the traceback is in GIMP's "
                                  "terminal output; please report it).")
     finally:
         # the token is an argument only so scripts can pass it; GIMP must not store it with the
@@ -73,12 +74,12 @@ def _run(procedure, run_mode, image, drawables, config):
     try:
         layer = image_io.check_image(image, drawables)
     except image_io.UnsupportedImage as e:
-        return _error(procedure, str(e), Gimp.PDBStatusType.CALLING_ERROR)
+        return error_return(procedure, str(e), Gimp.PDBStatusType.CALLING_ERROR)
     try:
         from . import job
         from ._client import client
     except ImportError as e:
-        return _error(procedure, f"The Dermis plug-in is incomplete ({e}); reinstall it with "
+        return error_return(procedure, f"The Dermis plug-in is incomplete ({e}); reinstall it with "
                                  "`dermis install-plugin gimp`.")
 
     if run_mode == Gimp.RunMode.INTERACTIVE:
@@ -97,7 +98,7 @@ def _run(procedure, run_mode, image, drawables, config):
             icc_profile=source.icc_profile,
         )
     except (image_io.UnsupportedImage, job.SettingsError) as e:
-        return _error(procedure, str(e), Gimp.PDBStatusType.CALLING_ERROR)
+        return error_return(procedure, str(e), Gimp.PDBStatusType.CALLING_ERROR)
 
     Gimp.progress_init("Dermis: sending the image to the daemon")
     reporter = job.Reporter(Gimp.progress_set_text, Gimp.progress_update)
@@ -109,14 +110,14 @@ def _run(procedure, run_mode, image, drawables, config):
         Gimp.message(f"Dermis: {e}")
         return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
     except client.ClientError as e:
-        return _error(procedure, job.explain(e))
+        return error_return(procedure, job.explain(e))
     finally:
         Gimp.progress_end()
 
     try:
         new_layer = image_io.insert_result(image, layer, source, result, settings.scale)
     except ValueError as e:
-        return _error(procedure, f"Dermis: {e}")
+        return error_return(procedure, f"Dermis: {e}")
     notes = reporter.messages + [m for m in getattr(result, "messages", []) if m not in reporter.messages]
     if notes:  # e.g. an optional stage skipped for want of weights: worth knowing, not an error
         Gimp.message("Dermis: " + "\n".join(notes))
