@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,8 @@ from .client_types import (
     JobLost,
     JobRequest,
     JobResult,
+    ModelFile,
+    ModelPlan,
     PresetInfo,
     Preview,
     Rejected,
@@ -65,8 +67,8 @@ from .messages import CHUNK_BYTES
 __all__ = [
     "CHUNK_BYTES", "DEFAULT_PRIORITY", "Client", "ClientCounts", "DaemonClient", "ClientError", "DaemonUnavailable",
     "DependencyMissing", "Event", "EventKind", "JobCancelled", "JobFailed", "JobInfo", "JobLost", "JobRequest",
-    "JobResult", "PresetInfo", "Preview", "Rejected", "ServerInfo", "StageInfo", "Unauthenticated",
-    "WatchFolderCounts", "WeightInfo", "default_runtime_file", "read_runtime_file",
+    "JobResult", "ModelFile", "ModelPlan", "PresetInfo", "Preview", "Rejected", "ServerInfo", "StageInfo",
+    "Unauthenticated", "WatchFolderCounts", "WeightInfo", "default_runtime_file", "read_runtime_file",
 ]
 
 
@@ -350,6 +352,20 @@ class Client(DaemonClient):
     def _list_reply(self, include_finished: bool) -> Any:
         return self._unary("ListJobs", lambda pb: pb.ListJobsRequest(include_finished=include_finished),
                            "job list request")
+
+    def plan_models(self, preset: str = "", roles: Iterable[str] = (), variant: str = "") -> ModelPlan:
+        return messages.model_plan(self._fetch(preset, roles, variant, True, False, "", ""))
+
+    def fetch_models(self, preset: str = "", roles: Iterable[str] = (), variant: str = "", *,
+                     accept_licences: bool = False, job_id: str | None = None, client_name: str = "") -> str:
+        reply = self._fetch(preset, roles, variant, False, accept_licences, job_id or uuid.uuid4().hex, client_name)
+        return str(reply.job_id)
+
+    def _fetch(self, preset: str, roles: Iterable[str], variant: str, dry_run: bool, accept: bool, job_id: str,
+               client_name: str) -> Any:
+        return self._unary("FetchModels", lambda pb: messages.fetch_request(
+            pb, preset=preset, roles=list(roles), variant=variant, dry_run=dry_run, accept_licences=accept,
+            job_id=job_id, client_name=client_name), "model download request")
 
     def unload_models(self, key: str = "") -> tuple[int, int]:
         """Frees model memory on the daemon: (models unloaded, bytes). ``key`` "" = all."""

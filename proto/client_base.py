@@ -21,6 +21,7 @@ from .client_types import (
     JobFailed,
     JobRequest,
     JobResult,
+    ModelPlan,
     Rejected,
     ServerInfo,
     Unauthenticated,
@@ -91,9 +92,24 @@ class DaemonClient(abc.ABC):
     def close(self) -> None:
         """End open watches and the connection."""
 
+    @abc.abstractmethod
+    def plan_models(self, preset: str = "", roles: Iterable[str] = (), variant: str = "") -> ModelPlan:
+        """What a model download for ``preset`` (or the weights keys ``roles``) would fetch, and what
+        must be placed by hand; nothing starts (FetchModels with dry_run)."""
+
+    @abc.abstractmethod
+    def fetch_models(self, preset: str = "", roles: Iterable[str] = (), variant: str = "", *,
+                     accept_licences: bool = False, job_id: str | None = None, client_name: str = "") -> str:
+        """Start downloading what is missing in the daemon; the job's id (``watch`` it, ``cancel`` it)."""
+
     def run(self, job: JobRequest, on_event: Callable[[Event], None] | None = None) -> JobResult:
         """submit + watch: returns the result, raises JobFailed / JobCancelled."""
-        return outcome(self.watch(self.submit(job)), on_event, "the job finished")
+        return self.follow(self.submit(job), on_event)
+
+    def follow(self, job_id: str, on_event: Callable[[Event], None] | None = None) -> JobResult:
+        """Watch a job to its end (e.g. a ``fetch_models`` download): its result (no pixels for a
+        download, its notes in ``messages``), or JobFailed / JobCancelled."""
+        return outcome(self.watch(job_id), on_event, "the job finished")
 
     def fetch_result(self, job_id: str) -> JobResult:
         """The result of a finished job the daemon still holds (downloads it again)."""

@@ -27,6 +27,7 @@ from pipeline.device import select_device
 from proto.dermis.v1 import dermis_pb2 as pb
 
 from ..jobs.executor import Executor
+from ..jobs.fetch import ModelFetcher
 from ..jobs.queue import JobQueue
 from ..jobs.residency import Residency, default_budget
 from ..watch.service import WatchService
@@ -81,6 +82,7 @@ class Daemon:
     warnings: list[str] = field(default_factory=list)
     watch: WatchService | None = None  # the config's [[watch]] folders
     shared_memory: SharedMemoryDir | None = None
+    fetcher: ModelFetcher | None = None  # FetchModels jobs (model downloads)
     _stopped: bool = False
 
     def stop(self, grace: float | None = None) -> None:
@@ -93,6 +95,8 @@ class Daemon:
         self.health.enter_graceful_shutdown()
         if self.watch is not None:  # first: a folder job is cancelled and stays claimed for next time
             self.watch.stop()
+        if self.fetcher is not None:  # a download stops at once; its partial file is resumed next time
+            self.fetcher.stop()
         self.executor.stop(grace)
         self.server.stop(grace=3.0).wait()  # open Watch streams get their terminal events first
         if self.config.runtime_file is not None:
@@ -136,6 +140,7 @@ def start_server(config: ServerConfig) -> tuple[grpc.Server, Daemon]:
         queue = JobQueue(max_queued=config.max_queue, max_queued_bytes=config.max_queue_bytes,
                          result_ttl=config.result_ttl)
         executor = Executor(queue, residency, config=config.pipeline, device=str(device[0]))
+        fetcher = ModelFetcher(queue, config.pipeline)
         watch = WatchService.from_config(config.pipeline, queue)  # bad [[watch]] tables: refuse to start
         token = config.token or auth.new_token()
         server = grpc.server(
@@ -154,7 +159,7 @@ def start_server(config: ServerConfig) -> tuple[grpc.Server, Daemon]:
         shared_memory = SharedMemoryDir.create() if config.shared_memory else None
         servicer = DermisServicer(
             queue, executor, residency, config.pipeline, device, max_upload_bytes=config.max_upload_bytes,
-            watch=watch, shared_memory=shared_memory,
+            watch=watch, fetcher=fetcher, shared_memory=shared_memory,
             limits=CallLimits(watches=config.max_watches, uploads=config.max_uploads,
                               stall_s=config.upload_stall_s))
         add_to_server(servicer, server)
@@ -168,6 +173,7 @@ def start_server(config: ServerConfig) -> tuple[grpc.Server, Daemon]:
             os.chmod(listen.socket_path, 0o600)
         server.start()
         executor.start()
+        fetcher.start()
         watch.start()
         for name in ("", SERVICE):
             health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -189,7 +195,7 @@ def start_server(config: ServerConfig) -> tuple[grpc.Server, Daemon]:
     daemon = Daemon(server, address, token, device_text(*device)[0], queue, executor, residency,
                     health_servicer, config,
                     token_file=token_file, lock=lock, socket_path=listen.socket_path, warnings=warnings,
-                    watch=watch, shared_memory=shared_memory)
+                    watch=watch, fetcher=fetcher, shared_memory=shared_memory)
     return server, daemon
 
 
