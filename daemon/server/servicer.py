@@ -205,7 +205,7 @@ class DermisServicer(pb_grpc.DermisServicer):
             yield pb.JobEvent(job_id=job.id, seq=seq, error=pb.Error(code=err.code.value, message=str(err)))
             return
         shm_id = ""
-        if shared is not None:
+        if shared is not None and isinstance(result, wire.RawResult):  # a download's result has no pixels
             try:
                 shm_id = shared.publish(result.pixels, result.file)
             except OSError as e:  # a full memory file system: stream it
