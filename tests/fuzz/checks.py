@@ -8,7 +8,9 @@ Anything else escaping is a finding.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import struct
 import tempfile
 from pathlib import Path
@@ -28,6 +30,7 @@ from proto.overrides import OverrideError, parse_overrides, split_overrides
 MAX_PIXELS = 1 << 20  # small limits keep one input's memory and time bounded
 CONFIG = pipeline.Config(max_pixels=MAX_PIXELS, max_output_pixels=4 * MAX_PIXELS)
 _SCRATCH = Path(tempfile.mkdtemp(prefix="dermis-fuzz-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)
 
 
 def decode_image(data: bytes) -> None:
