@@ -1,0 +1,73 @@
+"""A real multi-node Ray cluster on loopback for the cluster tests: a head node and worker nodes, each
+offering one unit of the custom resource ``dermis_worker`` (a GPU stands in on CPU machines), and a
+daemon driving it. Starting a cluster takes ~20 s, so test modules share one (module-scoped fixtures)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from daemon.cluster.settings import ClusterSettings
+from daemon.server.start import ServerConfig, start_server
+
+from ._daemon_helpers import TOKEN
+
+RESOURCE = "dermis_worker"
+LOOPBACK = "127.0.0.1"  # Ray would otherwise pick the machine's outward address
+
+
+def loopback_only() -> None:
+    """Keep Ray on 127.0.0.1. ray.init turns a 127.0.0.1 address into "the machine's address" unless
+    clusters are switched off for this platform; the raylets and workers inherit the variable."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    import ray._private.ray_constants as constants
+
+    constants.ENABLE_RAY_CLUSTER = False  # read at import; this process may have imported Ray already
+
+
+class LoopbackCluster:
+    def __init__(self, workers: int = 2) -> None:
+        loopback_only()
+        from ray.cluster_utils import Cluster
+
+        self.cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 1, "node_ip_address": LOOPBACK, "include_dashboard": False})
+        self.nodes = [self.add_worker_node() for _ in range(workers)]
+        self.cluster.wait_for_nodes(timeout=120)
+
+    @property
+    def address(self) -> str:
+        return self.cluster.address
+
+    def add_worker_node(self) -> Any:
+        return self.cluster.add_node(num_cpus=1, resources={RESOURCE: 1}, node_ip_address=LOOPBACK)
+
+    def kill_node(self, node: Any) -> None:
+        """Kill a worker node's raylet and everything on it (as a machine that dies)."""
+        self.cluster.remove_node(node, allow_graceful=False)
+        self.nodes.remove(node)
+
+    def shutdown(self) -> None:
+        import ray
+
+        ray.shutdown()
+        self.cluster.shutdown()
+
+
+@contextmanager
+def cluster_daemon(address: str, **kw: Any) -> Iterator[Any]:
+    """A daemon (real gRPC server and queue) whose jobs run on the cluster's workers."""
+    folder = Path(tempfile.mkdtemp(prefix="dc-", dir="/tmp"))
+    settings = ClusterSettings(address=address, resource=RESOURCE, **kw)
+    daemon = start_server(ServerConfig(listen=f"unix:{folder / 'd.sock'}", token=TOKEN, device="cpu",
+                                       cluster=settings))[1]
+    try:
+        yield daemon
+    finally:
+        daemon.stop(grace=5.0)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,140 @@
+"""Jobs on a real Ray cluster (three raylets on loopback: a head and two worker nodes): results equal
+a local run pixel for pixel, two workers run two jobs at once, progress arrives in order, cancel and
+editor priority reach remote jobs at their next boundary, `dermis status` lists the workers."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import pipeline
+from daemon.jobs.executor import ProgressPublisher
+from pipeline import images
+from proto.events import EventKind
+
+from ._cluster_helpers import LoopbackCluster, cluster_daemon
+from ._daemon_helpers import TOKEN, client, raw_image, request, result_array
+from .conftest import wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    c = LoopbackCluster(workers=2)
+    yield c
+    c.shutdown()
+
+
+@pytest.fixture(scope="module")
+def daemon(ray_cluster):
+    with cluster_daemon(ray_cluster.address) as d:
+        yield d
+
+
+def _direct(preset: str, arr: np.ndarray, seed: int) -> np.ndarray:
+    r = pipeline.run(pipeline.build(preset), images.from_array(arr), seed=seed, device="cpu")
+    return images.to_array(r.image)
+
+
+def test_round_trip_equals_a_local_run_pixel_for_pixel(daemon, portrait):
+    arr = images.to_array(portrait)
+    with client(daemon) as c:
+        res = c.run(request(arr, preset="lite", seed=11, output="full", client_name="test"))
+    assert (res.width, res.height, res.seed, res.preset) == (1024, 1024, 11, "lite")
+    got, want = result_array(res), _direct("lite", arr, 11)
+    assert np.array_equal(got, want)
+    assert not np.array_equal(got, _direct("lite", arr, 12)), "negative control: another seed differs"
+
+
+def test_two_workers_run_two_jobs_at_once_on_two_nodes(daemon, test_presets):
+    with client(daemon) as c:
+        ids = [c.submit(request(raw_image(160, 160, seed=i), preset="tiles", seed=i, priority="batch"))
+               for i in range(2)]
+        jobs = [daemon.queue.get(i) for i in ids]
+        wait_for(lambda: all(j.state.value == "running" for j in jobs) or all(j.finished for j in jobs),
+                 60, "both jobs to run")
+        both_running = all(j.state.value == "running" for j in jobs)
+        hosts = {e.message for j in jobs for e in j.events_after(0) if e.message.startswith("running on")}
+        for i in ids:
+            assert c.fetch_result(i).width == 160
+    assert both_running, "the second job waited for the first"
+    assert len(hosts) == 2 and {h.split()[3] for h in hosts} == {"worker-1", "worker-2"}, hosts
+    starts = [j.started for j in jobs]
+    ends = [j.finished_at for j in jobs]
+    assert max(starts) < min(ends), "the runs overlapped in time"
+
+
+def test_progress_events_in_order_ending_with_the_result(daemon, test_presets, monkeypatch):
+    monkeypatch.setattr(ProgressPublisher, "MIN_INTERVAL", 0.0)
+    events = []
+    arr = raw_image(96, 96, seed=2)
+    with client(daemon) as c:
+        res = c.run(request(arr, preset="tiles", seed=1), on_event=events.append)
+    kinds = [e.kind for e in events]
+    assert kinds[:2] == [EventKind.queued, EventKind.started] and kinds[-1] is EventKind.done
+    seqs = [e.seq for e in events]
+    assert seqs == sorted(set(seqs))
+    progress = [e for e in events if e.kind is EventKind.progress]
+    assert len(progress) >= 9 and [p.step for p in progress] == list(range(1, len(progress) + 1))
+    assert np.array_equal(result_array(res), _direct("tiles", arr, 1))
+
+
+def test_cancel_reaches_a_running_remote_job_at_its_next_step(daemon, test_presets, monkeypatch):
+    monkeypatch.setattr(ProgressPublisher, "MIN_INTERVAL", 0.0)
+    with client(daemon) as c:
+        long_id = c.submit(request(raw_image(256, 256, seed=4), preset="tiles", seed=1))
+        seen = []
+        for ev in c.watch(long_id):
+            seen.append(ev)
+            if ev.kind is EventKind.progress and ev.step == 2:
+                c.cancel(long_id)
+        assert seen[-1].kind is EventKind.cancelled
+        job = daemon.queue.get(long_id)
+        assert job.cancel_seq is not None
+        after = [e for e in seen if e.kind is EventKind.progress and e.seq > job.cancel_seq]
+        # the cancel travels driver -> monitor -> actor while steps go on: a few tiles at most, of ~100
+        assert len(after) <= 10, f"{len(after)} steps ran after the cancel"
+        assert max(e.step for e in seen if e.kind is EventKind.progress) < 60
+        assert c.run(request(raw_image(32, 32), preset="lite", seed=1)).width == 64  # the worker is free again
+
+
+def test_an_editor_job_overtakes_batch_jobs_across_the_cluster(daemon, test_presets, monkeypatch):
+    monkeypatch.setattr(ProgressPublisher, "MIN_INTERVAL", 0.0)
+    arrs = [raw_image(256, 256, seed=7 + i) for i in range(2)]
+    with client(daemon) as c:
+        batch_ids = [c.submit(request(a, preset="tiles", seed=2, priority="batch", client_name="watch"))
+                     for a in arrs]
+        batches = [daemon.queue.get(i) for i in batch_ids]
+        wait_for(lambda: all(j.fraction > 0 for j in batches), 60, "both batch jobs to make progress")
+        t0 = time.monotonic()
+        editor_id = c.submit(request(raw_image(48, 48), preset="lite", seed=1, priority="editor",
+                                     client_name="krita"))
+        editor = c.fetch_result(editor_id)
+        editor_s = time.monotonic() - t0
+        results = [c.fetch_result(i) for i in batch_ids]
+    ed = daemon.queue.get(editor_id)
+    assert editor.width == 96
+    assert all(ed.finished_at < b.finished_at for b in batches), "the editor job finished first"
+    texts = [e.message for b in batches for e in b.events_after(0) if e.kind is EventKind.message]
+    assert any("editor job needed a cluster worker" in t for t in texts), texts
+    assert editor_s < 30
+    for res, arr in zip(results, arrs, strict=True):  # a restarted batch job gives the same result
+        assert np.array_equal(result_array(res), _direct("tiles", arr, 2))
+
+
+def test_status_lists_both_workers(daemon, capsys, monkeypatch):
+    from daemon.cli.entry import main
+
+    monkeypatch.setenv("DERMIS_TOKEN", TOKEN)
+    with client(daemon) as c:
+        info = c.info()
+    assert [w.name for w in info.workers] == ["worker-1", "worker-2"]
+    assert all(w.device.startswith("CPU") and "127.0.0.1" in w.host and not w.removed for w in info.workers)
+    assert main(["status", "--server", daemon.address]) == 0
+    out = capsys.readouterr().out
+    assert "cluster workers (2 of 2 in the pool)" in out
+    assert out.count("127.0.0.1") >= 2
