@@ -73,7 +73,7 @@ def test_progress_events_in_order_ending_with_the_result(daemon, test_presets, m
     events = []
     arr = raw_image(96, 96, seed=2)
     with client(daemon) as c:
-        res = c.run(request(arr, preset="tiles", seed=1), on_event=events.append)
+        res = c.run(request(arr, preset="tiles", seed=1, output="full"), on_event=events.append)
     kinds = [e.kind for e in events]
     assert kinds[:2] == [EventKind.queued, EventKind.started] and kinds[-1] is EventKind.done
     seqs = [e.seq for e in events]
@@ -106,7 +106,8 @@ def test_an_editor_job_overtakes_batch_jobs_across_the_cluster(daemon, test_pres
     monkeypatch.setattr(ProgressPublisher, "MIN_INTERVAL", 0.0)
     arrs = [raw_image(256, 256, seed=7 + i) for i in range(2)]
     with client(daemon) as c:
-        batch_ids = [c.submit(request(a, preset="tiles", seed=2, priority="batch", client_name="watch"))
+        batch_ids = [c.submit(request(a, preset="tiles", seed=2, priority="batch", client_name="watch",
+                                    output="full"))
                      for a in arrs]
         batches = [daemon.queue.get(i) for i in batch_ids]
         wait_for(lambda: all(j.fraction > 0 for j in batches), 60, "both batch jobs to make progress")
