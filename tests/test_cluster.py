@@ -4,7 +4,6 @@ editor priority reach remote jobs at their next boundary, `dermis status` lists 
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np

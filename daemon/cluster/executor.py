@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 import ray
+from ray import exceptions as ray_errors
 
 from pipeline.errors import ErrorCode
 from proto.events import EventKind
@@ -134,10 +135,10 @@ class ClusterExecutor:
                 elif kind == "preempted":
                     self.queue.requeue(job, "An editor job needed a cluster worker: this job starts again "
                                             "after it.")
-        except ray.exceptions.RayTaskError as e:  # our code raised past the worker's own handling
+        except ray_errors.RayTaskError as e:  # our code raised past the worker's own handling
             self.queue.finish_failed(job, ErrorCode.INTERNAL, f"Internal error on cluster {slot.name}: "
                                      f"{str(e).splitlines()[0]}", stage=publish.stage)
-        except ray.exceptions.RayError as e:  # the actor or its node died
+        except ray_errors.RayError as e:  # the actor or its node died
             self._worker_died(slot, job, e)
 
     def _worker_died(self, slot: Slot, job: Job, error: Exception) -> None:

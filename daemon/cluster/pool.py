@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
+from ray import exceptions as ray_errors
 
 import pipeline
 from pipeline import DermisError
@@ -66,7 +67,7 @@ class WorkerPool:
                 ray.init(address=s.address, namespace="dermis", include_dashboard=False, log_to_driver=False,
                          logging_level=logging.WARNING)
             offered = int(ray.cluster_resources().get(s.resource, 0))
-        except (ConnectionError, RuntimeError, ray.exceptions.RaySystemError) as e:
+        except (ConnectionError, RuntimeError, ray_errors.RaySystemError) as e:
             raise ClusterUnavailable(f"cannot connect to the Ray cluster at {s.address} ({e}); start it with "
                                      "`ray start --head` (docs/cluster.md) or check the address.") from None
         count = s.workers or offered
@@ -81,11 +82,11 @@ class WorkerPool:
         checks = {slot.name: slot.actor.preflight.remote(recipes) for slot in self.slots}
         for slot in self.slots:
             try:
-                reason = ray.get(checks[slot.name], timeout=s.start_timeout_s)
-            except ray.exceptions.GetTimeoutError:
+                reason = str(ray.get(checks[slot.name], timeout=s.start_timeout_s))
+            except ray_errors.GetTimeoutError:
                 reason = (f"did not start within {s.start_timeout_s:g} s (does the cluster have {count} free "
                           f"unit(s) of {s.resource!r}?)")
-            except ray.exceptions.RayError as e:
+            except ray_errors.RayError as e:
                 reason = f"failed to start: {str(e).splitlines()[0]}"
             if reason:
                 self.remove(slot, f"its models failed to load: {reason}" if "weight" in reason.lower() or
@@ -102,7 +103,7 @@ class WorkerPool:
             try:
                 slot.last = ray.get(slot.actor.describe.remote(), timeout=DESCRIBE_TIMEOUT_S)
                 slot.node = slot.last.get("host", slot.node)
-            except ray.exceptions.RayError:
+            except ray_errors.RayError:
                 pass
         return slot.last
 

@@ -27,6 +27,7 @@ import pipeline
 from pipeline import Cancelled, CancelToken, DermisError, Image, Recipe, Region
 from pipeline.device import describe, select_device
 from pipeline.errors import ErrorCode
+from pipeline.run import OutputMode
 from pipeline.stages import resolve
 
 from ..errors import Preempted
@@ -82,7 +83,7 @@ class DermisWorker:
 
     # -- running a job -----------------------------------------------------------------------------
     def run(self, job_id: str, recipe: Recipe, image: Image, seed: int, region: Region | None,
-            mask: np.ndarray | None, output: str) -> Iterator[tuple[Any, ...]]:
+            mask: np.ndarray | None, output: OutputMode) -> Iterator[tuple[Any, ...]]:
         items: queue.Queue[tuple[Any, ...]] = queue.Queue()
         token = CancelToken(checkpoint=lambda: self._maybe_yield(job_id))
         with self._lock:
