@@ -71,7 +71,8 @@ def _batch(address: str, jobs: int, size: int, clients: int = 4) -> float:
 
 
 def _measure(label: str, folder: Path, jobs: int, size: int, cluster: ClusterSettings | None) -> float:
-    daemon = start_server(ServerConfig(listen=f"unix:{folder / (label + '.sock')}", token=TOKEN, device="cpu",
+    sock = folder / f"d{cluster.workers if cluster else 0}.sock"  # no comma: gRPC reads it as a list
+    daemon = start_server(ServerConfig(listen=f"unix:{sock}", token=TOKEN, device="cpu",
                                        max_queue=jobs + 8, cluster=cluster))[1]
     try:
         _batch(daemon.address, 2, size, clients=2)  # warm-up: imports, first allocations on each worker

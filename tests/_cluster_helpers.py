@@ -60,12 +60,12 @@ class LoopbackCluster:
 
 
 @contextmanager
-def cluster_daemon(address: str, **kw: Any) -> Iterator[Any]:
+def cluster_daemon(address: str, preload: tuple[str, ...] = (), **kw: Any) -> Iterator[Any]:
     """A daemon (real gRPC server and queue) whose jobs run on the cluster's workers."""
     folder = Path(tempfile.mkdtemp(prefix="dc-", dir="/tmp"))
     settings = ClusterSettings(address=address, resource=RESOURCE, **kw)
     daemon = start_server(ServerConfig(listen=f"unix:{folder / 'd.sock'}", token=TOKEN, device="cpu",
-                                       cluster=settings))[1]
+                                       cluster=settings, preload=preload))[1]
     try:
         yield daemon
     finally:

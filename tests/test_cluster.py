@@ -171,3 +171,26 @@ def test_killing_a_node_mid_batch_leaves_one_outcome_per_file(daemon, ray_cluste
     with client(daemon) as c:
         workers = c.info().workers
     assert sum(1 for x in workers if x.removed) == 1 and len(workers) == 2
+
+
+def test_workers_lacking_a_preload_presets_weights_leave_the_pool(ray_cluster, test_presets):
+    from daemon.cluster.pool import ClusterUnavailable
+
+    with pytest.raises(ClusterUnavailable) as e, cluster_daemon(ray_cluster.address, preload=("needs-weights",)):
+        pass
+    assert "no cluster worker could start" in str(e.value)
+    assert "worker-1: its models failed to load:" in str(e.value) and "skin_detail" in str(e.value)
+
+
+def test_losing_the_cluster_hands_jobs_to_the_local_device_when_configured(ray_cluster, portrait):
+    arr = images.to_array(portrait)[:64, :64]
+    with cluster_daemon(ray_cluster.address, local_fallback=True) as d:
+        assert len(d.executor.pool.live()) == 1
+        ray_cluster.kill_node(ray_cluster.nodes[0])  # the last worker node
+        with client(d) as c:
+            res = c.run(request(arr, preset="lite", seed=3, output="full"))
+        assert np.array_equal(result_array(res), _direct("lite", arr, 3))
+        assert d.executor.pool.live() == [] and d.executor.fallback.busy is False
+        job = d.queue.jobs(include_finished=True)[0]
+        texts = [e.message for e in job.events_after(0) if e.kind is EventKind.message]
+        assert any("died; the job runs again" in t for t in texts), texts

@@ -43,7 +43,8 @@ class ClusterExecutor:
         self.retries = pool.settings.retries
         self._deaths: dict[str, list[str]] = {}  # job id -> nodes that died running it
         self._running: dict[str, tuple[Slot, Job]] = {}  # slot name -> its job
-        self._forwarded: set[str] = set()  # jobs whose cancel or yield request went out
+        self._cancel_sent: set[str] = set()  # jobs whose cancel went out to their worker
+        self._yield_sent: set[str] = set()  # batch jobs asked to give their worker to an editor job
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -69,8 +70,12 @@ class ClusterExecutor:
         end = time.monotonic() + grace
         while self._running and time.monotonic() < end:
             time.sleep(0.05)
-        for _slot, job in list(self._running.values()):
+        for slot, job in list(self._running.values()):
             job.token.cancel(SHUTDOWN_REASON)
+            self._forward_cancel(slot, job)
+        end = time.monotonic() + 10.0  # cancelled jobs end at their next boundary
+        while self._running and time.monotonic() < end:
+            time.sleep(0.05)
         self._stopping.set()
         for t in self._threads:
             t.join(10.0)
@@ -104,7 +109,8 @@ class ClusterExecutor:
                 with self._lock:
                     self._running.pop(slot.name, None)
                     slot.job = ""
-                    self._forwarded.discard(job.id)
+                    self._cancel_sent.discard(job.id)
+                    self._yield_sent.discard(job.id)
         if not self.pool.live():
             self._cluster_lost()
 
@@ -187,17 +193,23 @@ class ClusterExecutor:
             with self._lock:
                 running = list(self._running.values())
             for slot, job in running:
-                if job.token.cancelled and job.id not in self._forwarded:
-                    self._forwarded.add(job.id)
-                    slot.actor.cancel.remote(job.id, job.token.reason or "The job was cancelled.")
+                if job.token.cancelled and job.id not in self._cancel_sent:
+                    self._forward_cancel(slot, job)
             if running and len(running) >= len(self.pool.live()) and self.queue.editor_waiting():
                 self._make_room(running)
 
     def _make_room(self, running: list[tuple[Slot, Job]]) -> None:
         """Ask one batch job to yield its worker, unless one is yielding already."""
         batch = [(slot, job) for slot, job in running if job.priority is Priority.BATCH]
-        if not batch or any(job.id in self._forwarded for _, job in batch):
+        if not batch or any(job.id in self._yield_sent for _, job in batch):
             return
         slot, job = max(batch, key=lambda sj: sj[1].number)  # the newest batch job loses the least work
-        self._forwarded.add(job.id)
+        self._yield_sent.add(job.id)
         slot.actor.preempt.remote(job.id)
+
+    def _forward_cancel(self, slot: Slot, job: Job) -> None:
+        self._cancel_sent.add(job.id)
+        try:
+            slot.actor.cancel.remote(job.id, job.token.reason or "The job was cancelled.")
+        except ray_errors.RayError:  # its worker is gone; the dispatch thread ends the job
+            pass

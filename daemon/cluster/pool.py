@@ -58,12 +58,14 @@ class WorkerPool:
         self.slots: list[Slot] = []
         self._lock = threading.Lock()
         self._config, self._device, self._budget = config, device, budget
+        self._owns_ray = False  # this pool connected (another pool in the process may share it)
 
     def start(self, recipes: list[pipeline.Recipe]) -> None:
         """Connect, start the workers and check their weights for ``recipes`` (bounded in time)."""
         s = self.settings
         try:
             if not ray.is_initialized():
+                self._owns_ray = True
                 ray.init(address=s.address, namespace="dermis", include_dashboard=False, log_to_driver=False,
                          logging_level=logging.WARNING)
             offered = int(ray.cluster_resources().get(s.resource, 0))
@@ -127,4 +129,5 @@ class WorkerPool:
                 ray.kill(slot.actor, no_restart=True)
             except Exception:
                 pass
-        ray.shutdown()
+        if self._owns_ray:
+            ray.shutdown()
