@@ -176,7 +176,9 @@ def test_killing_a_node_mid_batch_leaves_one_outcome_per_file(daemon, ray_cluste
 def test_workers_lacking_a_preload_presets_weights_leave_the_pool(ray_cluster, test_presets):
     from daemon.cluster.pool import ClusterUnavailable
 
-    with pytest.raises(ClusterUnavailable) as e, cluster_daemon(ray_cluster.address, preload=("needs-weights",)):
+    ray_cluster.add_worker_node()  # the module's daemon holds the other worker node
+    with pytest.raises(ClusterUnavailable) as e, cluster_daemon(ray_cluster.address, preload=("needs-weights",),
+                                                                workers=1, start_timeout_s=60):
         pass
     assert "no cluster worker could start" in str(e.value)
     assert "worker-1: its models failed to load:" in str(e.value) and "skin_detail" in str(e.value)
@@ -184,9 +186,11 @@ def test_workers_lacking_a_preload_presets_weights_leave_the_pool(ray_cluster, t
 
 def test_losing_the_cluster_hands_jobs_to_the_local_device_when_configured(ray_cluster, portrait):
     arr = images.to_array(portrait)[:64, :64]
-    with cluster_daemon(ray_cluster.address, local_fallback=True) as d:
+    # the worker node the previous test added (its worker was killed): this daemon's only worker
+    with cluster_daemon(ray_cluster.address, local_fallback=True, workers=1, start_timeout_s=60) as d:
         assert len(d.executor.pool.live()) == 1
-        ray_cluster.kill_node(ray_cluster.nodes[0])  # the last worker node
+        node = next(n for n in ray_cluster.nodes if n.node_id == d.executor.pool.slots[0].last["node"])
+        ray_cluster.kill_node(node)
         with client(d) as c:
             res = c.run(request(arr, preset="lite", seed=3, output="full"))
         assert np.array_equal(result_array(res), _direct("lite", arr, 3))
