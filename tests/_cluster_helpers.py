@@ -39,7 +39,9 @@ class LoopbackCluster:
             "num_cpus": 1, "node_ip_address": LOOPBACK, "include_dashboard": False,
             # a killed node is declared dead after ~3 s instead of Ray's default ~15-30 s
             "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 3}})
-        self.nodes = [self.add_worker_node() for _ in range(workers)]
+        self.nodes: list[Any] = []
+        for _ in range(workers):
+            self.add_worker_node()
         self.cluster.wait_for_nodes(timeout=120)
 
     @property
@@ -47,7 +49,9 @@ class LoopbackCluster:
         return self.cluster.address
 
     def add_worker_node(self) -> Any:
-        return self.cluster.add_node(num_cpus=1, resources={RESOURCE: 1}, node_ip_address=LOOPBACK)
+        node = self.cluster.add_node(num_cpus=1, resources={RESOURCE: 1}, node_ip_address=LOOPBACK)
+        self.nodes.append(node)
+        return node
 
     def kill_node(self, node: Any) -> None:
         """Kill a worker node's raylet and everything on it (as a machine that dies)."""
