@@ -32,3 +32,14 @@ def tiny_config(d: Path) -> tuple[int, int]:
     layout = cfg["vector_y_layout"]
     add = next(v for k, v in layout.items() if k.startswith("add_time_dim"))
     return int(head), int(add)
+
+
+def load_fixture_models(d: Path):
+    """The fixture's tiny SDXL + SUPIR through Dermis's real loaders, float32, no text encoders."""
+    import torch
+
+    from pipeline.models.supir.pipeline import load_models
+
+    head, add = tiny_config(d)
+    return load_models(d / "tiny_sdxl.safetensors", d / "tiny_supir.safetensors", torch.float32, torch.float32,
+                       head_dim=head, add_time_dim=add, text_encoders=False)

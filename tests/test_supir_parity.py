@@ -23,7 +23,6 @@ from pipeline.models.supir.pipeline import (
     decode,
     encode_lq,
     encode_sample,
-    load_models,
     restore,
 )
 from pipeline.models.supir.unet import vector_cond
@@ -33,7 +32,7 @@ from pipeline.samplers.schedules import ddpm_sigma_table, legacy_sigmas, quantiz
 from pipeline.samplers.tiles import LatentTiles
 
 from ._parity import MODEL, RECORDED_RUN, assert_parity, assert_rejected, perturbed
-from ._supir_helpers import require_fixtures, tiny_config
+from ._supir_helpers import load_fixture_models, require_fixtures
 
 pytestmark = pytest.mark.parity
 GROUPS = ("inputs.", "control.", "unet.", "wrapper.", "denoiser.", "vae.", "colorfix.", "edm_det.", "edm_churn.",
@@ -55,9 +54,7 @@ def golden(fx):
 
 @pytest.fixture(scope="module")
 def models(fx):
-    head, add = tiny_config(fx)
-    return load_models(fx / "tiny_sdxl.safetensors", fx / "tiny_supir.safetensors", torch.float32, torch.float32,
-                       head_dim=head, add_time_dim=add, text_encoders=False)
+    return load_fixture_models(fx)
 
 
 def keys(golden, prefix: str) -> list[str]:
@@ -241,7 +238,7 @@ def _e2e_run(fx, g, models) -> dict[str, object]:
         control_start=call.get("control_scale_start", 0.0), control_end=call["control_scale"],
         linear_control=call.get("use_linear_control_scale", False), restore_cfg=call["restoration_scale"])
     fix = {"Wavelet": "wavelet", "AdaIn": "adain", "None": "none"}[call["color_fix_type"]]
-    s = Settings(steps=call["num_steps"], edm=edm, color_fix=fix)
+    s = Settings(sampler="edm", steps=call["num_steps"], edm=edm, color_fix=fix)
     draws = [g[f"e2e.noise.{j}"] for j in range(len(keys(g, "e2e.noise.")))]  # posterior, x_T, churn...
     i = {k.removeprefix("e2e.in."): g[k] for k in keys(g, "e2e.in.")}
     records: list[dict] = []
