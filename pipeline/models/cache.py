@@ -113,6 +113,15 @@ class ModelCache:
         except ImportError:  # pragma: no cover - torch is a hard dependency of the pipeline
             pass
 
+    def drop_unused_since(self, since: float) -> int:
+        """Drop every model not used since ``since`` (``time.monotonic()``): what the memory policy
+        frees when a stage runs out of device memory. Returns how many were dropped."""
+        with self._lock:
+            stale = [k for k, e in self._entries.items() if e.last_used < since]
+        for key in stale:
+            self.drop(key)
+        return len(stale)
+
     def entries(self) -> list[CacheEntry]:
         with self._lock:
             return list(self._entries.values())

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from ..progress import CancelToken, ProgressFn
-from .edm_euler import ParityRecord
+from .edm_euler import ParityRecord, tagged
 from .model import PairDenoiser
 from .noise import NoiseSource
 from .report import StepPreview, StepReport
@@ -108,8 +108,8 @@ def sample(
         scale = control_scale(sigma, p.control_start, p.control_end, p.linear_control)
         want = report.wants_preview(k)
         if run is None:
-            rec = None if record is None else (lambda r, k=k: record({"step": k, "tile": None, **r}))
-            x, old = step(model, x, old, prev, sigma, next_sigma, xis[k], p, scale, None, rec)
+            x, old = step(model, x, old, prev, sigma, next_sigma, xis[k], p, scale, None,
+                          tagged(record, step=k, tile=None))
         else:
             if record is not None:
                 record({"step": k, "tile": "full", "x_full_in": x, "old_denoised_full_in": old})
@@ -117,8 +117,8 @@ def sample(
             def tile_step(wins: list[Window], x: torch.Tensor, old: torch.Tensor | None, xi: torch.Tensor | None,
                           k: int = k, sigma: float = sigma, next_sigma: float = next_sigma,
                           prev: float | None = prev, scale: float = scale) -> tuple[torch.Tensor, torch.Tensor]:
-                rec = None if record is None else (lambda r: record({"step": k, "tile": wins, **r}))
-                return step(model, x, old, prev, sigma, next_sigma, xi, p, scale, wins, rec)
+                return step(model, x, old, prev, sigma, next_sigma, xi, p, scale, wins,
+                            tagged(record, step=k, tile=wins))
 
             fused_x, fused_d = run.step(tile_step, {"x": x, "old": old, "xi": xis[k]}, denoised=True,
                                         on_batch=lambda b, k=k: report.batch_done(k, b))

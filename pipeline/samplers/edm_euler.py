@@ -34,6 +34,13 @@ from .tiles import LatentTiles, Window
 ParityRecord = Callable[[dict[str, Any]], None]
 
 
+def tagged(record: ParityRecord | None, **tags: Any) -> ParityRecord | None:
+    """``record`` adding ``tags`` (step, tile) to every entry; None when there is no record."""
+    if record is None:
+        return None
+    return lambda entry: record({**tags, **entry})
+
+
 @dataclass(frozen=True)
 class EdmParams:
     s_churn: float = 5.0
@@ -112,8 +119,8 @@ def sample(
         scale = control_scale(sigma, p.control_start, p.control_end, p.linear_control)
         want = report.wants_preview(k)
         if run is None:
-            rec = None if record is None else (lambda r, k=k: record({"step": k, "tile": None, **r}))
-            x, x0 = step(model, x, sigma, next_sigma, gamma, xis[k], p, scale, x_center, None, rec)
+            x, x0 = step(model, x, sigma, next_sigma, gamma, xis[k], p, scale, x_center, None,
+                         tagged(record, step=k, tile=None))
         else:
             if record is not None:
                 record({"step": k, "tile": "full", "x_full_in": x})
@@ -121,8 +128,8 @@ def sample(
             def tile_step(wins: list[Window], x: torch.Tensor, xi: torch.Tensor | None, center: torch.Tensor | None,
                           k: int = k, sigma: float = sigma, next_sigma: float = next_sigma, gamma: float = gamma,
                           scale: float = scale) -> tuple[torch.Tensor, torch.Tensor]:
-                rec = None if record is None else (lambda r: record({"step": k, "tile": wins, **r}))
-                return step(model, x, sigma, next_sigma, gamma, xi, p, scale, center, wins, rec)
+                return step(model, x, sigma, next_sigma, gamma, xi, p, scale, center, wins,
+                            tagged(record, step=k, tile=wins))
 
             x, x0 = run.step(tile_step, {"x": x, "xi": xis[k], "center": x_center}, denoised=want,
                              on_batch=lambda b, k=k: report.batch_done(k, b))

@@ -59,7 +59,7 @@ class BrownianNoise:
         # the divisor keeps the unclamped sigmas
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Should have", category=UserWarning)
-            w = self.tree(lo, hi)
+            w: torch.Tensor = self.tree(lo, hi)  # pyright: ignore[reportAssignmentType] (W alone: no U, A)
         if sigma > sigma_next:
             w = -w
         span = (torch.tensor(sigma_next, dtype=torch.float32) - torch.tensor(sigma, dtype=torch.float32)).abs()

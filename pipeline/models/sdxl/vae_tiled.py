@@ -18,7 +18,7 @@ held activations stay on the device, or wait in CPU memory when even those would
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -79,9 +79,10 @@ def group_moments(x: torch.Tensor, groups: int, rows: slice, cols: slice) -> Mom
 def whole_image(gn: nn.GroupNorm, parts: list[Moments]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Chan's parallel combination of every tile's moments: the statistics of the whole image, exactly
     (up to rounding), the same for every tile."""
-    count = sum(p[0] for p in parts)
-    mean = sum(p[0] * p[1] for p in parts) / count
-    m2 = sum(p[2] + p[0] * (p[1] - mean) ** 2 for p in parts)
+    n, means, m2s = (torch.stack(t) for t in zip(*parts, strict=True))
+    count = n.sum(0)
+    mean = (n * means).sum(0) / count
+    m2 = (m2s + n * (means - mean) ** 2).sum(0)
     return [(mean, m2 / count)] * len(parts)
 
 
@@ -136,7 +137,7 @@ def _place(out: torch.Tensor, tile: torch.Tensor, c: Core, scale: float) -> None
 # ------------------------------------------------------------------------------------- the policy
 
 
-def untiled_bytes(widths: tuple[int, ...], h: int, w: int, dtype: torch.dtype, decoder: bool) -> int:
+def untiled_bytes(widths: Sequence[int], h: int, w: int, dtype: torch.dtype, decoder: bool) -> int:
     """Device bytes an untiled pass needs at (h, w) image pixels (an estimate: the widest full-resolution
     layer, WORKING_COPIES times; the decoder's upsampler brings ``widths[1]`` channels to full size).
     On the H200 a FLUX-VAE (same widths) 2048² encode + decode peaked at 9.7 GiB in bf16; this says 10."""
