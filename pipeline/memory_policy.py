@@ -11,6 +11,8 @@ stage did not use) and runs the stage again on the same input with one knob move
 2. model offload, then 3. sequential offload (the memory mode);
 4. smaller tiles (each tile knob that helps in the failing phase: an automatic or untiled setting
    becomes its first explicit size, then it halves down to its smallest).
+Only knobs that help the phase the stage failed in are moved. A knob marked ``early`` (VAE tiling: cheap,
+unlike streaming the weights) moves right after the tiles per call.
 
 Each retry is announced as a progress message naming the setting; when nothing is left the stage fails
 with one ``OutOfMemory`` that lists what was tried. Earlier stages are not run again.
@@ -51,9 +53,12 @@ class Knob:
     value: str = ""
     offload: str = "model_offload"
     phases: tuple[str, ...] = ()
+    early: bool = False
 
 
-ORDER = ("batch", "memory", "switch", "tile")
+def _ladder(knobs: Sequence[Knob]) -> list[Knob]:
+    rank = {"batch": 0, "memory": 2, "switch": 3, "tile": 4}
+    return sorted(knobs, key=lambda k: 1 if k.early else rank[k.kind])  # stable: declared order within a rung
 
 
 def next_settings(knobs: Sequence[Knob], params: Mapping[str, Any], used: Mapping[str, Any]
@@ -61,13 +66,12 @@ def next_settings(knobs: Sequence[Knob], params: Mapping[str, Any], used: Mappin
     """The stage's raw params for the next attempt and a phrase saying what changed (one knob moved),
     or None when the ladder is at its end. ``used``: what the failed attempt recorded."""
     phase = used.get("phase")
-    for kind in ORDER:
-        for k in knobs:
-            if k.kind != kind or (k.phases and phase is not None and phase not in k.phases):
-                continue
-            value = _next_value(k, params.get(k.param), used.get(k.param, params.get(k.param)))
-            if value is not None:
-                return {**params, k.param: value}, _phrase(k, value)
+    for k in _ladder(knobs):
+        if k.phases and phase is not None and phase not in k.phases:
+            continue
+        value = _next_value(k, params.get(k.param), used.get(k.param, params.get(k.param)))
+        if value is not None:
+            return {**params, k.param: value}, _phrase(k, value)
     return None
 
 

@@ -55,7 +55,7 @@ VAE_AUTO_TILE_PIXELS = 2048 * 2048  # above this, decode in tiles (9.7 GiB peak 
 MEMORY_KNOBS = (
     Knob("tile_batch", "batch", phases=("sampling",)),
     Knob("memory", "memory"),
-    Knob("vae_tiling", "switch", value="on", phases=("vae",)),
+    Knob("vae_tiling", "switch", value="on", phases=("vae",), early=True),
     Knob("vae_tile", "tile", first=1024, smallest=256, multiple=64, phases=("vae",)),
     Knob("tile", "tile", first=1024, smallest=512, multiple=16),
 )

@@ -52,7 +52,8 @@ MEMORY_KNOBS = (
     Knob("tile_batch", "batch", phases=("sampling",)),
     Knob("memory", "memory", offload="offload"),
     Knob("tile", "tile", first=128, smallest=32, multiple=8, phases=("sampling",)),
-    Knob("vae_tile", "tile", first=vae_tiled.AUTO_TILE, smallest=256, multiple=64, phases=("first_stage", "decode")),
+    Knob("vae_tile", "tile", first=vae_tiled.AUTO_TILE, smallest=256, multiple=64, phases=("first_stage", "decode"),
+         early=True),
 )
 
 
