@@ -85,7 +85,7 @@ def test_missing_weights_message_lists_every_place(tmp_path):
         WeightLocator(config).find("skin_detail")
     msg = str(e.value)
     assert str(tmp_path / "a" / "upscale_models") in msg and str(tmp_path / "b" / "ESRGAN") in msg
-    assert "--comfy-models" in msg
+    assert "comfy_models in the config" in msg and "--" not in msg  # editors show it: no CLI flags
 
 
 def test_bad_config_files(tmp_path):

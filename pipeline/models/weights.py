@@ -82,7 +82,8 @@ class WeightLocator:
             spec = self.spec(key)
             hint = (
                 f"Put the file in one of those folders, set weights.{key} in the config "
-                f"({self.config.path or 'see `dermis doctor`'}), or pass --comfy-models DIR."
+                f"({self.config.path or 'see `dermis doctor`'}), or add your ComfyUI models folder to "
+                "comfy_models in the config."
             )
             raise MissingWeights(key, spec.description, self.looked_in(key), hint=hint)
         return found

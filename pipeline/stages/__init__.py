@@ -158,7 +158,7 @@ def resolve(
             module = load_stage(spec.kind)
         except StageUnavailable as e:
             raise StageUnavailable(
-                f"{e} Preset '{recipe.preset}' needs it; `--preset lite` runs without it."
+                f"{e} Preset '{recipe.preset}' needs it; the 'lite' preset runs without it."
             ) from None
         params = make_params(module, spec.params, spec.id)
         found, lacking = {}, []
@@ -176,7 +176,7 @@ def resolve(
     if missing:
         hint = (
             f"Preset '{recipe.preset}' cannot run without these files. "
-            "Run `dermis doctor` to see what is configured, or use `--preset lite` "
+            "Run `dermis doctor` to see what is configured, or use the 'lite' preset "
             "(CPU, no weights, not diffusion)."
         )
         raise MissingWeightsGroup(missing, hint=hint)
