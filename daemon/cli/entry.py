@@ -76,11 +76,7 @@ def report_error(err: DermisError | ClientError) -> int:
     status its code calls for: 2 when the command's options must change (a usage error), 1 otherwise
     (another input, the set-up, a limit or a bug: the command was right but could not be done)."""
     print(f"dermis: error: {err}", file=sys.stderr)
-    code = ErrorCode.of(err.code)
-    if code in (ErrorCode.MISSING_WEIGHTS, ErrorCode.STAGE_UNAVAILABLE):  # the library names no flags
-        print("dermis: hint: --comfy-models DIR adds a ComfyUI models folder; --preset lite runs without "
-              "weights", file=sys.stderr)
-    return exit_status(code)
+    return exit_status(ErrorCode.of(err.code))
 
 
 def exit_status(code: ErrorCode) -> int:
