@@ -38,6 +38,8 @@ from .client_types import (
     JobInfo,
     JobRequest,
     JobResult,
+    ModelFile,
+    ModelPlan,
     PresetInfo,
     Preview,
     Rejected,
@@ -53,8 +55,8 @@ from .messages import CHUNK_BYTES
 __all__ = [
     "CHUNK_BYTES", "DEFAULT_PRIORITY", "Client", "ClientCounts", "DaemonClient", "ClientError", "DaemonUnavailable",
     "DependencyMissing", "Event", "EventKind", "JobCancelled", "JobFailed", "JobInfo", "JobRequest",
-    "JobResult", "PresetInfo", "Preview", "Rejected", "ServerInfo", "StageInfo", "Unauthenticated",
-    "WatchFolderCounts", "WeightInfo", "default_runtime_file", "read_runtime_file",
+    "JobResult", "ModelFile", "ModelPlan", "PresetInfo", "Preview", "Rejected", "ServerInfo", "StageInfo",
+    "Unauthenticated", "WatchFolderCounts", "WeightInfo", "default_runtime_file", "read_runtime_file",
 ]
 
 # Both directions allow messages well above one chunk (plus header and ICC profile), so an image of
@@ -116,9 +118,24 @@ class DaemonClient(abc.ABC):
     def close(self) -> None:
         """End open watches and the connection."""
 
+    @abc.abstractmethod
+    def plan_models(self, preset: str = "", roles: Iterable[str] = (), variant: str = "") -> ModelPlan:
+        """What a model download for ``preset`` (or the weights keys ``roles``) would fetch, and what
+        must be placed by hand; nothing starts (FetchModels with dry_run)."""
+
+    @abc.abstractmethod
+    def fetch_models(self, preset: str = "", roles: Iterable[str] = (), variant: str = "", *,
+                     accept_licences: bool = False, job_id: str | None = None, client_name: str = "") -> str:
+        """Start downloading what is missing in the daemon; the job's id (``watch`` it, ``cancel`` it)."""
+
     def run(self, job: JobRequest, on_event: Callable[[Event], None] | None = None) -> JobResult:
         """submit + watch: returns the result, raises JobFailed / JobCancelled."""
-        return _outcome(self.watch(self.submit(job)), on_event, "the job finished")
+        return self.follow(self.submit(job), on_event)
+
+    def follow(self, job_id: str, on_event: Callable[[Event], None] | None = None) -> JobResult:
+        """Watch a job to its end (e.g. a ``fetch_models`` download): its result (no pixels for a
+        download, its notes in ``messages``), or JobFailed / JobCancelled."""
+        return _outcome(self.watch(job_id), on_event, "the job finished")
 
     def fetch_result(self, job_id: str) -> JobResult:
         """The result of a finished job the daemon still holds (downloads it again)."""
@@ -322,6 +339,20 @@ class Client(DaemonClient):
     def _list_reply(self, include_finished: bool) -> Any:
         return self._unary("ListJobs", lambda pb: pb.ListJobsRequest(include_finished=include_finished),
                            "job list request")
+
+    def plan_models(self, preset: str = "", roles: Iterable[str] = (), variant: str = "") -> ModelPlan:
+        return messages.model_plan(self._fetch(preset, roles, variant, True, False, "", ""))
+
+    def fetch_models(self, preset: str = "", roles: Iterable[str] = (), variant: str = "", *,
+                     accept_licences: bool = False, job_id: str | None = None, client_name: str = "") -> str:
+        reply = self._fetch(preset, roles, variant, False, accept_licences, job_id or uuid.uuid4().hex, client_name)
+        return str(reply.job_id)
+
+    def _fetch(self, preset: str, roles: Iterable[str], variant: str, dry_run: bool, accept: bool, job_id: str,
+               client_name: str) -> Any:
+        return self._unary("FetchModels", lambda pb: messages.fetch_request(
+            pb, preset=preset, roles=list(roles), variant=variant, dry_run=dry_run, accept_licences=accept,
+            job_id=job_id, client_name=client_name), "model download request")
 
     def unload_models(self, key: str = "") -> tuple[int, int]:
         """Frees model memory on the daemon: (models unloaded, bytes). ``key`` "" = all."""

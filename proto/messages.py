@@ -17,6 +17,8 @@ from .client_types import (
     ClientError,
     JobInfo,
     JobRequest,
+    ModelFile,
+    ModelPlan,
     PresetInfo,
     Rejected,
     ServerInfo,
@@ -143,15 +145,34 @@ def server_info(r: Any) -> ServerInfo:
         default_preset=r.default_preset, presets=presets, weights=weights, queue_length=r.queue_length,
         api_version=r.api_version, loaded_models={m.key: int(m.bytes) for m in r.loaded_models},
         model_budget=int(r.model_budget), max_pixels=int(r.limits.max_pixels),
-        capabilities=list(r.capabilities),
+        capabilities=list(r.capabilities), catalogue=[model_file(f) for f in r.catalogue],
     )
+
+
+def model_file(f: Any) -> ModelFile:
+    return ModelFile(role=f.role, variant=f.variant, filename=f.filename, size=int(f.size),
+                     size_exact=f.size_exact, licence=f.licence, non_commercial=f.non_commercial, gated=f.gated,
+                     source=f.source, page=f.page, path=f.path, action=f.action, note=f.note,
+                     supported=f.supported, is_default=f.is_default)
+
+
+def model_plan(r: Any) -> ModelPlan:
+    """A FetchModelsReply as the plan a plugin shows before asking."""
+    return ModelPlan(files=[model_file(f) for f in r.files], download_bytes=int(r.download_bytes),
+                     free_bytes=int(r.free_bytes), folder=r.folder, licences_to_accept=list(r.licences_to_accept))
+
+
+def fetch_request(pb: Any, *, preset: str, roles: list[str], variant: str, dry_run: bool,
+                  accept_licences: bool, job_id: str, client_name: str) -> Any:
+    return pb.FetchModelsRequest(job_id=job_id, preset=preset, roles=list(roles), variant=variant,
+                                 dry_run=dry_run, accept_licences=accept_licences, client_name=client_name)
 
 
 def jobs(reply: Any) -> list[JobInfo]:
     """ListJobsReply.jobs as JobInfo."""
     return [JobInfo(j.job_id, _STATES.get(j.state, "unknown"), j.preset,
                     "batch" if j.priority == _PRIORITY_PB["batch"] else "editor", j.client_name,
-                    j.fraction, j.position, j.error_code, j.message, j.submitted_unix) for j in reply.jobs]
+                    j.fraction, j.position, j.error_code, j.message, j.submitted_unix, j.kind) for j in reply.jobs]
 
 
 def client_counts(reply: Any) -> list[ClientCounts]:

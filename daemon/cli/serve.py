@@ -72,6 +72,20 @@ def server_config(args: argparse.Namespace) -> Any:
     )
 
 
+def missing_notice(config: pipeline.Config) -> str:
+    """One line at start when the default preset lacks files: which, and how to get them."""
+    from pipeline import fetch
+    from pipeline.models import WeightLocator
+
+    lacking = [r.role for r in fetch.status([pipeline.DEFAULT_PRESET], WeightLocator(config))
+               if r.missing and r.required]
+    if not lacking:
+        return ""
+    return (f"preset {pipeline.DEFAULT_PRESET} lacks {len(lacking)} model file(s) ({', '.join(lacking)}): "
+            f"`dermis models get {pipeline.DEFAULT_PRESET}` downloads them, or 'Download missing models…' "
+            "in the Krita docker / GIMP plug-in.")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..server.start import start_server
 
@@ -87,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
+    notice = missing_notice(config.pipeline)
+    if notice:
+        print(f"dermis: {notice}", file=sys.stderr, flush=True)
     budget = daemon.residency.budget
     print(f"dermis: serving on {daemon.address} (device {daemon.device}, "
           f"model budget {f'{budget / 2**30:.1f} GiB' if budget else 'unlimited'}); token in "

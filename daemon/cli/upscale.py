@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pipeline
 from pipeline import images
-from pipeline.errors import InvalidParameter, MissingWeights, StageUnavailable
+from pipeline.errors import InvalidParameter
 
 from ..jobs.recipe import build_recipe
 from .progress_bar import ProgressBar
@@ -58,15 +58,10 @@ def run(args: argparse.Namespace) -> int:
     if recipe.preset == "lite":
         print("dermis: preset 'lite' (CPU, no weights): resample + synthesised skin texture + grain, "
               "not diffusion", file=sys.stderr)
-    try:
-        with ProgressBar(enabled=not args.quiet, label=recipe.label) as bar:
-            result = pipeline.run(recipe, image, seed=seed, region=region, mask=mask,
-                                  output="layer" if args.layer else "full", progress=bar.update,
-                                  config=config, device=args.device)
-    except (MissingWeights, StageUnavailable) as e:  # the library's message names no command-line flags
-        e.args = (f"{e}\nOn the command line: --comfy-models DIR adds a ComfyUI models folder; "
-                  "--preset lite runs without weights.",)
-        raise
+    with ProgressBar(enabled=not args.quiet, label=recipe.label) as bar:
+        result = pipeline.run(recipe, image, seed=seed, region=region, mask=mask,
+                              output="layer" if args.layer else "full", progress=bar.update,
+                              config=config, device=args.device)
     images.save(result.image, dst)
     print(f"dermis: wrote {dst} ({result.image.width}x{result.image.height}, preset {recipe.preset}, seed {seed})")
     if args.layer:

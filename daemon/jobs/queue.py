@@ -99,6 +99,16 @@ class Job:
         return self.spec.priority
 
     @property
+    def kind(self) -> str:
+        """"" for an image job, "fetch_models" for a download (daemon/jobs/fetch.py)."""
+        return getattr(self.spec, "kind", "")
+
+    @property
+    def preset(self) -> str:
+        spec = self.spec
+        return spec.recipe.preset if isinstance(spec, JobSpec) else getattr(spec, "preset", "")
+
+    @property
     def finished(self) -> bool:
         return self.state in FINISHED
 
@@ -144,7 +154,7 @@ class Job:
             return self._cond.wait_for(lambda: self.finished, timeout)
 
     def __repr__(self) -> str:
-        return f"Job({self.id!r}, {self.state.value}, {self.priority.name.lower()}, {self.spec.recipe.preset})"
+        return f"Job({self.id!r}, {self.state.value}, {self.priority.name.lower()}, {self.kind or self.preset})"
 
 
 class JobQueue:
@@ -213,6 +223,26 @@ class JobQueue:
             self._prune()
             self._cond.notify_all()
             return job, False
+
+    def adopt(self, spec: Any) -> tuple[Job, bool]:
+        """Register a job that another thread runs (a model download, daemon/jobs/fetch.py): it is
+        watched, cancelled and listed like the others but never taken by the executor. Returns (job,
+        duplicate) as ``submit`` does."""
+        with self._cond:
+            existing = self.known(spec.job_id, spec.fingerprint)
+            if existing is not None:
+                return existing, True
+            if self._closed:
+                raise ShuttingDown(self._closed)
+            job = Job(spec, next(self._counter))
+            self._jobs[job.id] = job
+            self._prune()
+            return job, False
+
+    def begin(self, job: Job) -> None:
+        """An adopted job starts on its own thread."""
+        job.started = time.time()
+        job._set_state(State.RUNNING, EventKind.started)
 
     # -- the executor's side -----------------------------------------------------------------------
     def next(self, timeout: float | None = None) -> Job | None:
@@ -297,6 +327,8 @@ class JobQueue:
                 self._waiting.remove(job)
                 job._set_state(State.CANCELLED, EventKind.cancelled, message=reason)
                 self._announce_positions()
+            elif state is State.QUEUED:  # an adopted job its thread has not begun: it never will
+                job._set_state(State.CANCELLED, EventKind.cancelled, message=reason)
             # a running or paused job stops at its next step boundary (the executor ends it)
             return state
 

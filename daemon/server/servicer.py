@@ -27,7 +27,7 @@ from ..errors import ResultExpired
 from ..jobs.executor import Executor
 from ..jobs.queue import JobQueue
 from ..jobs.residency import Residency
-from . import info, upload, wire
+from . import info, models, upload, wire
 
 log = logging.getLogger("dermis.daemon")
 
@@ -58,8 +58,10 @@ class DermisServicer(pb_grpc.DermisServicer):
         *,
         max_upload_bytes: int = 2 << 30,
         watch: Any = None,  # daemon.watch.service.WatchService, when folders are configured
+        fetcher: Any = None,  # daemon.jobs.fetch.ModelFetcher: FetchModels jobs
     ) -> None:
         self.watch = watch
+        self.fetcher = fetcher
         self.queue = queue
         self.executor = executor
         self.residency = residency
@@ -136,6 +138,16 @@ class DermisServicer(pb_grpc.DermisServicer):
         return pb.ListJobsReply(jobs=[wire.job_info(j) for j in jobs],
                                 counts=wire.counts_pb(self.queue.counts()), folders=folders)
 
+    def FetchModels(self, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            reply = models.fetch_models(request, self.fetcher)
+        except DermisError as e:
+            abort(context, e)
+        if reply.job_id:
+            log.info("fetch job %s (%s) from %s", reply.job_id, request.preset or ",".join(request.roles),
+                     request.client_name or context.peer())
+        return reply
+
     def UnloadModels(self, request: Any, context: grpc.ServicerContext) -> Any:
         count, freed = self.residency.unload(request.key)
         log.info("unloaded %d model(s), %d bytes, on request of %s", count, freed, context.peer())
@@ -161,6 +173,7 @@ def add_to_server(servicer: DermisServicer, server: grpc.Server) -> None:
         "GetServerInfo": unary("GetServerInfo", pb.GetServerInfoRequest, pb.ServerInfo),
         "ListJobs": unary("ListJobs", pb.ListJobsRequest, pb.ListJobsReply),
         "UnloadModels": unary("UnloadModels", pb.UnloadModelsRequest, pb.UnloadModelsReply),
+        "FetchModels": unary("FetchModels", pb.FetchModelsRequest, pb.FetchModelsReply),
     }
     assert set(handlers) == {m.name for m in service.methods}, "a new rpc needs a handler here"
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))

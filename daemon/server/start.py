@@ -27,6 +27,7 @@ from pipeline.device import select_device
 from proto.dermis.v1 import dermis_pb2 as pb
 
 from ..jobs.executor import Executor
+from ..jobs.fetch import ModelFetcher
 from ..jobs.queue import JobQueue
 from ..jobs.residency import Residency, default_budget
 from ..watch.service import WatchService
@@ -74,6 +75,7 @@ class Daemon:
     socket_path: Path | None = None
     warnings: list[str] = field(default_factory=list)
     watch: WatchService | None = None  # the config's [[watch]] folders
+    fetcher: ModelFetcher | None = None  # FetchModels jobs (model downloads)
     _stopped: bool = False
 
     def stop(self, grace: float | None = None) -> None:
@@ -86,6 +88,8 @@ class Daemon:
         self.health.enter_graceful_shutdown()
         if self.watch is not None:  # first: a folder job is cancelled and stays claimed for next time
             self.watch.stop()
+        if self.fetcher is not None:  # a download stops at once; its partial file is resumed next time
+            self.fetcher.stop()
         self.executor.stop(grace)
         self.server.stop(grace=3.0).wait()  # open Watch streams get their terminal events first
         if self.config.runtime_file is not None:
@@ -123,6 +127,7 @@ def start_server(config: ServerConfig) -> tuple[grpc.Server, Daemon]:
         queue = JobQueue(max_queued=config.max_queue, max_queued_bytes=config.max_queue_bytes,
                          result_ttl=config.result_ttl)
         executor = Executor(queue, residency, config=config.pipeline, device=str(device[0]))
+        fetcher = ModelFetcher(queue, config.pipeline)
         watch = WatchService.from_config(config.pipeline, queue)  # bad [[watch]] tables: refuse to start
         token = config.token or auth.new_token()
         server = grpc.server(
@@ -139,7 +144,7 @@ def start_server(config: ServerConfig) -> tuple[grpc.Server, Daemon]:
             maximum_concurrent_rpcs=config.max_rpcs,
         )
         servicer = DermisServicer(queue, executor, residency, config.pipeline, device,
-                                  max_upload_bytes=config.max_upload_bytes, watch=watch)
+                                  max_upload_bytes=config.max_upload_bytes, watch=watch, fetcher=fetcher)
         add_to_server(servicer, server)
         health_servicer = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -151,6 +156,7 @@ def start_server(config: ServerConfig) -> tuple[grpc.Server, Daemon]:
             os.chmod(listen.socket_path, 0o600)
         server.start()
         executor.start()
+        fetcher.start()
         watch.start()
         for name in ("", SERVICE):
             health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -170,7 +176,7 @@ def start_server(config: ServerConfig) -> tuple[grpc.Server, Daemon]:
     daemon = Daemon(server, address, token, device_text(*device)[0], queue, executor, residency,
                     health_servicer, config,
                     token_file=token_file, lock=lock, socket_path=listen.socket_path, warnings=warnings,
-                    watch=watch)
+                    watch=watch, fetcher=fetcher)
     return server, daemon
 
 

@@ -22,6 +22,7 @@ from proto import bulk
 from proto.dermis.v1 import dermis_pb2 as pb
 from proto.events import Event, EventKind
 
+from ..jobs.fetch import FetchSummary
 from ..jobs.queue import Job, JobSpec, Priority, State
 from .upload import MAX_CHUNK_BYTES, PixelLayout
 
@@ -152,8 +153,13 @@ def to_raw(result: pipeline.RunResult) -> RawResult:
     )
 
 
-def result_events(job_id: str, seq: int, raw: RawResult) -> Iterator[Any]:
-    """The result pixels in <= 1 MiB chunks, then Done, all with the done event's seq."""
+def result_events(job_id: str, seq: int, raw: RawResult | FetchSummary) -> Iterator[Any]:
+    """The result pixels in <= 1 MiB chunks, then Done, all with the done event's seq (a model download
+    has no pixels: only Done, with its notes)."""
+    if isinstance(raw, FetchSummary):
+        yield pb.JobEvent(job_id=job_id, seq=seq, done=pb.Done(result=pb.ResultInfo(
+            preset=raw.preset, messages=list(raw.messages))))
+        return
     view = memoryview(raw.pixels)
     for offset in range(0, len(view), MAX_CHUNK_BYTES):  # pre-encoded: one copy of the pixels
         yield bulk.encode_result_chunk(job_id, seq, offset, view[offset:offset + MAX_CHUNK_BYTES])
@@ -199,7 +205,7 @@ def event_pb(ev: Event) -> Any:
 
 def job_info(job: Job) -> Any:
     return pb.JobInfo(
-        job_id=job.id, state=STATE_PB[job.state], preset=job.spec.recipe.preset,
+        job_id=job.id, state=STATE_PB[job.state], preset=job.preset, kind=job.kind,
         priority=PRIORITY_PB[job.priority], client_name=job.spec.client_name, fraction=job.fraction,
         position=max(job.position, 0), error_code=job.error_code, message=job.message,
         submitted_unix=job.submitted,

@@ -173,13 +173,8 @@ def resolve(
         # two stages needing the same file (flux refine + final) report it once
         missing.extend(e for e in lacking if e.key not in {m.key for m in missing})
         ready.append(ResolvedStage(spec, module, params, found))
-    if missing:
-        hint = (
-            f"Preset '{recipe.preset}' cannot run without these files. "
-            "Run `dermis doctor` to see what is configured, or use the 'lite' preset "
-            "(CPU, no weights, not diffusion)."
-        )
-        raise MissingWeightsGroup(missing, hint=hint)
+    if missing:  # one line per file; each front end adds how to get them
+        raise MissingWeightsGroup(missing, preset=recipe.preset)
     return ready, skipped
 
 
