@@ -32,33 +32,14 @@ from pipeline.samplers.schedules import ddpm_sigma_table, legacy_sigmas, quantiz
 from pipeline.samplers.tiles import LatentTiles
 
 from ._parity import MODEL, RECORDED_RUN, assert_parity, assert_rejected, perturbed
-from ._supir_helpers import load_fixture_models, require_fixtures
+from ._supir_helpers import keys, parity_fixtures
 
 pytestmark = pytest.mark.parity
 GROUPS = ("inputs.", "control.", "unet.", "wrapper.", "denoiser.", "vae.", "colorfix.", "edm_det.", "edm_churn.",
           "edm_tiled.", "e2e.")
 
 
-@pytest.fixture(scope="module")
-def fx():
-    return require_fixtures("tiny_sdxl.safetensors", "tiny_supir.safetensors", "golden.safetensors",
-                            "golden.md", "tiny_config.json")
-
-
-@pytest.fixture(scope="module")
-def golden(fx):
-    from safetensors.torch import load_file
-
-    return load_file(str(fx / "golden.safetensors"))
-
-
-@pytest.fixture(scope="module")
-def models(fx):
-    return load_fixture_models(fx)
-
-
-def keys(golden, prefix: str) -> list[str]:
-    return sorted(k for k in golden if k.startswith(prefix))
+fx, golden, models = parity_fixtures("golden")
 
 
 def run_calls(fx) -> dict[str, dict]:

@@ -29,32 +29,13 @@ from pipeline.samplers.schedules import (
 from pipeline.samplers.tiles import LatentTiles
 
 from ._parity import MODEL, RECORDED_RUN, assert_parity, assert_rejected, perturbed
-from ._supir_helpers import load_fixture_models, require_fixtures
+from ._supir_helpers import keys, parity_fixtures
 
 pytestmark = pytest.mark.parity
 RUNS = ("dpmpp_rec", "dpmpp_tiled_rec", "dpmpp_brownian")
 
 
-@pytest.fixture(scope="module")
-def fx():
-    return require_fixtures("tiny_sdxl.safetensors", "tiny_supir.safetensors", "golden_dpmpp.safetensors",
-                            "golden_dpmpp.md", "tiny_config.json")
-
-
-@pytest.fixture(scope="module")
-def golden(fx):
-    from safetensors.torch import load_file
-
-    return load_file(str(fx / "golden_dpmpp.safetensors"))
-
-
-@pytest.fixture(scope="module")
-def models(fx):
-    return load_fixture_models(fx)
-
-
-def keys(golden, prefix: str) -> list[str]:
-    return sorted(k for k in golden if k.startswith(prefix))
+fx, golden, models = parity_fixtures("golden_dpmpp")
 
 
 def sampler_params(fx, run: str) -> dict:
