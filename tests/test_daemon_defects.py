@@ -191,8 +191,10 @@ def test_d5_an_upload_the_client_cancels_is_logged_as_such(daemon, caplog):
                 messages(), metadata=(("authorization", f"Bearer {TOKEN}"),))
             time.sleep(1.0)
             call.cancel()
-            wait_for(lambda: "was cancelled by the client" in caplog.text, 30,
-                     "the daemon to note the abandoned upload")
+            # gRPC may hand the servicer the end of the request stream before the cancellation
+            # itself: then the upload is refused as short. Either way it is noted, not an ERROR.
+            wait_for(lambda: "was cancelled by the client" in caplog.text or "chunks are missing" in caplog.text,
+                     30, "the daemon to note the abandoned upload")
     finally:
         gate.set()
     assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
