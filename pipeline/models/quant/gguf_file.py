@@ -48,7 +48,8 @@ class GgufFile:
 
             reader = GGUFReader(str(self.path))
         except (ValueError, OSError, KeyError, IndexError) as e:
-            raise WrongWeights(self.path, f"cannot be read as a GGUF file ({e}).") from None
+            raise WrongWeights(self.path, f"cannot be read as a GGUF file: it is damaged or incomplete (an "
+                                          f"interrupted download?); download it again ({e}).") from None
         self._meta = {"gguf.architecture": _string(reader, "general.architecture") or ""}
         self.entries: dict[str, Entry] = {}
         unreadable: list[str] = []

@@ -1,7 +1,9 @@
 """Writing GGUF files in ComfyUI-GGUF's layout (tiny test models, the benchmark's full-size files).
 
-Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and BF16 come from the ``gguf`` package's numpy quantisers (bit-exact with
-ggml's reference). It has no K-quant quantiser, so Q4_K and Q5_K are written here with the simple
+Q4_0, Q4_1, Q5_0, Q5_1 and BF16 come from the ``gguf`` package's numpy quantisers (bit-exact with
+ggml's reference); Q8_0 is the same arithmetic in torch (multi-threaded, for 12B-parameter files; the
+tests compare its bytes with the package's). The package has no K-quant quantiser, so Q4_K and Q5_K are
+written here with the simple
 min/max rule (per 32-value sub-block: scale = (max - min) / levels, then 6-bit scales and mins relative
 to the block's largest); llama.cpp searches for better scales, so its files are a little more accurate,
 but the bytes mean the same thing to any reader.
@@ -50,6 +52,8 @@ def layout_type(name: str, shape: tuple[int, ...], file_type: str, keep: Collect
 
 def quantise(t: torch.Tensor, qtype: int) -> np.ndarray:
     """``t`` in ggml type ``qtype``: float32/float16 arrays for F32/F16, uint8 block rows otherwise."""
+    if qtype == dq.Q8_0:
+        return _q8_0(t.detach().float().cpu())
     x = t.detach().float().cpu().numpy()
     if qtype == dq.F32:
         return x
@@ -60,6 +64,18 @@ def quantise(t: torch.Tensor, qtype: int) -> np.ndarray:
     import gguf
 
     return gguf.quants.quantize(x, gguf.GGMLQuantizationType(qtype))
+
+
+def _q8_0(x: torch.Tensor) -> np.ndarray:
+    """ggml's quantize_row_q8_0: d = absmax/127 per 32 values, q = round-half-away(x/d), d stored fp16."""
+    b = x.reshape(-1, 32)
+    d = b.abs().amax(dim=1, keepdim=True) / 127
+    inv = torch.where(d == 0, torch.zeros_like(d), 1 / d)
+    n = b * inv
+    a = n.abs()
+    q = (torch.sign(n) * (a.floor() + torch.floor(2 * (a - a.floor())))).to(torch.int8)
+    out = torch.cat([d.half().view(torch.uint8), q.view(torch.uint8)], dim=1)
+    return out.reshape(*x.shape[:-1], -1).numpy()
 
 
 def _k_quant(x: np.ndarray, levels: int) -> np.ndarray:
