@@ -43,19 +43,28 @@ class Needs:
         return getattr(self, mode)
 
 
-def needs(sizes: Mapping[str, int], tiles_per_batch: int, *, held: int = 0, encode: bool = True) -> Needs:
-    """What each mode holds, from part sizes in bytes (``transformer``, ``vae``, and ``clip``/``t5`` when
-    the prompts must be encoded). ``held``: FLUX weights already on the device, which stay there while a
-    resident job encodes its prompts."""
+def phases(sizes: Mapping[str, int], tiles_per_batch: int, *, held: int = 0,
+           encode: bool = True) -> dict[str, tuple[int, int]]:
+    """Per mode, device bytes (while the prompts are encoded, while sampling), from part sizes in bytes
+    (``transformer``, ``vae``, and ``clip``/``t5`` when the prompts must be encoded). ``held``: FLUX
+    weights already on the device, which stay there while a resident job encodes its prompts."""
     work = ACTIVATION_BYTES_PER_TILE * tiles_per_batch + MARGIN_BYTES
     main = {k: v for k, v in sizes.items() if k not in TEXT}
     text = {k: v for k, v in sizes.items() if k in TEXT} if encode else {}
-    resident = max(sum(main.values()) + work, held + sum(text.values()) + MARGIN_BYTES)
-    offload = max(max(main.values(), default=0) + work, max(text.values(), default=0) + MARGIN_BYTES)
-    # sequential: the VAE moves whole, the transformer and T5 stream one block at a time
-    block = max(main.get("transformer", 0) // 57, text.get("t5", 0) // 24)  # 19+38 blocks / 24 T5 layers
-    sequential = max(main.get("vae", 0), text.get("clip", 0)) + block + work
-    return Needs(resident, offload, sequential)
+    enc = lambda need: need + MARGIN_BYTES if text else 0  # noqa: E731
+    # sequential: the VAE and CLIP move whole, the transformer and T5 stream one block at a time
+    block = main.get("transformer", 0) // 57  # 19 double + 38 single blocks
+    return {
+        "resident": (enc(held + sum(text.values())), sum(main.values()) + work),
+        "model_offload": (enc(max(text.values(), default=0)), max(main.values(), default=0) + work),
+        "sequential": (enc(max(text.get("clip", 0), text.get("t5", 0) // 24)), max(main.get("vae", 0), block) + work),
+    }
+
+
+def needs(sizes: Mapping[str, int], tiles_per_batch: int, *, held: int = 0, encode: bool = True) -> Needs:
+    """The peak of ``phases`` for each mode."""
+    p = phases(sizes, tiles_per_batch, held=held, encode=encode)
+    return Needs(**{mode: max(both) for mode, both in p.items()})
 
 
 def choose_memory(requested: str, device: torch.device, parts: dict[str, torch.nn.Module],

@@ -95,7 +95,7 @@ class GgufFile:
         return Packed(raw.view(*e.shape[:-1], dq.row_bytes(e.shape[-1], e.qtype)), e.qtype, e.shape)
 
     def _read_into(self, out: torch.Tensor, offset: int) -> None:
-        view = memoryview(out.numpy()).cast("B")
+        view = out.numpy().data.cast("B")
         self._file.seek(offset)
         done = 0
         while done < len(view):
