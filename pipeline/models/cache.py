@@ -117,8 +117,9 @@ class ModelCache:
         except ImportError:  # pragma: no cover - torch is a hard dependency of the pipeline
             pass
 
-    def device_bytes(self, device: Any) -> int:
-        """Bytes of cached models whose weights sit on ``device`` now (a resident model from the last job)."""
+    def device_bytes(self, device: Any, prefix: str = "") -> int:
+        """Bytes of cached models (keys starting with ``prefix``) whose weights sit on ``device`` now: a
+        resident model from the last job, whose room a reload of the same family may reuse."""
         import torch
 
         def on(value: Any) -> bool:
@@ -126,7 +127,7 @@ class ModelCache:
             return p is not None and p.device == torch.device(device)
 
         with self._lock:
-            return sum(module_bytes(e.value) for e in self._entries.values() if on(e.value))
+            return sum(module_bytes(e.value) for e in self._entries.values() if e.key.startswith(prefix) and on(e.value))
 
     def entries(self) -> list[CacheEntry]:
         with self._lock:

@@ -201,7 +201,7 @@ def _transformer(path: Path, params: Params, dtype: torch.dtype, ctx: StageConte
     variant = describe(path, dtype)
     free = None
     if ctx.device.type == "cuda":
-        free = torch.cuda.mem_get_info(ctx.device)[0] + ctx.models.device_bytes(ctx.device)
+        free = torch.cuda.mem_get_info(ctx.device)[0] + ctx.models.device_bytes(ctx.device, "flux.transformer")
     policy, why = fp8_policy(params.weight_dtype, variant, free)
     ctx.log(f"FLUX transformer: {path.name}, {variant.detail}; {why}")
     return ctx.models.get(f"flux.transformer:{path}:{dtype}:{policy}",

@@ -42,26 +42,44 @@ def write_gguf(path: Path, arch: FluxArch, file_type: str, tensor: TensorFn) -> 
     return qz.write_gguf(path, "flux", gguf_manifest(arch, file_type), tensor, file_type)
 
 
-def fp8_state(bfl: dict[str, torch.Tensor], *, scaled: bool,
-              fmt: torch.dtype = torch.float8_e4m3fn) -> dict[str, torch.Tensor]:
-    """A BFL state dict as a ComfyUI fp8 file: 2-D weights float8 (``scaled``: divided by a per-tensor
-    scale absmax/448 stored as ``<layer>.scale_weight``, with ``scale_input`` 1 and the ``scaled_fp8``
-    marker), everything else bf16."""
+def fp8_layout(name: str, shape: tuple[int, ...], *, scaled: bool) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
+    """The entries (name, dtype, shape) one BFL tensor becomes in a ComfyUI fp8 file: a 2-D weight
+    float8 (with its scales when ``scaled``), anything else bf16."""
+    if len(shape) == 2 and name.endswith(".weight"):
+        layer = name[: -len(".weight")]
+        scales = [(f"{layer}.scale_weight", torch.float32, ()), (f"{layer}.scale_input", torch.float32, ())]
+        return [(name, torch.float8_e4m3fn, shape), *(scales if scaled else [])]
+    return [(name, torch.bfloat16, shape)]
+
+
+def fp8_entries(name: str, t: torch.Tensor, *, scaled: bool) -> dict[str, torch.Tensor]:
+    """One BFL tensor as ``fp8_layout`` lays it out: scaled weights divided by a per-tensor scale
+    absmax/448 stored as ``scale_weight`` (``scale_input`` 1)."""
+    out: dict[str, torch.Tensor] = {}
+    scale = (t.float().abs().max() / E4M3_MAX).clamp(min=1e-12).reshape(())
+    for key, dtype, _shape in fp8_layout(name, tuple(t.shape), scaled=scaled):
+        if key.endswith(".scale_input"):
+            out[key] = torch.ones(())
+        elif key.endswith(".scale_weight"):
+            out[key] = scale
+        elif dtype == torch.float8_e4m3fn and scaled:
+            out[key] = (t.float() / scale).to(dtype)
+        else:
+            out[key] = t.to(dtype)
+    return out
+
+
+SCALED_MARKER = ("scaled_fp8", torch.float8_e4m3fn, (0,))  # ComfyUI's flag (empty: no fp8 matmul wanted)
+
+
+def fp8_state(bfl: dict[str, torch.Tensor], *, scaled: bool) -> dict[str, torch.Tensor]:
+    """A BFL state dict as a ComfyUI fp8 file (``scaled``: with per-tensor scales and the marker)."""
     out: dict[str, torch.Tensor] = {}
     for k, t in bfl.items():
-        if t.ndim == 2 and k.endswith(".weight"):
-            layer = k[: -len(".weight")]
-            if scaled:
-                scale = (t.float().abs().max() / E4M3_MAX).clamp(min=1e-12)
-                out[k] = (t.float() / scale).to(fmt)
-                out[f"{layer}.scale_weight"] = scale.reshape(())
-                out[f"{layer}.scale_input"] = torch.ones(())
-            else:
-                out[k] = t.to(fmt)
-        else:
-            out[k] = t.to(torch.bfloat16)
+        out.update(fp8_entries(k, t, scaled=scaled))
     if scaled:
-        out["scaled_fp8"] = torch.empty(0, dtype=fmt)  # ComfyUI's marker (empty: no fp8 matmul wanted)
+        name, dtype, shape = SCALED_MARKER
+        out[name] = torch.empty(shape, dtype=dtype)
     return out
 
 
