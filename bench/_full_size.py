@@ -60,8 +60,8 @@ def write_safetensors(path: Path, layout: Layout, tensor: Callable[[str], torch.
     blob += b" " * (-len(blob) % 8)
     with open(path, "wb") as f:
         f.write(len(blob).to_bytes(8, "little") + blob)
-        for name, (dtype, shape) in layout.items():
-            t = tensor(name).to(dtype).contiguous().reshape(shape)
+        for name, (dtype, _shape) in layout.items():
+            t = tensor(name).to(dtype).contiguous().reshape(-1)  # 1-D: a 0-d tensor cannot be viewed as bytes
             f.write(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return path
 

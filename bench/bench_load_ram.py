@@ -3,10 +3,12 @@
 so it is a few GB, then loads it in a fresh process (``load_transformer``, bf16 compute, GGUF kept
 quantised / fp8 kept fp8) while a thread samples /proc/self/status every 2 ms.
 
-Reported per file: size, peak VmRSS above the process's RSS before loading (everything the process
-touched: for safetensors that includes the memory-mapped file pages the kernel counts in RSS), peak
-RssAnon above its start (memory the process itself holds), their ratios to the size, and the loaded
-model's own bytes.
+Reported per file: size; peak VmRSS above the process's RSS before loading (everything the process
+touched, memory-mapped file pages included) and peak RssAnon above its start (memory the process
+itself allocated), with their ratios to the size, while loading and after reading every weight once
+(safetensors weights kept in their stored dtype stay memory-mapped until first used; GGUF tensors are
+read into owned memory during the load); the loaded model's own bytes. Imports happen before the
+baseline: they are not the load.
 
     python bench/bench_load_ram.py                       # Q8_0 GGUF and scaled fp8, 3 + 6 blocks (~2 GB each)
     python bench/bench_load_ram.py --depth 19 --single 38 --variants Q8_0   # the real 12.7 GB file
@@ -28,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 CHILD = r"""
 import json, sys, threading, time
 import torch
+import diffusers.models.transformers.transformer_flux, gguf, safetensors  # imports are not the load
 from pipeline.models.flux.load import load_transformer
 from pipeline.models.cache import module_bytes
 
@@ -55,11 +58,14 @@ t.start()
 t0 = time.perf_counter()
 model = load_transformer(sys.argv[1], torch.bfloat16, fp8=sys.argv[2])
 seconds = time.perf_counter() - t0
+loaded = dict(peak)
+for p in model.parameters():  # touch every page: memory-mapped weights come in now (as a .to("cuda") does)
+    p.detach().reshape(-1).view(torch.uint8)[::4096].sum()
 done.set()
 t.join()
 for k, v in status().items():
     peak[k] = max(peak[k], v)
-print(json.dumps({"base": base, "peak": peak, "model": module_bytes(model), "seconds": seconds}))
+print(json.dumps({"base": base, "loaded": loaded, "peak": peak, "model": module_bytes(model), "seconds": seconds}))
 """
 
 
@@ -88,11 +94,13 @@ def main(argv: list[str] | None = None) -> int:
             write_transformer(path, arch, variant)
             size = path.stat().st_size
             r = measure(path, "keep")
-            rss = r["peak"]["VmRSS"] - r["base"]["VmRSS"]
-            anon = r["peak"]["RssAnon"] - r["base"]["RssAnon"]
-            print(f"{variant}: {args.depth}+{args.single} blocks, file {size / gib:.2f} GiB, loaded in {r['seconds']:.1f} s; "
-                  f"peak RSS +{rss / gib:.2f} GiB ({rss / size:.2f}x), peak anonymous +{anon / gib:.2f} GiB "
-                  f"({anon / size:.2f}x); the model holds {r['model'] / gib:.2f} GiB")
+            print(f"{variant}: {args.depth}+{args.single} blocks, file {size / gib:.2f} GiB, loaded in {r['seconds']:.1f} s, "
+                  f"the model holds {r['model'] / gib:.2f} GiB")
+            for phase, label in (("loaded", "while loading"), ("peak", "after touching every weight page")):
+                rss = r[phase]["VmRSS"] - r["base"]["VmRSS"]
+                anon = r[phase]["RssAnon"] - r["base"]["RssAnon"]
+                print(f"  {label}: peak RSS +{rss / gib:.2f} GiB ({rss / size:.2f}x the file), of which anonymous "
+                      f"+{anon / gib:.2f} GiB ({anon / size:.2f}x)")
             path.unlink()
     return 0
 
