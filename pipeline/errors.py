@@ -62,8 +62,17 @@ class ErrorCode(enum.StrEnum):
     WRONG_WEIGHTS = "wrong_weights", "FAILED_PRECONDITION", Fix.SETUP, False
     STAGE_UNAVAILABLE = "stage_unavailable", "FAILED_PRECONDITION", Fix.SETUP, False
     INSTALL_FAILED = "install_failed", "FAILED_PRECONDITION", Fix.SETUP, False  # `dermis install-plugin`
+    # model downloads (`dermis models get`, the daemon's FetchModels jobs)
+    GATED_MODEL = "gated_model", "PERMISSION_DENIED", Fix.SETUP, False  # accept the licence, log in
+    NOT_ENOUGH_SPACE = "not_enough_space", "RESOURCE_EXHAUSTED", Fix.SETUP, False
+    LICENCE_NOT_ACCEPTED = "licence_not_accepted", "FAILED_PRECONDITION", Fix.REQUEST, False
+    NETWORK_UNAVAILABLE = "network_unavailable", "UNAVAILABLE", Fix.SETUP, True  # offline, host unreachable
+    CHECKSUM_MISMATCH = "checksum_mismatch", "DATA_LOSS", Fix.NOTHING, True  # damaged or changed download
+    DOWNLOAD_FAILED = "download_failed", "UNAVAILABLE", Fix.NOTHING, True
     # a limit or a busy device: later (or smaller, or with other programs closed) may work
     QUEUE_FULL = "queue_full", "RESOURCE_EXHAUSTED", Fix.NOTHING, True
+    TOO_MANY_CALLS = "too_many_calls", "RESOURCE_EXHAUSTED", Fix.NOTHING, True  # open streams at their cap
+    UPLOAD_STALLED = "upload_stalled", "ABORTED", Fix.NOTHING, True  # no chunk for the stall timeout
     OUT_OF_MEMORY = "out_of_memory", "RESOURCE_EXHAUSTED", Fix.SETUP, True
     SHUTTING_DOWN = "shutting_down", "UNAVAILABLE", Fix.NOTHING, True
     # jobs: ids, results and their end
@@ -71,6 +80,8 @@ class ErrorCode(enum.StrEnum):
     NOT_FOUND = "not_found", "NOT_FOUND", Fix.REQUEST, False
     RESULT_EXPIRED = "result_expired", "FAILED_PRECONDITION", Fix.REQUEST, False
     CANCELLED = "cancelled", "CANCELLED", Fix.NOTHING, False
+    # the shared-memory upload's file is not there or not right: the client streams the pixels instead
+    SHARED_MEMORY_UNAVAILABLE = "shared_memory_unavailable", "FAILED_PRECONDITION", Fix.NOTHING, False
     # the watch folder's own verdicts on a file (journal and .error.txt, never raised)
     CRASHED = "crashed", "INTERNAL", Fix.NOTHING, False  # every attempt died with the process
     MISSING = "missing", "NOT_FOUND", Fix.INPUT, False  # the claimed file was removed by hand
@@ -85,6 +96,18 @@ class ErrorCode(enum.StrEnum):
             return cls(code)
         except ValueError:
             return cls.INTERNAL
+
+
+ECHO_LIMIT = 80  # characters of a client's value an error message may repeat
+
+
+def quoted(value: object, limit: int = ECHO_LIMIT) -> str:
+    """A value someone sent, as an error message repeats it: its repr, cut to ``limit`` characters.
+
+    Messages travel back as gRPC status details (a header with a size limit) and into logs, so a 1 MB
+    job id or a 10 kB preset name must not be echoed whole."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class DermisError(Exception):
@@ -122,36 +145,45 @@ class UnknownPreset(InvalidParameter):
 class MissingWeights(DermisError):
     """A model file the recipe needs was not found.
 
-    ``looked`` lists every place that was searched, so the message can say exactly where to put the file.
+    The message is one line: the weights key and the file that fills it (``expected``: where it goes
+    in a ComfyUI models folder, from the catalogue). ``looked`` keeps every place that was searched,
+    for `dermis doctor --verbose`. How to get the file is for each front end to say (the CLI names
+    `dermis models get`, the plugins their download button), so no command or option is named here.
     """
 
     code = ErrorCode.MISSING_WEIGHTS
 
-    def __init__(self, key: str, description: str, looked: Sequence[str], hint: str = "") -> None:
+    def __init__(self, key: str, description: str, looked: Sequence[str], hint: str = "",
+                 expected: str = "") -> None:
         self.key = key
         self.description = description
         self.looked = list(looked)
         self.hint = hint
-        places = "\n".join(f"  - {p}" for p in self.looked) or "  (no model folders are configured)"
-        msg = f"Missing weights for '{key}' ({description}). Looked for:\n{places}"
-        if hint:
-            msg += f"\n{hint}"
-        super().__init__(msg)
+        self.expected = expected
+        self.preset = ""
+        super().__init__(f"Missing weights '{key}': {self.line()}" + (f" {hint}" if hint else ""))
+
+    def line(self) -> str:
+        """What is missing, in a few words: the expected file, else the description."""
+        return self.expected or self.description
 
 
 class MissingWeightsGroup(MissingWeights):
-    """Several weights are missing at once (a recipe preflight reports all of them together)."""
+    """Several weights a preset needs are missing (a recipe preflight reports all of them together):
+    a header, one line per file, and nothing else."""
 
-    def __init__(self, missing: Sequence[MissingWeights], hint: str = "") -> None:
+    def __init__(self, missing: Sequence[MissingWeights], preset: str = "") -> None:
         self.missing = list(missing)
         self.key = ",".join(m.key for m in missing)
         self.description = "; ".join(m.description for m in missing)
         self.looked = [p for m in missing for p in m.looked]
-        self.hint = hint
-        parts = [str(m) for m in missing]
-        if hint:
-            parts.append(hint)
-        Exception.__init__(self, "\n".join(parts))
+        self.hint = ""
+        self.expected = ""
+        self.preset = preset
+        count = f"{len(missing)} model file{'s' if len(missing) != 1 else ''}"
+        head = (f"Missing weights: preset '{preset}' cannot run without {count} (the 'lite' preset needs none):"
+                if preset else f"Missing weights: {count}:")
+        Exception.__init__(self, "\n".join([head, *(f"  - {m.key}: {m.line()}" for m in missing)]))
 
 
 class WrongWeights(DermisError):
@@ -181,6 +213,38 @@ class WrongWeights(DermisError):
 
 class StageUnavailable(DermisError):
     code = ErrorCode.STAGE_UNAVAILABLE
+
+
+class DownloadFailed(DermisError):
+    """A model download did not complete (the server refused or broke off); a retry resumes it."""
+
+    code = ErrorCode.DOWNLOAD_FAILED
+
+
+class NetworkUnavailable(DownloadFailed):
+    """No connection to the model's host, or downloads are switched off (HF_HUB_OFFLINE)."""
+
+    code = ErrorCode.NETWORK_UNAVAILABLE
+
+
+class GatedModel(DownloadFailed):
+    """The Hub repository asks its users to accept a licence, and this user has not (or is not logged in)."""
+
+    code = ErrorCode.GATED_MODEL
+
+
+class NotEnoughSpace(DownloadFailed):
+    code = ErrorCode.NOT_ENOUGH_SPACE
+
+
+class ChecksumMismatch(DownloadFailed):
+    """A downloaded file is not the one the catalogue (or the Hub) names: refused and removed."""
+
+    code = ErrorCode.CHECKSUM_MISMATCH
+
+
+class LicenceNotAccepted(DownloadFailed):
+    code = ErrorCode.LICENCE_NOT_ACCEPTED
 
 
 class OutOfMemory(DermisError):

@@ -21,8 +21,9 @@ FIELDS = ["scale", "refine-denoise", "final-denoise", "overrides", "seed", "serv
 INFO_TIMEOUT = 2.0  # s: the dialog waits this long at most for the daemon's preset list
 
 
-def daemon_status(server: str, token: str) -> tuple[list[tuple[str, str]], str, str]:
-    """(presets as (name, description), the default preset, one line about the daemon).
+def daemon_status(server: str, token: str) -> tuple[list[tuple[str, str]], str, str, list[str]]:
+    """(presets as (name, description), the default preset, one line about the daemon, the weights
+    keys it lacks).
 
     Never raises: a daemon that does not answer is a line of text, the dialog still opens.
     """
@@ -30,11 +31,12 @@ def daemon_status(server: str, token: str) -> tuple[list[tuple[str, str]], str, 
         with client.Client(server or None, token or None, timeout=INFO_TIMEOUT) as c:
             info = c.info()
     except client.ClientError as e:
-        return [], "", f"Daemon not reachable: {e}"
+        return [], "", f"Daemon not reachable: {e}", []
     presets = [(p.name, p.description) for p in info.presets]
     line = (f"Dermis {info.version} on {info.device}"
             + (f"; {info.queue_length} job(s) queued" if info.queue_length else ""))
-    return presets, info.default_preset, line
+    missing = [w.key for w in info.weights if w.status == "missing"]
+    return presets, info.default_preset, line, missing
 
 
 def preset_row(config, presets: list[tuple[str, str]], default_name: str) -> Gtk.Widget:
@@ -57,8 +59,8 @@ def preset_row(config, presets: list[tuple[str, str]], default_name: str) -> Gtk
 def ask(procedure, config) -> bool:
     """Show the dialog; True when the user pressed OK (the config then holds their choices)."""
     GimpUi.init(procedure.get_name())
-    presets, default_name, status = daemon_status(config.get_property("server") or "",
-                                                  config.get_property("token") or "")
+    presets, default_name, status, missing = daemon_status(config.get_property("server") or "",
+                                                           config.get_property("token") or "")
     dlg = GimpUi.ProcedureDialog.new(procedure, config, "Dermis: refine skin")
     dlg.fill(FIELDS)
     top = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=6)
@@ -66,6 +68,8 @@ def ask(procedure, config) -> bool:
     label.set_line_wrap(True)
     top.pack_start(label, False, False, 0)
     top.pack_start(preset_row(config, presets, default_name), False, False, 0)
+    if missing:
+        top.pack_start(download_row(config, missing), False, False, 0)
     area = dlg.get_content_area()
     area.pack_start(top, False, False, 6)
     area.reorder_child(top, 0)
@@ -75,3 +79,42 @@ def ask(procedure, config) -> bool:
     finally:
         dlg.destroy()
 
+
+
+def download_row(config, missing: list[str]) -> Gtk.Widget:
+    """'Missing weights: …' and a button that runs Download missing models… for the chosen preset."""
+    row = Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=6)
+    label = Gtk.Label(label="Missing weights: " + ", ".join(missing), xalign=0.0)
+    label.set_line_wrap(True)
+    button = Gtk.Button(label="Download missing models…")
+    button.set_tooltip_text("The daemon downloads what the chosen preset lacks (you see the list, sizes "
+                            "and licences first); GIMP's progress bar follows it.")
+
+    def clicked(_button) -> None:
+        from gi.repository import Gimp
+
+        from .models import DOWNLOAD_PROC
+
+        proc = Gimp.get_pdb().lookup_procedure(DOWNLOAD_PROC)
+        cfg = proc.create_config()
+        cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
+        for key in ("preset", "server", "token"):
+            cfg.set_property(key, config.get_property(key) or "")
+        proc.run(cfg)
+
+    button.connect("clicked", clicked)
+    row.pack_start(label, True, True, 0)
+    row.pack_start(button, False, False, 0)
+    return row
+
+
+def confirm_download(procedure, plan) -> bool:
+    """Show what would be downloaded (files, sizes, free space, licences); True on OK."""
+    GimpUi.init(procedure.get_name())
+    dlg = Gtk.MessageDialog(message_type=Gtk.MessageType.QUESTION, buttons=Gtk.ButtonsType.OK_CANCEL,
+                            text="Dermis: download models")
+    dlg.format_secondary_text(plan.describe() + ("\n\nDownload now?" if plan.downloads else ""))
+    try:
+        return dlg.run() == Gtk.ResponseType.OK and bool(plan.downloads)
+    finally:
+        dlg.destroy()

@@ -138,8 +138,10 @@ class Reporter:
         set_fraction: Callable[[float], None],
         rate: float = 15.0,
         clock: Callable[[], float] = time.monotonic,
+        describe: Callable[[object], str | None] | None = None,
     ) -> None:
         self._set_text, self._set_fraction = set_text, set_fraction
+        self._describe = describe or progress_text
         self._interval, self._clock = 1.0 / rate, clock
         self._last = -1e9
         self._text: str | None = None
@@ -150,7 +152,7 @@ class Reporter:
         if kind == "message" and ev.message:
             self.messages.append(ev.message)
             return
-        text = progress_text(ev)
+        text = self._describe(ev)
         # stage changes and the end always show; step/tile ticks are throttled among themselves
         if kind == "progress":
             now = self._clock()
@@ -187,10 +189,77 @@ def run(
     if request.job_id is None:
         request.job_id = str(uuid.uuid4())
     address, token = settings.server or None, settings.token or None
-    watcher = cancel_guard.spawn(request.job_id, address, token) if guard else None
+    watcher = None
     try:
         with connect(address, token) as c:
+            # the guard cancels as this connection's client: only the submitting client may
+            if guard:
+                watcher = cancel_guard.spawn(request.job_id, address, token, getattr(c, "client_id", None))
             return c.run(request, on_event)
     finally:
         if watcher is not None:
             watcher.finish()
+
+
+def download_text(ev) -> str | None:
+    """What the progress bar says during a model download (the daemon's own words per file)."""
+    kind = ev.kind.value
+    if kind == "progress" and ev.message:
+        return f"Dermis: {ev.stage}: {ev.message}"
+    if kind == "stage":
+        return f"Dermis: downloading {ev.stage}"
+    if kind == "done":
+        return "Dermis: models downloaded"
+    return progress_text(ev)
+
+
+def plan_download(settings: Settings, *, connect: Callable[..., client.DaemonClient] = client.Client):
+    """What the daemon would download for ``settings.preset`` (a dry run; nothing starts)."""
+    with connect(settings.server or None, settings.token or None) as c:
+        return c.plan_models(settings.preset)
+
+
+def run_download(
+    settings: Settings,
+    *,
+    accept_licences: bool,
+    on_event: Callable[[object], None] | None = None,
+    guard: bool = True,
+    connect: Callable[[str | None, str | None], client.DaemonClient] = client.Client,
+):
+    """Have the daemon download the models ``settings.preset`` lacks and follow it to the end, like
+    ``run`` follows a refine (the same cancel guard: killing the plug-in cancels the download, whose
+    partial file the next download resumes). Returns the job's result (its notes in ``messages``)."""
+    import uuid
+
+    job_id = str(uuid.uuid4())
+    address, token = settings.server or None, settings.token or None
+    watcher = cancel_guard.spawn(job_id, address, token) if guard else None
+    try:
+        with connect(address, token) as c:
+            c.fetch_models(settings.preset, accept_licences=accept_licences, job_id=job_id,
+                           client_name=CLIENT_NAME)
+            return c.follow(job_id, on_event)
+    finally:
+        if watcher is not None:
+            watcher.finish()
+
+
+# What a GIMP user can do about the errors the client already explains in general terms.
+_HINTS = {
+    "unavailable": "In GIMP: the Server field of Refine skin… (empty = $DERMIS_ADDRESS, else the "
+                   "address the running daemon announced).",
+    "unauthenticated": "In GIMP: leave the token argument empty to use the daemon's token file.",
+    "dependency_missing": "In GIMP: run `dermis install-plugin gimp` (add --python-version X.Y if "
+                          "GIMP's Python is not the python3 on your PATH) and restart GIMP.",
+    "missing_weights": "In GIMP: Filters → Enhance → Dermis → Download missing models… (or the button "
+                       "in Refine skin…) fetches them; the 'lite' preset needs none.",
+    "gated_model": "Then run Download missing models… again.",
+    "network_unavailable": "Run Download missing models… again to resume.",
+}
+
+
+def explain(e: Exception) -> str:
+    """The client's message (it says what went wrong), plus the GIMP side of the fix."""
+    hint = _HINTS.get(getattr(e, "code", ""))
+    return f"{e}\n{hint}" if hint else str(e)

@@ -20,12 +20,15 @@ import gi
 gi.require_version("Gimp", "3.0")
 from gi.repository import Gimp, GLib, GObject  # noqa: E402
 
+from . import models  # noqa: E402
+
 PROC_NAME = "plug-in-dermis-refine-skin"
 MENU_PATH = "<Image>/Filters/Enhance/Dermis"
 RW = GObject.ParamFlags.READWRITE
 
 
-def _error(procedure, message: str, status=Gimp.PDBStatusType.EXECUTION_ERROR):
+def error_return(procedure, message: str, status=Gimp.PDBStatusType.EXECUTION_ERROR):
+    """GIMP's return values for a failure, with the message GIMP shows (also on stderr)."""
     print(f"dermis: {message}", file=sys.stderr)
     return procedure.new_return_values(status, GLib.Error.new_literal(Gimp.PlugIn.error_quark(), message, 0))
 
@@ -57,7 +60,7 @@ def run(procedure, run_mode, image, drawables, config, data):
         return _run(procedure, run_mode, image, drawables, config)
     except Exception as e:  # last line of defence: a message, not GIMP's traceback dialog
         traceback.print_exc()
-        return _error(procedure, f"Dermis failed unexpectedly: {e} (the traceback is in GIMP's "
+        return error_return(procedure, f"Dermis failed unexpectedly: {e} (the traceback is in GIMP's "
                                  "terminal output; please report it).")
     finally:
         # the token is an argument only so scripts can pass it; GIMP must not store it with the
@@ -71,12 +74,12 @@ def _run(procedure, run_mode, image, drawables, config):
     try:
         layer = image_io.check_image(image, drawables)
     except image_io.UnsupportedImage as e:
-        return _error(procedure, str(e), Gimp.PDBStatusType.CALLING_ERROR)
+        return error_return(procedure, str(e), Gimp.PDBStatusType.CALLING_ERROR)
     try:
         from . import job
         from ._client import client
     except ImportError as e:
-        return _error(procedure, f"The Dermis plug-in is incomplete ({e}); reinstall it with "
+        return error_return(procedure, f"The Dermis plug-in is incomplete ({e}); reinstall it with "
                                  "`dermis install-plugin gimp`.")
 
     if run_mode == Gimp.RunMode.INTERACTIVE:
@@ -95,7 +98,7 @@ def _run(procedure, run_mode, image, drawables, config):
             icc_profile=source.icc_profile,
         )
     except (image_io.UnsupportedImage, job.SettingsError) as e:
-        return _error(procedure, str(e), Gimp.PDBStatusType.CALLING_ERROR)
+        return error_return(procedure, str(e), Gimp.PDBStatusType.CALLING_ERROR)
 
     Gimp.progress_init("Dermis: sending the image to the daemon")
     reporter = job.Reporter(Gimp.progress_set_text, Gimp.progress_update)
@@ -107,14 +110,14 @@ def _run(procedure, run_mode, image, drawables, config):
         Gimp.message(f"Dermis: {e}")
         return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
     except client.ClientError as e:
-        return _error(procedure, _explain(e))
+        return error_return(procedure, job.explain(e))
     finally:
         Gimp.progress_end()
 
     try:
         new_layer = image_io.insert_result(image, layer, source, result, settings.scale)
     except ValueError as e:
-        return _error(procedure, f"Dermis: {e}")
+        return error_return(procedure, f"Dermis: {e}")
     notes = reporter.messages + [m for m in getattr(result, "messages", []) if m not in reporter.messages]
     if notes:  # e.g. an optional stage skipped for want of weights: worth knowing, not an error
         Gimp.message("Dermis: " + "\n".join(notes))
@@ -124,30 +127,16 @@ def _run(procedure, run_mode, image, drawables, config):
     ])
 
 
-# What a GIMP user can do about the errors the client already explains in general terms.
-_HINTS = {
-    "unavailable": "In GIMP: the Server field of Refine skin… (empty = $DERMIS_ADDRESS, else the "
-                   "address the running daemon announced).",
-    "unauthenticated": "In GIMP: leave the token argument empty to use the daemon's token file.",
-    "dependency_missing": "In GIMP: run `dermis install-plugin gimp` (add --python-version X.Y if "
-                          "GIMP's Python is not the python3 on your PATH) and restart GIMP.",
-}
-
-
-def _explain(e: Exception) -> str:
-    """The client's message (it says what went wrong), plus the GIMP side of the fix."""
-    hint = _HINTS.get(getattr(e, "code", ""))
-    return f"{e}\n{hint}" if hint else str(e)
-
-
 class DermisPlugIn(Gimp.PlugIn):
     def do_query_procedures(self):
-        return [PROC_NAME]
+        return [PROC_NAME, models.DOWNLOAD_PROC]
 
     def do_set_i18n(self, name):
         return False
 
     def do_create_procedure(self, name):
+        if name == models.DOWNLOAD_PROC:
+            return models.create(self, name, MENU_PATH)
         p = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, run, None)
         p.set_image_types("RGB*, GRAY*")
         p.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)

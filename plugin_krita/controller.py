@@ -20,19 +20,9 @@ from .thin_client import client as dc
 
 POLL_MS = 40
 
-# what to add to an error the client reports, by its code
-HINTS = {
-    "unavailable": "Start the daemon with `dermis serve` (or check the address in the Dermis docker).",
-    "unauthenticated": "The daemon's token was not found or is wrong: restart `dermis serve`, or set "
-                       "DERMIS_TOKEN for Krita.",
-    "dependency_missing": "Reinstall the plugin with `dermis install-plugin krita`: it adds grpcio and "
-                          "protobuf for Krita's Python.",
-    "missing_weights": "Choose the 'lite' preset, or add the weights (`dermis doctor` lists them).",
-}
-
-
 class Controller(QObject):
     changed = pyqtSignal()  # anything the docker shows has changed
+    download_plan_ready = pyqtSignal()  # ``download_plan`` arrived: the docker asks the user about it
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -47,6 +37,10 @@ class Controller(QObject):
         self.last_message = ""
         self.padding = options.DEFAULT_PADDING
         self._info_call: Call | None = None
+        self.download: Job | None = None  # a model download running in the daemon
+        self.download_plan: Any = None  # dc.ModelPlan: what it would fetch, once asked
+        self._plan_call: Call | None = None
+        self._download_handled = ""  # the download whose end was reported
         self._timer = QTimer(self)
         self._timer.setInterval(POLL_MS)
         self._timer.timeout.connect(self._tick)
@@ -130,6 +124,40 @@ class Controller(QObject):
             self._timer.start()
             self.changed.emit()
 
+    # -- model downloads (run in the daemon; only the waiting is here, on worker threads) -----------
+    @property
+    def downloading(self) -> bool:
+        return self.download is not None and not self.download.finished
+
+    def plan_download(self) -> None:
+        """Ask the daemon what 'Download missing models…' would fetch; ``download_plan_ready`` follows."""
+        if self.downloading or self._plan_call is not None:
+            return
+        preset = self.settings.preset
+
+        def ask() -> Any:
+            with self.connect_client() as c:
+                return c.plan_models(preset)
+
+        self._plan_call = Call(ask).start()
+        self._timer.start()
+
+    def start_download(self, accept_licences: bool) -> None:
+        """Start the download the user confirmed (its licences included)."""
+        if self.downloading:
+            return
+        self.download = Job.download(self.settings.preset, self.connect_client,
+                                     accept_licences=accept_licences).start()
+        self.last_error = ""
+        self._timer.start()
+        self.changed.emit()
+
+    def cancel_download(self) -> None:
+        if self.downloading:
+            self.download.cancel()
+            self._timer.start()
+            self.changed.emit()
+
     # -- the UI-thread pump -------------------------------------------------------------------------
     def _tick(self) -> None:
         changed = False
@@ -139,6 +167,20 @@ class Controller(QObject):
                 self._info_call = None
                 self._got_info(call)
                 changed = True
+            plan = self._plan_call
+            if plan is not None and plan.poll():
+                self._plan_call = None
+                if plan.error:
+                    self._error(self._with_hint(plan.error, plan.error_code))
+                else:
+                    self.download_plan = plan.value
+                    self.download_plan_ready.emit()
+            download = self.download
+            if download is not None and download.poll():
+                changed = True
+                if download.finished and download.id != self._download_handled:
+                    self._download_handled = download.id
+                    self._download_ended(download)
             job = self.job
             if job is not None and job.poll():
                 changed = True
@@ -152,7 +194,7 @@ class Controller(QObject):
         except Exception as exc:
             traceback.print_exc()
             self._error(f"Unexpected error ({type(exc).__name__}): {exc}")
-        if self._info_call is None and not self.busy:
+        if self._info_call is None and self._plan_call is None and not self.busy and not self.downloading:
             self._timer.stop()
         if changed:
             self.changed.emit()
@@ -183,8 +225,19 @@ class Controller(QObject):
             self.last_message = job.status_text or "Cancelled"
             document.notify(f"Dermis: {self.last_message}")
 
+    def _download_ended(self, download: Job) -> None:
+        if download.phase == Phase.done:
+            notes = list(getattr(download.result, "messages", []) or [])
+            self.last_message = "Models downloaded" + "".join(f". {n}" for n in notes)
+            document.notify(f"Dermis: {self.last_message}")
+        elif download.phase == Phase.failed:
+            self._error(self._with_hint(download.error, download.error_code))
+        else:
+            self.last_message = "Download cancelled; the next download resumes it"
+        self.refresh()  # the daemon now finds (some of) the files
+
     def _with_hint(self, text: str, code: str) -> str:
-        hint = HINTS.get(code)
+        hint = options.HINTS.get(code)
         return f"{text} {hint}" if hint and hint not in text else text
 
     def _error(self, text: str) -> None:
@@ -200,6 +253,7 @@ class Controller(QObject):
         self._timer.stop()
         if self.busy:
             self.job.cancel(wait=2.0)  # the one place that may block: Krita is exiting anyway
+        # a download goes on in the daemon: it does not need this window
 
 
 _instance: Controller | None = None

@@ -16,6 +16,7 @@ from PyQt5.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -55,6 +56,23 @@ class DermisDocker(DockWidget):
         self.missing = _wrapping_label("color: #b36b00")
         col.addWidget(self.server)
         col.addWidget(self.missing)
+        # model downloads: they run in the daemon; this row only starts, shows and cancels them
+        row = QHBoxLayout()
+        self.download_button = QPushButton("Download missing models…")
+        self.download_button.setToolTip("The daemon downloads the files the chosen preset lacks into its "
+                                        "models folder; you see the list, sizes and licences first")
+        self.download_button.clicked.connect(self.ctl.plan_download)
+        self.download_cancel = QPushButton("Stop download")
+        self.download_cancel.clicked.connect(self.ctl.cancel_download)
+        row.addWidget(self.download_button, 1)
+        row.addWidget(self.download_cancel)
+        col.addLayout(row)
+        self.download_progress = QProgressBar()
+        self.download_progress.setRange(0, 1000)
+        self.download_text = _wrapping_label()
+        col.addWidget(self.download_progress)
+        col.addWidget(self.download_text)
+        self.ctl.download_plan_ready.connect(self._confirm_download)
 
         # options
         form = QFormLayout()
@@ -117,6 +135,14 @@ class DermisDocker(DockWidget):
         try:
             self.server.setText(ctl.server_text)
             self.missing.setText(options.describe_missing(ctl.info) if ctl.info else "")
+            download = ctl.download
+            self.download_button.setVisible(bool(ctl.info) and bool(options.missing_weights(ctl.info)))
+            self.download_button.setEnabled(not ctl.downloading)
+            self.download_cancel.setVisible(ctl.downloading)
+            self.download_cancel.setEnabled(ctl.downloading and not download.cancel_requested)
+            self.download_progress.setVisible(download is not None)
+            self.download_progress.setValue(int(1000 * download.fraction) if download else 0)
+            self.download_text.setText(download.status_text if download else "")
             self._fill_presets()
             self.scale.setCurrentIndex(max(0, self.scale.findData(s.scale)))
             self.seed.setValue(s.seed)
@@ -170,6 +196,18 @@ class DermisDocker(DockWidget):
             w.setToolTip(f"{c.key} (preset: {c.default})")
             self._stage_widgets[c.key] = w
             self.stage_form.addRow(c.label, w)
+
+    def _confirm_download(self) -> None:
+        """Show what would be downloaded (sizes, licences) and start it on a yes."""
+        plan = self.ctl.download_plan
+        text = plan.describe()
+        if not plan.downloads:
+            QMessageBox.information(self, "Dermis: models", text)
+            return
+        answer = QMessageBox.question(self, "Dermis: download models", text + "\n\nDownload now?",
+                                      QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
+        if answer == QMessageBox.Yes:
+            self.ctl.start_download(accept_licences=True)
 
     # -- widgets -> controller --------------------------------------------------------------------
     def _address_edited(self) -> None:

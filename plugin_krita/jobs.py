@@ -17,6 +17,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .thin_client import client as dc
@@ -44,10 +45,22 @@ def describe_error(exc: BaseException) -> str:
     return f"Unexpected error ({type(exc).__name__}): {exc}. Please report it with Krita's log."
 
 
-class Job:
-    """One refine request: submit + watch on a worker thread, state updated by ``poll()``."""
+@dataclass
+class DownloadRequest:
+    """A model download in the daemon (FetchModels): what ``Job.download`` sends instead of an image."""
 
-    def __init__(self, request: dc.JobRequest, connect: Connect, *, context: Any = None) -> None:
+    preset: str = ""  # "" = the daemon's default preset
+    accept_licences: bool = False  # the user saw the plan's licences and said yes
+    job_id: str = ""
+
+
+class Job:
+    """One daemon job on a worker thread, state updated by ``poll()``: a refine (submit + watch), or a
+    model download (``Job.download``: fetch_models + watch), with the same phases, cancel and errors."""
+
+    def __init__(self, request: Any, connect: Connect, *, context: Any = None,
+                 begin: Callable[[dc.DaemonClient], str] | None = None,
+                 describe: Callable[[dc.Event], str] | None = None) -> None:
         if not request.job_id:
             # chosen here so Cancel has an id to send even before the upload returns
             request.job_id = uuid.uuid4().hex
@@ -66,12 +79,23 @@ class Job:
         self.started_at = time.monotonic()
         self.ended_at: float | None = None
         self._connect = connect
+        self._begin = begin or (lambda client: client.submit(self.request))
+        self._describe = describe or progress_text
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._client: dc.DaemonClient | None = None
         self._submitted = False
         self._cancel_requested = False
         self._thread = threading.Thread(target=self._work, name=f"dermis-job-{self.id[:8]}", daemon=True)
+
+    @classmethod
+    def download(cls, preset: str, connect: Connect, *, accept_licences: bool) -> Job:
+        """Download the models ``preset`` lacks, in the daemon (progress is per file, in MiB)."""
+        request = DownloadRequest(preset, accept_licences, uuid.uuid4().hex)
+        job = cls(request, connect, describe=download_text, begin=lambda client: client.fetch_models(
+            preset, accept_licences=accept_licences, job_id=request.job_id, client_name="krita"))
+        job.status_text = "Asking the daemon to download…"
+        return job
 
     # -- UI thread -------------------------------------------------------------------------------
     def start(self) -> Job:
@@ -148,7 +172,7 @@ class Job:
             if ev.stage:
                 self.stage = ev.stage
             if self.phase != Phase.cancelling:
-                self.status_text = progress_text(ev)
+                self.status_text = self._describe(ev)
         elif ev.kind == K.message:
             if ev.message:
                 self.messages.append(ev.message)
@@ -186,7 +210,7 @@ class Job:
             client = self._connect()
             with self._lock:
                 self._client = client
-            job_id = client.submit(self.request)
+            job_id = self._begin(client)
             with self._lock:
                 self._submitted = True
                 cancel_now = self._cancel_requested
@@ -223,6 +247,11 @@ def progress_text(ev: dc.Event) -> str:
     head = ev.stage or "working"
     text = f"{head}: {', '.join(parts)}" if parts else head
     return f"{text} ({ev.fraction:.0%})"
+
+
+def download_text(ev: dc.Event) -> str:
+    """'sdxl: sd_xl_base_1.0_0.9vae.safetensors (file 2 of 7): 1.2 GB of 6.9 GB (12%)'."""
+    return f"{ev.stage}: {ev.message} ({ev.fraction:.0%})" if ev.message else progress_text(ev)
 
 
 class Call:

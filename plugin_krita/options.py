@@ -135,4 +135,17 @@ def describe_missing(info: Any) -> str:
     if not keys:
         return ""
     return ("Missing weights: " + ", ".join(keys)
-            + ". Presets that need them will fail; 'lite' needs none. See `dermis doctor`.")
+            + ". Presets that need them will fail; 'lite' needs none.")
+
+
+# what to add to an error the client reports, by its code
+HINTS = {
+    "unavailable": "Start the daemon with `dermis serve` (or check the address in the Dermis docker).",
+    "unauthenticated": "The daemon's token was not found or is wrong: restart `dermis serve`, or set "
+                       "DERMIS_TOKEN for Krita.",
+    "dependency_missing": "Reinstall the plugin with `dermis install-plugin krita`: it adds grpcio and "
+                          "protobuf for Krita's Python.",
+    "missing_weights": "Press 'Download missing models…' in the Dermis docker, or choose the 'lite' preset.",
+    "gated_model": "Then press 'Download missing models…' again.",
+    "network_unavailable": "Press 'Download missing models…' again to resume.",
+}

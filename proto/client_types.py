@@ -13,9 +13,9 @@ from .events import TERMINAL, Event, EventKind, JobResult, Preview
 
 __all__ = [
     "DEFAULT_PRIORITY", "OUTPUTS", "PRIORITIES", "TERMINAL", "ClientCounts", "ClientError",
-    "DaemonUnavailable", "DependencyMissing", "Event", "EventKind", "JobCancelled", "JobFailed",
+    "DaemonUnavailable", "DependencyMissing", "Event", "EventKind", "JobCancelled", "JobFailed", "JobLost",
     "JobInfo", "JobRequest", "JobResult", "PresetInfo", "Preview", "Rejected", "ServerInfo",
-    "StageInfo", "Unauthenticated", "WatchFolderCounts", "WeightInfo",
+    "StageInfo", "Unauthenticated", "WatchFolderCounts", "WeightInfo", "ModelFile", "ModelPlan",
 ]
 
 DEFAULT_PRIORITY = "editor"
@@ -47,6 +47,13 @@ class DaemonUnavailable(ClientError):
     """No daemon answers at the address (not started, wrong address, or it went away)."""
 
     code = "unavailable"
+
+
+class JobLost(DaemonUnavailable):
+    """The daemon went away while a job ran, and came back without it (a restart forgets every job)
+    or not within the client's ``reconnect_s``."""
+
+    code = "job_lost"
 
 
 class Unauthenticated(ClientError):
@@ -152,6 +159,74 @@ class WeightInfo:
 
 
 @dataclass
+class ModelFile:
+    """A file of the daemon's weight catalogue and, in a ModelPlan, what a fetch does about it."""
+
+    role: str  # the weights key it fills, e.g. "sdxl"
+    variant: str = ""
+    filename: str = ""
+    size: int = 0  # bytes; 0 = unknown
+    size_exact: bool = False
+    licence: str = ""
+    non_commercial: bool = False
+    gated: bool = False
+    source: str = ""  # "hf", "url", "manual" or "package"
+    page: str = ""
+    path: str = ""  # where it goes (download) or was found (found)
+    action: str = ""  # "download", "manual" (see note), "found"; "" in ServerInfo.catalogue
+    note: str = ""
+    supported: bool = True
+    is_default: bool = False
+
+
+@dataclass
+class ModelPlan:
+    """What FetchModels would do (a dry run): ``downloads`` and ``manual`` are what a plugin shows
+    before asking; ``licences_to_accept`` need the user's yes (``fetch_models(accept_licences=True)``)."""
+
+    files: list[ModelFile]
+    download_bytes: int  # by the catalogue, approximate
+    free_bytes: int  # on the disk of the daemon's models folder
+    folder: str
+    licences_to_accept: list[str]
+
+    @property
+    def downloads(self) -> list[ModelFile]:
+        return [f for f in self.files if f.action == "download"]
+
+    @property
+    def manual(self) -> list[ModelFile]:
+        return [f for f in self.files if f.action == "manual"]
+
+    def describe(self) -> str:
+        """The plan as the text a plugin shows before it asks (files, sizes, free space, licences)."""
+        lines = []
+        if self.downloads:
+            lines.append(f"Download {len(self.downloads)} file(s), about {human_size(self.download_bytes)}, "
+                         f"into {self.folder} ({human_size(self.free_bytes)} free):")
+            lines += [f"  {f.role}: {f.filename} ({human_size(f.size) if f.size else 'size unknown'})"
+                      for f in self.downloads]
+        else:
+            lines.append("Nothing to download" + (": every file is found." if not self.manual else "."))
+        if self.manual:
+            lines.append("To place by hand:")
+            lines += [f"  {f.role}: {f.note}" for f in self.manual]
+        if self.licences_to_accept:
+            lines.append("These models are for non-commercial use only; downloading them accepts their "
+                         "licences:")
+            lines += [f"  {text}" for text in self.licences_to_accept]
+        return "\n".join(lines)
+
+
+def human_size(n: int) -> str:
+    """1234567 -> '1.2 MB' (decimal units, as the Hub and file managers show sizes)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+@dataclass
 class ServerInfo:
     version: str
     device: str
@@ -166,6 +241,8 @@ class ServerInfo:
     model_budget: int = 0  # bytes; 0 = no limit
     max_pixels: int = 0
     capabilities: list[str] = field(default_factory=list)
+    shared_memory_dir: str = ""  # the daemon's folder for shared-memory transfers; "" = none
+    catalogue: list[ModelFile] = field(default_factory=list)  # every file the daemon can fetch or knows
 
 
 @dataclass
@@ -180,6 +257,7 @@ class JobInfo:
     error_code: str = ""
     message: str = ""
     submitted: float = 0.0  # Unix time
+    kind: str = ""  # "" (an image job) or "fetch_models"
 
 
 @dataclass

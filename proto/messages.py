@@ -17,6 +17,8 @@ from .client_types import (
     ClientError,
     JobInfo,
     JobRequest,
+    ModelFile,
+    ModelPlan,
     PresetInfo,
     Rejected,
     ServerInfo,
@@ -78,8 +80,9 @@ def upload(pb: Any, job_header: Any, job: JobRequest) -> Iterator[Any]:
 # ------------------------------------------------------------------------------------------ events
 
 
-def event(msg: Any, chunks: list[memoryview]) -> Event:
-    """A JobEvent message as an Event; ``chunks`` are the result's pixels received before done."""
+def event(msg: Any, chunks: list[Any]) -> Event:
+    """A JobEvent message as an Event; ``chunks`` are the result's pixels received before done (or
+    the one bytes object read from a shared-memory file)."""
     kind = msg.WhichOneof("kind")
     base = {"job_id": msg.job_id, "seq": int(msg.seq)}
     if kind == "queued":
@@ -110,8 +113,8 @@ def event(msg: Any, chunks: list[memoryview]) -> Event:
     return Event(EventKind.message, message="", **base)
 
 
-def result(job_id: str, info: Any, chunks: list[memoryview]) -> JobResult:
-    pixels = b"".join(chunks)
+def result(job_id: str, info: Any, chunks: list[Any]) -> JobResult:
+    pixels = b"".join(chunks)  # one bytes object comes back as it is, without a copy
     if len(pixels) != info.bytes:
         raise ClientError(f"the result has {len(pixels):,} bytes, the daemon announced {info.bytes:,}.",
                           "data_loss")
@@ -143,15 +146,35 @@ def server_info(r: Any) -> ServerInfo:
         default_preset=r.default_preset, presets=presets, weights=weights, queue_length=r.queue_length,
         api_version=r.api_version, loaded_models={m.key: int(m.bytes) for m in r.loaded_models},
         model_budget=int(r.model_budget), max_pixels=int(r.limits.max_pixels),
-        capabilities=list(r.capabilities),
+        capabilities=list(r.capabilities), catalogue=[model_file(f) for f in r.catalogue],
+        shared_memory_dir=r.shared_memory_dir,
     )
+
+
+def model_file(f: Any) -> ModelFile:
+    return ModelFile(role=f.role, variant=f.variant, filename=f.filename, size=int(f.size),
+                     size_exact=f.size_exact, licence=f.licence, non_commercial=f.non_commercial, gated=f.gated,
+                     source=f.source, page=f.page, path=f.path, action=f.action, note=f.note,
+                     supported=f.supported, is_default=f.is_default)
+
+
+def model_plan(r: Any) -> ModelPlan:
+    """A FetchModelsReply as the plan a plugin shows before asking."""
+    return ModelPlan(files=[model_file(f) for f in r.files], download_bytes=int(r.download_bytes),
+                     free_bytes=int(r.free_bytes), folder=r.folder, licences_to_accept=list(r.licences_to_accept))
+
+
+def fetch_request(pb: Any, *, preset: str, roles: list[str], variant: str, dry_run: bool,
+                  accept_licences: bool, job_id: str, client_name: str) -> Any:
+    return pb.FetchModelsRequest(job_id=job_id, preset=preset, roles=list(roles), variant=variant,
+                                 dry_run=dry_run, accept_licences=accept_licences, client_name=client_name)
 
 
 def jobs(reply: Any) -> list[JobInfo]:
     """ListJobsReply.jobs as JobInfo."""
     return [JobInfo(j.job_id, _STATES.get(j.state, "unknown"), j.preset,
                     "batch" if j.priority == _PRIORITY_PB["batch"] else "editor", j.client_name,
-                    j.fraction, j.position, j.error_code, j.message, j.submitted_unix) for j in reply.jobs]
+                    j.fraction, j.position, j.error_code, j.message, j.submitted_unix, j.kind) for j in reply.jobs]
 
 
 def client_counts(reply: Any) -> list[ClientCounts]:

@@ -92,6 +92,26 @@ def daemon(short_tmp: Path, test_presets: dict[str, Path]) -> Iterator[Any]:
     d.stop(grace=5.0)
 
 
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """The stand-in, a catalogue of its files, the demo presets, and huggingface_hub pointed at it (online)."""
+    import huggingface_hub.constants as hc
+
+    from ._models_helpers import standin, write_catalogue, write_presets
+
+    h = standin()
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))  # licences accepted by this test only
+    write_presets()
+    monkeypatch.setenv("DERMIS_CATALOGUE", str(write_catalogue(tmp_path / "catalogue.toml", h)))
+    monkeypatch.setenv("HF_ENDPOINT", h.endpoint)
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", False)  # huggingface_hub read the conftest's value at import
+    monkeypatch.setattr(hc, "HF_TOKEN_PATH", str(tmp_path / "hf-token"))  # no stored login unless a test writes one
+    yield h
+    h.close()
+
+
 T = TypeVar("T")
 
 

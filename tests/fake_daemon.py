@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from proto import client as dc
@@ -38,7 +38,8 @@ class FakeDaemonClient(dc.DaemonClient):
 
     def __init__(self, events: Sequence[tuple[dc.EventKind, dict[str, Any]]] = (), *,
                  submit_gate: threading.Event | None = None, step_s: float = 0.0, end_with: str = "done",
-                 submit_error: Exception | None = None, server_info: dc.ServerInfo | None = None) -> None:
+                 submit_error: Exception | None = None, server_info: dc.ServerInfo | None = None,
+                 plan: dc.ModelPlan | None = None) -> None:
         self.events = list(events)
         self.submit_gate = submit_gate
         self.step_s = step_s
@@ -50,6 +51,8 @@ class FakeDaemonClient(dc.DaemonClient):
         self.watch_thread = ""
         self.closed = False
         self.submitted: dc.JobRequest | None = None
+        self.plan = plan
+        self.fetch_requests: list[dict[str, Any]] = []  # what fetch_models was asked, in order
 
     def submit(self, job: dc.JobRequest) -> str:
         if self.submit_gate is not None:
@@ -85,6 +88,21 @@ class FakeDaemonClient(dc.DaemonClient):
         if self.server_info is None:
             raise dc.DaemonUnavailable("the fake daemon was given no server info")
         return self.server_info
+
+    def plan_models(self, preset: str = "", roles: Iterable[str] = (), variant: str = "") -> dc.ModelPlan:
+        if self.plan is None:
+            raise dc.DaemonUnavailable("the fake daemon was given no model plan")
+        return self.plan
+
+    def fetch_models(self, preset: str = "", roles: Iterable[str] = (), variant: str = "", *,
+                     accept_licences: bool = False, job_id: str | None = None, client_name: str = "") -> str:
+        if self.submit_gate is not None:
+            assert self.submit_gate.wait(5), "the test never opened the submit gate"
+        if self.submit_error is not None:
+            raise self.submit_error
+        self.fetch_requests.append(dict(preset=preset, roles=list(roles), variant=variant,
+                                        accept_licences=accept_licences, client_name=client_name))
+        return job_id or "fake-fetch"
 
     def close(self) -> None:
         self.closed = True

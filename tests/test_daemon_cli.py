@@ -63,6 +63,9 @@ def test_serve_status_upscale_server_and_sigterm(serve, portrait_path, tmp_path)
     assert proc.wait(60) == 0
     err = srv.log.read_text()
     assert "shutting down" in err and "stopped" in err
+    # at start, one line on what the default preset lacks and how to get it
+    notice = [x for x in err.splitlines() if x.startswith("dermis: preset supir-srpo lacks ")]
+    assert len(notice) == 1 and "`dermis models get supir-srpo`" in notice[0], err[:2000]
     assert not default_runtime_file().exists()
     assert not default_runtime_file().with_name("daemon.sock").exists()
 

@@ -92,11 +92,13 @@ def test_malformed_uploads_are_invalid_argument_and_the_daemon_keeps_serving(stu
     assert daemon.queue.jobs(include_finished=True)[-1].state.value == "done"
 
 
-def test_missing_weights_is_failed_precondition_with_the_places_looked(daemon):
+def test_missing_weights_is_failed_precondition_with_one_line_per_file(daemon):
     with client(daemon) as c, pytest.raises(Rejected) as e:
         c.submit(request(raw_image(8, 8), preset="needs-weights"))
     assert e.value.code == "missing_weights"
-    assert "Looked for" in str(e.value) and "upscale_models" in str(e.value)
+    assert str(e.value).splitlines() == [
+        "Missing weights: preset 'needs-weights' cannot run without 1 model file (the 'lite' preset needs none):",
+        "  - skin_detail: upscale_models/1x-ITF-SkinDiffDetail-Lite-v1.pth (20.1 MB)"]
 
 
 def test_unknown_job_is_not_found(daemon):
@@ -141,7 +143,7 @@ def test_health_and_reflection_answer(daemon):
     fd = descriptor_pb2.FileDescriptorProto.FromString(files.file_descriptor_response.file_descriptor_proto[0])
     assert fd.package == "dermis.v1"
     methods = {m.name for s in fd.service for m in s.method}
-    assert methods == {"Submit", "Watch", "Cancel", "GetServerInfo", "ListJobs", "UnloadModels"}
+    assert methods == {"Submit", "Watch", "Cancel", "GetServerInfo", "ListJobs", "UnloadModels", "FetchModels"}
     channel.close()
 
 

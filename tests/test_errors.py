@@ -91,20 +91,27 @@ def test_a_job_failure_keeps_the_executors_code():
 ])
 def test_the_cli_prints_every_error_one_way(err, status, capsys):
     assert report_error(err) == status
-    assert capsys.readouterr().err == f"dermis: error: {err}\n"
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == f"dermis: error: {str(err).splitlines()[0]}"
+    # one hint line, in commands, only where the terminal user has one to run
+    hints = [x for x in lines if x.startswith("dermis: hint: ")]
+    assert len(hints) == (1 if err.code == "missing_weights" else 0)
+    if hints:
+        assert "`dermis models get sdxl`" in hints[0] and "`dermis doctor --verbose`" in hints[0]
 
 
 def test_exit_status_is_2_for_usage_errors_only_as_before():
     """2 when the options must change; a bad input image, missing weights, a limit or a bug is 1."""
     assert {c.value for c in ErrorCode if exit_status(c) == 2} == {
         "invalid_argument", "invalid_parameter", "unknown_preset", "already_exists", "not_found",
-        "result_expired"}
+        "result_expired", "licence_not_accepted"}
     assert all(exit_status(c) == (2 if c.fix is Fix.REQUEST else 1) for c in ErrorCode)
 
 
 def test_what_ends_an_error_says_whether_the_user_can():
     assert {c.value for c in ErrorCode if not c.user_fixable} == {
-        "queue_full", "shutting_down", "cancelled", "crashed", "internal"}
+        "queue_full", "shutting_down", "cancelled", "crashed", "internal", "checksum_mismatch",
+        "download_failed", "too_many_calls", "upload_stalled", "shared_memory_unavailable"}
     for code in ErrorCode:
         if code.status == "INVALID_ARGUMENT":  # the request is wrong: the user fixes it, a retry does not
             assert code.user_fixable and not code.retryable, code

@@ -79,13 +79,15 @@ def test_config_file_weights_and_comfy_folders(tmp_path, monkeypatch):
     assert load_config().comfy_models == (comfy,)
 
 
-def test_missing_weights_message_lists_every_place(tmp_path):
+def test_missing_weights_message_is_one_line_and_keeps_every_place(tmp_path):
+    """The message names the file and where it goes (one line, no CLI option: editors show it too);
+    every place searched stays on the error for `dermis doctor --verbose`."""
     config = pipeline.Config(comfy_models=(tmp_path / "a", tmp_path / "b"))
     with pytest.raises(MissingWeights) as e:
         WeightLocator(config).find("skin_detail")
-    msg = str(e.value)
-    assert str(tmp_path / "a" / "upscale_models") in msg and str(tmp_path / "b" / "ESRGAN") in msg
-    assert "--comfy-models" in msg
+    assert str(e.value) == "Missing weights 'skin_detail': upscale_models/1x-ITF-SkinDiffDetail-Lite-v1.pth (20.1 MB)"
+    looked = "\n".join(e.value.looked)
+    assert str(tmp_path / "a" / "upscale_models") in looked and str(tmp_path / "b" / "ESRGAN") in looked
 
 
 def test_bad_config_files(tmp_path):

@@ -144,9 +144,10 @@ def test_missing_weights_name_every_file_and_suggest_lite(tmp_path):
     config = pipeline.Config(comfy_models=(tmp_path,))
     with pytest.raises(MissingWeights) as e:
         pipeline.run(recipe, _img(), config=config)
-    msg = str(e.value)
-    assert "1x-ITF-SkinDiffDetail-Lite-v1.pth" in msg and str(tmp_path / "upscale_models") in msg
-    assert "--preset lite" in msg
+    assert str(e.value).splitlines() == [
+        "Missing weights: preset 'lite' cannot run without 1 model file (the 'lite' preset needs none):",
+        "  - skin_detail: upscale_models/1x-ITF-SkinDiffDetail-Lite-v1.pth (20.1 MB)"]
+    assert any(str(tmp_path / "upscale_models") in p for p in e.value.looked)
 
 
 def test_optional_stage_without_weights_is_skipped_and_said(tmp_path):

@@ -182,7 +182,7 @@ def test_cli_without_weights_names_every_missing_file(tmp_path, small, capsys):
     assert main(["upscale", str(src), "-o", str(tmp_path / "o.png"), "--preset", "seed", "--comfy-models", str(empty),
                  "--quiet"]) == 1
     err = capsys.readouterr().err
-    assert "'sdxl'" in err and "'supir_v0q'" in err and "checkpoints" in err and "--preset lite" in err
+    assert "  - sdxl: checkpoints/" in err and "  - supir_v0q: checkpoints/" in err and "--preset lite" in err
 
 
 

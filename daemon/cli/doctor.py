@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 import importlib.metadata as md
 import platform
+from collections.abc import Sequence
+from typing import Any
 
 import pipeline
+from pipeline import StageSpec
 from pipeline.device import describe, select_device
 from pipeline.models import WeightLocator
 from pipeline.stages import describe_weights
 
 NAME = "doctor"
-HELP = "check the device, versions and which model files are found"
+HELP = "check the device, versions and which model files are found (--verbose: every place searched)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,6 +27,21 @@ def _version(name: str) -> str:
         return md.version(name)
     except md.PackageNotFoundError:
         return "not installed"
+
+
+def print_weight_rows(rows: Sequence[tuple[StageSpec, str, Any, Sequence[str]]], *, verbose: bool) -> None:
+    """One line per needed file (found path / MISSING); with --verbose every place searched for it."""
+    for spec, weight, path, looked in rows:
+        tag = "" if spec.enabled else " (off)"
+        tag += " (optional)" if spec.optional else ""
+        if path is not None:
+            print(f"  {spec.id}{tag}: {weight} -> {path}")
+            continue
+        print(f"  {spec.id}{tag}: {weight} MISSING" + ("" if verbose or not looked else
+                                                         f" ({len(looked)} places searched: --verbose lists them)"))
+        if verbose:
+            for place in looked:
+                print(f"      looked in {place}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,15 +71,7 @@ def run(args: argparse.Namespace) -> int:
         for s in recipe.stages:
             if s.id not in stage_ids:
                 print(f"  {s.id}: no weights needed{'' if s.enabled else ' (off)'}")
-        for spec, weight, path, looked in rows:
-            tag = "" if spec.enabled else " (off)"
-            tag += " (optional)" if spec.optional else ""
-            if path is not None:
-                print(f"  {spec.id}{tag}: {weight} -> {path}")
-            else:
-                print(f"  {spec.id}{tag}: {weight} MISSING")
-                for place in looked:
-                    print(f"      looked in {place}")
+        print_weight_rows(rows, verbose=args.verbose)
     if any(s.kind == "flux_refine" for n in names for s in pipeline.build(n).stages if s.enabled):
         print()
         _print_flux_variant(locator, dev, dtype)

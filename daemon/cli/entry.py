@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
 from collections.abc import Sequence
 
@@ -20,6 +21,7 @@ COMMANDS = [
     "daemon.cli.upscale",
     "daemon.cli.presets",
     "daemon.cli.doctor",
+    "daemon.cli.models",
     "daemon.cli.dev",
     "daemon.cli.install_plugin",
     "daemon.cli.serve",
@@ -76,7 +78,32 @@ def report_error(err: DermisError | ClientError) -> int:
     status its code calls for: 2 when the command's options must change (a usage error), 1 otherwise
     (another input, the set-up, a limit or a bug: the command was right but could not be done)."""
     print(f"dermis: error: {err}", file=sys.stderr)
+    hint = cli_hint(err)
+    if hint:
+        print(f"dermis: hint: {hint}", file=sys.stderr)
     return exit_status(ErrorCode.of(err.code))
+
+
+def cli_hint(err: DermisError | ClientError) -> str:
+    """What a terminal user can do about an error, in commands (the library's messages name none:
+    editor users see them too)."""
+    code = ErrorCode.of(err.code)
+    if code is ErrorCode.MISSING_WEIGHTS:
+        preset = getattr(err, "preset", "") or _preset_in(str(err))
+        target = preset or " ".join(str(getattr(err, "key", "ROLE")).split(","))
+        return (f"`dermis models get {target}` downloads what it can and says where to get the rest "
+                "(`--preset lite` needs no weights); `dermis doctor --verbose` lists every place searched.")
+    if code is ErrorCode.LICENCE_NOT_ACCEPTED:
+        return "run the command in a terminal and answer yes, or pass --yes to accept the licences shown."
+    if code in (ErrorCode.NETWORK_UNAVAILABLE, ErrorCode.DOWNLOAD_FAILED, ErrorCode.CHECKSUM_MISMATCH):
+        return "run `dermis models get` again: it resumes where the download stopped."
+    return ""
+
+
+def _preset_in(message: str) -> str:
+    """The preset a daemon's missing-weights message names ("Missing weights: preset 'x' cannot run…")."""
+    match = re.match(r"Missing weights: preset '([^']+)'", message)
+    return match.group(1) if match else ""
 
 
 def exit_status(code: ErrorCode) -> int:

@@ -16,9 +16,11 @@ from proto.discovery import API_VERSION
 
 from ..jobs.queue import JobQueue
 from ..jobs.residency import Residency
+from .models import catalogue_pb
 from .upload import MAX_CHUNK_BYTES
 
-CAPABILITIES = ("u16-pixels", "mask", "region", "layer-output", "resume", "previews", "idempotent-submit")
+CAPABILITIES = ("u16-pixels", "mask", "region", "layer-output", "resume", "previews", "idempotent-submit",
+                "fetch-models")
 
 
 def device_text(device: torch.device, dtype: torch.dtype) -> tuple[str, int, int]:
@@ -46,6 +48,7 @@ def build(config: pipeline.Config, device: tuple[torch.device, torch.dtype], res
         limits=pb.Limits(max_pixels=config.max_pixels, max_output_pixels=config.max_output_pixels,
                          max_chunk_bytes=MAX_CHUNK_BYTES, max_queue=max_queue),
         capabilities=list(CAPABILITIES),
+        catalogue=catalogue_pb(),
     )
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..config import Config
 from ..errors import MissingWeights
+from .catalogue import catalogue
 from .faces.weights import SPECS as FACES
 from .flux.weights import SPECS as FLUX
 from .sdxl.weights import SPECS as SDXL
@@ -88,11 +89,7 @@ class WeightLocator:
         found = self.find_optional(key)
         if found is None:
             spec = self.spec(key)
-            hint = (
-                f"Put the file in one of those folders, set weights.{key} in the config "
-                f"({self.config.path or 'see `dermis doctor`'}), or pass --comfy-models DIR."
-            )
-            raise MissingWeights(key, spec.description, self.looked_in(key), hint=hint)
+            raise MissingWeights(key, spec.description, self.looked_in(key), expected=expected_file(key))
         return found
 
     def resolve(self, name_or_path: str) -> Path:
@@ -116,6 +113,18 @@ def _matches_kind(path: Path, kind: Kind) -> bool:
     if kind == "dir":
         return path.is_dir()
     return path.exists()
+
+
+def expected_file(key: str) -> str:
+    """The file that fills ``key`` and where it goes, from the catalogue's default for it:
+    'checkpoints/sd_xl_base_1.0_0.9vae.safetensors (6.9 GB)'; '' when the catalogue has none."""
+    entry = catalogue().default(key)
+    if entry is None or entry.source == "package":
+        return ""
+    if entry.kind == "dir":
+        where = f"{entry.relpath}/{entry.inner + '/' if entry.inner else ''}"
+        return f"the folder {where}" + (" (ships with ComfyUI)" if entry.comfy_folder.startswith("..") else "")
+    return f"{entry.relpath} ({entry.size_text()})"
 
 
 def _known_keys() -> str:

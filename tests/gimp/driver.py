@@ -83,9 +83,10 @@ def run_case(case):
         rect(0, 0, img.get_width(), img.get_height()), 1.0, "Y u8", Gegl.AbyssPolicy.NONE)))
     rec["source_before"] = dump(case["name"] + ".source", before.get(source.get_name(), b""))
 
-    proc = Gimp.get_pdb().lookup_procedure(PROC)
+    name = case.get("proc", PROC)
+    proc = Gimp.get_pdb().lookup_procedure(name)
     if proc is None:
-        raise RuntimeError(f"{PROC} is not registered: the plug-in did not load")
+        raise RuntimeError(f"{name} is not registered: the plug-in did not load")
     rec["menu"] = [proc.get_menu_label(), list(proc.get_menu_paths()), proc.get_image_types()]
     # a window for the image when GIMP has a GUI, as when a user runs the filter from the menu
     if case.get("title"):  # so press_keys.sh can find the image window by its title
@@ -101,10 +102,10 @@ def run_case(case):
     res = proc.run(cfg)
     rec["seconds"] = round(time.monotonic() - t0, 3)
     rec["status"] = res.index(0).value_nick
-    if res.index(0) == Gimp.PDBStatusType.SUCCESS:
+    if res.index(0) == Gimp.PDBStatusType.SUCCESS and res.length() > 1:
         returned = res.index(1)
         rec["returned_layer"] = returned.get_name() if returned is not None else None
-    elif res.length() > 1:
+    elif res.index(0) != Gimp.PDBStatusType.SUCCESS and res.length() > 1:
         rec["error"] = res.index(1)
     rec["image_size"] = [img.get_width(), img.get_height()]
     rec["layers"] = []

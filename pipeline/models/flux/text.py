@@ -195,7 +195,6 @@ def load_tokenizers(clip_dir: Path, t5_dir: Path) -> tuple[CLIPTokenizer, Any]:
 # ------------------------------------------------------------------------------------ embeddings
 
 
-@torch.inference_mode()
 def t5_ids(tokenizer: Any, prompt: str, t5_tokens: int) -> torch.Tensor:
     """(1, max(t5_tokens, n)) ids: the prompt's n tokens with end-of-text, then padding (ComfyUI's T5)."""
     ids = list(tokenizer(prompt, truncation=False).input_ids)
@@ -203,6 +202,7 @@ def t5_ids(tokenizer: Any, prompt: str, t5_tokens: int) -> torch.Tensor:
     return torch.tensor([ids + [pad] * max(0, t5_tokens - len(ids))], dtype=torch.long)
 
 
+@torch.inference_mode()
 def encode_prompt(text: TextEncoders, prompt: str, *, t5_tokens: int = 256,
                   device: torch.device | str = "cpu",
                   use: Callable[[str], AbstractContextManager] = lambda name: nullcontext()) -> Conditioning:

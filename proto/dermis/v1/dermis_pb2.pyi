@@ -87,7 +87,7 @@ class Region(_message.Message):
     def __init__(self, x: _Optional[int] = ..., y: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
 
 class JobHeader(_message.Message):
-    __slots__ = ("job_id", "preset", "scale", "seed", "overrides", "region", "output", "priority", "client_name", "image", "image_bytes", "image_crc32", "icc_profile", "has_mask", "mask_crc32")
+    __slots__ = ("job_id", "preset", "scale", "seed", "overrides", "region", "output", "priority", "client_name", "image", "image_bytes", "image_crc32", "icc_profile", "has_mask", "mask_crc32", "shared_memory_id")
     class OverridesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +110,7 @@ class JobHeader(_message.Message):
     ICC_PROFILE_FIELD_NUMBER: _ClassVar[int]
     HAS_MASK_FIELD_NUMBER: _ClassVar[int]
     MASK_CRC32_FIELD_NUMBER: _ClassVar[int]
+    SHARED_MEMORY_ID_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     preset: str
     scale: float
@@ -125,7 +126,8 @@ class JobHeader(_message.Message):
     icc_profile: bytes
     has_mask: bool
     mask_crc32: int
-    def __init__(self, job_id: _Optional[str] = ..., preset: _Optional[str] = ..., scale: _Optional[float] = ..., seed: _Optional[int] = ..., overrides: _Optional[_Mapping[str, str]] = ..., region: _Optional[_Union[Region, _Mapping]] = ..., output: _Optional[_Union[OutputMode, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., client_name: _Optional[str] = ..., image: _Optional[_Union[PixelFormat, _Mapping]] = ..., image_bytes: _Optional[int] = ..., image_crc32: _Optional[int] = ..., icc_profile: _Optional[bytes] = ..., has_mask: _Optional[bool] = ..., mask_crc32: _Optional[int] = ...) -> None: ...
+    shared_memory_id: str
+    def __init__(self, job_id: _Optional[str] = ..., preset: _Optional[str] = ..., scale: _Optional[float] = ..., seed: _Optional[int] = ..., overrides: _Optional[_Mapping[str, str]] = ..., region: _Optional[_Union[Region, _Mapping]] = ..., output: _Optional[_Union[OutputMode, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., client_name: _Optional[str] = ..., image: _Optional[_Union[PixelFormat, _Mapping]] = ..., image_bytes: _Optional[int] = ..., image_crc32: _Optional[int] = ..., icc_profile: _Optional[bytes] = ..., has_mask: _Optional[bool] = ..., mask_crc32: _Optional[int] = ..., shared_memory_id: _Optional[str] = ...) -> None: ...
 
 class Chunk(_message.Message):
     __slots__ = ("blob", "offset", "data")
@@ -156,12 +158,14 @@ class SubmitReply(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., position: _Optional[int] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
-    __slots__ = ("job_id", "after_seq")
+    __slots__ = ("job_id", "after_seq", "result_in_shared_memory")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    RESULT_IN_SHARED_MEMORY_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     after_seq: int
-    def __init__(self, job_id: _Optional[str] = ..., after_seq: _Optional[int] = ...) -> None: ...
+    result_in_shared_memory: bool
+    def __init__(self, job_id: _Optional[str] = ..., after_seq: _Optional[int] = ..., result_in_shared_memory: _Optional[bool] = ...) -> None: ...
 
 class JobEvent(_message.Message):
     __slots__ = ("job_id", "seq", "queued", "started", "stage", "progress", "preview", "message", "result_chunk", "done", "error", "cancelled")
@@ -260,7 +264,7 @@ class Done(_message.Message):
     def __init__(self, result: _Optional[_Union[ResultInfo, _Mapping]] = ...) -> None: ...
 
 class ResultInfo(_message.Message):
-    __slots__ = ("format", "bytes", "crc32", "offset_x", "offset_y", "canvas_width", "canvas_height", "layer_name", "preset", "seed", "icc_profile", "messages", "stage_seconds")
+    __slots__ = ("format", "bytes", "crc32", "offset_x", "offset_y", "canvas_width", "canvas_height", "layer_name", "preset", "seed", "icc_profile", "messages", "stage_seconds", "shared_memory_id")
     class StageSecondsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -281,6 +285,7 @@ class ResultInfo(_message.Message):
     ICC_PROFILE_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     STAGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SHARED_MEMORY_ID_FIELD_NUMBER: _ClassVar[int]
     format: PixelFormat
     bytes: int
     crc32: int
@@ -294,7 +299,8 @@ class ResultInfo(_message.Message):
     icc_profile: bytes
     messages: _containers.RepeatedScalarFieldContainer[str]
     stage_seconds: _containers.ScalarMap[str, float]
-    def __init__(self, format: _Optional[_Union[PixelFormat, _Mapping]] = ..., bytes: _Optional[int] = ..., crc32: _Optional[int] = ..., offset_x: _Optional[int] = ..., offset_y: _Optional[int] = ..., canvas_width: _Optional[int] = ..., canvas_height: _Optional[int] = ..., layer_name: _Optional[str] = ..., preset: _Optional[str] = ..., seed: _Optional[int] = ..., icc_profile: _Optional[bytes] = ..., messages: _Optional[_Iterable[str]] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    shared_memory_id: str
+    def __init__(self, format: _Optional[_Union[PixelFormat, _Mapping]] = ..., bytes: _Optional[int] = ..., crc32: _Optional[int] = ..., offset_x: _Optional[int] = ..., offset_y: _Optional[int] = ..., canvas_width: _Optional[int] = ..., canvas_height: _Optional[int] = ..., layer_name: _Optional[str] = ..., preset: _Optional[str] = ..., seed: _Optional[int] = ..., icc_profile: _Optional[bytes] = ..., messages: _Optional[_Iterable[str]] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ..., shared_memory_id: _Optional[str] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("code", "message", "stage")
@@ -331,7 +337,7 @@ class ListJobsRequest(_message.Message):
     def __init__(self, include_finished: _Optional[bool] = ...) -> None: ...
 
 class JobInfo(_message.Message):
-    __slots__ = ("job_id", "state", "preset", "priority", "client_name", "fraction", "position", "error_code", "message", "submitted_unix")
+    __slots__ = ("job_id", "state", "preset", "priority", "client_name", "fraction", "position", "error_code", "message", "submitted_unix", "kind")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     PRESET_FIELD_NUMBER: _ClassVar[int]
@@ -342,6 +348,7 @@ class JobInfo(_message.Message):
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     SUBMITTED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: JobState
     preset: str
@@ -352,7 +359,8 @@ class JobInfo(_message.Message):
     error_code: str
     message: str
     submitted_unix: float
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., preset: _Optional[str] = ..., priority: _Optional[_Union[Priority, str]] = ..., client_name: _Optional[str] = ..., fraction: _Optional[float] = ..., position: _Optional[int] = ..., error_code: _Optional[str] = ..., message: _Optional[str] = ..., submitted_unix: _Optional[float] = ...) -> None: ...
+    kind: str
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., preset: _Optional[str] = ..., priority: _Optional[_Union[Priority, str]] = ..., client_name: _Optional[str] = ..., fraction: _Optional[float] = ..., position: _Optional[int] = ..., error_code: _Optional[str] = ..., message: _Optional[str] = ..., submitted_unix: _Optional[float] = ..., kind: _Optional[str] = ...) -> None: ...
 
 class ClientCounts(_message.Message):
     __slots__ = ("client_name", "queued", "running", "done", "failed", "cancelled")
@@ -407,7 +415,7 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ServerInfo(_message.Message):
-    __slots__ = ("version", "api_version", "device", "vram_free", "vram_total", "default_preset", "presets", "weights", "queue_length", "loaded_models", "model_budget", "limits", "capabilities")
+    __slots__ = ("version", "api_version", "device", "vram_free", "vram_total", "default_preset", "presets", "weights", "queue_length", "loaded_models", "model_budget", "limits", "capabilities", "catalogue", "shared_memory_dir")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     API_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
@@ -421,6 +429,8 @@ class ServerInfo(_message.Message):
     MODEL_BUDGET_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    CATALOGUE_FIELD_NUMBER: _ClassVar[int]
+    SHARED_MEMORY_DIR_FIELD_NUMBER: _ClassVar[int]
     version: str
     api_version: int
     device: str
@@ -434,7 +444,9 @@ class ServerInfo(_message.Message):
     model_budget: int
     limits: Limits
     capabilities: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, version: _Optional[str] = ..., api_version: _Optional[int] = ..., device: _Optional[str] = ..., vram_free: _Optional[int] = ..., vram_total: _Optional[int] = ..., default_preset: _Optional[str] = ..., presets: _Optional[_Iterable[_Union[PresetInfo, _Mapping]]] = ..., weights: _Optional[_Iterable[_Union[WeightInfo, _Mapping]]] = ..., queue_length: _Optional[int] = ..., loaded_models: _Optional[_Iterable[_Union[LoadedModel, _Mapping]]] = ..., model_budget: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., capabilities: _Optional[_Iterable[str]] = ...) -> None: ...
+    catalogue: _containers.RepeatedCompositeFieldContainer[ModelFile]
+    shared_memory_dir: str
+    def __init__(self, version: _Optional[str] = ..., api_version: _Optional[int] = ..., device: _Optional[str] = ..., vram_free: _Optional[int] = ..., vram_total: _Optional[int] = ..., default_preset: _Optional[str] = ..., presets: _Optional[_Iterable[_Union[PresetInfo, _Mapping]]] = ..., weights: _Optional[_Iterable[_Union[WeightInfo, _Mapping]]] = ..., queue_length: _Optional[int] = ..., loaded_models: _Optional[_Iterable[_Union[LoadedModel, _Mapping]]] = ..., model_budget: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., capabilities: _Optional[_Iterable[str]] = ..., catalogue: _Optional[_Iterable[_Union[ModelFile, _Mapping]]] = ..., shared_memory_dir: _Optional[str] = ...) -> None: ...
 
 class PresetInfo(_message.Message):
     __slots__ = ("name", "label", "description", "scale", "stages")
@@ -516,3 +528,71 @@ class UnloadModelsReply(_message.Message):
     unloaded: int
     freed_bytes: int
     def __init__(self, unloaded: _Optional[int] = ..., freed_bytes: _Optional[int] = ...) -> None: ...
+
+class FetchModelsRequest(_message.Message):
+    __slots__ = ("job_id", "preset", "roles", "variant", "dry_run", "accept_licences", "client_name")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PRESET_FIELD_NUMBER: _ClassVar[int]
+    ROLES_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    ACCEPT_LICENCES_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_NAME_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    preset: str
+    roles: _containers.RepeatedScalarFieldContainer[str]
+    variant: str
+    dry_run: bool
+    accept_licences: bool
+    client_name: str
+    def __init__(self, job_id: _Optional[str] = ..., preset: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., variant: _Optional[str] = ..., dry_run: _Optional[bool] = ..., accept_licences: _Optional[bool] = ..., client_name: _Optional[str] = ...) -> None: ...
+
+class ModelFile(_message.Message):
+    __slots__ = ("role", "variant", "filename", "size", "size_exact", "licence", "non_commercial", "gated", "source", "page", "path", "action", "note", "supported", "is_default")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_EXACT_FIELD_NUMBER: _ClassVar[int]
+    LICENCE_FIELD_NUMBER: _ClassVar[int]
+    NON_COMMERCIAL_FIELD_NUMBER: _ClassVar[int]
+    GATED_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    SUPPORTED_FIELD_NUMBER: _ClassVar[int]
+    IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    variant: str
+    filename: str
+    size: int
+    size_exact: bool
+    licence: str
+    non_commercial: bool
+    gated: bool
+    source: str
+    page: str
+    path: str
+    action: str
+    note: str
+    supported: bool
+    is_default: bool
+    def __init__(self, role: _Optional[str] = ..., variant: _Optional[str] = ..., filename: _Optional[str] = ..., size: _Optional[int] = ..., size_exact: _Optional[bool] = ..., licence: _Optional[str] = ..., non_commercial: _Optional[bool] = ..., gated: _Optional[bool] = ..., source: _Optional[str] = ..., page: _Optional[str] = ..., path: _Optional[str] = ..., action: _Optional[str] = ..., note: _Optional[str] = ..., supported: _Optional[bool] = ..., is_default: _Optional[bool] = ...) -> None: ...
+
+class FetchModelsReply(_message.Message):
+    __slots__ = ("job_id", "files", "download_bytes", "free_bytes", "folder", "licences_to_accept")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    DOWNLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FOLDER_FIELD_NUMBER: _ClassVar[int]
+    LICENCES_TO_ACCEPT_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    files: _containers.RepeatedCompositeFieldContainer[ModelFile]
+    download_bytes: int
+    free_bytes: int
+    folder: str
+    licences_to_accept: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, job_id: _Optional[str] = ..., files: _Optional[_Iterable[_Union[ModelFile, _Mapping]]] = ..., download_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., folder: _Optional[str] = ..., licences_to_accept: _Optional[_Iterable[str]] = ...) -> None: ...

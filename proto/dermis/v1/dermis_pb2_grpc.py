@@ -66,6 +66,11 @@ class DermisStub:
                 request_serializer=dermis_dot_v1_dot_dermis__pb2.UnloadModelsRequest.SerializeToString,
                 response_deserializer=dermis_dot_v1_dot_dermis__pb2.UnloadModelsReply.FromString,
                 _registered_method=True)
+        self.FetchModels = channel.unary_unary(
+                '/dermis.v1.Dermis/FetchModels',
+                request_serializer=dermis_dot_v1_dot_dermis__pb2.FetchModelsRequest.SerializeToString,
+                response_deserializer=dermis_dot_v1_dot_dermis__pb2.FetchModelsReply.FromString,
+                _registered_method=True)
 
 
 class DermisServicer:
@@ -133,6 +138,20 @@ class DermisServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchModels(self, request, context):
+        """Downloads the model files a preset (or a list of weights names) lacks, from the daemon's weight
+        catalogue into its models folder, as a job: follow it with Watch (a stage per file, named by its
+        weights key; progress in MiB; a message per file fetched), stop it with Cancel (the partial file is
+        kept and the next fetch resumes it). Unary: the reply comes at once. With dry_run nothing starts:
+        the reply says what would be downloaded, what must be placed by hand, and which non-commercial
+        licences need the user's yes (accept_licences). Downloads run on their own thread, never the
+        device's: image jobs go on meanwhile. The job ends with Done (no pixels) or Error (e.g.
+        "gated_model", "not_enough_space", "network_unavailable", "checksum_mismatch").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DermisServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -165,6 +184,11 @@ def add_DermisServicer_to_server(servicer, server):
                     servicer.UnloadModels,
                     request_deserializer=dermis_dot_v1_dot_dermis__pb2.UnloadModelsRequest.FromString,
                     response_serializer=dermis_dot_v1_dot_dermis__pb2.UnloadModelsReply.SerializeToString,
+            ),
+            'FetchModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.FetchModels,
+                    request_deserializer=dermis_dot_v1_dot_dermis__pb2.FetchModelsRequest.FromString,
+                    response_serializer=dermis_dot_v1_dot_dermis__pb2.FetchModelsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -331,6 +355,33 @@ class Dermis:
             '/dermis.v1.Dermis/UnloadModels',
             dermis_dot_v1_dot_dermis__pb2.UnloadModelsRequest.SerializeToString,
             dermis_dot_v1_dot_dermis__pb2.UnloadModelsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dermis.v1.Dermis/FetchModels',
+            dermis_dot_v1_dot_dermis__pb2.FetchModelsRequest.SerializeToString,
+            dermis_dot_v1_dot_dermis__pb2.FetchModelsReply.FromString,
             options,
             channel_credentials,
             insecure,
