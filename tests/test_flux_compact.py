@@ -133,6 +133,52 @@ def test_scaled_fp8_is_exact_against_its_own_dequantisation(tiny_models, referen
     assert_rejected(_forward(kept), _forward(widened), DEQUANT, "one scale_weight moved 1e-3")
 
 
+@pytest.mark.parity
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2], ids=["e4m3fn", "e5m2"])
+def test_plain_fp8_files_stay_fp8_and_are_exact_against_their_own_upcast(tmp_path, reference, dtype):
+    """Kijai's flux1-dev-fp8-e4m3fn / -e5m2 layout: 2-D weights float8, no scales, the rest bf16."""
+    from safetensors.torch import save_file
+
+    bfl = tiny_flux.bfl_transformer_state(tiny_flux.compact_transformer().state_dict(), tiny_flux.COMPACT)
+    path = tmp_path / f"flux1-dev-fp8-{str(dtype).split('_')[-1]}.safetensors"
+    save_file({k: (t.to(dtype) if t.ndim == 2 and k.endswith(".weight") else t.to(torch.bfloat16)).contiguous()
+               for k, t in bfl.items()}, str(path))
+    kept = fl.load_transformer(path, torch.float32, fp8="keep")
+    widened = fl.load_transformer(path, torch.float32, fp8="upcast")
+    layers = [m for m in kept.modules() if isinstance(m, CastLinear)]
+    assert layers and all(m.weight.dtype == dtype and m.scale_weight is None for m in layers)
+    out = _forward(kept)
+    assert_parity(out, _forward(widened), DEQUANT, f"{dtype} kept vs widened at load", family="flux.fp8")
+    assert (out - reference).abs().max() / reference.abs().max() < FP8_VS_FP32 * (2 if dtype == torch.float8_e5m2 else 1)
+    with torch.no_grad():  # negative control: one fp8 weight replaced by its neighbour layer's
+        layers[0].weight.copy_(layers[0].weight.flip(0))
+    assert_rejected(_forward(kept), _forward(widened), DEQUANT, f"{dtype} one layer's rows reversed")
+
+
+@pytest.mark.parity
+def test_scaled_fp8_t5_applies_its_scales(tmp_path):
+    """ComfyUI's t5xxl_fp8_e4m3fn_scaled layout: each weight times its scale_weight, exactly."""
+    from safetensors.torch import save_file
+
+    from pipeline.models.flux import text as ft
+    from pipeline.models.flux.compact import fp8_state
+
+    t5 = tiny_flux.tiny_parts()[3]
+    state = fp8_state(dict(t5.state_dict()), scaled=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "t5xxl_fp8_e4m3fn_scaled.safetensors"))
+    loaded = ft.load_t5(tmp_path / "t5xxl_fp8_e4m3fn_scaled.safetensors", torch.float32)
+    want = {k: (v.float() * state[k[: -len(".weight")] + ".scale_weight"]) if k[: -len(".weight")] + ".scale_weight" in state
+            else v.float() for k, v in state.items() if k in t5.state_dict()}
+    t5.load_state_dict(want, strict=False)
+    ids = torch.arange(3, 19).reshape(1, 16)
+    with torch.no_grad():
+        ref = t5(ids)[0]
+        assert_parity(loaded(ids)[0], ref, DEQUANT, "scaled fp8 T5 vs its own dequantisation", family="flux.fp8")
+        name = "encoder.block.0.layer.0.SelfAttention.q.weight"
+        loaded.get_parameter(name).mul_(1.001)  # negative control: one scale off by 1e-3
+        assert_rejected(loaded(ids)[0], ref, DEQUANT, "T5 with one scale moved 1e-3")
+
+
 def test_weight_dtype_fp8_casts_a_wide_file_like_comfyui(tiny_models):
     model = fl.load_transformer(tiny_models / "unet/flux1-dev.safetensors", torch.float32, fp8="cast")
     layers = [m for m in model.modules() if isinstance(m, CastLinear)]
