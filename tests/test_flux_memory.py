@@ -165,3 +165,21 @@ def test_blend_weights_are_made_once_per_plan_and_previews_show_x0(monkeypatch):
     # of the noisy x_t would not be)
     assert all(np.array_equal(p, previews[0]) for p in previews)
     assert not np.array_equal(latent_to_rgb(start, LATENT_RGB, LATENT_RGB_BIAS), want)
+
+
+def test_daemon_info_says_which_flux_file_and_what_each_mode_holds(short_tmp, tiny_models):
+    """GetServerInfo over real gRPC carries doctor's FLUX lines (`dermis status` prints them)."""
+    from ._daemon_helpers import client, start
+
+    d = start(short_tmp, pipeline=Config(comfy_models=(tiny_models,)))
+    try:
+        with client(d) as c:
+            lines = c.info().flux_memory
+    finally:
+        d.stop(grace=5.0)
+    text = "\n".join(lines)
+    assert lines[0] == "FLUX (stages refine, final):"
+    assert f"transformer: {tiny_models / 'diffusion_models/SRPO/diffusion_pytorch_model.safetensors'}" in text
+    for mode in ("resident", "model_offload", "sequential"):
+        assert any(line.strip().startswith(mode) and "encoding prompts" in line and "sampling" in line
+                   for line in lines), (mode, text)

@@ -73,30 +73,9 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {s.id}: no weights needed{'' if s.enabled else ' (off)'}")
         print_weight_rows(rows, verbose=args.verbose)
     if any(s.kind == "flux_refine" for n in names for s in pipeline.build(n).stages if s.enabled):
+        from pipeline.models.flux.report import flux_lines
+
         print()
-        _print_flux_variant(locator, dev, dtype)
+        print("\n".join(flux_lines(locator, dev, dtype)))
     return 0 if ready_all or args.preset is None else 1
 
-
-def _print_flux_variant(locator: WeightLocator, dev, dtype) -> None:
-    """Stages 2-3: which transformer file, why, what weight_dtype does with it (then memory per mode)."""
-    import torch
-
-    from pipeline.models.flux import report
-
-    if dev.type != "cuda":  # what a card would hold: FLUX runs in bf16 there
-        dtype = torch.bfloat16
-    lines, variant, policy = report.transformer_choice(locator, dev, dtype)
-    print("FLUX (stages refine, final):")
-    for line in lines:
-        print(f"  {line}")
-    if variant is not None:
-        _print_flux_memory(locator, dev, dtype, variant, policy)
-
-
-def _print_flux_memory(locator: WeightLocator, dev, dtype, variant, policy: str) -> None:
-    """What each memory mode will hold on this card (text encoders only while prompts are encoded)."""
-    from pipeline.models.flux import report
-
-    for line in report.memory_lines(locator, dev, dtype, variant, policy):
-        print(f"  {line}")

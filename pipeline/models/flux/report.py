@@ -85,3 +85,15 @@ def memory_lines(locator: WeightLocator, device: torch.device, dtype: torch.dtyp
         n = memory.needs(sizes, tiles_per_batch)
         lines.append(f"  memory = auto picks {choose_mode('auto', device, resident=n.resident, offload=n.model_offload)}")
     return lines
+
+
+def flux_lines(locator: WeightLocator, device: torch.device, dtype: torch.dtype) -> list[str]:
+    """Everything ``dermis doctor`` and ``dermis status`` say about stages 2-3: the transformer file,
+    its variant and why, then what each memory mode holds (as on a card in bf16 when there is none)."""
+    if device.type != "cuda":  # what a card would hold: FLUX runs in bf16 there
+        dtype = torch.bfloat16
+    lines, variant, policy = transformer_choice(locator, device, dtype)
+    out = ["FLUX (stages refine, final):", *(f"  {line}" for line in lines)]
+    if variant is not None:
+        out += [f"  {line}" for line in memory_lines(locator, device, dtype, variant, policy)]
+    return out
