@@ -12,6 +12,7 @@ from pipeline import Cancelled, CancelToken, MissingWeights, build, images, run
 from pipeline.config import Config
 from pipeline.models.flux import engine
 from pipeline.models.flux import load as fl
+from pipeline.models.flux import memory as flux_memory
 
 from ._flux_helpers import (
     ConstantTransformer,
@@ -124,7 +125,7 @@ def test_offload_modes_give_the_resident_result(tiny_vae, tiny_transformer, mode
     rgb = _frame(128, 128, seed=4)
     results = []
     for m in ("resident", mode):
-        placement = engine.placement(m, torch.device("cpu"), {"transformer": tiny_transformer, "vae": tiny_vae})
+        placement = flux_memory.placement(m, torch.device("cpu"), {"transformer": tiny_transformer, "vae": tiny_vae})
         codec = engine.LatentCodec(tiny_vae, placement, torch.device("cpu"), tiling=m != "resident")
         try:
             results.append(_refine(rgb, tiny_transformer, codec, placement=placement, tile=1024))
@@ -179,9 +180,11 @@ def test_stage_progress_and_bfl_transformer(tiny_models, portrait):
     small = images.resize(portrait, (256, 384))
     result = run(build("flux-one"), small, seed=1, progress=events.append, config=config)
     assert result.image.rgb.shape == (256, 384, 3)
-    steps = [e for e in events if e.stage == "refine" and e.steps]
+    steps = [e for e in events if e.stage == "refine" and e.steps and e.preview is None]
     assert [e.step for e in steps] == list(range(1, 7)) and steps[-1].steps == 6  # 3 steps x 2 tiles
     assert steps[0].message == "step 1/3, tile 1/2" and steps[-1].message == "step 3/3, tile 2/2"
+    previews = [e for e in events if e.preview is not None]  # at least the first step's (1 s apart at most)
+    assert previews and previews[0].preview.dtype == np.uint8 and previews[0].preview.shape == (32, 48, 3)
     fractions = [e.fraction for e in events]
     assert fractions == sorted(fractions)
 

@@ -41,7 +41,7 @@ def default_budget(device: torch.device) -> int | None:
 
 class Residency:
     def __init__(self, budget: int | None = None) -> None:
-        self.models = ModelCache(budget)
+        self.models = ModelCache(budget, long_lived=True)
 
     @property
     def budget(self) -> int | None:

@@ -64,8 +64,12 @@ def module_bytes(obj: Any) -> int:
 
 
 class ModelCache:
-    def __init__(self, budget: int | None = None) -> None:
+    """``long_lived``: the cache outlives one job (the daemon's), so one-time costs such as compiling a
+    model pay off; a CLI run's cache is not."""
+
+    def __init__(self, budget: int | None = None, *, long_lived: bool = False) -> None:
         self.budget = budget
+        self.long_lived = long_lived
         self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
         self._lock = threading.RLock()
         self.evictions = 0
@@ -121,6 +125,18 @@ class ModelCache:
         for key in stale:
             self.drop(key)
         return len(stale)
+
+    def device_bytes(self, device: Any, prefix: str = "") -> int:
+        """Bytes of cached models (keys starting with ``prefix``) whose weights sit on ``device`` now: a
+        resident model from the last job, whose room a reload of the same family may reuse."""
+        import torch
+
+        def on(value: Any) -> bool:
+            p = next(iter(value.parameters()), None) if isinstance(value, torch.nn.Module) else None
+            return p is not None and p.device == torch.device(device)
+
+        with self._lock:
+            return sum(module_bytes(e.value) for e in self._entries.values() if e.key.startswith(prefix) and on(e.value))
 
     def entries(self) -> list[CacheEntry]:
         with self._lock:

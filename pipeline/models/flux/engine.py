@@ -18,6 +18,7 @@ embedding, and optional true CFG with a negative prompt (two predictions per til
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -27,13 +28,12 @@ from typing import TYPE_CHECKING, Literal
 import torch
 import torch.nn.functional as F
 
+from ...previews import PreviewSchedule, latent_to_rgb
 from ...progress import CancelToken, Progress, ProgressFn, no_progress
-from ...samplers.flow_match import comfy_sigmas, noise_latents, sample_euler
-from ...tiling import Assembler, TilePlan, assemble, crop_tiles, plan_tiles
-from ..cache import module_bytes
-from ..placement import Mode as MemoryMode
-from ..placement import Placement, choose_mode, held_bytes
-from .arch import LATENT_CHANNELS
+from ...samplers.flow_match import Scheduler, comfy_sigmas, noise_latents, sample_euler
+from ...tiling import Assembler, TilePlan, assemble, blend_weights, crop_tiles, plan_tiles
+from ..placement import Placement
+from .arch import LATENT_CHANNELS, LATENT_RGB, LATENT_RGB_BIAS
 from .text import Conditioning
 
 if TYPE_CHECKING:
@@ -44,11 +44,6 @@ log = logging.getLogger("dermis.flux")
 Mode = Literal["multidiffusion", "per_tile"]
 VAE_FACTOR = 8
 MULTIPLE = 16  # 8x VAE and 2x2 latent packing: FLUX frames and tiles are multiples of 16 px
-STREAMED = ("transformer", "t5")  # parts big enough to stream layer by layer in sequential mode
-# activations of one 1024² FLUX.1-dev tile in bf16 (4096 image + 512 text tokens), an estimate (not
-# measured here: no GPU); too low is safe, the engine's out-of-memory fallback takes over
-ACTIVATION_BYTES_PER_TILE = 2_500_000_000
-MARGIN_BYTES = 2_000_000_000
 
 
 @dataclass(frozen=True)
@@ -58,32 +53,13 @@ class RefineSettings:
     guidance: float = 3.0
     true_cfg: float = 1.0  # > 1 with a negative prompt: real classifier-free guidance
     mu: float = 1.15
-    scheduler: Literal["simple", "normal"] = "simple"
+    scheduler: Scheduler = "simple"
     mode: Mode = "multidiffusion"
     tile: int = 1024
     overlap: int = 128
     rows: int | None = None
     cols: int | None = None
     tile_batch: int = 4
-
-
-# ------------------------------------------------------------------------------------- memory
-
-
-def placement(mode: str, device: torch.device, parts: dict[str, torch.nn.Module]) -> Placement:
-    """FLUX's memory placement: lazy offload (the transformer is entered once per tile batch, so it stays
-    until another part needs the room) and hooks only on the parts too big to move whole."""
-    return Placement(mode, device, parts, streamed=STREAMED, label="FLUX")
-
-
-def choose_memory(requested: str, device: torch.device, parts: dict[str, torch.nn.Module],
-                  tiles_per_batch: int) -> MemoryMode:
-    """``auto``: resident when every part and one batch's activations fit, model offload when the
-    biggest part and the activations do (parts already on the device count as free), else sequential."""
-    work = ACTIVATION_BYTES_PER_TILE * tiles_per_batch + MARGIN_BYTES
-    sizes = [module_bytes(m) for m in parts.values()]
-    return choose_mode(requested, device, resident=sum(sizes) + work, offload=max(sizes, default=0) + work,
-                       held=held_bytes(parts, device))
 
 
 # -------------------------------------------------------------------------------- latent codec
@@ -249,8 +225,10 @@ class Frame:
 
 
 def refine(rgb: torch.Tensor, *, codec: LatentCodec, velocity: Velocity, settings: RefineSettings,
-           generator: torch.Generator, cancel: CancelToken, report: ProgressFn = no_progress) -> torch.Tensor:
-    """(1, 3, H, W) pixels in [0, 1] -> the refined frame, same size."""
+           generator: torch.Generator, cancel: CancelToken, report: ProgressFn = no_progress,
+           previews: PreviewSchedule | None = None) -> torch.Tensor:
+    """(1, 3, H, W) pixels in [0, 1] -> the refined frame, same size. ``previews``: when to send a small
+    RGB picture of the current x0 estimate with the progress (fixed latent-to-RGB map, no decode)."""
     # 1. Plan tiles on the padded frame
     x, (h, w) = pad_to_multiple(rgb.float())
     plan = frame_plan(x.shape[-2], x.shape[-1], settings)
@@ -260,16 +238,37 @@ def refine(rgb: torch.Tensor, *, codec: LatentCodec, velocity: Velocity, setting
     noise = torch.randn((1, LATENT_CHANNELS, *latent_size), generator=generator, dtype=torch.float32)
     frame = Frame(x, noise, plan, sigmas)
     # 3. Sample
+    preview = Preview(previews, report)
     if settings.mode == "per_tile":
-        out = _per_tile(frame, codec, velocity, max(1, settings.tile_batch), cancel=cancel, report=report)
+        out = _per_tile(frame, codec, velocity, max(1, settings.tile_batch), cancel=cancel, report=report,
+                        preview=preview)
     else:
-        out = _multidiffusion(frame, codec, velocity, cancel=cancel, report=report)
+        out = _multidiffusion(frame, codec, velocity, cancel=cancel, report=report, preview=preview)
     # 4. Back to the frame's own size
     return out[..., :h, :w].cpu()
 
 
+class Preview:
+    """Sends the current x0 = x - sigma * v (the flow's clean-image estimate) as a thumbnail when the
+    schedule says so; nothing is computed on the other steps."""
+
+    def __init__(self, schedule: PreviewSchedule | None, report: ProgressFn) -> None:
+        self.schedule, self.report = schedule, report
+
+    def __call__(self, step: int, x: torch.Tensor, sigma: float, v: torch.Tensor, progress: Progress) -> None:
+        if self.schedule is not None and self.schedule.due(step):
+            x0 = x[:1].float() - sigma * v[:1].float()
+            self.report(progress._replace(preview=latent_to_rgb(x0, LATENT_RGB, LATENT_RGB_BIAS)))
+
+
+@functools.lru_cache(maxsize=8)
+def device_blend_weights(plan: TilePlan, device: torch.device) -> torch.Tensor:
+    """The plan's cosine blend weights, made once per plan and device (not once per step)."""
+    return blend_weights(plan, "cosine").to(device=device, dtype=torch.float32)
+
+
 def _multidiffusion(frame: Frame, codec: LatentCodec, velocity: Velocity, *, cancel: CancelToken,
-                    report: ProgressFn) -> torch.Tensor:
+                    report: ProgressFn, preview: Preview) -> torch.Tensor:
     """One encode, every tile's velocity fused at every step, one decode."""
     steps, n = frame.steps, len(frame.plan)
     latent_plan = frame.plan.scaled(1 / VAE_FACTOR)
@@ -284,7 +283,10 @@ def _multidiffusion(frame: Frame, codec: LatentCodec, velocity: Velocity, *, can
 
     def fused(latents: torch.Tensor, sigma: float) -> torch.Tensor:
         v = velocity(crop_tiles(latents, latent_plan), sigma)
-        return assemble(v, latent_plan, blend="cosine")
+        v = assemble(v, latent_plan, blend="cosine", weights=device_blend_weights(latent_plan, v.device))
+        preview(state["step"], latents, sigma, v,
+                Progress("", state["done"], steps * n, message=f"step {state['step']}/{steps}"))
+        return v
 
     def on_step(p: Progress) -> None:
         state["step"] = p.step + 1
@@ -297,7 +299,7 @@ def _multidiffusion(frame: Frame, codec: LatentCodec, velocity: Velocity, *, can
 
 
 def _per_tile(frame: Frame, codec: LatentCodec, velocity: Velocity, group: int, *, cancel: CancelToken,
-              report: ProgressFn) -> torch.Tensor:
+              report: ProgressFn, preview: Preview) -> torch.Tensor:
     """``group`` tiles at a time: each encoded, sampled and decoded on its own, cross-faded in pixels."""
     steps, n = frame.steps, len(frame.plan)
     latent_plan = frame.plan.scaled(1 / VAE_FACTOR)
@@ -321,7 +323,14 @@ def _per_tile(frame: Frame, codec: LatentCodec, velocity: Velocity, group: int, 
         state.update(first=idx[0] + 1, last=idx[-1] + 1, step=1)
         z0 = codec.encode(pixel_tiles[idx[0]:idx[-1] + 1])
         begin = noise_latents(z0, noise_tiles[idx[0]:idx[-1] + 1].to(z0.device), float(frame.sigmas[0]))
-        z = sample_euler(velocity, begin, frame.sigmas, progress=on_step, cancel=cancel)
+
+        def tiles_velocity(x: torch.Tensor, sigma: float) -> torch.Tensor:
+            v = velocity(x, sigma)  # previews show the group's first tile
+            preview(state["step"], x, sigma, v, Progress("", state["done"], steps * n,
+                                                         message=f"tiles {state['first']}-{state['last']}/{n}"))
+            return v
+
+        z = sample_euler(tiles_velocity, begin, frame.sigmas, progress=on_step, cancel=cancel)
         out = codec.decode(z).cpu()
         for j, i in enumerate(idx):
             asm.add(i, out[j:j + 1])
