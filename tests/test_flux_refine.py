@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import Cancelled, CancelToken, MissingWeights, OutOfMemory, build, images, run
+from pipeline import Cancelled, CancelToken, MissingWeights, build, images, run
 from pipeline.config import Config
 from pipeline.models.flux import engine
 from pipeline.models.flux import load as fl
@@ -118,21 +118,6 @@ def test_cancel_stops_within_a_step_between_tile_batches(tiny_vae, tiny_transfor
 
 
 # --------------------------------------------------------------------------------------- memory
-
-
-def test_out_of_memory_halves_the_batch_then_gives_a_clear_error(tiny_vae):
-    codec = LocalCodec()  # the VAE is not what this is about
-    rgb = _frame(384, 384)
-    ref = _refine(rgb, ConstantTransformer(), codec, tile_batch=4)
-    flaky = Counting(ConstantTransformer(), fail_above=1)
-    assert torch.equal(_refine(rgb, flaky, codec, tile_batch=4), ref)
-    assert set(flaky.calls) == {1}
-    parts = {"transformer": Counting(ConstantTransformer(), fail_above=0), "vae": tiny_vae}
-    placement = flux_memory.placement("resident", torch.device("cpu"), parts)
-    with pytest.raises(OutOfMemory, match="one tile per batch"):
-        _refine(rgb, parts["transformer"], codec, placement=placement, tile_batch=2)
-    assert placement.mode == "sequential"  # went through every leaner mode first
-    placement.release()
 
 
 @pytest.mark.parametrize("mode", ["model_offload", "sequential"])
@@ -245,21 +230,3 @@ def test_missing_component_names_the_file_it_wanted(tmp_path, tiny_models, portr
     assert any(str(models / "vae") in p for p in err.value.looked)
     rc, _ = _run_cli(tmp_path, models, portrait_path, "--preset", "flux-missing")
     assert rc != 0
-
-
-def test_vae_out_of_memory_switches_to_tiles(tiny_vae, monkeypatch):
-    forward = tiny_vae.encoder.forward
-
-    def small_only(x):
-        if x.shape[-1] > 256:
-            raise torch.OutOfMemoryError("CUDA out of memory (simulated by the test)")
-        return forward(x)
-
-    monkeypatch.setattr(tiny_vae.encoder, "forward", small_only)
-    codec = engine.LatentCodec(tiny_vae, None, torch.device("cpu"), tiling=False, tile=256)
-    z = codec.encode(_frame(320, 320))
-    assert codec.tiling and z.shape == (1, 16, 40, 40) and torch.isfinite(z).all()
-    codec.tile = 128
-    monkeypatch.setattr(tiny_vae.encoder, "forward", lambda x: small_only(torch.zeros(1, 3, 1, 512)))
-    with pytest.raises(OutOfMemory, match="autoencoder"):
-        codec.encode(_frame(320, 320))

@@ -117,6 +117,15 @@ class ModelCache:
         except ImportError:  # pragma: no cover - torch is a hard dependency of the pipeline
             pass
 
+    def drop_unused_since(self, since: float) -> int:
+        """Drop every model not used since ``since`` (``time.monotonic()``): what the memory policy
+        frees when a stage runs out of device memory. Returns how many were dropped."""
+        with self._lock:
+            stale = [k for k, e in self._entries.items() if e.last_used < since]
+        for key in stale:
+            self.drop(key)
+        return len(stale)
+
     def device_bytes(self, device: Any, prefix: str = "") -> int:
         """Bytes of cached models (keys starting with ``prefix``) whose weights sit on ``device`` now: a
         resident model from the last job, whose room a reload of the same family may reuse."""

@@ -17,10 +17,11 @@ Two policies differ between the families because their calls differ, so both are
 - ``streamed``: which parts get the hooks in sequential mode (FLUX: only transformer and T5; the VAE and
   CLIP are small enough to move whole). ``None`` (SUPIR) hooks every part.
 
-``escalate`` moves one mode down; the FLUX engine calls it when CUDA runs out of memory even with one
-tile per batch. ``retire`` sends parts that are done for the job (FLUX's text encoders once the prompts
-are encoded) back to the CPU and forgets them. Every move is recorded (``moves``, and ``on_device``:
-what the device holds now), on the CPU too, where the moves are logical, so tests can check them. ``choose_mode`` turns ``auto`` into a mode from the free device memory and what the
+When a stage runs out of memory, ``pipeline.memory_policy`` runs it again in the next leaner mode.
+``retire`` sends parts that are done for the job (FLUX's text encoders once the prompts are encoded)
+back to the CPU and forgets them. Every move is recorded (``moves``, and ``on_device``: what the device
+holds now), on the CPU too, where the moves are logical, so tests can check them.
+``choose_mode`` turns ``auto`` into a mode from the free device memory and what the
 caller says each mode needs (each family estimates its own: see ``flux/engine`` and ``stages/supir``).
 """
 
@@ -145,18 +146,6 @@ class Placement:
                 for name in names:
                     self._to(name, host=True)
                 _empty_cache(self.device)
-
-    def escalate(self) -> bool:
-        """Move to the next leaner mode; False when already at the leanest."""
-        i = MODES.index(self.mode)
-        if i + 1 >= len(MODES):
-            return False
-        self.mode = MODES[i + 1]
-        log.warning("%s memory: falling back to %s", self.label, self.mode)
-        for name in self.parts:  # whatever is not needed right now leaves the device
-            self._to(name, host=True)
-        _empty_cache(self.device)
-        return True
 
     def release(self) -> None:
         """End of the stage: unhook (cached models must come back whole for the next job's placement);

@@ -28,6 +28,7 @@ import torch
 from .. import images
 from ..device import generator, parse_dtype
 from ..errors import InvalidParameter, MissingWeights
+from ..memory_policy import Knob
 from ..models.flux import engine
 from ..models.flux import memory as flux_memory
 from ..models.flux.compile import regional_compile
@@ -61,6 +62,14 @@ PARTS = {
     "t5_tokenizer": ("flux_t5_tokenizer", "tokenizer_2"),
 }
 VAE_AUTO_TILE_PIXELS = 2048 * 2048  # above this, decode in tiles (9.7 GiB peak at 2048² untiled)
+# what the memory policy may change when the stage runs out of device memory (pipeline/memory_policy.py)
+MEMORY_KNOBS = (
+    Knob("tile_batch", "batch", phases=("sampling",)),
+    Knob("memory", "memory"),
+    Knob("vae_tiling", "switch", value="on", phases=("vae",), early=True),
+    Knob("vae_tile", "tile", first=1024, smallest=256, multiple=64, phases=("vae",)),
+    Knob("tile", "tile", first=1024, smallest=512, multiple=16),
+)
 
 
 @dataclass(frozen=True)
@@ -189,7 +198,10 @@ def run(rgb: np.ndarray, params: Params, ctx: StageContext) -> np.ndarray:
         tiling = params.vae_tiling == "on" or (params.vae_tiling == "auto" and (
             h * w > VAE_AUTO_TILE_PIXELS or placement.mode != "resident"))
         codec = engine.LatentCodec(vae, placement, ctx.device, tiling=tiling, tile=params.vae_tile)
+        ctx.using(memory=placement.mode, tile_batch=params.tile_batch, vae_tiling="on" if tiling else "off",
+                  vae_tile=params.vae_tile, tile=params.tile)
         velocity = engine.Velocity(transformer, placement, cond, uncond, settings, ctx.device, dtype, ctx.cancel)
+        velocity.on_phase = codec.on_phase = lambda name: ctx.using(phase=name)
         out = engine.refine(images.to_tensor(rgb), codec=codec, velocity=velocity, settings=settings,
                             generator=generator(ctx.seed), cancel=ctx.cancel, report=ctx.report,
                             previews=PreviewSchedule(params.steps))

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Literal
 import torch
 import torch.nn.functional as F
 
-from ...errors import OutOfMemory
 from ...previews import PreviewSchedule, latent_to_rgb
 from ...progress import CancelToken, Progress, ProgressFn, no_progress
 from ...samplers.flow_match import Scheduler, comfy_sigmas, noise_latents, sample_euler
@@ -70,13 +69,14 @@ class LatentCodec:
     """FLUX's autoencoder: pixels in [0, 1] <-> its scaled, shifted 16-channel latents (float32).
 
     ``tiling`` makes diffusers' AutoencoderKL work in ``tile``-px tiles (large frames, lean memory
-    modes); a CUDA out-of-memory error without tiling switches it on and tries once more.
+    modes). Out of memory is ``pipeline.memory_policy``'s business (it turns tiling on, then shrinks it).
     """
 
     def __init__(self, vae: AutoencoderKL, placement: Placement | None, device: torch.device | str, tiling: bool,
                  tile: int = 1024) -> None:
         self.vae, self.placement, self.device, self.tiling = vae, placement, torch.device(device), tiling
         self.tile = tile
+        self.on_phase: Callable[[str], None] = lambda name: None  # told "vae" (the memory policy's phase)
 
     def encode(self, rgb: torch.Tensor) -> torch.Tensor:
         def enc(vae: AutoencoderKL) -> torch.Tensor:
@@ -94,25 +94,11 @@ class LatentCodec:
 
         return self._run(dec)
 
-    def _run(self, fn: Callable[[AutoencoderKL], torch.Tensor]) -> torch.Tensor:
-        while True:
-            result = self._attempt(fn)
-            if result is not None:
-                return result
-            if self.tiling:
-                raise OutOfMemory("the FLUX autoencoder ran out of device memory even in tiles; lower "
-                                  "vae_tile (--set <stage>.vae_tile=512) or free the GPU.")
-            self.tiling = True
-            _empty_cache(self.device)
-            log.warning("FLUX VAE: out of memory, retrying in %d px tiles", self.tile)
-
     @torch.inference_mode()
-    def _attempt(self, fn: Callable[[AutoencoderKL], torch.Tensor]) -> torch.Tensor | None:
-        try:
-            with self.placement.active("vae") if self.placement is not None else nullcontext():
-                return fn(self._ready())
-        except torch.OutOfMemoryError:
-            return None  # recover outside the handler: its traceback pins the activations
+    def _run(self, fn: Callable[[AutoencoderKL], torch.Tensor]) -> torch.Tensor:
+        self.on_phase("vae")
+        with self.placement.active("vae") if self.placement is not None else nullcontext():
+            return fn(self._ready())
 
     def _ready(self) -> AutoencoderKL:
         vae = self.vae
@@ -123,11 +109,6 @@ class LatentCodec:
         else:
             vae.disable_tiling()
         return vae
-
-
-def _empty_cache(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
 
 # ------------------------------------------------------------------------- the transformer call
@@ -157,8 +138,8 @@ class Velocity:
     """The transformer's velocity for a stack of latent tiles at one sigma, batched.
 
     Checks cancellation between batches (a FLUX.1-dev call on 4 tiles takes ~0.7 s on an H100, a whole
-    step of a big frame much longer). On CUDA out-of-memory it halves the tiles per batch, then asks the
-    placement for a leaner memory mode, then gives up with ``OutOfMemory``.
+    step of a big frame much longer). Out of memory is ``pipeline.memory_policy``'s business (fewer tiles
+    per batch, leaner memory modes, smaller tiles).
     """
 
     def __init__(self, transformer: torch.nn.Module, placement: Placement | None, cond: Conditioning,
@@ -168,6 +149,7 @@ class Velocity:
         self.transformer, self.placement, self.settings = transformer, placement, settings
         self.device, self.dtype, self.cancel, self.on_batch = torch.device(device), dtype, cancel, on_batch
         self.batch = max(1, settings.tile_batch)
+        self.on_phase: Callable[[str], None] = lambda name: None  # told "sampling" (the memory policy's phase)
         use_cfg = uncond is not None and settings.true_cfg > 1.0
         conds = [cond, uncond] if use_cfg else [cond]
         self.cfg = use_cfg
@@ -177,37 +159,16 @@ class Velocity:
         self._ids: dict[tuple[int, int], torch.Tensor] = {}
 
     def __call__(self, tiles: torch.Tensor, sigma: float) -> torch.Tensor:
+        self.on_phase("sampling")
         out = torch.empty_like(tiles, dtype=torch.float32)
         i, n = 0, tiles.shape[0]
         while i < n:
             self.cancel.check()
             b = min(self.batch, n - i)
-            v = self._attempt(tiles[i:i + b], sigma)
-            if v is None:
-                self._shrink()
-                continue
-            out[i:i + b] = v
+            out[i:i + b] = self._forward(tiles[i:i + b], sigma)
             i += b
             self.on_batch(b)
         return out
-
-    def _attempt(self, x: torch.Tensor, sigma: float) -> torch.Tensor | None:
-        try:
-            return self._forward(x, sigma)
-        except torch.OutOfMemoryError:
-            return None  # recover outside the handler: its traceback pins the activations
-
-    def _shrink(self) -> None:
-        _empty_cache(self.device)
-        if self.batch > 1:
-            self.batch //= 2
-            log.warning("FLUX: out of memory, retrying with %d tile(s) per batch", self.batch)
-        elif self.placement is None or not self.placement.escalate():
-            raise OutOfMemory(
-                "FLUX ran out of device memory with one tile per batch even with sequential offload. "
-                "Use smaller tiles (--set <stage>.tile=768), free the GPU (close other programs), or "
-                "run a lighter preset."
-            )
 
     @torch.inference_mode()
     def _forward(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
