@@ -129,8 +129,6 @@ class ClusterExecutor:
                 kind = item[0]
                 if kind == "progress":
                     publish(item[1])
-                elif kind == "message":
-                    job.emit(EventKind.message, message=item[1])
                 elif kind == "done":
                     stored = spec.finish(item[1]) if spec.finish is not None else item[1]
                     self.queue.finish_done(job, stored, nbytes=int(getattr(stored, "nbytes", 0)))

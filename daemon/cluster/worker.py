@@ -2,8 +2,8 @@
 
 It keeps its models resident in the executor's own ``Residency`` (same LRU budget and out-of-memory
 ladder as a local daemon; daemon/jobs/residency.py) and runs ``pipeline.run``. ``run`` is a streaming
-generator: it yields, in order, ``("progress", Progress)`` and ``("message", text)`` items while the
-job runs, then exactly one terminal item:
+generator: it yields, in order, ``("progress", Progress)`` items while the job runs (the memory
+policy's notes are progress messages too), then exactly one terminal item:
 
     ("done", RunResult) | ("cancelled", reason) | ("failed", code, sentence, stage) | ("preempted",)
 
@@ -96,7 +96,7 @@ class DermisWorker:
                                 models=self.residency.models, device=str(self.device))
 
         def work() -> None:
-            items.put(self._outcome(attempt, recipe, lambda text: items.put(("message", text))))
+            items.put(self._outcome(attempt, recipe))  # the memory policy's notes come as progress messages
 
         thread = threading.Thread(target=work, name=f"dermis-job-{job_id[:8]}", daemon=True)
         thread.start()
@@ -113,10 +113,10 @@ class DermisWorker:
                 self._yield.discard(job_id)
             self.running = ""
 
-    def _outcome(self, attempt: Any, recipe: Recipe, notify: Any) -> tuple[Any, ...]:
+    def _outcome(self, attempt: Any, recipe: Recipe) -> tuple[Any, ...]:
         stage = ""
         try:
-            return ("done", self.residency.run(attempt, recipe, notify=notify))
+            return ("done", self.residency.run(attempt, recipe))
         except Preempted:
             return ("preempted",)
         except Cancelled as e:

@@ -415,7 +415,7 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ServerInfo(_message.Message):
-    __slots__ = ("version", "api_version", "device", "vram_free", "vram_total", "default_preset", "presets", "weights", "queue_length", "loaded_models", "model_budget", "limits", "capabilities", "catalogue", "shared_memory_dir", "workers")
+    __slots__ = ("version", "api_version", "device", "vram_free", "vram_total", "default_preset", "presets", "weights", "queue_length", "loaded_models", "model_budget", "limits", "capabilities", "catalogue", "shared_memory_dir", "flux_memory", "workers")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     API_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
@@ -431,6 +431,7 @@ class ServerInfo(_message.Message):
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     CATALOGUE_FIELD_NUMBER: _ClassVar[int]
     SHARED_MEMORY_DIR_FIELD_NUMBER: _ClassVar[int]
+    FLUX_MEMORY_FIELD_NUMBER: _ClassVar[int]
     WORKERS_FIELD_NUMBER: _ClassVar[int]
     version: str
     api_version: int
@@ -447,8 +448,9 @@ class ServerInfo(_message.Message):
     capabilities: _containers.RepeatedScalarFieldContainer[str]
     catalogue: _containers.RepeatedCompositeFieldContainer[ModelFile]
     shared_memory_dir: str
+    flux_memory: _containers.RepeatedScalarFieldContainer[str]
     workers: _containers.RepeatedCompositeFieldContainer[WorkerInfo]
-    def __init__(self, version: _Optional[str] = ..., api_version: _Optional[int] = ..., device: _Optional[str] = ..., vram_free: _Optional[int] = ..., vram_total: _Optional[int] = ..., default_preset: _Optional[str] = ..., presets: _Optional[_Iterable[_Union[PresetInfo, _Mapping]]] = ..., weights: _Optional[_Iterable[_Union[WeightInfo, _Mapping]]] = ..., queue_length: _Optional[int] = ..., loaded_models: _Optional[_Iterable[_Union[LoadedModel, _Mapping]]] = ..., model_budget: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., capabilities: _Optional[_Iterable[str]] = ..., catalogue: _Optional[_Iterable[_Union[ModelFile, _Mapping]]] = ..., shared_memory_dir: _Optional[str] = ..., workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ...) -> None: ...
+    def __init__(self, version: _Optional[str] = ..., api_version: _Optional[int] = ..., device: _Optional[str] = ..., vram_free: _Optional[int] = ..., vram_total: _Optional[int] = ..., default_preset: _Optional[str] = ..., presets: _Optional[_Iterable[_Union[PresetInfo, _Mapping]]] = ..., weights: _Optional[_Iterable[_Union[WeightInfo, _Mapping]]] = ..., queue_length: _Optional[int] = ..., loaded_models: _Optional[_Iterable[_Union[LoadedModel, _Mapping]]] = ..., model_budget: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., capabilities: _Optional[_Iterable[str]] = ..., catalogue: _Optional[_Iterable[_Union[ModelFile, _Mapping]]] = ..., shared_memory_dir: _Optional[str] = ..., flux_memory: _Optional[_Iterable[str]] = ..., workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ...) -> None: ...
 
 class WorkerInfo(_message.Message):
     __slots__ = ("name", "host", "device", "vram_free", "vram_total", "loaded_models", "job_id", "removed")
