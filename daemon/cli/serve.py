@@ -75,8 +75,8 @@ def server_config(args: argparse.Namespace) -> Any:
         raise InvalidParameter("the config's [daemon] section must be a table.")
     budget = _option(args, "vram_budget", table, "vram_budget_gb", None)
     cluster = from_config(config.section("cluster"), getattr(args, "ray", None), getattr(args, "workers", None))
-    if cluster is not None and not _has_ray():
-        raise InvalidParameter("--ray needs Ray, which is not installed: pip install 'dermis[cluster]'.")
+    if cluster is not None:
+        require_ray()
     return ServerConfig(
         pipeline=config,
         listen=_option(args, "listen", table, "listen", None),
@@ -96,10 +96,12 @@ def server_config(args: argparse.Namespace) -> Any:
     )
 
 
-def _has_ray() -> bool:
+def require_ray() -> None:
+    """--ray (serve or watch) without the optional extra: say how to get it, before anything starts."""
     import importlib.util
 
-    return importlib.util.find_spec("ray") is not None
+    if importlib.util.find_spec("ray") is None:
+        raise InvalidParameter("--ray needs Ray, which is not installed: pip install 'dermis[cluster]'.")
 
 
 def _fewer_malloc_arenas() -> None:

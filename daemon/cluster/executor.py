@@ -23,16 +23,28 @@ from typing import Any
 import ray
 from ray import exceptions as ray_errors
 
+import pipeline
 from pipeline.errors import ErrorCode
 from proto.events import EventKind
 
 from ..jobs.executor import SHUTDOWN_REASON, Executor, ProgressPublisher
 from ..jobs.queue import Job, JobQueue, Priority, State
 from .pool import ClusterUnavailable, Slot, WorkerPool
+from .settings import ClusterSettings
 
 log = logging.getLogger("dermis.cluster")
 
 MONITOR_S = 0.05  # how often cancels and editor jobs are looked for
+
+
+def connect(settings: ClusterSettings, queue: JobQueue, config: pipeline.Config, recipes: list[pipeline.Recipe], *,
+            device: str | None = None, budget: int | None = None, fallback: Executor | None = None) -> ClusterExecutor:
+    """Connect to the Ray cluster, start its workers (checking ``recipes``' weights) and return the executor
+    that runs ``queue``'s jobs on them (not started): `dermis serve --ray` and `dermis watch --ray`."""
+    pool = WorkerPool(settings, config, device=device, budget=budget)
+    pool.start(recipes)
+    log.info("cluster %s: %d worker(s) in the pool", settings.address, len(pool.live()))
+    return ClusterExecutor(queue, pool, fallback=fallback)
 
 
 class ClusterExecutor:
@@ -61,6 +73,11 @@ class ClusterExecutor:
     @property
     def busy(self) -> bool:
         return bool(self._running) or (self.fallback is not None and self.fallback.busy)
+
+    @property
+    def capacity(self) -> int:
+        """Jobs it runs at once: one per live worker (a watch folder keeps this many in flight)."""
+        return max(1, len(self.pool.live()))
 
     def stop(self, grace: float = 30.0) -> None:
         """As the local executor: refuse new jobs, let running ones finish for ``grace`` s, cancel them."""

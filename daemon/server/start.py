@@ -149,7 +149,8 @@ def start_server(config: ServerConfig) -> tuple[grpc.Server, Daemon]:
         local = Executor(queue, residency, config=config.pipeline, device=str(device[0]))
         executor = local if config.cluster is None else _cluster_executor(config, config.cluster, queue, local)
         fetcher = ModelFetcher(queue, config.pipeline)
-        watch = WatchService.from_config(config.pipeline, queue)  # bad [[watch]] tables: refuse to start
+        # bad [[watch]] tables: refuse to start; on a cluster, each folder keeps one job per live worker in flight
+        watch = WatchService.from_config(config.pipeline, queue, capacity=lambda: executor.capacity)
         token = config.token or auth.new_token()
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="dermis-rpc"),
@@ -210,13 +211,11 @@ def start_server(config: ServerConfig) -> tuple[grpc.Server, Daemon]:
 def _cluster_executor(config: ServerConfig, settings: ClusterSettings, queue: JobQueue,
                       local: Executor) -> ClusterExecutor:
     """Connect to the Ray cluster and start its workers (the only place the daemon imports Ray)."""
-    from ..cluster.executor import ClusterExecutor
-    from ..cluster.pool import WorkerPool
+    from ..cluster.executor import connect
 
-    pool = WorkerPool(settings, config.pipeline, device=config.device, budget=config.vram_budget)
-    pool.start([pipeline.build(name) for name in config.preload])
-    log.info("cluster %s: %d worker(s) in the pool", settings.address, len(pool.live()))
-    return ClusterExecutor(queue, pool, fallback=local if settings.local_fallback else None)
+    return connect(settings, queue, config.pipeline, [pipeline.build(name) for name in config.preload],
+                   device=config.device, budget=config.vram_budget,
+                   fallback=local if settings.local_fallback else None)
 
 
 def _bind(server: grpc.Server, listen: runtime.ListenAddress) -> int:
