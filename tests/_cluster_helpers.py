@@ -65,6 +65,33 @@ class LoopbackCluster:
         self.cluster.shutdown()
 
 
+def journal_run_intervals(journal: Path) -> list[tuple[str, float, float]]:
+    """Per input of a watch folder's journal: (name, when its last run started, when it was recorded
+    done), from the journal's own timestamps."""
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT e.name, e.time, e.message, i.state FROM events e JOIN inputs i "
+                          "ON i.id = e.input_id ORDER BY e.id").fetchall()
+    finally:
+        db.close()
+    starts: dict[str, float] = {}
+    ends: dict[str, float] = {}
+    for name, t, message, state in rows:
+        if message.startswith("running (attempt"):
+            starts[name] = t
+        elif state == "done" and message.startswith("wrote "):
+            ends[name] = t
+    return [(n, starts[n], ends[n]) for n in sorted(ends)]
+
+
+def overlapping(intervals: list[tuple[str, float, float]]) -> list[tuple[str, str]]:
+    """Pairs of runs that were under way at the same moment."""
+    return [(a[0], b[0]) for i, a in enumerate(intervals) for b in intervals[i + 1:]
+            if max(a[1], b[1]) < min(a[2], b[2])]
+
+
 @contextmanager
 def cluster_daemon(address: str, preload: tuple[str, ...] = (), **kw: Any) -> Iterator[Any]:
     """A daemon (real gRPC server and queue) whose jobs run on the cluster's workers."""

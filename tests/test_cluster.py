@@ -14,7 +14,7 @@ from daemon.jobs.executor import ProgressPublisher
 from pipeline import images
 from proto.events import EventKind
 
-from ._cluster_helpers import LoopbackCluster, cluster_daemon
+from ._cluster_helpers import LoopbackCluster, cluster_daemon, journal_run_intervals, overlapping
 from ._daemon_helpers import TOKEN, client, raw_image, request, result_array
 from .conftest import wait_for
 
@@ -57,9 +57,11 @@ def test_two_workers_run_two_jobs_at_once_on_two_nodes(daemon, test_presets):
         wait_for(lambda: all(j.state.value == "running" for j in jobs) or all(j.finished for j in jobs),
                  60, "both jobs to run")
         both_running = all(j.state.value == "running" for j in jobs)
-        hosts = {e.message for j in jobs for e in j.events_after(0) if e.message.startswith("running on")}
         for i in ids:
             assert c.fetch_result(i).width == 160
+    # read once both ended: a job is "running" as soon as a dispatch thread takes it, a moment before
+    # that thread has decoded its image and said where it runs
+    hosts = {e.message for j in jobs for e in j.events_after(0) if e.message.startswith("running on")}
     assert both_running, "the second job waited for the first"
     assert len(hosts) == 2 and {h.split()[3] for h in hosts} == {"worker-1", "worker-2"}, hosts
     starts = [j.started for j in jobs]
@@ -144,6 +146,56 @@ def test_status_lists_both_workers(daemon, capsys, monkeypatch):
     assert out.count("127.0.0.1") >= 2
 
 
+def _watch_batch(inbox, n: int, size: int = 128) -> dict[str, bytes]:
+    from ._watch_helpers import png_bytes
+
+    inbox.mkdir()
+    return {f"w{i:02d}.png": png_bytes(100 + i, size=size) for i in range(n)}
+
+
+def test_a_daemon_watch_folder_keeps_one_job_per_worker_in_flight(daemon, test_presets, tmp_path):
+    from daemon.watch.folder import find_journal
+    from daemon.watch.service import WatchService
+    from daemon.watch.settings import base_settings
+
+    from ._watch_helpers import assert_accounted, expected_output
+
+    def run_folder(name: str, capacity, n: int) -> tuple[list, dict[str, bytes], object]:
+        inbox, out = tmp_path / name / "in", tmp_path / name / "out"
+        good = _watch_batch(inbox, n)
+        # the daemon's own [[watch]] wiring, on its queue, with the cluster executor's capacity
+        config = pipeline.Config(raw={"watch": [{"in": str(inbox), "out": str(out), "preset": "tiles",
+                                                 "stable_s": 0.2, "rescan_s": 1.0, "give_up_s": 1.0}]})
+        service = WatchService.from_config(config, daemon.queue, capacity=capacity)
+        service.start()
+        try:
+            for fname, data in good.items():
+                (inbox / fname).write_bytes(data)
+            wait_for(lambda: service.counts()[0]["done"] == n and service.counts()[0]["running"] == 0, 120,
+                     f"the folder's {n} files")
+        finally:
+            service.stop(timeout=30)
+        settings = base_settings("tiles")
+        assert_accounted(inbox, out, good, expected={f: expected_output(d, settings) for f, d in good.items()})
+        journal = find_journal(inbox)
+        assert journal is not None
+        return journal_run_intervals(journal), good, inbox
+
+    assert daemon.executor.capacity == 2
+    first = max((j.number for j in daemon.queue.jobs(include_finished=True)), default=0)
+    intervals, good, _ = run_folder("two", lambda: daemon.executor.capacity, 6)
+    assert len(intervals) == len(good)
+    assert overlapping(intervals), f"no two files of the folder ran at once: {intervals}"
+    jobs = [j for j in daemon.queue.jobs(include_finished=True) if j.number > first and j.spec.client_name == "watch"]
+    hosts = {e.message.split()[3] for j in jobs for e in j.events_after(0) if e.message.startswith("running on")}
+    assert hosts == {"worker-1", "worker-2"}, hosts
+    assert any(max(a.started, b.started) < min(a.finished_at, b.finished_at)
+               for i, a in enumerate(jobs) for b in jobs[i + 1:]), "the daemon's jobs overlapped too"
+    # negative control: the same folder kept to one job in flight never overlaps (one worker idles)
+    intervals, _, _ = run_folder("one", lambda: 1, 3)
+    assert len(intervals) == 3 and overlapping(intervals) == [], intervals
+
+
 # last in this module: it kills one of the two worker nodes
 def test_killing_a_node_mid_batch_leaves_one_outcome_per_file(daemon, ray_cluster, test_presets, tmp_path):
     from daemon.watch.service import QueueRunner
@@ -200,3 +252,31 @@ def test_losing_the_cluster_hands_jobs_to_the_local_device_when_configured(ray_c
         job = d.queue.jobs(include_finished=True)[0]
         texts = [e.message for e in job.events_after(0) if e.kind is EventKind.message]
         assert any("died; the job runs again" in t for t in texts), texts
+
+
+# after the node kills above: two fresh worker nodes for a standalone watcher of its own
+def test_dermis_watch_ray_runs_a_folder_on_two_workers_at_once(ray_cluster, daemon, test_presets, tmp_path):
+    from daemon.cli.entry import main
+    from daemon.watch.folder import find_journal
+    from daemon.watch.settings import base_settings
+
+    from ._cluster_helpers import RESOURCE
+    from ._watch_helpers import assert_accounted, expected_output
+
+    for _ in range(2):
+        ray_cluster.add_worker_node()
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    good = _watch_batch(inbox, 4)
+    for name, data in good.items():
+        (inbox / name).write_bytes(data)
+    (tmp_path / "dermis.toml").write_text(f'[cluster]\nresource = "{RESOURCE}"\n')
+    rc = main(["--config", str(tmp_path / "dermis.toml"), "watch", str(inbox), "--out", str(out), "--preset",
+               "tiles", "--ray", ray_cluster.address, "--workers", "2", "--once", "--stable", "0.2",
+               "--rescan", "1"])
+    assert rc == 0
+    settings = base_settings("tiles")
+    assert_accounted(inbox, out, good, expected={f: expected_output(d, settings) for f, d in good.items()})
+    journal = find_journal(inbox)
+    assert journal is not None
+    intervals = journal_run_intervals(journal)
+    assert len(intervals) == 4 and overlapping(intervals), intervals
