@@ -81,7 +81,7 @@ def journal_run_intervals(journal: Path) -> list[tuple[str, float, float]]:
     for name, t, message, state in rows:
         if message.startswith("running (attempt"):
             starts[name] = t
-        elif state == "done" and message.startswith("wrote "):
+        elif state == "done":  # its last event is the one that recorded it done (result published)
             ends[name] = t
     return [(n, starts[n], ends[n]) for n in sorted(ends)]
 

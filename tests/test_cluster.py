@@ -149,7 +149,7 @@ def test_status_lists_both_workers(daemon, capsys, monkeypatch):
 def _watch_batch(inbox, n: int, size: int = 128) -> dict[str, bytes]:
     from ._watch_helpers import png_bytes
 
-    inbox.mkdir()
+    inbox.mkdir(parents=True)
     return {f"w{i:02d}.png": png_bytes(100 + i, size=size) for i in range(n)}
 
 
@@ -270,7 +270,7 @@ def test_dermis_watch_ray_runs_a_folder_on_two_workers_at_once(ray_cluster, daem
     for name, data in good.items():
         (inbox / name).write_bytes(data)
     (tmp_path / "dermis.toml").write_text(f'[cluster]\nresource = "{RESOURCE}"\n')
-    rc = main(["--config", str(tmp_path / "dermis.toml"), "watch", str(inbox), "--out", str(out), "--preset",
+    rc = main(["watch", str(inbox), "--config", str(tmp_path / "dermis.toml"), "--out", str(out), "--preset",
                "tiles", "--ray", ray_cluster.address, "--workers", "2", "--once", "--stable", "0.2",
                "--rescan", "1"])
     assert rc == 0
