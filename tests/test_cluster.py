@@ -206,7 +206,9 @@ def test_killing_a_node_mid_batch_leaves_one_outcome_per_file(daemon, ray_cluste
     inbox, out = tmp_path / "in", tmp_path / "out"
     inbox.mkdir()
     good = {f"p{i:02d}.png": png_bytes(i, size=128) for i in range(12)}
-    with Watcher(inbox, out, preset="tiles", options=FAST, runner=QueueRunner(daemon.queue, pipeline.Config())) as w:
+    # the folder keeps one job per live worker in flight, as a daemon [[watch]] folder on a cluster does
+    runner = QueueRunner(daemon.queue, pipeline.Config(), lambda: daemon.executor.capacity)
+    with Watcher(inbox, out, preset="tiles", options=FAST, runner=runner) as w:
         for name, data in good.items():
             (inbox / name).write_bytes(data)
         # the 4th job, once it has made progress: kill the node its worker runs on
