@@ -121,8 +121,11 @@ class WatchFolder:
             self._observer = self._start_observer()
             self._loop(once)
         finally:
-            # jobs still running were cancelled by stop(): record each (they stay claimed), bounded
-            self._inflight.cancel_all("the watcher is stopping")
+            # whatever ended the loop (stop() or an error), jobs still running are our own shutdown's:
+            # cancel them, record each as interrupted (they stay claimed for the next start), bounded
+            if len(self._inflight):
+                self._stop.set()
+                self._inflight.cancel_all("the watcher is stopping")
             for done in self._inflight.wait_all(timeout=60.0):
                 with contextlib.suppress(OSError, sqlite3.Error):
                     self._finish(done)
