@@ -256,29 +256,51 @@ def test_losing_the_cluster_hands_jobs_to_the_local_device_when_configured(ray_c
         assert any("died; the job runs again" in t for t in texts), texts
 
 
-# after the node kills above: two fresh worker nodes for a standalone watcher of its own
-def test_dermis_watch_ray_runs_a_folder_on_two_workers_at_once(ray_cluster, daemon, test_presets, tmp_path):
+# after the node kills above: two fresh worker nodes for standalone watchers of their own
+def test_dermis_watch_ray_runs_two_files_at_once_and_a_kill_loses_none(ray_cluster, daemon, test_presets, tmp_path):
+    import os
+    import subprocess
+    import sys
+
     from daemon.cli.entry import main
     from daemon.watch.folder import find_journal
     from daemon.watch.settings import base_settings
 
     from ._cluster_helpers import RESOURCE
-    from ._watch_helpers import assert_accounted, expected_output
+    from ._watch_helpers import assert_accounted, expected_output, journal_rows
+    from .conftest import REPO
 
     for _ in range(2):
         ray_cluster.add_worker_node()
     inbox, out = tmp_path / "in", tmp_path / "out"
-    good = _watch_batch(inbox, 4)
+    good = _watch_batch(inbox, 6, size=256)
     for name, data in good.items():
         (inbox / name).write_bytes(data)
     (tmp_path / "dermis.toml").write_text(f'[cluster]\nresource = "{RESOURCE}"\n')
-    rc = main(["watch", str(inbox), "--config", str(tmp_path / "dermis.toml"), "--out", str(out), "--preset",
-               "tiles", "--ray", ray_cluster.address, "--workers", "2", "--once", "--stable", "0.2",
-               "--rescan", "1"])
-    assert rc == 0
+    args = ["watch", str(inbox), "--config", str(tmp_path / "dermis.toml"), "--out", str(out), "--preset",
+            "tiles", "--ray", ray_cluster.address, "--workers", "2", "--stable", "0.2", "--rescan", "1"]
+
+    # a watcher process killed (-9) while it runs two files at once: the next one runs each again, once
+    proc = subprocess.Popen([sys.executable, "-m", "daemon", *args], cwd=REPO, env=dict(os.environ),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        def two_running() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"the watcher exited ({proc.returncode}): {proc.stderr.read()[-2000:]}")
+            return find_journal(inbox) is not None and \
+                sum(1 for r in journal_rows(inbox) if r[1] == "running") == 2
+        wait_for(two_running, 120, "two files running at once in the first watcher")
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+    killed = {r[0] for r in journal_rows(inbox) if r[1] == "running"}
+
+    assert main([*args, "--once"]) == 0  # in this process; Ray frees the dead watcher's workers first
     settings = base_settings("tiles")
     assert_accounted(inbox, out, good, expected={f: expected_output(d, settings) for f, d in good.items()})
+    rows = {r[0]: r for r in journal_rows(inbox)}
+    assert len(killed) == 2 and all(rows[n][2] == 2 for n in killed), rows  # the killed run, then one more
     journal = find_journal(inbox)
     assert journal is not None
     intervals = journal_run_intervals(journal)
-    assert len(intervals) == 4 and overlapping(intervals), intervals
+    assert len(intervals) == 6 and overlapping(intervals), intervals
