@@ -55,3 +55,24 @@ def test_serve_accepts_ray_and_workers():
 
     args = main_parser().parse_args(["serve", "--ray", "auto", "--workers", "2"])
     assert isinstance(args, argparse.Namespace) and (args.ray, args.workers) == ("auto", 2)
+
+
+WATCH_NO_RAY = """
+import sys, tempfile
+from daemon.cli.entry import main
+folder = tempfile.mkdtemp(dir="/tmp")
+assert main(["watch", folder, "--out", folder + "/out", "--preset", "lite", "--once", "--stable", "0.1"]) == 0
+print("ray imported" if any(m == "ray" or m.startswith("ray.") for m in sys.modules) else "no ray")
+"""
+
+
+def test_dermis_watch_without_ray_never_imports_it_and_workers_needs_ray(tmp_path, capsys):
+    from daemon.cli.entry import main
+
+    run = subprocess.run([sys.executable, "-c", WATCH_NO_RAY], cwd=REPO, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().splitlines()[-1] == "no ray"
+    (tmp_path / "in").mkdir()
+    assert main(["watch", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--workers", "2"]) != 0
+    assert "--workers needs --ray ADDRESS" in capsys.readouterr().err
