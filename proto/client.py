@@ -128,6 +128,10 @@ class DaemonClient(abc.ABC):
                      accept_licences: bool = False, job_id: str | None = None, client_name: str = "") -> str:
         """Start downloading what is missing in the daemon; the job's id (``watch`` it, ``cancel`` it)."""
 
+    def find_faces(self, pixels: bytes, width: int, height: int, channels: int) -> list[tuple[int, int, int, int]]:
+        """Face boxes (x, y, w, h) in a small 8-bit RGB(A) picture (at most 4 MP), largest first."""
+        raise ClientError("this client cannot search for faces.", "unimplemented")
+
     def run(self, job: JobRequest, on_event: Callable[[Event], None] | None = None) -> JobResult:
         """submit + watch: returns the result, raises JobFailed / JobCancelled."""
         return self.follow(self.submit(job), on_event)
@@ -353,6 +357,12 @@ class Client(DaemonClient):
         return self._unary("FetchModels", lambda pb: messages.fetch_request(
             pb, preset=preset, roles=list(roles), variant=variant, dry_run=dry_run, accept_licences=accept,
             job_id=job_id, client_name=client_name), "model download request")
+
+    def find_faces(self, pixels: bytes, width: int, height: int, channels: int) -> list[tuple[int, int, int, int]]:
+        return [(int(r.x), int(r.y), int(r.width), int(r.height)) for r in self._unary(
+            "FindFaces", lambda pb: pb.FindFacesRequest(
+                image=pb.PixelFormat(width=width, height=height, channels=channels, bit_depth=8),
+                pixels=bytes(pixels)), "face search").faces]
 
     def unload_models(self, key: str = "") -> tuple[int, int]:
         """Frees model memory on the daemon: (models unloaded, bytes). ``key`` "" = all."""

@@ -604,6 +604,20 @@ class ModelFile(_message.Message):
     is_default: bool
     def __init__(self, role: _Optional[str] = ..., variant: _Optional[str] = ..., filename: _Optional[str] = ..., size: _Optional[int] = ..., size_exact: _Optional[bool] = ..., licence: _Optional[str] = ..., non_commercial: _Optional[bool] = ..., gated: _Optional[bool] = ..., source: _Optional[str] = ..., page: _Optional[str] = ..., path: _Optional[str] = ..., action: _Optional[str] = ..., note: _Optional[str] = ..., supported: _Optional[bool] = ..., is_default: _Optional[bool] = ...) -> None: ...
 
+class FindFacesRequest(_message.Message):
+    __slots__ = ("image", "pixels")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    PIXELS_FIELD_NUMBER: _ClassVar[int]
+    image: PixelFormat
+    pixels: bytes
+    def __init__(self, image: _Optional[_Union[PixelFormat, _Mapping]] = ..., pixels: _Optional[bytes] = ...) -> None: ...
+
+class FindFacesReply(_message.Message):
+    __slots__ = ("faces",)
+    FACES_FIELD_NUMBER: _ClassVar[int]
+    faces: _containers.RepeatedCompositeFieldContainer[Region]
+    def __init__(self, faces: _Optional[_Iterable[_Union[Region, _Mapping]]] = ...) -> None: ...
+
 class FetchModelsReply(_message.Message):
     __slots__ = ("job_id", "files", "download_bytes", "free_bytes", "folder", "licences_to_accept")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
