@@ -9,9 +9,9 @@ import threading
 import time
 
 from plugin_gimp import job as gimp_job
-from plugin_krita import options as krita_options
 from plugin_krita.jobs import Job, Phase
 from proto import client as dc
+from proto import editors
 
 from .fake_daemon import FakeDaemonClient
 
@@ -77,7 +77,7 @@ def test_krita_download_failure_gets_the_dockers_hint():
     job = Job.download("", lambda: fake, accept_licences=True).start()
     _wait(job)
     assert job.phase == Phase.failed and job.error_code == "missing_weights"
-    hint = krita_options.HINTS["missing_weights"]
+    hint = editors.hint("missing_weights", "krita")
     assert "Download missing models…" in hint and "dermis" not in hint  # no command a Krita user cannot run
 
 
