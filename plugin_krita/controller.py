@@ -109,7 +109,7 @@ class Controller(QObject):
             traceback.print_exc()
             self._error(f"Unexpected error ({type(exc).__name__}): {exc}")
 
-    def _ask(self) -> Ask:
+    def ask(self) -> Ask:
         s, controls = self.settings, self.controls()
         larger = s.scale != 1.0
         return Ask(preset=s.preset, scale=s.scale, seeds=editors.variation_seeds(s.seed, s.variations),
@@ -118,18 +118,23 @@ class Controller(QObject):
                    padding=editors.padding_for(options.context_px(s, controls)))
 
     def _refine(self, whole_image: bool) -> None:
-        ask = self._ask()
+        doc = document.active_document()
+        self.refine_on(doc, document.active_node(doc), whole_image=whole_image)
+
+    def refine_on(self, doc: Any, node: Any, *, whole_image: bool = False, ask: Ask | None = None) -> bool:
+        """Read ``node`` of ``doc`` (or the merged image) and queue a run; False when refused (see
+        ``last_error``). ``ask`` defaults to the docker's settings."""
+        ask = ask or self.ask()
         if ask.content == editors.MODE_DETAIL and ask.scale != 1.0:
             self._error("The detail layer goes over your layer, so it needs scale 1×; a larger scale opens a new "
                         "document. Choose 1× or the normal output.")
-            return
+            return False
         try:
-            doc = document.active_document()
-            src = document.read_source(doc, document.active_node(doc), whole_image=whole_image,
-                                       padding=ask.padding, full_canvas=ask.scale != 1.0)
+            src = document.read_source(doc, node, whole_image=whole_image, padding=ask.padding,
+                                       full_canvas=ask.scale != 1.0)
         except document.DocumentError as e:
             self._error(str(e))
-            return
+            return False
         self.last_error = ""
         if ask.faces:
             picture, w, h, factor = src.face_picture()
@@ -144,6 +149,7 @@ class Controller(QObject):
             self._start_run(src, ask, None)
         self._timer.start()
         self.changed.emit()
+        return True
 
     def _start_run(self, src: document.Source, ask: Ask, faces: list[tuple[int, int, int, int]] | None) -> None:
         if ask.scale != 1.0:

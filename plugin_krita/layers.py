@@ -1,8 +1,14 @@
 """Writing results into Krita: a run's layers (or group), and larger results as a new document.
 
 Call only on Krita's UI thread. What a run inserts:
-- one result: a paint layer directly above the source layer, opaque over the processed rectangle,
-  with the feathered selection as a child transparency mask (paint it to take the effect in or out);
+- one result of a selection: a group "Dermis (preset, seed)" directly above the source layer, holding
+  the result as a paint layer that is opaque over the processed rectangle, and under it a layer
+  "Selection" holding the feathered selection (white, its coverage as alpha). The result layer
+  inherits that alpha, so painting "Selection" (brush to add, eraser to remove) takes the effect in
+  or out. Krita 5.1's scripting API cannot fill a transparency mask (a new one has no pixels to
+  write: measured, ``pixelData`` returns 0 bytes and ``setPixelData`` is ignored), which is why the
+  coverage is a layer the result clips to; the composite is the same. Without a selection, the result
+  keeps its own alpha and is a plain layer;
 - several parts (islands, faces) or seeds (variations): one group holding a layer per part, or a
   sub-group per seed holding the parts; only the first seed is visible;
 - the detail layer (content "detail") in Grain Merge mode; the strength is the opacity of what is
@@ -25,6 +31,7 @@ from . import document, pixels
 from .document import DocumentError, Target
 
 GRAIN_MERGE = "grain_merge"  # Krita's id of the Grain Merge blending mode
+SELECTION_LAYER = "Selection"  # the editable coverage under a result
 
 
 @dataclass
@@ -60,7 +67,7 @@ def insert(target: Target, items: list[Item], *, group: str, detail: bool, stren
         notes.append("The canvas was resized while Dermis worked: the result sits where the "
                      "selection was when the job started.")
     layers = [_layer(doc, target, item) for item in items]
-    if len(layers) == 1 and not group:
+    if len(layers) == 1:
         top, name = layers[0], items[0].name
     else:
         top, name = _group(doc, group, items, layers), group
@@ -81,21 +88,24 @@ def insert(target: Target, items: list[Item], *, group: str, detail: bool, stren
 
 
 def _layer(doc: Any, target: Target, item: Item) -> Any:
+    """The result as a layer, or with a selection as a group {coverage, result inheriting its alpha}."""
     r = item.result
     _check_result(target, r, want_canvas=(item.box[2], item.box[3]))
     x, y = target.x + item.box[0] + r.offset_x, target.y + item.box[1] + r.offset_y
-    wire = r.pixels
-    alpha = None
-    if item.has_mask:  # opaque pixels, the feathered selection in a mask the user can paint
-        wire, alpha = pixels.split_alpha(wire, r.bit_depth)
     node = doc.createNode(item.name, "paintlayer")
-    node.setPixelData(_to_document_space(doc, target.wire_space, r, wire), x, y, r.width, r.height)
-    if alpha is not None:
-        mask = doc.createNode("Selection", "transparencymask")
-        mask.setPixelData(alpha, x, y, r.width, r.height)
-        node.setChildNodes([mask])  # attached without an undo step (the node is not in the image)
-    node.setVisible(item.visible)
-    return node
+    if not item.has_mask:
+        node.setPixelData(_to_document_space(doc, target.wire_space, r, r.pixels), x, y, r.width, r.height)
+        node.setVisible(item.visible)
+        return node
+    opaque, white = pixels.split_alpha(r.pixels, r.bit_depth)
+    node.setPixelData(_to_document_space(doc, target.wire_space, r, opaque), x, y, r.width, r.height)
+    node.setInheritAlpha(True)  # shows only where "Selection" below it has coverage
+    coverage = doc.createNode(SELECTION_LAYER, "paintlayer")
+    coverage.setPixelData(_to_document_space(doc, target.wire_space, r, white), x, y, r.width, r.height)
+    unit = doc.createGroupLayer(item.name)
+    unit.setChildNodes([coverage, node])  # attached without an undo step (nothing is in the image yet)
+    unit.setVisible(item.visible)
+    return unit
 
 
 def _group(doc: Any, name: str, items: list[Item], layers: list[Any]) -> Any:

@@ -30,19 +30,16 @@ def is_blank_mask(mask: bytes) -> bool:
 
 
 def split_alpha(data: bytes, bit_depth: int) -> tuple[bytes, bytes]:
-    """4-channel pixels (alpha last) -> (the same pixels made opaque, the alpha as 8-bit coverage).
+    """4-channel pixels (alpha last) -> (the same pixels made opaque, white pixels with their alpha).
 
-    16-bit alpha becomes its high byte (within 1 level of a rounded conversion): a Krita transparency
-    mask holds 8 bits whatever the layer's depth."""
+    The second is what Dermis puts under a result as its editable coverage (see layers.py)."""
     if bit_depth not in (8, 16):
         raise ValueError(f"bit depth must be 8 or 16, not {bit_depth}")
     size = 4 if bit_depth == 8 else 8
     if len(data) % size:
         raise ValueError(f"{len(data)} bytes is not a whole number of {size}-byte pixels")
-    n = len(data) // size
-    alpha = data[size - 1 :: size]  # the (high) byte of the last channel
-    out = bytearray(data)
-    out[size - (bit_depth // 8) :: size] = b"\xff" * n
-    if bit_depth == 16:
-        out[size - 1 :: size] = b"\xff" * n
-    return bytes(out), bytes(alpha)
+    opaque, white = bytearray(data), bytearray(b"\xff" * len(data))
+    for byte in range(size - bit_depth // 8, size):  # the alpha channel's byte(s)
+        opaque[byte::size] = b"\xff" * (len(data) // size)
+        white[byte::size] = data[byte::size]
+    return bytes(opaque), bytes(white)

@@ -97,7 +97,7 @@ class Run:
     def layer_name(self, job: Job) -> str:
         """The result's own name ('Dermis (lite, 7)'), with its part when the run has several."""
         piece, name = job.context, job.result.layer_name
-        return name + (f" {piece.label}" if piece.label and len({j.context.box for j in self.jobs}) > 1 else "")
+        return name + (f" {piece.label}" if piece.label and len({j.context.label for j in self.jobs}) > 1 else "")
 
     def group_name(self, done: list[Job]) -> str:
         """'' for a single layer; the first result's name for one seed; 'Dermis (lite, seeds 7-9)' for more."""

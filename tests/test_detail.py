@@ -17,22 +17,9 @@ from pipeline.detail import detail_layer
 from pipeline.errors import InvalidParameter
 
 from ._daemon_helpers import client, request, result_array
+from ._detail_checks import blur
 
 SEED = 7
-
-
-def blur(x: np.ndarray, sigma: float = 8.0) -> np.ndarray:
-    """Separable Gaussian, mirrored edges (as the detail layer's own), in float64 numpy."""
-    r = int(np.ceil(4 * sigma))
-    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
-    k /= k.sum()
-    x = np.asarray(x, np.float64)
-    for axis in (0, 1):
-        pad = [(0, 0)] * x.ndim
-        pad[axis] = (r, r)
-        xp = np.pad(x, pad, mode="symmetric")
-        x = np.apply_along_axis(lambda v: np.convolve(v, k, mode="valid"), axis, xp)
-    return x
 
 
 def grain_merge(base: np.ndarray, layer: np.ndarray, opacity: float = 1.0) -> np.ndarray:

@@ -1,8 +1,8 @@
 """FindFaces: face boxes in a small picture an editor sends, for one job per face.
 
-The detection is the pipeline's weight-free one (``pipeline.faces.detect.classical_faces``, OpenCV's
-frontal-face cascade): quick on the CPU and on the calling thread, so it never waits behind the
-device's queue. The picture is small by contract (an editor shrinks its selection to a few megapixels).
+The detection is the pipeline's weight-free one (``pipeline.skin.faces_with_skin``: OpenCV's
+frontal-face cascade, keeping boxes that hold skin): quick on the CPU and on the calling thread, so it
+never waits behind the device's queue. The picture is small by contract (an editor shrinks its selection to a few megapixels).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import InvalidParameter, images
-from pipeline.faces.detect import classical_faces
+from pipeline.skin import faces_with_skin
 from proto.dermis.v1 import dermis_pb2 as pb
 
 MAX_PIXELS = 4 << 20
@@ -29,7 +29,7 @@ def find_faces(request: Any) -> Any:
         raise InvalidParameter(f"{w}x{h}x{c} needs {w * h * c:,} bytes of pixels, not {len(request.pixels):,}.")
     rgb = images.from_array(np.frombuffer(request.pixels, np.uint8).reshape(h, w, c)).rgb
     faces = []
-    for face in classical_faces(rgb):
+    for face in faces_with_skin(rgb):
         x0, y0, x1, y1 = (int(round(v)) for v in face.box)
         faces.append(pb.Region(x=x0, y=y0, width=max(1, x1 - x0), height=max(1, y1 - y0)))
     return pb.FindFacesReply(faces=faces)
