@@ -6,7 +6,7 @@ STAMP := $(VENV)/.dermis-installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install editors demo test bench clean
+.PHONY: install editors demo test bench fuzz clean
 
 install: $(STAMP)
 
@@ -39,6 +39,13 @@ test: install editors
 
 bench: install
 	$(PY) bench/bench_lite.py
+
+# Coverage-guided fuzzing of what reads untrusted bytes (tests/fuzz/): FUZZ_S seconds per target.
+# Not part of `make test`; a crash it finds becomes a regression test in the normal suite.
+FUZZ_S ?= 60
+fuzz: install
+	$(PY) -m pip install --quiet -e '.[fuzz]'
+	$(PY) tests/fuzz/run_all.py --seconds $(FUZZ_S)
 
 clean:
 	rm -rf out .pytest_cache

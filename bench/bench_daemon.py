@@ -10,7 +10,11 @@ socket and once on 127.0.0.1, and measures
 2. transfer: upload (Client.submit: CRC-32 + 1 MiB chunks + the daemon's checks) and download (a
    ``watch`` resumed just before Done: the result's chunks + CRC-32 + reassembly) of 2048² and 4096²
    16-bit RGBA images; an identity preset (resample at scale 1) keeps the processing out of it.
-   Target: upload + download <= 0.5 s for 4096².
+   Both ways: streamed over the socket, and through a shared-memory file (proto/shm.py; the daemon
+   offers it to clients on its machine). Target: upload + download <= 0.5 s for 4096².
+3. load: ``--clients`` clients (16) each submitting lite jobs on a 256x256 image one after the other
+   for ``--load-s`` seconds (60), as the daemon was probed: jobs/s, latency p50/p95 (submit to
+   result), refused jobs, and the daemon's resident memory before and after.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -32,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 import pipeline  # noqa: E402
 from pipeline import images  # noqa: E402
-from proto.client import Client, EventKind, JobRequest  # noqa: E402
+from proto.client import Client, ClientError, EventKind, JobRequest  # noqa: E402
 from proto.discovery import read_runtime_file  # noqa: E402
 
 IDENTITY = """name = "bench-identity"
@@ -90,7 +95,7 @@ def overhead(c: Client, repeat: int) -> None:
           "(round trip minus the stages' time in the daemon)")
 
 
-def transfer(c: Client, side: int, repeat: int) -> None:
+def transfer(c: Client, side: int, repeat: int, label: str) -> None:
     arr = np.random.default_rng(side).integers(0, 65536, (side, side, 4), dtype=np.uint16)
     pixels = arr.astype("<u2").tobytes()
     ups, downs = [], []
@@ -111,13 +116,64 @@ def transfer(c: Client, side: int, repeat: int) -> None:
     u, d = median(ups), median(downs)
     mib = len(pixels) / 2**20
     verdict = "" if side != 4096 else ("  (target <= 0.5 s: met)" if u + d <= 0.5 else "  (target <= 0.5 s: MISSED)")
-    print(f"  {side}x{side} RGBA16 ({mib:.0f} MiB): upload {u * 1000:.0f} ms, download {d * 1000:.0f} ms, "
-          f"total {(u + d) * 1000:.0f} ms ({2 * mib / (u + d):.0f} MiB/s){verdict}")
+    print(f"  {side}x{side} RGBA16 ({mib:.0f} MiB), {label}: upload {u * 1000:.0f} ms, download "
+          f"{d * 1000:.0f} ms, total {(u + d) * 1000:.0f} ms ({2 * mib / (u + d):.0f} MiB/s){verdict}")
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def load(info: dict, pid: int, clients: int, seconds: float) -> None:
+    """``clients`` threads, each its own Client, submitting lite 256² jobs back to back."""
+    portrait = images.load(REPO / "examples" / "portrait_astronaut_512.png")
+    small = images.to_array(images.resize(portrait, (256, 256)))
+    job = JobRequest(small.tobytes(), 256, 256, 3, preset="lite", seed=1, output="full", client_name="bench")
+    with Client(info["address"], info["token"], timeout=60) as c:
+        c.run(job)  # warm-up
+    before = rss_mib(pid)
+    latencies: list[float] = []
+    refused: list[str] = []
+    stop = time.monotonic() + seconds
+
+    def one() -> None:
+        with Client(info["address"], info["token"], timeout=60) as c:
+            while time.monotonic() < stop:
+                t0 = time.perf_counter()
+                try:
+                    c.run(job)
+                except ClientError as e:  # queue full and the like: counted, and the client goes on
+                    refused.append(e.code)
+                    time.sleep(0.2)
+                    continue
+                latencies.append(time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=one) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    after = rss_mib(pid)
+    q = statistics.quantiles(latencies, n=20) if len(latencies) > 1 else [float("nan")] * 19
+    print(f"  {clients} clients x {seconds:g} s of lite 256x256 jobs: {len(latencies)} done, "
+          f"{len(latencies) / wall:.2f} jobs/s, latency p50 {statistics.median(latencies):.2f} s, p95 {q[18]:.2f} s; "
+          f"{len(refused)} refused ({', '.join(sorted(set(refused))) or 'none'}); daemon RSS {before:.0f} MiB "
+          f"before, {after:.0f} MiB after")
+    kept = min(len(latencies) + 1, 500) * 512 * 512 * 3 / 2**20  # lite doubles 256² to 512² RGB8
+    print(f"    (by design it still holds the results of the last {min(len(latencies) + 1, 500)} jobs for "
+          f"re-fetching, {kept:.0f} MiB: finished jobs are remembered up to 500, results for result_ttl_s)")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--clients", type=int, default=16, help="clients of the load run (default 16)")
+    ap.add_argument("--load-s", type=float, default=60.0, help="seconds of the load run (default 60; 0 = skip)")
     args = ap.parse_args()
     import google.protobuf
     import grpc
@@ -143,10 +199,19 @@ def main() -> None:
             proc, info = start_daemon(listen, home)
             try:
                 print(f"{label} ({info['address']}):")
-                with Client(info["address"], info["token"], timeout=60) as c:
+                with Client(info["address"], info["token"], timeout=60, shared_memory=False) as c:
                     overhead(c, args.repeat)
+                if args.load_s > 0 and label == "Unix socket":  # before the big transfers fill its memory
+                    load(info, proc.pid, args.clients, args.load_s)
+                with Client(info["address"], info["token"], timeout=60, shared_memory=False) as c:
                     for side in (2048, 4096):
-                        transfer(c, side, max(2, args.repeat // 2))
+                        transfer(c, side, max(2, args.repeat // 2), "streamed")
+                with Client(info["address"], info["token"], timeout=60) as c:
+                    if c.info().shared_memory_dir:
+                        for side in (2048, 4096):
+                            transfer(c, side, max(2, args.repeat // 2), "shared memory")
+                    else:
+                        print("  (no shared-memory transfers offered here)")
             finally:
                 proc.terminate()
                 proc.wait(60)

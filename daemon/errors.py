@@ -15,6 +15,24 @@ class QueueFull(DermisError):
     code = ErrorCode.QUEUE_FULL
 
 
+class TooManyCalls(DermisError):
+    """Every slot for this kind of streaming call (Watch, Submit) is taken."""
+
+    code = ErrorCode.TOO_MANY_CALLS
+
+
+class UploadStalled(DermisError):
+    """An upload sent nothing for the stall timeout; it is dropped (never queued)."""
+
+    code = ErrorCode.UPLOAD_STALLED
+
+
+class SharedMemoryUnavailable(DermisError):
+    """A shared-memory upload's file is missing or not acceptable; the client streams instead."""
+
+    code = ErrorCode.SHARED_MEMORY_UNAVAILABLE
+
+
 class JobExists(DermisError):
     """A client reused a job id for a different request."""
 

@@ -71,6 +71,8 @@ class ErrorCode(enum.StrEnum):
     DOWNLOAD_FAILED = "download_failed", "UNAVAILABLE", Fix.NOTHING, True
     # a limit or a busy device: later (or smaller, or with other programs closed) may work
     QUEUE_FULL = "queue_full", "RESOURCE_EXHAUSTED", Fix.NOTHING, True
+    TOO_MANY_CALLS = "too_many_calls", "RESOURCE_EXHAUSTED", Fix.NOTHING, True  # open streams at their cap
+    UPLOAD_STALLED = "upload_stalled", "ABORTED", Fix.NOTHING, True  # no chunk for the stall timeout
     OUT_OF_MEMORY = "out_of_memory", "RESOURCE_EXHAUSTED", Fix.SETUP, True
     SHUTTING_DOWN = "shutting_down", "UNAVAILABLE", Fix.NOTHING, True
     # jobs: ids, results and their end
@@ -78,6 +80,8 @@ class ErrorCode(enum.StrEnum):
     NOT_FOUND = "not_found", "NOT_FOUND", Fix.REQUEST, False
     RESULT_EXPIRED = "result_expired", "FAILED_PRECONDITION", Fix.REQUEST, False
     CANCELLED = "cancelled", "CANCELLED", Fix.NOTHING, False
+    # the shared-memory upload's file is not there or not right: the client streams the pixels instead
+    SHARED_MEMORY_UNAVAILABLE = "shared_memory_unavailable", "FAILED_PRECONDITION", Fix.NOTHING, False
     # the watch folder's own verdicts on a file (journal and .error.txt, never raised)
     CRASHED = "crashed", "INTERNAL", Fix.NOTHING, False  # every attempt died with the process
     MISSING = "missing", "NOT_FOUND", Fix.INPUT, False  # the claimed file was removed by hand
@@ -92,6 +96,18 @@ class ErrorCode(enum.StrEnum):
             return cls(code)
         except ValueError:
             return cls.INTERNAL
+
+
+ECHO_LIMIT = 80  # characters of a client's value an error message may repeat
+
+
+def quoted(value: object, limit: int = ECHO_LIMIT) -> str:
+    """A value someone sent, as an error message repeats it: its repr, cut to ``limit`` characters.
+
+    Messages travel back as gRPC status details (a header with a size limit) and into logs, so a 1 MB
+    job id or a 10 kB preset name must not be echoed whole."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class DermisError(Exception):

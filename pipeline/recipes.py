@@ -24,9 +24,15 @@ from typing import Any
 
 import platformdirs
 
-from .errors import InvalidParameter, UnknownPreset
+from .errors import InvalidParameter, UnknownPreset, quoted
 
 DEFAULT_PRESET = "supir-srpo"
+# Ranges of the recipe-level settings (docs/daemon.md): the blend's cost grows with the feather at
+# output scale, so that product is bounded too.
+SCALE_RANGE = (0.25, 8.0)
+MAX_CONTEXT = 1024  # px of surroundings around a region
+MAX_FEATHER = 256.0  # px at input scale
+MAX_FEATHER_OUT = 512.0  # px: feather x scale, the edge's softness in the output
 BUILTIN_DIR = Path(__file__).parent / "presets"
 _RECIPE_KEYS = {"scale": float, "context": int, "feather": float}
 _STAGE_META = ("id", "kind", "enabled", "optional")
@@ -60,7 +66,7 @@ class Recipe:
             if s.id == stage_id:
                 return s
         raise InvalidParameter(
-            f"preset '{self.preset}' has no stage '{stage_id}'; its stages are: "
+            f"preset '{self.preset}' has no stage {quoted(stage_id)}; its stages are: "
             + ", ".join(s.id for s in self.stages)
         )
 
@@ -128,7 +134,7 @@ def build(
     table = presets()
     recipe = table.get(preset) or next((r for r in table.values() if preset in r.aliases), None)
     if recipe is None:
-        raise UnknownPreset(f"unknown preset '{preset}'; available: {', '.join(sorted(table))}.")
+        raise UnknownPreset(f"unknown preset {quoted(preset)}; available: {', '.join(sorted(table))}.")
     if overrides is None:
         overrides = {}
     elif not isinstance(overrides, Mapping):
@@ -141,7 +147,7 @@ def build(
         if not dot:
             if head not in _RECIPE_KEYS:
                 raise InvalidParameter(
-                    f"unknown setting '{key}'; use one of {', '.join(_RECIPE_KEYS)} or <stage>.<param>."
+                    f"unknown setting {quoted(key)}; use one of {', '.join(_RECIPE_KEYS)} or <stage>.<param>."
                 )
             top[head] = _coerce_simple(value, _RECIPE_KEYS[head], key)
         else:
@@ -163,11 +169,23 @@ def build(
                 params[k] = v
         stages.append(replace(s, enabled=enabled, optional=optional, params=params))
     recipe = replace(recipe, stages=tuple(stages), **top)
-    if not 0.25 <= recipe.scale <= 8:
-        raise InvalidParameter(f"scale must be between 0.25 and 8, not {recipe.scale}.")
-    if recipe.context < 0 or recipe.feather < 0:
-        raise InvalidParameter("context and feather must not be negative.")
+    check_ranges(recipe)
     return recipe
+
+
+def check_ranges(recipe: Recipe) -> None:
+    """Scale, context and feather within their documented ranges (NaN and infinities fail too)."""
+    lo, hi = SCALE_RANGE
+    if not lo <= recipe.scale <= hi:  # False for NaN
+        raise InvalidParameter(f"scale must be between {lo:g} and {hi:g}, not {recipe.scale}.")
+    if not 0 <= recipe.context <= MAX_CONTEXT:
+        raise InvalidParameter(f"context must be between 0 and {MAX_CONTEXT} px, not {recipe.context}.")
+    if not 0 <= recipe.feather <= MAX_FEATHER:
+        raise InvalidParameter(f"feather must be between 0 and {MAX_FEATHER:g} px, not {recipe.feather}.")
+    if recipe.feather * recipe.scale > MAX_FEATHER_OUT:
+        raise InvalidParameter(
+            f"feather {recipe.feather:g} px at scale {recipe.scale:g} is a {recipe.feather * recipe.scale:g} px "
+            f"edge in the result; at most {MAX_FEATHER_OUT:g} px are allowed (lower the feather).")
 
 
 def _coerce_simple(value: Any, typ: type, key: str) -> Any:
@@ -187,5 +205,5 @@ def _coerce_simple(value: Any, typ: type, key: str) -> Any:
         if typ is float:
             return float(text)
         return typ(text)
-    except ValueError:
-        raise InvalidParameter(f"'{key}' must be {typ.__name__}, not {value!r}.") from None
+    except (ValueError, OverflowError):
+        raise InvalidParameter(f"{quoted(key)} must be {typ.__name__}, not {quoted(value)}.") from None

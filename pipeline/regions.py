@@ -7,11 +7,12 @@ around the face), then blends the result back through the mask, feathered so no 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InvalidParameter
+from .errors import InvalidParameter, quoted
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class Region:
         try:
             x, y, w, h = (int(v) for v in text.split(","))
         except ValueError:
-            raise InvalidParameter(f"region must be 'x,y,width,height' in pixels, not {text!r}.") from None
+            raise InvalidParameter(f"region must be 'x,y,width,height' in pixels, not {quoted(text)}.") from None
         return cls(x, y, w, h)
 
     def clipped(self, width: int, height: int) -> Region:
@@ -110,22 +111,42 @@ def _restrict(mask: np.ndarray, region: Region) -> np.ndarray:
     return out
 
 
-def feather(mask: np.ndarray, radius: float, *, keep_border: tuple[bool, bool, bool, bool]) -> np.ndarray:
+EXACT_SIGMA = 16.0  # px: blurs up to this sigma are computed exactly (every default feather is)
+BAND_ROWS = 1024  # rows blurred between two cancel checks
+
+
+def feather(mask: np.ndarray, radius: float, *, keep_border: tuple[bool, bool, bool, bool],
+            check: Callable[[], None] | None = None) -> np.ndarray:
     """Soften a mask's edge with a Gaussian of sigma = radius / 2.
 
     ``keep_border`` = (top, bottom, left, right): sides where the crop touches the image border, where
     the mask must not fade (there is nothing beyond to blend with). On the other sides the mask is
     forced to 0 at the crop edge so the result meets the untouched image without a step.
+
+    The cost is bounded whatever the radius: a sigma above ``EXACT_SIGMA`` is blurred on a grid
+    reduced so that it becomes <= EXACT_SIGMA there, then scaled back (a Gaussian that wide is smooth
+    to well under 1/255 between grid points). The blur runs in bands of rows with ``check()`` (a
+    cancel check) between them.
     """
+    if not np.isfinite(radius):
+        raise InvalidParameter(f"the feather radius must be a finite number, not {radius}.")
     if radius <= 0:
         return mask.astype(np.float32, copy=True)
     import cv2
 
+    check = check or (lambda: None)
+    h, w = mask.shape
     sigma = radius / 2.0
+    factor = max(1, int(np.ceil(sigma / EXACT_SIGMA)))
+    m = mask.astype(np.float32)
+    if factor > 1:
+        small = (max(1, round(w / factor)), max(1, round(h / factor)))
+        m = cv2.resize(m, small, interpolation=cv2.INTER_AREA)
+        sigma = sigma * m.shape[0] / h  # the grid's own scale (rounding can differ from ``factor``)
     pad = int(np.ceil(3 * sigma))
     # replicate at image borders (no fade there), zeros elsewhere (fade towards the untouched image)
     top, bottom, left, right = keep_border
-    m = np.pad(mask.astype(np.float32), pad, mode="edge")
+    m = np.pad(m, pad, mode="edge")
     if not top:
         m[:pad] = 0
     if not bottom:
@@ -134,9 +155,10 @@ def feather(mask: np.ndarray, radius: float, *, keep_border: tuple[bool, bool, b
         m[:, :pad] = 0
     if not right:
         m[:, -pad:] = 0
-    k = 2 * pad + 1
-    blurred = cv2.GaussianBlur(m, (k, k), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REPLICATE)
-    out = blurred[pad:-pad, pad:-pad]
+    out = _banded_blur(m, sigma, pad, check)[pad:-pad, pad:-pad]
+    if factor > 1:
+        check()
+        out = cv2.resize(out, (w, h), interpolation=cv2.INTER_LINEAR)
     out[out < 1.0 / 1024] = 0.0
     out[out > 1.0 - 1.0 / 1024] = 1.0
     # the edge of the crop inside the image must be exactly 0
@@ -149,6 +171,24 @@ def feather(mask: np.ndarray, radius: float, *, keep_border: tuple[bool, bool, b
     if not right:
         out[:, -1] = 0
     return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _banded_blur(m: np.ndarray, sigma: float, pad: int, check: Callable[[], None]) -> np.ndarray:
+    """cv2.GaussianBlur (kernel 2*pad+1, replicated border) band by band, ``check()`` before each.
+
+    Each band is blurred with ``pad`` rows of its neighbours around it, which is all the kernel
+    reaches, so the bands put together equal one blur of the whole plane exactly."""
+    import cv2
+
+    k = 2 * pad + 1
+    out = np.empty_like(m)
+    for r0 in range(0, m.shape[0], BAND_ROWS):
+        check()
+        r1 = min(m.shape[0], r0 + BAND_ROWS)
+        a, b = max(0, r0 - pad), min(m.shape[0], r1 + pad)
+        band = cv2.GaussianBlur(m[a:b], (k, k), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REPLICATE)
+        out[r0:r1] = band[r0 - a : r0 - a + (r1 - r0)]
+    return out
 
 
 def composite(base: np.ndarray, top: np.ndarray, mask: np.ndarray) -> np.ndarray:

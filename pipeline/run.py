@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -101,7 +102,7 @@ def run(
     ox, oy = round(c.x * s), round(c.y * s)
     tw, th = round((c.x + c.w) * s) - ox, round((c.y + c.h) * s) - oy
     report = _placing_previews(report, (ox, oy, tw, th))
-    messages = [sk.reason for sk in skipped]
+    messages = [*image.notes, *(sk.reason for sk in skipped)]  # what decoding changed, stages skipped
     for m in messages:
         report(Progress("", 0, 0, message=m))
 
@@ -139,7 +140,7 @@ def run(
     # 3. Exact output size, then back into the picture
     if rgb.shape[:2] != (th, tw):
         rgb = images.resize_rgb(rgb, (th, tw))
-    result = _compose(image, rgb, area, recipe, output, (ox, oy, tw, th), (out_w, out_h))
+    result = _compose(image, rgb, area, recipe, output, (ox, oy, tw, th), (out_w, out_h), cancel.check)
     if content == "detail":
         cancel.check()
         under = _source_at_output(image, c if output == "layer" else None, result.rgb.shape[:2])
@@ -212,7 +213,10 @@ def _compose(
     output: OutputMode,
     box: tuple[int, int, int, int],
     canvas: tuple[int, int],
+    check: Callable[[], None],
 ) -> Image:
+    """The stages' output back into the picture; ``check`` (the cancel check) runs between the steps
+    that grow with the image (the feathered blend mask, the composite)."""
     ox, oy, tw, th = box
     out_w, out_h = canvas
     c = area.crop
@@ -224,7 +228,8 @@ def _compose(
     if area.mask is not None:  # a region or a selection
         m = images.resize_plane(area.mask, (th, tw)) if area.mask.shape != (th, tw) else area.mask
         keep = (c.y == 0, c.y + c.h == image.height, c.x == 0, c.x + c.w == image.width)
-        blend = feather(m, recipe.feather * recipe.scale, keep_border=keep)
+        blend = feather(m, recipe.feather * recipe.scale, keep_border=keep, check=check)
+    check()
     if output == "layer":
         alpha = np.ones((th, tw), np.float32) if blend is None else blend
         if src_alpha is not None:
@@ -236,5 +241,6 @@ def _compose(
         return image.with_rgb(rgb, alpha=src_alpha)
     base = image if (out_w, out_h) == image.size else images.resize(image, (out_h, out_w))
     full = base.rgb.copy()
+    assert blend is not None  # a region or mask job (whole-image jobs returned above)
     full[oy : oy + th, ox : ox + tw] = composite(full[oy : oy + th, ox : ox + tw], rgb, blend)
     return base.with_rgb(full)

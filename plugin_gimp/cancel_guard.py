@@ -38,8 +38,10 @@ class Guard:
             pass  # the guard already went away: nothing to stop
 
 
-def spawn(job_id: str, address: str | None, token: str | None) -> Guard | None:
-    """Start the guard for ``job_id``; None (and a note on stderr) if it cannot start."""
+def spawn(job_id: str, address: str | None, token: str | None, client_id: str | None = None) -> Guard | None:
+    """Start the guard for ``job_id``, submitted by the client ``client_id`` (jobs belong to the
+    client that submitted them, so the guard cancels as that client); None (and a note on stderr)
+    if it cannot start."""
     package_root = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ)
     # the guard imports this package and the same grpcio (vendored, installed) as the plug-in
@@ -59,7 +61,8 @@ def spawn(job_id: str, address: str | None, token: str | None) -> Guard | None:
             **kwargs,
         )
         assert proc.stdin is not None
-        proc.stdin.write(json.dumps({"job_id": job_id, "address": address, "token": token}).encode() + b"\n")
+        proc.stdin.write(json.dumps({"job_id": job_id, "address": address, "token": token,
+                                     "client_id": client_id}).encode() + b"\n")
         proc.stdin.flush()
     except OSError as e:
         print(f"dermis: could not start the cancel guard ({e}); cancelling from GIMP's progress bar "
@@ -79,7 +82,7 @@ def main() -> int:
     from ._client import client
 
     try:
-        with client.Client(job["address"], job["token"]) as c:
+        with client.Client(job["address"], job["token"], client_id=job.get("client_id")) as c:
             c.cancel(job["job_id"])
     except client.ClientError as e:
         print(f"dermis cancel guard: could not cancel job {job['job_id']}: {e}", file=sys.stderr)

@@ -189,9 +189,12 @@ def run(
     if request.job_id is None:
         request.job_id = str(uuid.uuid4())
     address, token = settings.server or None, settings.token or None
-    watcher = cancel_guard.spawn(request.job_id, address, token) if guard else None
+    watcher = None
     try:
         with connect(address, token) as c:
+            # the guard cancels as this connection's client: only the submitting client may
+            if guard:
+                watcher = cancel_guard.spawn(request.job_id, address, token, getattr(c, "client_id", None))
             return c.run(request, on_event)
     finally:
         if watcher is not None:

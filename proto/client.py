@@ -15,15 +15,26 @@ while another thread is inside ``watch()``. The contract is /work/CLIENT_API.md 
 
 from __future__ import annotations
 
-import abc
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any
 
-from . import bulk, messages
+from . import bulk, messages, shm
+from .client_base import (
+    BREAKS,
+    CLIENT_ID_KEY,
+    MAX_MESSAGE_BYTES,
+    RECONNECT_S,
+    SCOPE_KEY,
+    DaemonClient,
+    check_client_id,
+    error_for,
+    grpc_modules,
+    status_of,
+)
 from .client_types import (
     DEFAULT_PRIORITY,
     TERMINAL,
@@ -36,6 +47,7 @@ from .client_types import (
     JobCancelled,
     JobFailed,
     JobInfo,
+    JobLost,
     JobRequest,
     JobResult,
     ModelFile,
@@ -49,123 +61,45 @@ from .client_types import (
     WatchFolderCounts,
     WeightInfo,
 )
-from .discovery import TOKEN_ENV, default_runtime_file, find_daemon, read_runtime_file
+from .discovery import default_runtime_file, find_daemon, read_runtime_file
 from .messages import CHUNK_BYTES
 
 __all__ = [
     "CHUNK_BYTES", "DEFAULT_PRIORITY", "Client", "ClientCounts", "DaemonClient", "ClientError", "DaemonUnavailable",
-    "DependencyMissing", "Event", "EventKind", "JobCancelled", "JobFailed", "JobInfo", "JobRequest",
+    "DependencyMissing", "Event", "EventKind", "JobCancelled", "JobFailed", "JobInfo", "JobLost", "JobRequest",
     "JobResult", "ModelFile", "ModelPlan", "PresetInfo", "Preview", "Rejected", "ServerInfo", "StageInfo",
     "Unauthenticated", "WatchFolderCounts", "WeightInfo", "default_runtime_file", "read_runtime_file",
 ]
 
-# Both directions allow messages well above one chunk (plus header and ICC profile), so an image of
-# any size goes through as a stream of small messages; nothing is ever sent as one big message.
-MAX_MESSAGE_BYTES = 16 << 20
-ERROR_CODE_KEY = "dermis-error-code"  # trailing metadata with the daemon's machine-readable code
-_WATCH_RETRIES = 3  # reconnects of one watch() after the stream broke (daemon restart: NOT_FOUND)
-# status codes that mean "the daemon refused this request", not "the daemon is gone"
-_REFUSALS = ("INVALID_ARGUMENT", "FAILED_PRECONDITION", "RESOURCE_EXHAUSTED", "ALREADY_EXISTS",
-             "OUT_OF_RANGE", "NOT_FOUND", "PERMISSION_DENIED")
-
-
-# ------------------------------------------------------------------------------------ grpc, lazily
-
-
-def _grpc_modules() -> tuple[Any, Any, Any]:
-    """(grpc, dermis_pb2, dermis_pb2_grpc), or DependencyMissing with a readable reason."""
-    try:
-        import grpc
-
-        from .dermis.v1 import dermis_pb2, dermis_pb2_grpc
-    except ImportError as e:
-        raise DependencyMissing(
-            "The Dermis client needs the Python packages grpcio and protobuf, which this Python "
-            f"({sys.executable}, {sys.version.split()[0]}) cannot import ({e}). Reinstall the plugin with "
-            "`dermis install-plugin`, which bundles them, or install them into this Python."
-        ) from None
-    except Exception as e:  # protobuf's VersionError or grpc's version RuntimeError: runtime too old
-        raise DependencyMissing(
-            f"The grpcio/protobuf packages this Python has are too old for the Dermis client: {e}"
-        ) from None
-    return grpc, dermis_pb2, dermis_pb2_grpc
-
-
-_Self = TypeVar("_Self", bound="DaemonClient")
-
-
-class DaemonClient(abc.ABC):
-    """What a plugin (and `dermis upscale --server`) needs from a daemon connection: the gRPC
-    ``Client`` below, or a scripted stand-in in tests (tests/fake_daemon.py). Blocking calls."""
-
-    @abc.abstractmethod
-    def submit(self, job: JobRequest) -> str:
-        """Upload the job; its id once the daemon has queued it."""
-
-    @abc.abstractmethod
-    def watch(self, job_id: str, after_seq: int = 0) -> Iterator[Event]:
-        """The job's events after ``after_seq``, ending after done / error / cancelled."""
-
-    @abc.abstractmethod
-    def cancel(self, job_id: str) -> None:
-        """Ask the daemon to stop the job (safe from another thread while one is in ``watch``)."""
-
-    @abc.abstractmethod
-    def info(self) -> ServerInfo:
-        """The daemon's version, device, presets and weights."""
-
-    @abc.abstractmethod
-    def close(self) -> None:
-        """End open watches and the connection."""
-
-    @abc.abstractmethod
-    def plan_models(self, preset: str = "", roles: Iterable[str] = (), variant: str = "") -> ModelPlan:
-        """What a model download for ``preset`` (or the weights keys ``roles``) would fetch, and what
-        must be placed by hand; nothing starts (FetchModels with dry_run)."""
-
-    @abc.abstractmethod
-    def fetch_models(self, preset: str = "", roles: Iterable[str] = (), variant: str = "", *,
-                     accept_licences: bool = False, job_id: str | None = None, client_name: str = "") -> str:
-        """Start downloading what is missing in the daemon; the job's id (``watch`` it, ``cancel`` it)."""
-
-    def find_faces(self, pixels: bytes, width: int, height: int, channels: int) -> list[tuple[int, int, int, int]]:
-        """Face boxes (x, y, w, h) in a small 8-bit RGB(A) picture (at most 4 MP), largest first."""
-        raise ClientError("this client cannot search for faces.", "unimplemented")
-
-    def run(self, job: JobRequest, on_event: Callable[[Event], None] | None = None) -> JobResult:
-        """submit + watch: returns the result, raises JobFailed / JobCancelled."""
-        return self.follow(self.submit(job), on_event)
-
-    def follow(self, job_id: str, on_event: Callable[[Event], None] | None = None) -> JobResult:
-        """Watch a job to its end (e.g. a ``fetch_models`` download): its result (no pixels for a
-        download, its notes in ``messages``), or JobFailed / JobCancelled."""
-        return _outcome(self.watch(job_id), on_event, "the job finished")
-
-    def fetch_result(self, job_id: str) -> JobResult:
-        """The result of a finished job the daemon still holds (downloads it again)."""
-        return _outcome(self.watch(job_id), None, "the result came")
-
-    def __enter__(self: _Self) -> _Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 class Client(DaemonClient):
-    """A connection to one daemon over gRPC. Nothing connects until the first call."""
+    """A connection to one daemon over gRPC. Nothing connects until the first call.
+
+    ``client_id`` files this client's jobs (default: a new random id): only a client with the same id
+    lists, watches, cancels and fetches them; a plug-in that keeps its id finds its jobs after a
+    restart. ``admin=True`` sees every client's jobs (`dermis status`). When a job's event stream
+    breaks, ``watch`` reconnects for at most ``reconnect_s`` seconds (the daemon restarting, say) and
+    then raises ``JobLost``. ``shared_memory`` lets uploads and results of 1 MiB and more go through a
+    shared-memory file when the daemon runs on this machine as the same user (proto/shm.py).
+    """
 
     def __init__(self, address: str | None = None, token: str | None = None, *,
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0, client_id: str | None = None, admin: bool = False,
+                 reconnect_s: float = RECONNECT_S, shared_memory: bool = True) -> None:
         self._address_arg = address
         self._token_arg = token
         self.timeout = timeout
+        self.client_id = check_client_id(client_id) if client_id else uuid.uuid4().hex
+        self.admin = admin
+        self.reconnect_s = reconnect_s
+        self.shared_memory = shared_memory
         self.address = ""  # the resolved gRPC target, once connected
         self._token: str | None = None
         self._channel: Any = None
         self._stub: Any = None
         self._submit_call: Any = None
         self._watch_call: Any = None
+        self._shm_folder: Any = None  # the daemon's shared-memory folder: None = not asked yet, False = none
         self._lock = threading.Lock()
         self._calls: set[Any] = set()  # open Watch streams, cancelled by close()
         self._closed = False
@@ -184,16 +118,19 @@ class Client(DaemonClient):
             channel.close()
 
     def _connect(self) -> tuple[Any, Any, Any]:
-        grpc, pb, pb_grpc = _grpc_modules()
+        grpc, pb, pb_grpc = grpc_modules()
         with self._lock:
             if self._closed:
                 raise ClientError("this client was closed.", "closed")
             if self._rediscover and not (self._address_arg and self._token_arg):
                 # a restarted daemon has a new token (and maybe a new port): look again
                 self._rediscover = False
-                self._channel = self._stub = None  # a watch on the old channel may still be running
+                if self._channel is not None:  # every call on it broke with the daemon
+                    self._channel.close()
+                self._channel = self._stub = None
             if self._stub is None:
                 self.address, self._token = find_daemon(self._address_arg, self._token_arg)
+                self._shm_folder = None
                 self._channel = grpc.insecure_channel(self.address, options=[
                     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -212,35 +149,32 @@ class Client(DaemonClient):
             return grpc, pb, self._stub
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("authorization", f"Bearer {self._token}"),) if self._token else ()
+        md = [(CLIENT_ID_KEY, self.client_id)]
+        if self._token:
+            md.append(("authorization", f"Bearer {self._token}"))
+        if self.admin:
+            md.append((SCOPE_KEY, "all"))
+        return tuple(md)
+
+    def _shared_folder(self) -> Path | None:
+        """The daemon's shared-memory folder when this process can use it (asked once per connection)."""
+        if not self.shared_memory or self._shm_folder is False:
+            return None
+        if self._shm_folder is None:
+            try:
+                self._shm_folder = shm.usable_dir(self.info().shared_memory_dir) or False
+            except ClientError:  # asked again after the next (re)connect
+                self._shm_folder = False
+                return None
+        return self._shm_folder or None
 
     def _error(self, e: Any, what: str) -> ClientError:
         """A grpc.RpcError as the ClientError a plugin can show."""
-        status = e.code().name if hasattr(e, "code") and e.code() is not None else "UNKNOWN"
-        details = (e.details() if hasattr(e, "details") else "") or ""
-        code = ""
-        for key, value in (e.trailing_metadata() or ()) if hasattr(e, "trailing_metadata") else ():
-            if key == ERROR_CODE_KEY:
-                code = value
+        status, details, code = status_of(e)
         if status in ("UNAUTHENTICATED", "UNAVAILABLE") and not code:
             self._rediscover = True
-        if status == "UNAUTHENTICATED":
-            how = "no token was found" if not self._token else "the token is not this daemon's"
-            return Unauthenticated(
-                f"The Dermis daemon at {self.address} refused the {what} ({how}). The client reads the "
-                f"token from ${TOKEN_ENV} or the file named in {default_runtime_file()}; a restarted "
-                "daemon writes a new one.")
-        if status in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
-            if code:  # the daemon itself said why (e.g. it is shutting down)
-                return DaemonUnavailable(details, code)
-            return DaemonUnavailable(
-                f"No Dermis daemon answered at {self.address} ({what}: {details or status}). "
-                "Start it with `dermis serve`.")
-        if status == "CANCELLED" and self._closed:
-            return ClientError("the client was closed.", "closed")
-        if status in _REFUSALS:
-            return Rejected(details or status, code or status.lower())
-        return ClientError(details or f"{what} failed ({status}).", code or status.lower())
+        return error_for(status, details, code, what=what, address=self.address,
+                         has_token=bool(self._token), closed=self._closed)
 
     # -- calls -------------------------------------------------------------------------------------
     def info(self) -> ServerInfo:
@@ -262,74 +196,149 @@ class Client(DaemonClient):
         raise AssertionError("unreachable")
 
     def submit(self, job: JobRequest) -> str:
-        """Uploads the job in <= 1 MiB chunks; returns its id once the daemon has queued it."""
+        """Uploads the job (a shared-memory file, else <= 1 MiB chunks); its id once the daemon has
+        queued it."""
         job.check()
         job_id = job.job_id or uuid.uuid4().hex
+        nbytes = len(job.pixels) + len(job.mask or b"")
         # an upload deadline that grows with the size: ~25 MB/s is far below loopback speed
-        deadline = self.timeout + (len(job.pixels) + len(job.mask or b"")) / 25e6
-        for attempt in (1, 2):
-            grpc, pb, _stub = self._connect()
-            try:
-                reply = self._submit_call(messages.upload(pb, messages.header(pb, job, job_id), job),
-                                          timeout=deadline,
-                                          metadata=self._metadata(), wait_for_ready=True)
-                return str(reply.job_id)
-            except grpc.RpcError as e:
-                err = self._error(e, "job upload")
-            if attempt == 2 or not (isinstance(err, Unauthenticated) and self._rediscover):
-                raise err
-        raise AssertionError("unreachable")
-
-    def watch(self, job_id: str, after_seq: int = 0) -> Iterator[Event]:
-        """Events of one job, ending after done / error / cancelled. Reconnects if the stream breaks."""
-        last, retries = after_seq, 0
+        deadline = self.timeout + nbytes / 25e6
+        busy_until = time.monotonic() + self.timeout  # how long to wait while every upload slot is taken
+        retried = False
         while True:
             grpc, pb, _stub = self._connect()
-            call = self._watch_call(pb.WatchRequest(job_id=job_id, after_seq=last),
-                                    metadata=self._metadata(), wait_for_ready=True)
+            folder = self._shared_folder() if nbytes >= shm.MIN_BYTES else None
+            shm_id = ""
+            try:
+                header = messages.header(pb, job, job_id)
+                if folder is not None:
+                    shm_id = shm.write_new(folder, [job.pixels] + ([job.mask] if job.mask is not None else []))
+                    header.shared_memory_id = shm_id
+                    stream: Iterator[Any] = iter([pb.SubmitRequest(header=header)])
+                else:
+                    stream = messages.upload(pb, header, job)
+                reply = self._submit_call(stream, timeout=deadline, metadata=self._metadata(),
+                                          wait_for_ready=True)
+                return str(reply.job_id)
+            except OSError:  # the memory file system is full or gone: stream instead
+                self._shm_folder = False
+                continue
+            except grpc.RpcError as e:
+                err = self._error(e, "job upload")
+            finally:
+                if shm_id and folder is not None:
+                    shm.remove(folder, shm_id)
+            if err.code == "shared_memory_unavailable":  # another machine after all, say: stream
+                self._shm_folder = False
+                continue
+            if err.code == "too_many_calls" and time.monotonic() < busy_until:  # others are uploading
+                time.sleep(0.2)
+                continue
+            if isinstance(err, Unauthenticated) and self._rediscover and not retried:
+                retried = True  # a restarted daemon: its token (and address) found again
+                continue
+            raise err
+
+    def watch(self, job_id: str, after_seq: int = 0) -> Iterator[Event]:
+        """Events of one job, ending after done / error / cancelled. When the stream breaks it
+        reconnects (finding a restarted daemon and its new token) for at most ``reconnect_s`` s; a
+        daemon that does not come back, or comes back without the job, ends it with JobLost."""
+        last = after_seq
+        broke: float | None = None  # when the stream broke (monotonic); None while it flows
+        was_broken = False
+        while True:
+            if broke is not None and not self._reconnected(broke, job_id):
+                continue
+            grpc, pb, _stub = self._connect()
+            folder = self._shared_folder()
+            call = self._watch_call(pb.WatchRequest(job_id=job_id, after_seq=last,
+                                                    result_in_shared_memory=folder is not None),
+                                    metadata=self._metadata())
             with self._lock:
                 if self._closed:
                     call.cancel()
                     return
                 self._calls.add(call)
-            chunks: list[memoryview] = []
-            received = 0
+            chunks: list[Any] = []
             try:
                 for msg in call:
+                    broke = None
                     if isinstance(msg, bulk.RawResultChunk):
-                        if msg.offset != received:
-                            raise ClientError(f"result chunk at byte {msg.offset}, expected {received}: "
-                                              "the stream is damaged.", "data_loss")
+                        if msg.offset != sum(len(c) for c in chunks):
+                            raise ClientError(f"result chunk at byte {msg.offset}: the stream is damaged.",
+                                              "data_loss")
                         chunks.append(msg.data)
-                        received += len(msg.data)
                         continue
+                    if msg.WhichOneof("kind") == "done" and msg.done.result.shared_memory_id:
+                        chunks = [self._collect(folder, msg.done.result)]
+                        if chunks[0] is None:  # unreadable: fetch the result again as chunks
+                            last = msg.seq - 1
+                            break
                     event = messages.event(msg, chunks)
-                    chunks, received = [], 0
-                    last = event.seq
+                    chunks, last = [], event.seq
                     yield event
                     if event.kind in TERMINAL:
                         return
+                else:  # the stream ended before the job did: as if it broke
+                    if self._closed:
+                        return
+                    broke, was_broken = broke or time.monotonic(), True
+                continue
+            except grpc.RpcError as e:
                 if self._closed:
                     return
-                raise DaemonUnavailable(f"The daemon at {self.address} ended the event stream of job "
-                                        f"{job_id} before the job finished.")
-            except grpc.RpcError as e:
-                if e.code() == grpc.StatusCode.CANCELLED and self._closed:
-                    return
-                if e.code() == grpc.StatusCode.UNAVAILABLE and retries < _WATCH_RETRIES:
-                    retries += 1
-                    time.sleep(0.5 * retries)
-                    continue
-                raise self._error(e, "watch") from None
+                status, _details, code = status_of(e)
+                if status == "NOT_FOUND" and was_broken:
+                    raise JobLost(f"The Dermis daemon at {self.address} restarted and job {job_id} was lost "
+                                  "with it (a restart forgets every job); submit it again.") from None
+                if status == "UNAUTHENTICATED" and was_broken and self._address_arg and self._token_arg:
+                    raise JobLost(f"The Dermis daemon at {self.address} restarted (it no longer accepts this "
+                                  f"client's token) and job {job_id} was lost with it; submit it again.") from None
+                if status not in BREAKS or code or (status == "UNAUTHENTICATED" and not was_broken):
+                    raise self._error(e, "watch") from None
+                broke, was_broken = broke or time.monotonic(), True
             finally:
                 call.cancel()
                 with self._lock:
                     self._calls.discard(call)
 
+    def _reconnected(self, broke: float, job_id: str) -> bool:
+        """After a break: True once a daemon is there again (found anew: a restarted one has a new
+        token); False after a pause to try again; JobLost once ``reconnect_s`` have passed."""
+        self._rediscover = True
+        try:
+            grpc, _pb, _stub = self._connect()
+            grpc.channel_ready_future(self._channel).result(timeout=min(1.0, self._left(broke, job_id)))
+            return True
+        except (DaemonUnavailable, grpc_modules()[0].FutureTimeoutError):
+            time.sleep(min(0.5, self._left(broke, job_id)))
+            self._left(broke, job_id)
+            return False
+
+    def _collect(self, folder: Path | None, info: Any) -> bytes | None:
+        """A result's pixels from its shared-memory file (removed after); None if that failed."""
+        try:
+            if folder is None:
+                raise shm.SharedMemoryError("no shared-memory folder")
+            return shm.read_and_remove(folder, info.shared_memory_id, int(info.bytes))
+        except OSError:
+            self._shm_folder = False
+            return None
+
+    def _left(self, broke: float, job_id: str) -> float:
+        """Seconds left to find the daemon again; JobLost when none are."""
+        left = self.reconnect_s - (time.monotonic() - broke)
+        if left <= 0:
+            raise JobLost(f"The Dermis daemon at {self.address or 'its address'} went away while job {job_id} "
+                          f"was running and did not come back within {self.reconnect_s:g} s; the job is lost. "
+                          "Start the daemon (`dermis serve`) and submit the job again.")
+        return left
+
     def cancel(self, job_id: str) -> None:
         self._unary("Cancel", lambda pb: pb.CancelRequest(job_id=job_id), "cancel")
 
     def list_jobs(self, include_finished: bool = False) -> list[JobInfo]:
+        """This client's jobs (every client's with ``admin=True``)."""
         return messages.jobs(self._list_reply(include_finished))
 
     def watch_folders(self) -> list[WatchFolderCounts]:
@@ -337,7 +346,7 @@ class Client(DaemonClient):
         return messages.folder_counts(self._list_reply(False))
 
     def job_counts(self) -> list[ClientCounts]:
-        """Jobs per client name: queued, running, done, failed, cancelled."""
+        """Jobs per client name, over every client: queued, running, done, failed, cancelled."""
         return messages.client_counts(self._list_reply(True))
 
     def _list_reply(self, include_finished: bool) -> Any:
@@ -368,17 +377,3 @@ class Client(DaemonClient):
         """Frees model memory on the daemon: (models unloaded, bytes). ``key`` "" = all."""
         reply = self._unary("UnloadModels", lambda pb: pb.UnloadModelsRequest(key=key), "unload request")
         return int(reply.unloaded), int(reply.freed_bytes)
-
-
-def _outcome(events: Iterable[Event], on_event: Callable[[Event], None] | None, until: str) -> JobResult:
-    """The result a job's events end with, or its JobFailed / JobCancelled."""
-    for event in events:
-        if on_event is not None:
-            on_event(event)
-        if event.kind is EventKind.done and event.result is not None:
-            return event.result
-        if event.kind is EventKind.error:
-            raise JobFailed(event.message or "The job failed.", event.error_code or "internal")
-        if event.kind is EventKind.cancelled:
-            raise JobCancelled(event.message or "The job was cancelled.")
-    raise ClientError(f"the client was closed before {until}.", "closed")

@@ -13,7 +13,7 @@ from .events import TERMINAL, Event, EventKind, JobResult, Preview
 
 __all__ = [
     "DEFAULT_PRIORITY", "OUTPUTS", "PRIORITIES", "TERMINAL", "ClientCounts", "ClientError",
-    "DaemonUnavailable", "DependencyMissing", "Event", "EventKind", "JobCancelled", "JobFailed",
+    "DaemonUnavailable", "DependencyMissing", "Event", "EventKind", "JobCancelled", "JobFailed", "JobLost",
     "JobInfo", "JobRequest", "JobResult", "PresetInfo", "Preview", "Rejected", "ServerInfo",
     "StageInfo", "Unauthenticated", "WatchFolderCounts", "WeightInfo", "ModelFile", "ModelPlan",
 ]
@@ -48,6 +48,13 @@ class DaemonUnavailable(ClientError):
     """No daemon answers at the address (not started, wrong address, or it went away)."""
 
     code = "unavailable"
+
+
+class JobLost(DaemonUnavailable):
+    """The daemon went away while a job ran, and came back without it (a restart forgets every job)
+    or not within the client's ``reconnect_s``."""
+
+    code = "job_lost"
 
 
 class Unauthenticated(ClientError):
@@ -244,6 +251,7 @@ class ServerInfo:
     model_budget: int = 0  # bytes; 0 = no limit
     max_pixels: int = 0
     capabilities: list[str] = field(default_factory=list)
+    shared_memory_dir: str = ""  # the daemon's folder for shared-memory transfers; "" = none
     catalogue: list[ModelFile] = field(default_factory=list)  # every file the daemon can fetch or knows
 
 

@@ -84,8 +84,9 @@ def upload(pb: Any, job_header: Any, job: JobRequest) -> Iterator[Any]:
 # ------------------------------------------------------------------------------------------ events
 
 
-def event(msg: Any, chunks: list[memoryview]) -> Event:
-    """A JobEvent message as an Event; ``chunks`` are the result's pixels received before done."""
+def event(msg: Any, chunks: list[Any]) -> Event:
+    """A JobEvent message as an Event; ``chunks`` are the result's pixels received before done (or
+    the one bytes object read from a shared-memory file)."""
     kind = msg.WhichOneof("kind")
     base = {"job_id": msg.job_id, "seq": int(msg.seq)}
     if kind == "queued":
@@ -118,8 +119,8 @@ def event(msg: Any, chunks: list[memoryview]) -> Event:
     return Event(EventKind.message, message="", **base)
 
 
-def result(job_id: str, info: Any, chunks: list[memoryview]) -> JobResult:
-    pixels = b"".join(chunks)
+def result(job_id: str, info: Any, chunks: list[Any]) -> JobResult:
+    pixels = b"".join(chunks)  # one bytes object comes back as it is, without a copy
     if len(pixels) != info.bytes:
         raise ClientError(f"the result has {len(pixels):,} bytes, the daemon announced {info.bytes:,}.",
                           "data_loss")
@@ -154,6 +155,7 @@ def server_info(r: Any) -> ServerInfo:
         api_version=r.api_version, loaded_models={m.key: int(m.bytes) for m in r.loaded_models},
         model_budget=int(r.model_budget), max_pixels=int(r.limits.max_pixels),
         capabilities=list(r.capabilities), catalogue=[model_file(f) for f in r.catalogue],
+        shared_memory_dir=r.shared_memory_dir,
     )
 
 

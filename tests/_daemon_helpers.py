@@ -105,6 +105,20 @@ def request(arr: np.ndarray, **kw) -> JobRequest:
                       bit_depth=depth, **kw)
 
 
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process (Linux /proc; what the daemon holds, not what it once touched)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (/proc/<pid>/stat utime + stime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def result_array(res) -> np.ndarray:
     dtype = np.uint8 if res.bit_depth == 8 else np.dtype("<u2")
     return np.frombuffer(res.pixels, dtype=dtype).reshape(res.height, res.width, res.channels)
@@ -141,8 +155,9 @@ class ServeProcess:
         info = read_runtime_file(self.runtime_file)
         return info if info is not None and info.get("pid") == self.proc.pid else None
 
-    def client(self) -> Client:
-        return Client(self.address, self.token)
+    def client(self, **kw: Any) -> Client:
+        """A client of this daemon (``admin=True``: one that sees every client's jobs, as `dermis status`)."""
+        return Client(self.address, self.token, **kw)
 
     def tail(self, n: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-n:]

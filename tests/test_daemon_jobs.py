@@ -11,9 +11,9 @@ import pytest
 import pipeline
 from daemon.jobs.executor import ProgressPublisher
 from pipeline import images
-from proto.client import EventKind, JobFailed, Rejected
+from proto.client import Client, EventKind, JobFailed, Rejected
 
-from ._daemon_helpers import client, raw_image, request, result_array, start
+from ._daemon_helpers import TOKEN, client, raw_image, request, result_array, start
 from .conftest import wait_for
 
 
@@ -222,9 +222,11 @@ def test_in_process_batch_jobs_as_the_watch_folder_submits_them(daemon, portrait
     assert np.array_equal(job.result.image.rgb, direct.image.rgb)
     assert [e.kind for e in job.events_after(0)][-1] is EventKind.done
     with client(daemon) as c:
-        counts = {cc.client_name: cc for cc in c.job_counts()}
+        counts = {cc.client_name: cc for cc in c.job_counts()}  # counts are over every client
         assert counts["watch"].done == 1
-        listed = c.list_jobs(include_finished=True)
+        assert c.list_jobs(include_finished=True) == []  # the folder's job is not this client's
+    with Client(daemon.address, TOKEN, admin=True) as admin:  # `dermis status` sees every job
+        listed = admin.list_jobs(include_finished=True)
         assert listed[0].job_id == job.id and listed[0].priority == "batch" and listed[0].state == "done"
 
 

@@ -111,7 +111,7 @@ def test_exit_status_is_2_for_usage_errors_only_as_before():
 def test_what_ends_an_error_says_whether_the_user_can():
     assert {c.value for c in ErrorCode if not c.user_fixable} == {
         "queue_full", "shutting_down", "cancelled", "crashed", "internal", "checksum_mismatch",
-        "download_failed"}
+        "download_failed", "too_many_calls", "upload_stalled", "shared_memory_unavailable"}
     for code in ErrorCode:
         if code.status == "INVALID_ARGUMENT":  # the request is wrong: the user fixes it, a retry does not
             assert code.user_fixable and not code.retryable, code

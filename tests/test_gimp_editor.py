@@ -355,7 +355,7 @@ def test_killing_the_plugin_cancels_the_daemon_job(gimp, daemon, work):
                    "token": daemon.token}),
     ]}
     proc = g.run_gimp(root, work, spec)
-    with daemon.client() as c:
+    with daemon.client(admin=True) as c:  # the plug-in's job is its client's: look as `dermis status` does
         job = wait_for(lambda: next((j for j in c.list_jobs(include_finished=True)
                                       if j.client_name == "gimp" and j.state == "running"), None),
                         60, "the GIMP job to start in the daemon")

@@ -153,12 +153,12 @@ def test_guard_cancels_the_job_when_the_plugin_is_killed(daemon, portrait):
     plugin = subprocess.Popen(
         [sys.executable, "-c",
          "import sys, time; from plugin_gimp import cancel_guard; "
-         f"cancel_guard.spawn('guard-test-job', {daemon.address!r}, {daemon.token!r}); "
+         f"cancel_guard.spawn('guard-test-job', {daemon.address!r}, {daemon.token!r}, 'guard-test-client'); "
          "print('ready', flush=True); time.sleep(600)"],
         cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         assert plugin.stdout.readline().strip() == "ready"
-        with daemon.client() as c:
+        with client.Client(daemon.address, daemon.token, client_id="guard-test-client") as c:  # the plug-in's id
             c.submit(request)
             wait_for(lambda: any(j.job_id == "guard-test-job" and j.state == "running" for j in c.list_jobs()),
                      30, "the job to start")

@@ -83,7 +83,7 @@ def test_broken_files_fail_with_a_reason_and_the_batch_goes_on(dirs):
     inbox, out = dirs
     good = {"a.png": png_bytes(1), "z.png": png_bytes(2)}
     bad = {"truncated.png": "corrupt_image", "not_an_image.png": "corrupt_image",
-           "empty.png": "corrupt_image", "cmyk.jpg": "unsupported_image",
+           "empty.png": "corrupt_image", "int32.tif": "unsupported_image",
            "bomb_30000x30000.png": "image_too_large"}
     ignored = {"notes.txt": b"hello", ".hidden.png": png_bytes(3), "c.png.part": png_bytes(4),
                "d.png.tmp": png_bytes(5), "e.png~": png_bytes(6), "f.dermis.png": png_bytes(7)}

@@ -72,7 +72,7 @@ def upscale_remote(args: argparse.Namespace, seed: int) -> int:
         pic = side_by_side(image, out, labels=("plain Lanczos", f"Dermis {result.preset}"))
         images.save(pic, args.compare, bit_depth=8)
         print(f"dermis: wrote before/after comparison {args.compare}")
-    for m in result.messages:
+    for m in (*image.notes, *result.messages):  # what reading the file changed happened here, not there
         print(f"dermis: note: {m}", file=sys.stderr)
     return 0
 

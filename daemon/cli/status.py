@@ -21,7 +21,8 @@ def _mib(n: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    with Client(args.server, timeout=args.timeout) as client:  # no daemon: ClientError, reported by entry
+    # admin: the queue of every client (editors, the watch folder), not only this one's
+    with Client(args.server, timeout=args.timeout, admin=True) as client:  # no daemon: ClientError, reported by entry
         info = client.info()
         jobs = client.list_jobs(include_finished=args.all)
         counts = client.job_counts()

@@ -23,7 +23,7 @@ from pipeline.models import WeightLocator
 from proto.events import EventKind
 
 from .executor import SHUTDOWN_REASON, ProgressPublisher
-from .queue import Job, JobQueue, Priority
+from .queue import LOCAL, Job, JobQueue, Priority
 
 log = logging.getLogger("dermis.daemon")
 
@@ -42,6 +42,10 @@ class FetchSpec:
     priority: Priority = Priority.EDITOR
     input_bytes: int = 0
     kind: str = KIND
+    owner: str = LOCAL  # the client id that asked: only that client lists, watches and cancels the job
+
+    def release(self) -> None:
+        """Nothing to let go when the job ends: a download holds no pixels (JobSpec.release)."""
 
     def targets(self) -> list[str]:
         return list(self.roles) or [self.preset or pipeline.DEFAULT_PRESET]

@@ -14,149 +14,18 @@ folder submits ``JobSpec`` objects in-process and waits with ``Job.wait()``.
 from __future__ import annotations
 
 import bisect
-import enum
 import itertools
 import threading
 import time
-import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-from pipeline import CancelToken, Image, Recipe, Region
-from pipeline.errors import ErrorCode
-from proto.events import TERMINAL, Event, EventKind
+from pipeline.errors import ErrorCode, quoted
+from proto.events import EventKind
 
 from ..errors import JobExists, QueueFull, ShuttingDown, UnknownJob
+from .job import ACTIVE, FINISHED, LOCAL, Job, JobSpec, Priority, State
 
-
-class Priority(enum.IntEnum):
-    EDITOR = 0  # someone waits in front of an editor or a terminal
-    BATCH = 1  # watch folder and other unattended work
-
-
-class State(enum.Enum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    PAUSED = "paused"  # a batch job that let an editor job run at its step boundary
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-FINISHED = (State.DONE, State.FAILED, State.CANCELLED)
-ACTIVE = (State.RUNNING, State.PAUSED)
-
-
-@dataclass
-class JobSpec:
-    """Everything a job needs, in pipeline types. ``image``/``mask`` may be callables that produce
-    them on the executor thread (e.g. decoding an upload or a file only when the job starts)."""
-
-    recipe: Recipe
-    image: Image | Callable[[], Image]
-    seed: int
-    region: Region | None = None
-    mask: np.ndarray | Callable[[], np.ndarray] | None = None  # float32 (H, W) 0..1
-    output: str = "full"  # "full" or "layer"
-    content: str = "normal"  # "normal" or "detail" (the detail layer, pipeline/detail.py)
-    detail_sigma: float = 8.0  # px at the output scale, for content "detail"
-    priority: Priority = Priority.BATCH
-    client_name: str = ""  # "krita", "gimp", "cli", "watch": grouping in counts and logs
-    job_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    fingerprint: str = ""  # same id + same fingerprint = the same request (idempotent resubmit)
-    input_bytes: int = 0  # size of the waiting image data, for the queue's byte budget
-    # runs on the executor thread with the RunResult; what it returns is stored as ``Job.result``
-    # (the servicer turns it into raw bytes; in-process users may keep the RunResult)
-    finish: Callable[[Any], Any] | None = None
-
-
-class Job:
-    """One job: its spec, state, cancel token, result and event log."""
-
-    def __init__(self, spec: JobSpec, number: int) -> None:
-        self.spec = spec
-        self.id = spec.job_id
-        self.number = number  # submit order
-        self.state = State.QUEUED
-        self.token = CancelToken()
-        self.result: Any = None
-        self.result_bytes = 0
-        self.error_code = ""
-        self.message = ""
-        self.fraction = 0.0
-        self.position = -1
-        self.submitted = time.time()
-        self.started: float | None = None
-        self.finished_at: float | None = None
-        self.cancel_seq: int | None = None  # last event seq when a cancel arrived (for latency checks)
-        self._events: list[Event] = []
-        self._seq = 0
-        self._cond = threading.Condition()
-
-    @property
-    def priority(self) -> Priority:
-        return self.spec.priority
-
-    @property
-    def kind(self) -> str:
-        """"" for an image job, "fetch_models" for a download (daemon/jobs/fetch.py)."""
-        return getattr(self.spec, "kind", "")
-
-    @property
-    def preset(self) -> str:
-        spec = self.spec
-        return spec.recipe.preset if isinstance(spec, JobSpec) else getattr(spec, "preset", "")
-
-    @property
-    def finished(self) -> bool:
-        return self.state in FINISHED
-
-    @property
-    def last_seq(self) -> int:
-        return self._seq
-
-    def emit(self, kind: EventKind, **fields: Any) -> Event:
-        with self._cond:
-            self._seq += 1
-            event = Event(kind, self.id, self._seq, **fields)
-            if kind is EventKind.preview:  # only the newest preview is worth keeping for a resuming watcher
-                self._events = [e for e in self._events if e.kind is not EventKind.preview]
-            elif kind is EventKind.progress:
-                self.fraction = event.fraction
-            if kind is EventKind.message or kind in TERMINAL:
-                self.message = event.message or self.message
-            self._events.append(event)
-            self._cond.notify_all()
-            return event
-
-    def _set_state(self, state: State, kind: EventKind | None = None, **fields: Any) -> None:
-        """Change the state and (atomically, for watchers) emit the matching event."""
-        with self._cond:
-            self.state = state
-            if state in FINISHED:
-                self.finished_at = time.time()
-            if kind is not None:
-                self.emit(kind, **fields)
-            self._cond.notify_all()
-
-    def events_after(self, seq: int, timeout: float | None = None) -> list[Event]:
-        """Events with seq > ``seq``; waits up to ``timeout`` s for one unless the job has finished."""
-        with self._cond:
-            if self._seq <= seq and not self.finished:
-                self._cond.wait(timeout)
-            start = bisect.bisect_right([e.seq for e in self._events], seq)
-            return self._events[start:]
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the job finished (True) or ``timeout`` passed (False)."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self.finished, timeout)
-
-    def __repr__(self) -> str:
-        return f"Job({self.id!r}, {self.state.value}, {self.priority.name.lower()}, {self.kind or self.preset})"
+__all__ = ["ACTIVE", "FINISHED", "LOCAL", "Job", "JobQueue", "JobSpec", "Priority", "State"]
 
 
 class JobQueue:
@@ -199,21 +68,22 @@ class JobQueue:
                 f"adds {incoming_bytes / 2**20:,.0f} MiB, over the {self.max_queued_bytes / 2**20:,.0f} MiB "
                 "limit; try again when some have finished.")
 
-    def known(self, job_id: str, fingerprint: str) -> Job | None:
-        """The job with this id if it is the same request; JobExists if the id is taken by another."""
+    def known(self, job_id: str, fingerprint: str, owner: str = LOCAL) -> Job | None:
+        """The job with this id if it is the same request from the same client; JobExists if the id
+        is taken by another request (or another client)."""
         with self._cond:
             job = self._jobs.get(job_id)
             if job is None:
                 return None
-            if job.spec.fingerprint and job.spec.fingerprint == fingerprint:
+            if job.spec.fingerprint and job.spec.fingerprint == fingerprint and job.spec.owner == owner:
                 return job
-            raise JobExists(f"job id '{job_id}' is already used by a different request; "
+            raise JobExists(f"job id {quoted(job_id)} is already used by a different request; "
                             "use a new id for a new job.")
 
     def submit(self, spec: JobSpec) -> tuple[Job, bool]:
         """Queue a job. Returns (job, duplicate): an identical resubmit returns the existing job."""
         with self._cond:
-            existing = self.known(spec.job_id, spec.fingerprint)
+            existing = self.known(spec.job_id, spec.fingerprint, spec.owner)
             if existing is not None:
                 return existing, True
             self._check_capacity(spec.input_bytes)
@@ -231,7 +101,7 @@ class JobQueue:
         watched, cancelled and listed like the others but never taken by the executor. Returns (job,
         duplicate) as ``submit`` does."""
         with self._cond:
-            existing = self.known(spec.job_id, spec.fingerprint)
+            existing = self.known(spec.job_id, spec.fingerprint, spec.owner)
             if existing is not None:
                 return existing, True
             if self._closed:
@@ -248,8 +118,10 @@ class JobQueue:
 
     # -- the executor's side -----------------------------------------------------------------------
     def next(self, timeout: float | None = None) -> Job | None:
-        """The next job to run (marked running), or None after ``timeout`` or once closed and empty."""
+        """The next job to run (marked running), or None after ``timeout`` or once closed and empty.
+        An idle executor calls this every ``timeout`` s, which also lets expired results go."""
         with self._cond:
+            self._prune()
             if not self._waiting and not self._closed:
                 self._cond.wait(timeout)
             if not self._waiting:
@@ -306,19 +178,21 @@ class JobQueue:
             self._prune()
 
     # -- clients' side -----------------------------------------------------------------------------
-    def get(self, job_id: str) -> Job:
+    def get(self, job_id: str, owner: str | None = None) -> Job:
+        """The job with this id; ``owner`` (a client id; None = anyone's) must have submitted it. Another
+        client's job is reported as unknown, as if it did not exist."""
         with self._cond:
             self._prune()
             job = self._jobs.get(job_id)
-        if job is None:
-            raise UnknownJob(f"the daemon has no job '{job_id}' (finished jobs are forgotten after a while, "
-                             "and all jobs when the daemon restarts).")
+        if job is None or (owner is not None and job.spec.owner != owner):
+            raise UnknownJob(f"the daemon has no job {quoted(job_id)} (finished jobs are forgotten after a "
+                             "while, and all jobs when the daemon restarts).")
         return job
 
-    def cancel(self, job_id: str, reason: str = "The job was cancelled.") -> State:
+    def cancel(self, job_id: str, reason: str = "The job was cancelled.", owner: str | None = None) -> State:
         """Cancel a job; returns its state when the cancel arrived. Finished jobs stay as they are."""
         with self._cond:
-            job = self.get(job_id)
+            job = self.get(job_id, owner)
             state = job.state
             if state in FINISHED:
                 return state
@@ -349,13 +223,15 @@ class JobQueue:
     def closed(self) -> bool:
         return self._closed is not None
 
-    def jobs(self, include_finished: bool = False) -> list[Job]:
-        """Running and paused first, then waiting in run order, then (optionally) finished, newest first."""
+    def jobs(self, include_finished: bool = False, owner: str | None = None) -> list[Job]:
+        """Running and paused first, then waiting in run order, then (optionally) finished, newest first;
+        only ``owner``'s jobs unless it is None."""
         with self._cond:
             self._prune()
             active = [j for j in self._jobs.values() if j.state in ACTIVE]
             done = [j for j in self._jobs.values() if j.finished] if include_finished else []
-            return active + list(self._waiting) + sorted(done, key=lambda j: -(j.finished_at or 0))
+            listed = active + list(self._waiting) + sorted(done, key=lambda j: -(j.finished_at or 0))
+            return [j for j in listed if owner is None or j.spec.owner == owner]
 
     def active_count(self) -> int:
         with self._cond:

@@ -19,6 +19,8 @@ import grpc
 
 from pipeline.files import write_atomic
 
+from .callers import Throttled
+
 log = logging.getLogger("dermis.daemon")
 
 HEADER = "authorization"
@@ -37,6 +39,7 @@ def write_private(path: Path, text: str) -> None:
 class TokenInterceptor(grpc.ServerInterceptor):
     def __init__(self, token: str) -> None:
         self._expected = f"Bearer {token}".encode()
+        self._refusals = Throttled(log)  # a client in a retry loop must not fill the log
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
@@ -44,7 +47,7 @@ class TokenInterceptor(grpc.ServerInterceptor):
         if hmac.compare_digest(given.encode() if isinstance(given, str) else given, self._expected):
             return handler
         reason = "no token" if not given else "a wrong token"
-        log.warning("refused %s: %s", details.method, reason)
+        self._refusals.log(logging.WARNING, reason, "refused %s: %s", details.method[:80], reason)
         if handler is None:  # unknown method: let gRPC say UNIMPLEMENTED only to authenticated callers
             handler = grpc.unary_unary_rpc_method_handler(lambda req, ctx: None)
         return _refusing(handler, f"The Dermis daemon needs its token ({reason} was sent): clients read "

@@ -31,8 +31,9 @@ def model_file(f: CatalogueFile, *, action: str = "", path: str = "", note: str 
                         supported=f.supported, is_default=f.is_default)
 
 
-def fetch_models(request: Any, fetcher: ModelFetcher | None) -> Any:
-    """The FetchModels reply: the plan, and the job id unless it is a dry run."""
+def fetch_models(request: Any, fetcher: ModelFetcher | None, owner: str) -> Any:
+    """The FetchModels reply: the plan, and the job id unless it is a dry run; the job is ``owner``'s
+    (a client id, daemon/server/callers.py)."""
     if fetcher is None:
         raise InvalidParameter("this daemon does not download models.")
     if request.job_id:
@@ -40,6 +41,7 @@ def fetch_models(request: Any, fetcher: ModelFetcher | None) -> Any:
     spec = FetchSpec(preset=request.preset, roles=tuple(request.roles), variant=request.variant,
                      accept_licences=request.accept_licences, client_name=request.client_name[:64],
                      fingerprint=hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest(),
+                     owner=owner,
                      **({"job_id": request.job_id} if request.job_id else {}))
     rows, plan = fetcher.plan(spec)
     files = []

@@ -33,7 +33,9 @@ from ..jobs.residency import Residency, default_budget
 from ..watch.service import WatchService
 from . import auth, runtime
 from .info import device_text
-from .servicer import DermisServicer, add_to_server
+from .servicer import CallLimits, DermisServicer, add_to_server
+from .shm import SharedMemoryDir
+from .upload import STALL_S
 
 log = logging.getLogger("dermis.daemon")
 
@@ -53,8 +55,12 @@ class ServerConfig:
     max_queue: int = 32  # jobs waiting at once
     max_queue_bytes: int = 8 << 30  # bytes of waiting images
     max_upload_bytes: int = 2 << 30  # bytes of uploads in flight at once
-    max_workers: int = 64  # gRPC handler threads (every open Watch holds one)
-    max_rpcs: int = 60  # calls at once; more get RESOURCE_EXHAUSTED
+    max_workers: int = 72  # gRPC handler threads (every open Watch or upload holds one)
+    max_watches: int = 40  # open Watch streams; the threads left over serve the short calls (Cancel...)
+    max_uploads: int = 16  # Submit streams receiving at once (more: RESOURCE_EXHAUSTED, retried by clients)
+    max_rpcs: int = 100  # calls at once, waiting for a thread included; more get RESOURCE_EXHAUSTED
+    upload_stall_s: float = STALL_S  # s an upload may send nothing before it is dropped
+    shared_memory: bool = True  # offer shared-memory transfers to clients on this machine (Linux)
     result_ttl: float = 900.0  # s a finished job's result stays fetchable
     shutdown_grace: float = 30.0  # s the running job gets to finish on stop()
 
@@ -75,6 +81,7 @@ class Daemon:
     socket_path: Path | None = None
     warnings: list[str] = field(default_factory=list)
     watch: WatchService | None = None  # the config's [[watch]] folders
+    shared_memory: SharedMemoryDir | None = None
     fetcher: ModelFetcher | None = None  # FetchModels jobs (model downloads)
     _stopped: bool = False
 
@@ -98,6 +105,8 @@ class Daemon:
                 self.token_file.unlink(missing_ok=True)
         if self.socket_path is not None:
             self.socket_path.unlink(missing_ok=True)
+        if self.shared_memory is not None:
+            self.shared_memory.close()
         if self.lock is not None:
             self.lock.release()
         log.info("daemon stopped")
@@ -116,7 +125,11 @@ def start_server(config: ServerConfig) -> tuple[grpc.Server, Daemon]:
             f"WARNING: listening on {listen.target}, reachable from other machines. Only the token protects "
             "the daemon, and it travels unencrypted; use this on a trusted network only.")
     device = select_device(config.device or config.pipeline.device)
+    if config.max_watches + config.max_uploads >= config.max_workers:
+        raise InvalidParameter(f"max_watches + max_uploads ({config.max_watches} + {config.max_uploads}) must "
+                               f"leave some of the {config.max_workers} server threads for other calls.")
     lock = None
+    shared_memory = None
     if config.runtime_file is not None:
         lock = runtime.DaemonLock(config.runtime_file)
         lock.acquire()
@@ -143,8 +156,12 @@ def start_server(config: ServerConfig) -> tuple[grpc.Server, Daemon]:
             ],
             maximum_concurrent_rpcs=config.max_rpcs,
         )
-        servicer = DermisServicer(queue, executor, residency, config.pipeline, device,
-                                  max_upload_bytes=config.max_upload_bytes, watch=watch, fetcher=fetcher)
+        shared_memory = SharedMemoryDir.create() if config.shared_memory else None
+        servicer = DermisServicer(
+            queue, executor, residency, config.pipeline, device, max_upload_bytes=config.max_upload_bytes,
+            watch=watch, fetcher=fetcher, shared_memory=shared_memory,
+            limits=CallLimits(watches=config.max_watches, uploads=config.max_uploads,
+                              stall_s=config.upload_stall_s))
         add_to_server(servicer, server)
         health_servicer = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -167,6 +184,8 @@ def start_server(config: ServerConfig) -> tuple[grpc.Server, Daemon]:
             auth.write_private(token_file, token + "\n")
             runtime.write_runtime(config.runtime_file, address, token_file, pipeline.__version__)
     except BaseException:
+        if shared_memory is not None:
+            shared_memory.close()
         if lock is not None:
             lock.release()
         raise
@@ -176,7 +195,7 @@ def start_server(config: ServerConfig) -> tuple[grpc.Server, Daemon]:
     daemon = Daemon(server, address, token, device_text(*device)[0], queue, executor, residency,
                     health_servicer, config,
                     token_file=token_file, lock=lock, socket_path=listen.socket_path, warnings=warnings,
-                    watch=watch, fetcher=fetcher)
+                    watch=watch, fetcher=fetcher, shared_memory=shared_memory)
     return server, daemon
 
 

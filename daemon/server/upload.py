@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline import Config, ImageTooLarge, InvalidParameter
+from pipeline.errors import quoted
 from proto.bulk import RawChunk
 
 from ..errors import BadUpload, QueueFull
 
 MAX_CHUNK_BYTES = 1 << 20  # 1 MiB, as the proto says
+STALL_S = 30.0  # s an upload may send nothing before the daemon drops it
 MAX_SIDE = 65_535  # px: beyond what any editor or codec handles
 JOB_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 BLOB_IMAGE, BLOB_MASK = 1, 2  # dermis.v1.Blob values
@@ -40,7 +43,7 @@ class PixelLayout:
 
 def check_job_id(job_id: str) -> None:
     if not JOB_ID.fullmatch(job_id):
-        raise InvalidParameter(f"job_id {job_id[:80]!r} is not valid: use 1-64 characters from "
+        raise InvalidParameter(f"job_id {quoted(job_id)} is not valid: use 1-64 characters from "
                                "A-Z a-z 0-9 . _ : - (a uuid4 is fine).")
 
 
@@ -90,15 +93,18 @@ class UploadBudget:
 
 
 def receive(header: Any, layout: PixelLayout, messages: Iterator[Any]) -> tuple[bytearray, bytearray | None]:
-    """Read the chunk messages after the header into (image bytes, mask bytes or None)."""
+    """Read the chunk messages after the header into (image bytes, mask bytes or None).
+
+    The buffers grow as the chunks arrive (they come in order without gaps, so each one is appended):
+    a client that announces 512 MiB and sends nothing costs nothing (a stalled upload is ended by
+    ``StallWatch``)."""
     sizes = {BLOB_IMAGE: layout.nbytes}
     crcs = {BLOB_IMAGE: header.image_crc32}
     if header.has_mask:
         sizes[BLOB_MASK] = layout.width * layout.height
         crcs[BLOB_MASK] = header.mask_crc32
     names = {BLOB_IMAGE: "image", BLOB_MASK: "mask"}
-    bufs = {blob: bytearray(n) for blob, n in sizes.items()}
-    got = dict.fromkeys(sizes, 0)
+    bufs = {blob: bytearray() for blob in sizes}
     running = dict.fromkeys(sizes, 0)  # CRC-32 as the bytes arrive
     for c in messages:  # proto.bulk.RawChunk: blob, offset, data (a memoryview)
         if not isinstance(c, RawChunk):
@@ -109,20 +115,81 @@ def receive(header: Any, layout: PixelLayout, messages: Iterator[Any]) -> tuple[
         n = len(c.data)
         if n == 0 or n > MAX_CHUNK_BYTES:
             raise BadUpload(f"chunks carry 1 to {MAX_CHUNK_BYTES:,} bytes, not {n:,}.")
-        name = names[c.blob]
-        if c.offset != got[c.blob]:
-            raise BadUpload(f"{name} chunk at byte {c.offset:,}, expected byte {got[c.blob]:,}: chunks must "
+        name, buf = names[c.blob], bufs[c.blob]
+        if c.offset != len(buf):
+            raise BadUpload(f"{name} chunk at byte {c.offset:,}, expected byte {len(buf):,}: chunks must "
                             "come in order without gaps.")
-        if got[c.blob] + n > sizes[c.blob]:
+        if len(buf) + n > sizes[c.blob]:
             raise BadUpload(f"the {name} chunks add up to more than the {sizes[c.blob]:,} bytes announced.")
-        bufs[c.blob][c.offset:c.offset + n] = c.data
+        buf += c.data
         running[c.blob] = zlib.crc32(c.data, running[c.blob])
-        got[c.blob] += n
     for blob, size in sizes.items():
-        if got[blob] != size:
-            raise BadUpload(f"the upload ended after {got[blob]:,} of {size:,} {names[blob]} bytes: "
+        if len(bufs[blob]) != size:
+            raise BadUpload(f"the upload ended after {len(bufs[blob]):,} of {size:,} {names[blob]} bytes: "
                             "chunks are missing.")
         if running[blob] & 0xFFFFFFFF != crcs[blob]:
             raise BadUpload(f"the {names[blob]} checksum does not match (CRC-32 {running[blob]:08x}, header "
                             f"says {crcs[blob]:08x}): the data was damaged on the way.")
     return bufs[BLOB_IMAGE], bufs.get(BLOB_MASK)
+
+
+# ------------------------------------------------------------------------------------ stalled uploads
+
+
+class Stall:
+    """One upload under watch: when it last sent something, and what ends it."""
+
+    def __init__(self, end: Callable[[], None]) -> None:
+        self.end = end
+        self.last = time.monotonic()
+        self.fired = False
+
+    def touch(self) -> None:
+        self.last = time.monotonic()
+
+
+class StallWatch:
+    """Drops uploads that stopped sending: one thread for the whole daemon.
+
+    gRPC's threaded server blocks a Submit handler in its request iterator until the next message
+    comes, with no timeout of its own, so a client that sends a header and then nothing would hold a
+    handler thread and its reserved upload budget for ever. Each upload is ``track``ed and touched on
+    every message (``touching``); one that stays quiet for ``stall_s`` seconds has its ``end`` called.
+    """
+
+    def __init__(self, stall_s: float = STALL_S) -> None:
+        self.stall_s = stall_s
+        self._lock = threading.Lock()
+        self._active: set[Stall] = set()
+        self._thread: threading.Thread | None = None
+
+    def track(self, end: Callable[[], None]) -> Stall:
+        stall = Stall(end)
+        with self._lock:
+            self._active.add(stall)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="dermis-upload-stalls", daemon=True)
+                self._thread.start()
+        return stall
+
+    def untrack(self, stall: Stall) -> None:
+        with self._lock:
+            self._active.discard(stall)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(min(1.0, self.stall_s / 4))
+            now = time.monotonic()
+            with self._lock:
+                quiet = [s for s in self._active if not s.fired and now - s.last >= self.stall_s]
+                for s in quiet:
+                    s.fired = True
+            for s in quiet:
+                s.end()
+
+
+def touching(messages: Iterator[Any], stall: Stall) -> Iterator[Any]:
+    """The upload's messages, each one noted by its Stall as it arrives."""
+    for m in messages:
+        stall.touch()
+        yield m

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,7 @@ PRIORITY_PB = {Priority.EDITOR: pb.PRIORITY_EDITOR, Priority.BATCH: pb.PRIORITY_
 CONTENT = {pb.RESULT_CONTENT_UNSPECIFIED: "normal", pb.RESULT_CONTENT_NORMAL: "normal",
            pb.RESULT_CONTENT_DETAIL: "detail"}
 CONTENT_PB = {"normal": pb.RESULT_CONTENT_NORMAL, "detail": pb.RESULT_CONTENT_DETAIL}
+Buffer = bytearray | memoryview  # received chunks, or a mapped shared-memory file (read-only)
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,11 @@ class JobPlan:
 
 
 def fingerprint(header: Any) -> str:
-    """Same header (hence same pixels, by their CRC) = same request, for idempotent resubmits."""
+    """Same header (hence same pixels, by their CRC) = same request, for idempotent resubmits. How the
+    pixels travel (a shared-memory file's id) is not part of the request."""
+    if header.shared_memory_id:
+        header = type(header).FromString(header.SerializeToString())
+        header.shared_memory_id = ""
     return hashlib.sha256(header.SerializeToString(deterministic=True)).hexdigest()
 
 
@@ -86,9 +91,10 @@ def plan(header: Any, layout: PixelLayout, config: Config) -> JobPlan:
     return JobPlan(recipe, seed, region, output, priority, CONTENT[header.content], sigma)
 
 
-def job_spec(header: Any, job_id: str, layout: PixelLayout, job: JobPlan, image_buf: bytearray,
-             mask_buf: bytearray | None) -> JobSpec:
-    """The queued job. Pixels are decoded on the executor thread, so Submit answers quickly."""
+def job_spec(header: Any, job_id: str, layout: PixelLayout, job: JobPlan, image_buf: Buffer,
+             mask_buf: Buffer | None, result_file: Callable[[int], Any] | None = None) -> JobSpec:
+    """The queued job. Pixels are decoded on the executor thread, so Submit answers quickly; the
+    result goes into ``result_file(nbytes)`` when given (shm.SharedMemoryDir.result_file)."""
     icc = bytes(header.icc_profile) or None
     return JobSpec(
         recipe=job.recipe,
@@ -104,17 +110,17 @@ def job_spec(header: Any, job_id: str, layout: PixelLayout, job: JobPlan, image_
         job_id=job_id,
         fingerprint=fingerprint(header),
         input_bytes=len(image_buf) + (len(mask_buf) if mask_buf is not None else 0),
-        finish=to_raw,
+        finish=lambda result: to_raw(result, result_file),
     )
 
 
-def raw_image(buf: bytearray, layout: PixelLayout, icc: bytes | None) -> pipeline.Image:
+def raw_image(buf: Buffer, layout: PixelLayout, icc: bytes | None) -> pipeline.Image:
     wire, native = (np.uint8, np.uint8) if layout.bit_depth == 8 else (np.dtype("<u2"), np.uint16)
     arr = np.frombuffer(buf, dtype=wire).astype(native, copy=False)  # no copy on little-endian hosts
     return images.from_array(arr.reshape(layout.height, layout.width, layout.channels), icc_profile=icc)
 
 
-def raw_mask(buf: bytearray, layout: PixelLayout) -> np.ndarray:
+def raw_mask(buf: Buffer, layout: PixelLayout) -> np.ndarray:
     """width*height uint8 -> the pipeline's float32 0..1 selection plane."""
     plane = np.frombuffer(buf, dtype=np.uint8).reshape(layout.height, layout.width, 1)
     return images.from_array(plane).rgb[..., 0].copy()
@@ -127,7 +133,7 @@ def raw_mask(buf: bytearray, layout: PixelLayout) -> np.ndarray:
 class RawResult:
     """A finished job's result as it goes on the wire (built on the executor thread)."""
 
-    pixels: bytes
+    pixels: Any  # bytes, or the mapping of ``file``
     layout: PixelLayout
     offset: tuple[int, int]
     canvas: tuple[int, int]
@@ -138,6 +144,7 @@ class RawResult:
     messages: tuple[str, ...]
     stage_seconds: dict[str, float] = field(default_factory=dict)
     crc32: int = 0
+    file: Any = None  # the shm.ResultFile holding the pixels, when there is one
     content: str = "normal"
 
     @property
@@ -145,10 +152,15 @@ class RawResult:
         return len(self.pixels)
 
 
-def to_raw(result: pipeline.RunResult) -> RawResult:
+def to_raw(result: pipeline.RunResult, result_file: Callable[[int], Any] | None = None) -> RawResult:
     arr = images.to_array(result.image)
     wire = np.uint8 if arr.dtype == np.uint8 else np.dtype("<u2")
-    pixels = np.ascontiguousarray(arr.astype(wire, copy=False)).tobytes()
+    file = result_file(arr.size * np.dtype(wire).itemsize) if result_file is not None else None
+    if file is not None:  # straight into the shared-memory file: no copy when a client takes it
+        np.frombuffer(file.map, dtype=wire).reshape(arr.shape)[...] = arr
+        pixels = file.map
+    else:
+        pixels = np.ascontiguousarray(arr.astype(wire, copy=False)).tobytes()
     h, w = arr.shape[:2]
     return RawResult(
         pixels=pixels,
@@ -163,18 +175,19 @@ def to_raw(result: pipeline.RunResult) -> RawResult:
         stage_seconds=dict(result.timings),
         crc32=zlib.crc32(pixels) & 0xFFFFFFFF,
         content=result.content,
+        file=file,
     )
 
 
-def result_events(job_id: str, seq: int, raw: RawResult | FetchSummary) -> Iterator[Any]:
-    """The result pixels in <= 1 MiB chunks, then Done, all with the done event's seq (a model download
-    has no pixels: only Done, with its notes)."""
+def result_events(job_id: str, seq: int, raw: RawResult | FetchSummary, shared_memory_id: str = "") -> Iterator[Any]:
+    """The result pixels in <= 1 MiB chunks (none when they wait in a shared-memory file), then Done,
+    all with the done event's seq (a model download has no pixels: only Done, with its notes)."""
     if isinstance(raw, FetchSummary):
         yield pb.JobEvent(job_id=job_id, seq=seq, done=pb.Done(result=pb.ResultInfo(
             preset=raw.preset, messages=list(raw.messages))))
         return
     view = memoryview(raw.pixels)
-    for offset in range(0, len(view), MAX_CHUNK_BYTES):  # pre-encoded: one copy of the pixels
+    for offset in range(0, 0 if shared_memory_id else len(view), MAX_CHUNK_BYTES):  # pre-encoded: one copy
         yield bulk.encode_result_chunk(job_id, seq, offset, view[offset:offset + MAX_CHUNK_BYTES])
     info = pb.ResultInfo(
         format=pb.PixelFormat(width=raw.layout.width, height=raw.layout.height,
@@ -182,7 +195,8 @@ def result_events(job_id: str, seq: int, raw: RawResult | FetchSummary) -> Itera
         bytes=len(raw.pixels), crc32=raw.crc32, offset_x=raw.offset[0], offset_y=raw.offset[1],
         canvas_width=raw.canvas[0], canvas_height=raw.canvas[1], layer_name=raw.layer_name,
         preset=raw.preset, seed=raw.seed, icc_profile=raw.icc_profile or b"",
-        messages=list(raw.messages), stage_seconds=raw.stage_seconds, content=CONTENT_PB[raw.content],
+        messages=list(raw.messages), stage_seconds=raw.stage_seconds, shared_memory_id=shared_memory_id,
+        content=CONTENT_PB[raw.content],
     )
     yield pb.JobEvent(job_id=job_id, seq=seq, done=pb.Done(result=info))
 

@@ -24,6 +24,7 @@ class Image:
     bit_depth: int = 8  # 8 or 16: precision of the source, kept on output where the format allows
     mode: str = "RGB"  # colour model of the source: RGB, RGBA, L or LA
     icc_profile: bytes | None = None
+    notes: tuple[str, ...] = ()  # what decoding changed (a CMYK file converted, a TIFF's first page)
 
     @property
     def height(self) -> int:

@@ -22,9 +22,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InvalidParameter, MissingWeights, MissingWeightsGroup, StageUnavailable
+from ..errors import InvalidParameter, MissingWeights, MissingWeightsGroup, StageUnavailable, quoted
 from ..models.weights import WeightLocator
 from ..recipes import Recipe, StageSpec
+
+INT_LIMIT = 2**31  # integer parameters are counts and sizes: anything beyond is a typo or an attack
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ def make_params(module: types.ModuleType, raw: Mapping[str, Any], stage_id: str)
     unknown = sorted(set(raw) - names)
     if unknown:
         raise InvalidParameter(
-            f"stage '{stage_id}' has no parameter {', '.join(map(repr, unknown))}; "
+            f"stage '{stage_id}' has no parameter {', '.join(quoted(u) for u in unknown[:5])}; "
             f"its parameters are: {', '.join(sorted(names))}."
         )
     values = {k: coerce(v, hints[k], f"{stage_id}.{k}") for k, v in raw.items()}
@@ -99,19 +101,19 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
                 return coerce(value, a, key)
             except InvalidParameter as e:
                 errors.append(str(e))
-        raise InvalidParameter(errors[0] if errors else f"'{key}': invalid value {value!r}.")
+        raise InvalidParameter(errors[0] if errors else f"'{key}': invalid value {quoted(value)}.")
     if origin is typing.Literal:
         for a in args:
             if value == a or str(value).strip() == str(a):
                 return a
-        raise InvalidParameter(f"'{key}' must be one of {', '.join(map(str, args))}, not {value!r}.")
+        raise InvalidParameter(f"'{key}' must be one of {', '.join(map(str, args))}, not {quoted(value)}.")
     if origin is tuple:
         items = value if isinstance(value, (list, tuple)) else [v for v in str(value).split(",") if v.strip()]
         elem = args[0] if args else str
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(coerce(v, elem, key) for v in items)
         if args and len(items) != len(args):
-            raise InvalidParameter(f"'{key}' needs {len(args)} comma-separated values, not {value!r}.")
+            raise InvalidParameter(f"'{key}' needs {len(args)} comma-separated values, not {quoted(value)}.")
         return tuple(coerce(v, a, key) for v, a in zip(items, args or [str] * len(items), strict=True))
     if hint is bool:
         if isinstance(value, bool):
@@ -121,18 +123,20 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
             return True
         if low in ("0", "false", "no", "off"):
             return False
-        raise InvalidParameter(f"'{key}' must be true or false, not {value!r}.")
+        raise InvalidParameter(f"'{key}' must be true or false, not {quoted(value)}.")
     if hint in (int, float):
         if isinstance(value, bool):
-            raise InvalidParameter(f"'{key}' must be a number, not {value!r}.")
+            raise InvalidParameter(f"'{key}' must be a number, not {quoted(value)}.")
         try:
             num = hint(value) if not isinstance(value, str) else hint(value.strip())
-        except ValueError:
-            raise InvalidParameter(f"'{key}' must be {'an integer' if hint is int else 'a number'}, not {value!r}.") from None
+        except (ValueError, OverflowError):
+            raise InvalidParameter(f"'{key}' must be {'an integer' if hint is int else 'a number'}, not {quoted(value)}.") from None
         if hint is int and isinstance(value, float) and not value.is_integer():
-            raise InvalidParameter(f"'{key}' must be an integer, not {value!r}.")
+            raise InvalidParameter(f"'{key}' must be an integer, not {quoted(value)}.")
         if hint is float and not (num == num and abs(num) != float("inf")):
-            raise InvalidParameter(f"'{key}' must be a finite number, not {value!r}.")
+            raise InvalidParameter(f"'{key}' must be a finite number, not {quoted(value)}.")
+        if hint is int and not -INT_LIMIT <= num < INT_LIMIT:
+            raise InvalidParameter(f"'{key}' must be an integer between -2^31 and 2^31-1, not {quoted(value)}.")
         return num
     if hint is str:
         return str(value)

@@ -54,8 +54,8 @@ class Params:
             v = getattr(self, name)
             if not lo <= v <= hi:
                 raise InvalidParameter(f"face_restore.{name} must be between {lo} and {hi}, not {v}.")
-        if self.max_faces < 0 or self.min_face < 0:
-            raise InvalidParameter("face_restore.max_faces and min_face must not be negative.")
+        if not (0 <= self.max_faces <= 1000 and 0 <= self.min_face <= 65535):
+            raise InvalidParameter("face_restore.max_faces must be 0-1000 (0 = all) and min_face 0-65535 px.")
         if self.detect_size != 0 and not 64 <= self.detect_size <= 4096:
             raise InvalidParameter(
                 f"face_restore.detect_size must be 0 (as is) or 64..4096 px, not {self.detect_size}.")

@@ -99,8 +99,10 @@ class Params:
             bad(f"tile must be a multiple of 16 and at least twice the overlap, not {self.tile}.")
         if self.vae_tile % 64 or self.vae_tile < 256:
             bad(f"vae_tile must be a multiple of 64 of at least 256, not {self.vae_tile}.")
-        if self.rows < 0 or self.cols < 0 or self.tile_batch < 1:
-            bad("rows and cols must be >= 0 (0 = automatic) and tile_batch >= 1.")
+        if not (0 <= self.rows <= 64 and 0 <= self.cols <= 64 and 1 <= self.tile_batch <= 64):
+            bad("rows and cols must be 0-64 (0 = automatic) and tile_batch 1-64.")
+        if self.tile > 8192 or self.vae_tile > 8192:
+            bad("tile and vae_tile must be at most 8192 px.")
         if not 0 < self.resample <= 8 or not 0 <= self.shift_mu <= 5:
             bad("resample must be in (0, 8] and shift_mu in [0, 5].")
         if not 1 <= self.max_sequence_length <= 512:

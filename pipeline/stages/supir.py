@@ -87,8 +87,10 @@ class Params:
                 raise InvalidParameter(f"supir.{name} must be between 0 and 30.")
         if not (0 <= self.control <= 2 and 0 <= self.control_start <= 2):
             raise InvalidParameter("supir.control and control_start must be between 0 and 2.")
-        if self.s_churn < 0 or self.eta < 0 or self.tile_batch < 0:
-            raise InvalidParameter("supir.s_churn, eta and tile_batch must not be negative.")
+        if not (0 <= self.s_churn <= 100 and 0 <= self.eta <= 10 and 0 <= self.tile_batch <= 64):
+            raise InvalidParameter("supir.s_churn must be 0-100, eta 0-10 and tile_batch 0-64.")
+        if self.tile > 1024 or self.vae_tile > 8192:
+            raise InvalidParameter("supir.tile must be at most 1024 (latent, x8 px) and vae_tile at most 8192.")
 
 
 def weights(params: Params) -> list[str]:

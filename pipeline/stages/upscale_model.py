@@ -40,8 +40,8 @@ class Params:
     def validate(self) -> None:
         if self.tile < 32 or not 0 <= self.overlap < self.tile // 2:
             raise InvalidParameter("upscale_model: tile must be >= 32 and overlap < tile / 2.")
-        if self.batch < 1:
-            raise InvalidParameter("upscale_model.batch must be at least 1.")
+        if self.tile > 8192 or not 1 <= self.batch <= 64:
+            raise InvalidParameter("upscale_model: tile must be at most 8192 and batch 1-64.")
         if not 0 <= self.blend <= 1:
             raise InvalidParameter("upscale_model.blend must be between 0 and 1.")
 

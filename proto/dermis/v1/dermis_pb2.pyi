@@ -96,7 +96,7 @@ class Region(_message.Message):
     def __init__(self, x: _Optional[int] = ..., y: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
 
 class JobHeader(_message.Message):
-    __slots__ = ("job_id", "preset", "scale", "seed", "overrides", "region", "output", "priority", "client_name", "image", "image_bytes", "image_crc32", "icc_profile", "has_mask", "mask_crc32", "content", "detail_sigma")
+    __slots__ = ("job_id", "preset", "scale", "seed", "overrides", "region", "output", "priority", "client_name", "image", "image_bytes", "image_crc32", "icc_profile", "has_mask", "mask_crc32", "content", "detail_sigma", "shared_memory_id")
     class OverridesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +121,7 @@ class JobHeader(_message.Message):
     MASK_CRC32_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
     DETAIL_SIGMA_FIELD_NUMBER: _ClassVar[int]
+    SHARED_MEMORY_ID_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     preset: str
     scale: float
@@ -138,7 +139,8 @@ class JobHeader(_message.Message):
     mask_crc32: int
     content: ResultContent
     detail_sigma: float
-    def __init__(self, job_id: _Optional[str] = ..., preset: _Optional[str] = ..., scale: _Optional[float] = ..., seed: _Optional[int] = ..., overrides: _Optional[_Mapping[str, str]] = ..., region: _Optional[_Union[Region, _Mapping]] = ..., output: _Optional[_Union[OutputMode, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., client_name: _Optional[str] = ..., image: _Optional[_Union[PixelFormat, _Mapping]] = ..., image_bytes: _Optional[int] = ..., image_crc32: _Optional[int] = ..., icc_profile: _Optional[bytes] = ..., has_mask: _Optional[bool] = ..., mask_crc32: _Optional[int] = ..., content: _Optional[_Union[ResultContent, str]] = ..., detail_sigma: _Optional[float] = ...) -> None: ...
+    shared_memory_id: str
+    def __init__(self, job_id: _Optional[str] = ..., preset: _Optional[str] = ..., scale: _Optional[float] = ..., seed: _Optional[int] = ..., overrides: _Optional[_Mapping[str, str]] = ..., region: _Optional[_Union[Region, _Mapping]] = ..., output: _Optional[_Union[OutputMode, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., client_name: _Optional[str] = ..., image: _Optional[_Union[PixelFormat, _Mapping]] = ..., image_bytes: _Optional[int] = ..., image_crc32: _Optional[int] = ..., icc_profile: _Optional[bytes] = ..., has_mask: _Optional[bool] = ..., mask_crc32: _Optional[int] = ..., content: _Optional[_Union[ResultContent, str]] = ..., detail_sigma: _Optional[float] = ..., shared_memory_id: _Optional[str] = ...) -> None: ...
 
 class Chunk(_message.Message):
     __slots__ = ("blob", "offset", "data")
@@ -169,12 +171,14 @@ class SubmitReply(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., position: _Optional[int] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
-    __slots__ = ("job_id", "after_seq")
+    __slots__ = ("job_id", "after_seq", "result_in_shared_memory")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    RESULT_IN_SHARED_MEMORY_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     after_seq: int
-    def __init__(self, job_id: _Optional[str] = ..., after_seq: _Optional[int] = ...) -> None: ...
+    result_in_shared_memory: bool
+    def __init__(self, job_id: _Optional[str] = ..., after_seq: _Optional[int] = ..., result_in_shared_memory: _Optional[bool] = ...) -> None: ...
 
 class JobEvent(_message.Message):
     __slots__ = ("job_id", "seq", "queued", "started", "stage", "progress", "preview", "message", "result_chunk", "done", "error", "cancelled")
@@ -283,7 +287,7 @@ class Done(_message.Message):
     def __init__(self, result: _Optional[_Union[ResultInfo, _Mapping]] = ...) -> None: ...
 
 class ResultInfo(_message.Message):
-    __slots__ = ("format", "bytes", "crc32", "offset_x", "offset_y", "canvas_width", "canvas_height", "layer_name", "preset", "seed", "icc_profile", "messages", "stage_seconds", "content")
+    __slots__ = ("format", "bytes", "crc32", "offset_x", "offset_y", "canvas_width", "canvas_height", "layer_name", "preset", "seed", "icc_profile", "messages", "stage_seconds", "content", "shared_memory_id")
     class StageSecondsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -305,6 +309,7 @@ class ResultInfo(_message.Message):
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     STAGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
+    SHARED_MEMORY_ID_FIELD_NUMBER: _ClassVar[int]
     format: PixelFormat
     bytes: int
     crc32: int
@@ -319,7 +324,8 @@ class ResultInfo(_message.Message):
     messages: _containers.RepeatedScalarFieldContainer[str]
     stage_seconds: _containers.ScalarMap[str, float]
     content: ResultContent
-    def __init__(self, format: _Optional[_Union[PixelFormat, _Mapping]] = ..., bytes: _Optional[int] = ..., crc32: _Optional[int] = ..., offset_x: _Optional[int] = ..., offset_y: _Optional[int] = ..., canvas_width: _Optional[int] = ..., canvas_height: _Optional[int] = ..., layer_name: _Optional[str] = ..., preset: _Optional[str] = ..., seed: _Optional[int] = ..., icc_profile: _Optional[bytes] = ..., messages: _Optional[_Iterable[str]] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ..., content: _Optional[_Union[ResultContent, str]] = ...) -> None: ...
+    shared_memory_id: str
+    def __init__(self, format: _Optional[_Union[PixelFormat, _Mapping]] = ..., bytes: _Optional[int] = ..., crc32: _Optional[int] = ..., offset_x: _Optional[int] = ..., offset_y: _Optional[int] = ..., canvas_width: _Optional[int] = ..., canvas_height: _Optional[int] = ..., layer_name: _Optional[str] = ..., preset: _Optional[str] = ..., seed: _Optional[int] = ..., icc_profile: _Optional[bytes] = ..., messages: _Optional[_Iterable[str]] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ..., content: _Optional[_Union[ResultContent, str]] = ..., shared_memory_id: _Optional[str] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("code", "message", "stage")
@@ -434,7 +440,7 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ServerInfo(_message.Message):
-    __slots__ = ("version", "api_version", "device", "vram_free", "vram_total", "default_preset", "presets", "weights", "queue_length", "loaded_models", "model_budget", "limits", "capabilities", "catalogue")
+    __slots__ = ("version", "api_version", "device", "vram_free", "vram_total", "default_preset", "presets", "weights", "queue_length", "loaded_models", "model_budget", "limits", "capabilities", "catalogue", "shared_memory_dir")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     API_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
@@ -449,6 +455,7 @@ class ServerInfo(_message.Message):
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     CATALOGUE_FIELD_NUMBER: _ClassVar[int]
+    SHARED_MEMORY_DIR_FIELD_NUMBER: _ClassVar[int]
     version: str
     api_version: int
     device: str
@@ -463,7 +470,8 @@ class ServerInfo(_message.Message):
     limits: Limits
     capabilities: _containers.RepeatedScalarFieldContainer[str]
     catalogue: _containers.RepeatedCompositeFieldContainer[ModelFile]
-    def __init__(self, version: _Optional[str] = ..., api_version: _Optional[int] = ..., device: _Optional[str] = ..., vram_free: _Optional[int] = ..., vram_total: _Optional[int] = ..., default_preset: _Optional[str] = ..., presets: _Optional[_Iterable[_Union[PresetInfo, _Mapping]]] = ..., weights: _Optional[_Iterable[_Union[WeightInfo, _Mapping]]] = ..., queue_length: _Optional[int] = ..., loaded_models: _Optional[_Iterable[_Union[LoadedModel, _Mapping]]] = ..., model_budget: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., capabilities: _Optional[_Iterable[str]] = ..., catalogue: _Optional[_Iterable[_Union[ModelFile, _Mapping]]] = ...) -> None: ...
+    shared_memory_dir: str
+    def __init__(self, version: _Optional[str] = ..., api_version: _Optional[int] = ..., device: _Optional[str] = ..., vram_free: _Optional[int] = ..., vram_total: _Optional[int] = ..., default_preset: _Optional[str] = ..., presets: _Optional[_Iterable[_Union[PresetInfo, _Mapping]]] = ..., weights: _Optional[_Iterable[_Union[WeightInfo, _Mapping]]] = ..., queue_length: _Optional[int] = ..., loaded_models: _Optional[_Iterable[_Union[LoadedModel, _Mapping]]] = ..., model_budget: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., capabilities: _Optional[_Iterable[str]] = ..., catalogue: _Optional[_Iterable[_Union[ModelFile, _Mapping]]] = ..., shared_memory_dir: _Optional[str] = ...) -> None: ...
 
 class PresetInfo(_message.Message):
     __slots__ = ("name", "label", "description", "scale", "stages", "context", "feather", "previews")
