@@ -16,7 +16,7 @@ from typing import Any
 
 from PyQt5.QtCore import QObject, QTimer, pyqtSignal
 
-from . import document, layers, options
+from . import document, options, results, resume
 from .jobs import Call, Job, Phase
 from .runs import Ask, Piece, Run, Scheduler
 from .thin_client import client as dc
@@ -51,6 +51,8 @@ class Controller(QObject):
         self._plan_call: Call | None = None
         self._download_handled = ""  # the download whose end was reported
         self.scheduler = Scheduler()
+        self.client_id = resume.client_id()  # the daemon shows this plugin its own jobs (ListJobs)
+        self._resume_call: Call | None = None
         self._timer = QTimer(self)
         self._timer.setInterval(POLL_MS)
         self._timer.timeout.connect(self._tick)
@@ -61,7 +63,7 @@ class Controller(QObject):
         self.changed.emit()
 
     def connect_client(self) -> dc.Client:
-        return dc.Client(self.settings.address or None)
+        return dc.Client(self.settings.address or None, client_id=self.client_id)
 
     def refresh(self) -> None:
         """Ask the daemon for its status and presets (off the UI thread)."""
@@ -175,6 +177,7 @@ class Controller(QObject):
         run = Run(self.run_count, src.target.description, src.target, jobs, content=ask.content,
                   strength=ask.strength, notes=src.notes + notes)
         self.runs.append(run)
+        run.remembered = resume.remember(run)
         queued = "" if len(self.runs) == 1 else f" (queued behind {len(self.runs) - 1} run(s))"
         what = f"{len(parts)} part(s) × {len(ask.seeds)} seed(s) of the " if len(jobs) > 1 else "the "
         self.last_message = f"Refining {what}{src.target.description}{queued}"
@@ -246,7 +249,7 @@ class Controller(QObject):
         except Exception as exc:
             traceback.print_exc()
             self._error(f"Unexpected error ({type(exc).__name__}): {exc}")
-        if (self._info_call is None and self._plan_call is None and not self.busy and not self.downloading
+        if (self._info_call is None and self._plan_call is None and self._resume_call is None and not self.busy and not self.downloading
                 and not any(not r.handled for r in self.runs)):
             self._timer.stop()
         if changed:
@@ -267,6 +270,9 @@ class Controller(QObject):
             else:
                 self.download_plan = plan.value
                 self.download_plan_ready.emit()
+        if self._resume_call is not None and self._resume_call.poll():
+            self._resumed(self._resume_call)
+            changed = True
         for entry in list(self._face_calls):
             found, src, ask = entry
             if found.poll():
@@ -299,6 +305,7 @@ class Controller(QObject):
                 finally:
                     self._applying = False
                     run.handled = True
+                    resume.forget(run)
                     self.last_run = run
                     self.runs.remove(run)
                     changed = True
@@ -313,38 +320,15 @@ class Controller(QObject):
             return
         self.info, self.server_ok = call.value, True
         self.server_text = options.describe_server(self.info)
+        self.resume_pending()
 
     def _finish(self, run: Run) -> None:
-        done, failed = run.done(), run.failed()
-        notes = list(run.notes)
-        if failed:
-            first = failed[0]
-            self._error(editors.with_hint(first.error, first.error_code, EDITOR)
-                        + (f" ({len(failed)} of {len(run.jobs)} jobs failed)" if len(run.jobs) > 1 else ""))
-        if not done:
-            if not failed:
-                self.last_message = next((j.status_text for j in run.jobs if j.status_text), "Cancelled")
-                document.notify(f"Dermis: {self.last_message}")
-            return
-        try:
-            if done[0].request.output == "full":
-                placed = [layers.open_result_document(run.target, j.result) for j in done]
-                name = ", ".join(p.name for p in placed)
-                notes += [n for p in placed for n in p.notes]
-            else:
-                placed_one = layers.insert(run.target, _items(run, done), group=run.group_name(done),
-                                           detail=run.content == editors.MODE_DETAIL, strength=run.strength)
-                name, notes = placed_one.name, notes + placed_one.notes
-        except document.DocumentError as e:
-            self._error(str(e))
-            return
-        took = max((j.ended_at or 0) for j in done) - min(j.started_at for j in run.jobs)
-        notes += list(dict.fromkeys(m for j in done for m in (getattr(j.result, "messages", []) or [])))
-        cancelled = sum(1 for j in run.jobs if j.phase == Phase.cancelled)
-        if cancelled:
-            notes.append(f"{cancelled} job(s) were cancelled")
-        self.last_message = f"Added '{name}' in {took:.1f} s" + "".join(f". {n}" for n in notes)
-        document.notify(f"Dermis: {self.last_message}")
+        message, error = results.outcome(run)
+        if error:
+            self._error(error)
+        if message:
+            self.last_message = message
+            document.notify(f"Dermis: {message}")
 
     def _download_ended(self, download: Job) -> None:
         if download.phase == Phase.done:
@@ -370,14 +354,34 @@ class Controller(QObject):
         self._timer.stop()
         for run in self.runs:
             for job in run.jobs:
-                if not job.finished:
+                if not job.finished and not run.remembered:  # remembered: the next Krita inserts it
                     job.cancel(wait=2.0)  # the one place that may block: Krita is exiting anyway
         # a download goes on in the daemon: it does not need this window
 
+    def resume_pending(self) -> None:
+        """Runs an earlier Krita (or plugin) left working: ask the daemon which of their jobs it still
+        has, then follow those of open images (resume.py); the others wait for their image."""
+        if self._resume_call is None and resume.pending():
+            self._resume_call = Call(lambda: {j.job_id for j in self._list_jobs()}).start()
+            self._timer.start()
 
-def _items(run: Run, done: list[Job]) -> list[layers.Item]:
-    return [layers.Item(j.context.box, j.result, run.layer_name(j), j.context.has_mask,
-                        visible=j.context.first_seed, seed=j.context.seed) for j in done]
+    def _list_jobs(self) -> list:
+        with self.connect_client() as c:
+            return c.list_jobs(include_finished=True)
+
+    def _resumed(self, call: Call) -> None:
+        self._resume_call = None
+        if call.error:
+            return self._error(editors.with_hint(call.error, call.error_code, EDITOR))
+        have = {r.key or r.jobs[0].id for r in self.runs}
+        for record in resume.pending():
+            if record["key"] not in have:
+                run = resume.restore(record, call.value, self.connect_client, self.run_count + 1)
+                if run is not None:
+                    self.run_count += 1
+                    run.remembered = True
+                    self.runs.append(run)
+                    self.last_message = f"Resumed a run from before Krita restarted: {run.title}"
 
 
 _instance: Controller | None = None

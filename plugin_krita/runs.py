@@ -48,7 +48,7 @@ class Run:
     """One user action: its jobs, what they need to be placed, and its state."""
 
     def __init__(self, number: int, title: str, target: Any, jobs: list[Job], *, content: str,
-                 strength: int, notes: Iterable[str] = ()) -> None:
+                 strength: int, notes: Iterable[str] = (), key: str = "") -> None:
         self.number = number
         self.title = title  # "selection (96x80) on 'Background'", for the docker
         self.target = target  # document.Target: where the results go
@@ -57,6 +57,8 @@ class Run:
         self.strength = strength  # % opacity of what gets inserted
         self.notes = list(notes)
         self.handled = False  # its results were inserted (or its end reported)
+        self.key = key  # its record in resume.py ("" = its first job's id)
+        self.remembered = False  # written down, so it survives a restart of Krita
 
     @property
     def finished(self) -> bool:

@@ -20,6 +20,14 @@ from ._daemon_helpers import ServeProcess
 REPO = Path(__file__).resolve().parent.parent
 KRITA_TESTS = Path(__file__).resolve().parent / "krita"
 WHEEL_CACHE = REPO / ".cache" / "krita-wheels"  # downloaded once, reused by later runs (gitignored)
+# a user preset that is slow on purpose (20 short stages, each a cancel point and each sending a
+# preview), for queueing, Cancel and previews; the daemon loads it like any user preset
+SLOW_PRESET = "\n".join(
+    ['name = "lite-slow"', 'label = "lite-slow"', 'description = "test: lite, repeated"', "scale = 1.0",
+     "context = 32", "feather = 8"]
+    + [f'[[stage]]\nid = "texture{i}"\nkind = "skin_texture"\nstrength = 0.01\nface_only = true'
+       for i in range(20)]
+)
 
 
 def require_krita() -> None:

@@ -39,7 +39,7 @@ def base(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def daemon(base):
-    d = kh.serve(base / "daemon")
+    d = kh.serve(base / "daemon", presets={"lite-slow": kh.SLOW_PRESET})
     yield d
     d.stop(signal.SIGINT, timeout=15)
 
@@ -400,3 +400,33 @@ def test_each_detected_face_becomes_a_job(core):
     assert res["tree"][1][0] == "Dermis (lite, 7)" and len(res["tree"][1][3]) == 2
     for k in range(2):
         _check_layer(core, "two_faces", k=k)
+
+
+def test_krita_closed_mid_run_inserts_the_result_once_when_the_image_is_opened_again(base, daemon, pykrita):
+    """Two Krita processes on one profile: the first starts a run on a saved image and closes while
+    the daemon works; the second opens the image, finds the job through ListJobs, inserts it once."""
+    out = base / "restart"
+    out.mkdir()
+    (out / "u8.raw").write_bytes(kh.bgra_bytes(kh.input_image("U8", W, H)))
+    spec = out / "spec.json"
+    spec.write_text(json.dumps({"out": str(out), "image": str(out / "u8.raw"), "width": W, "height": H,
+                                "selection": [60, 40, 60, 50], "preset": "lite-slow", "kra": str(out / "restart.kra")}))
+    env = kh.profile_env(base / "restart-profile", daemon.state)
+    reports = {}
+    for step in ("first", "second"):
+        proc = kh.run_kritarunner(env, [kh.KRITA_TESTS, pykrita], "kr_restart", step, str(spec), timeout=240)
+        f = out / f"{step}.json"
+        assert f.exists(), f"{step}: no report (rc {proc.returncode}):\n{proc.stderr[-3000:]}"
+        reports[step] = json.loads(f.read_text())
+        assert "crash" not in reports[step], reports[step]["crash"]
+    a, b = reports["first"], reports["second"]
+    assert a["saved"] and a["started"] and a["remembered"] and a["fraction"] < 1.0
+    assert a["phase_at_exit"] == "running" and not a["cancel_requested"]  # left to the daemon, not cancelled
+    assert len(a["pending"]) == 1 and a["pending"][0]["jobs"][0]["job_id"] == a["job_id"]
+    assert b["client_id"] == a["client_id"] and b["pending_before"] == 1
+    assert b["layers_opened"] == ["Background"]
+    assert b["resumed"] and b["error"] == "" and b["run"]["ids"] == [a["job_id"]] and b["run"]["phases"] == ["done"]
+    assert b["layers_after"] == ["Background", "Dermis (lite-slow, 7)", "Selection Mask"] or \
+        b["layers_after"] == ["Background", "Dermis (lite-slow, 7)"]
+    assert b["pending_after"] == 0 and b["runs_again"] == 0 and b["layers_again"] == b["layers_after"]
+    assert b["changed_inside"]

@@ -183,7 +183,7 @@ def run_case(case: dict, out_dir: Path, ctl) -> dict:
         return res
     if case.get("scale", 1.0) != 1.0:
         r = done[0].result
-        new_doc = next(d for d in app.documents() if d.name() == r.layer_name and d.width() == r.width)
+        new_doc = next(d for d in app.documents() if (d.width(), d.height()) == (r.width, r.height))
         new_doc.waitForDone()
         res["new_document"] = {"open": True, "size": [new_doc.width(), new_doc.height()], "layers": names(new_doc),
                                "name": new_doc.name()}
