@@ -16,11 +16,11 @@ from typing import Any
 
 from PyQt5.QtCore import QObject, QTimer, pyqtSignal
 
-from . import document, options, results, resume
+from . import document, layers, options, prepare, results, resume
 from .jobs import Call, Job, Phase
 from .runs import Ask, Piece, Run, Scheduler
 from .thin_client import client as dc
-from .thin_client import editors, islands
+from .thin_client import editors
 
 POLL_MS = 40
 EDITOR = "krita"
@@ -39,13 +39,14 @@ class Controller(QObject):
         self.runs: list[Run] = []  # queued, running, and ended runs not yet applied
         self.run_count = 0
         self.last_run: Run | None = None  # the latest run whose results were applied
+        self.last_placed: list[layers.Placed] = []  # where its results went
         self.preview: Any = None  # dc.Preview: the latest look at the work in progress
         self.preview_label = ""
         self._applying = False
         self.last_error = ""
         self.last_message = ""
         self._info_call: Call | None = None
-        self._face_calls: list[tuple[Call, document.Source, Ask]] = []
+        self._preparing: list[tuple[Call, document.Source, Ask]] = []
         self.download: Job | None = None  # a model download running in the daemon
         self.download_plan: Any = None  # dc.ModelPlan: what it would fetch, once asked
         self._plan_call: Call | None = None
@@ -91,7 +92,7 @@ class Controller(QObject):
 
     @property
     def busy(self) -> bool:
-        return bool(self._face_calls) or any(not r.finished for r in self.runs)
+        return bool(self._preparing) or any(not r.finished for r in self.runs)
 
     def active_jobs(self) -> list[tuple[Run, Job]]:
         """Queued and running jobs, for the docker's list."""
@@ -138,36 +139,24 @@ class Controller(QObject):
             self._error(str(e))
             return False
         self.last_error = ""
-        if ask.faces:
-            picture, w, h, factor = src.face_picture()
-
-            def find() -> list[tuple[int, int, int, int]]:
-                with self.connect_client() as c:
-                    return [tuple(round(v * factor) for v in box) for box in c.find_faces(picture, w, h, 3)]
-
-            self._face_calls.append((Call(find).start(), src, ask))
-            self.last_message = "Looking for faces in the selection…"
-        else:
-            self._start_run(src, ask, None)
+        # the byte work (and the face search) on a worker thread; the run starts when it is done
+        work = Call(lambda: prepare.parts(src, ask, self.connect_client)).start()
+        self._preparing.append((work, src, ask))
+        self.last_message = "Looking for faces in the selection…" if ask.faces else "Preparing the pixels…"
         self._timer.start()
         self.changed.emit()
         return True
 
-    def _start_run(self, src: document.Source, ask: Ask, faces: list[tuple[int, int, int, int]] | None) -> None:
-        if ask.scale != 1.0:
-            parts, notes = [islands.Part((0, 0, src.width, src.height), src.mask, "")], []
-        else:
-            parts, notes = islands.split(src.mask, src.width, src.height, padding=ask.padding,
-                                         islands=ask.islands, faces=faces)
-        if not parts:
+    def _start_run(self, src: document.Source, ask: Ask, prepared: prepare.Parts) -> None:
+        if not prepared.parts:
             self._error("The selection is empty: nothing to refine.")
             return
         jobs = []
         for k, seed in enumerate(ask.seeds):
-            for part in parts:
+            for part, data in prepared.parts:
                 x, y, w, h = part.box
                 request = dc.JobRequest(
-                    pixels=src.crop(part.box), width=w, height=h, channels=4, bit_depth=src.bit_depth,
+                    pixels=data, width=w, height=h, channels=4, bit_depth=src.bit_depth,
                     preset=ask.preset, scale=ask.scale, seed=seed, overrides=dict(ask.overrides),
                     mask=part.mask, output="full" if ask.scale != 1.0 else "layer", client_name=EDITOR,
                     content=ask.content)
@@ -175,11 +164,11 @@ class Controller(QObject):
                 jobs.append(Job(request, self.connect_client, context=piece))
         self.run_count += 1
         run = Run(self.run_count, src.target.description, src.target, jobs, content=ask.content,
-                  strength=ask.strength, notes=src.notes + notes)
+                  strength=ask.strength, notes=src.notes + prepared.notes)
         self.runs.append(run)
         run.remembered = resume.remember(run)
         queued = "" if len(self.runs) == 1 else f" (queued behind {len(self.runs) - 1} run(s))"
-        what = f"{len(parts)} part(s) × {len(ask.seeds)} seed(s) of the " if len(jobs) > 1 else "the "
+        what = f"{len(prepared.parts)} part(s) × {len(ask.seeds)} seed(s) of the " if len(jobs) > 1 else "the "
         self.last_message = f"Refining {what}{src.target.description}{queued}"
         if run.notes:
             self.last_message += " (" + "; ".join(run.notes) + ")"
@@ -195,9 +184,9 @@ class Controller(QObject):
         self.changed.emit()
 
     def cancel_all(self) -> None:
-        for call, _src, _ask in self._face_calls:
+        for call, _src, _ask in self._preparing:
             call.done = True  # its answer is no longer wanted
-        self._face_calls = []
+        self._preparing = []
         self.cancel()
 
     # -- model downloads (run in the daemon; only the waiting is here, on worker threads) -----------
@@ -273,15 +262,15 @@ class Controller(QObject):
         if self._resume_call is not None and self._resume_call.poll():
             self._resumed(self._resume_call)
             changed = True
-        for entry in list(self._face_calls):
+        for entry in list(self._preparing):
             found, src, ask = entry
             if found.poll():
-                self._face_calls.remove(entry)
+                self._preparing.remove(entry)
                 changed = True
                 if found.error:
                     self._error(editors.with_hint(found.error, found.error_code, EDITOR))
                 else:
-                    self._start_run(src, ask, list(found.value))
+                    self._start_run(src, ask, found.value)
         return changed
 
     def _poll_runs(self) -> bool:
@@ -297,7 +286,11 @@ class Controller(QObject):
             self.preview_label = next(r.label_of(latest) for r in self.runs if latest in r.jobs)
             changed = True
         for run in list(self.runs):
-            if run.finished and not run.handled and not self._applying:
+            if run.finished and run.layers is None and run.layers_call is None:
+                run.layers_call = Call(lambda r=run: results.layer_bytes(r)).start()  # off the UI thread
+            if run.layers_call is not None and run.layers_call.poll():
+                run.layers, run.layers_call = run.layers_call.value or {}, None
+            if run.finished and run.layers is not None and not run.handled and not self._applying:
                 # guarded: Krita calls while inserting may run the event loop, and so this tick again
                 self._applying = True
                 try:
@@ -323,7 +316,7 @@ class Controller(QObject):
         self.resume_pending()
 
     def _finish(self, run: Run) -> None:
-        message, error = results.outcome(run)
+        message, error, self.last_placed = results.outcome(run)  # kept: a new document lives while referenced
         if error:
             self._error(error)
         if message:

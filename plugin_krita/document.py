@@ -23,7 +23,6 @@ from krita import Krita
 from PyQt5.QtGui import QIcon
 
 from . import pixels
-from .thin_client import islands
 
 SRGB = "sRGB-elle-V2-srgbtrc.icc"  # Krita's bundled sRGB profile (sRGB primaries and curve)
 _SRGB_NAMES = {"srgb-elle-v2-srgbtrc.icc", "srgb-elle-v4-srgbtrc.icc", "srgb built-in",
@@ -59,16 +58,12 @@ class Source:
     """The area read for a run: every part of the selection, with its padding."""
 
     target: Target
-    pixels: bytes  # R,G,B,A interleaved, little-endian uint16 when bit_depth is 16
+    pixels: bytes  # Krita's B,G,R,A interleaved, little-endian uint16 when bit_depth is 16 (prepare.py swaps)
     width: int
     height: int
     bit_depth: int
     mask: bytes | None  # one byte per pixel (0..255), same size; None = no selection
     notes: list[str] = field(default_factory=list)
-
-    def crop(self, box: tuple[int, int, int, int]) -> bytes:
-        """The pixels of ``box`` (x, y, w, h in this area)."""
-        return islands.crop(self.pixels, self.width, box, pixel_bytes=self.bit_depth // 2)
 
     def face_picture(self, max_side: int = 1024) -> tuple[bytes, int, int, float]:
         """A small 8-bit RGB copy for the daemon's face search: (pixels, width, height, area px per
@@ -77,7 +72,7 @@ class Source:
         from PyQt5.QtGui import QImage
 
         data = self.pixels if self.bit_depth == 8 else self.pixels[1::2]  # the high bytes: 8-bit
-        img = QImage(data, self.width, self.height, self.width * 4, QImage.Format_RGBA8888)
+        img = QImage(data, self.width, self.height, self.width * 4, QImage.Format_ARGB32)  # B,G,R,A bytes
         factor = max(1.0, max(self.width, self.height) / max_side)
         if factor > 1:
             img = img.scaled(max(1, round(self.width / factor)), max(1, round(self.height / factor)),
@@ -188,7 +183,7 @@ def read_source(doc: Any, node: Any, *, whole_image: bool = False, padding: int 
         wire_space=wire,
         description=what,
     )
-    return Source(target, pixels.swap_red_blue(raw, bits), w, h, bits, mask, notes)
+    return Source(target, raw, w, h, bits, mask, notes)
 
 
 def wire_space(space: Space) -> Space:

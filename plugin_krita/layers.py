@@ -27,7 +27,7 @@ from typing import Any
 
 from krita import Krita
 
-from . import document, pixels
+from . import document, pixels, prepare
 from .document import DocumentError, Target
 
 GRAIN_MERGE = "grain_merge"  # Krita's id of the Grain Merge blending mode
@@ -53,7 +53,7 @@ class Item:
     has_mask: bool  # a selection came with it: its alpha becomes a transparency mask
     visible: bool = True
     seed: int = 0
-
+    data: tuple[bytes, bytes | None] | None = None  # prepare.layer_bytes, done off the UI thread
 
 def insert(target: Target, items: list[Item], *, group: str, detail: bool, strength: int) -> Placed:
     """Insert a run's results above the source layer in one undo step (see the module's doc)."""
@@ -93,11 +93,12 @@ def _layer(doc: Any, target: Target, item: Item) -> Any:
     _check_result(target, r, want_canvas=(item.box[2], item.box[3]))
     x, y = target.x + item.box[0] + r.offset_x, target.y + item.box[1] + r.offset_y
     node = doc.createNode(item.name, "paintlayer")
-    if not item.has_mask:
-        node.setPixelData(_to_document_space(doc, target.wire_space, r, r.pixels), x, y, r.width, r.height)
+    layer, white = item.data or prepare.layer_bytes(r, item.has_mask)
+    if white is None:
+        node.setPixelData(_to_document_space(doc, target.wire_space, r, layer), x, y, r.width, r.height)
         node.setVisible(item.visible)
         return node
-    opaque, white = pixels.split_alpha(r.pixels, r.bit_depth)
+    opaque = layer
     node.setPixelData(_to_document_space(doc, target.wire_space, r, opaque), x, y, r.width, r.height)
     node.setInheritAlpha(True)  # shows only where "Selection" below it has coverage
     coverage = doc.createNode(SELECTION_LAYER, "paintlayer")
@@ -181,7 +182,7 @@ def _check_result(target: Target, result: Any, want_canvas: tuple[int, int] | No
 
 
 def _to_document_space(doc: Any, wire: document.Space, result: Any, data: bytes) -> bytes:
-    data = pixels.swap_red_blue(data, result.bit_depth)
+    """Krita-ordered pixels of ``result`` in the document's colour space (converted when it differs)."""
     dst = document.space_of(doc)  # now, not at submit: the user may have converted the image meanwhile
     if dst != wire:
         data = document.convert(data, result.width, result.height, wire, dst)

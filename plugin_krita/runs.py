@@ -59,6 +59,8 @@ class Run:
         self.handled = False  # its results were inserted (or its end reported)
         self.key = key  # its record in resume.py ("" = its first job's id)
         self.remembered = False  # written down, so it survives a restart of Krita
+        self.layers: dict[str, tuple[bytes, bytes | None]] | None = None  # job id -> prepare.layer_bytes
+        self.layers_call: Any = None  # the worker computing ``layers``
 
     @property
     def finished(self) -> bool:

@@ -130,7 +130,7 @@ def run_case(case: dict, out_dir: Path, ctl) -> dict:
         res["layers_after"] = names(doc)
         return res
     if ctl.run_count == before_runs:  # looking for faces first
-        if not wait(ctl, lambda: ctl.run_count > before_runs or not ctl._face_calls, 60):
+        if not wait(ctl, lambda: ctl.run_count > before_runs or not ctl._preparing, 60):
             res["error"] = "the face search did not answer"
             return res
     run = ctl.runs[-1] if ctl.runs else None
@@ -183,7 +183,7 @@ def run_case(case: dict, out_dir: Path, ctl) -> dict:
         return res
     if case.get("scale", 1.0) != 1.0:
         r = done[0].result
-        new_doc = next(d for d in app.documents() if (d.width(), d.height()) == (r.width, r.height))
+        new_doc = ctl.last_placed[0].document
         new_doc.waitForDone()
         res["new_document"] = {"open": True, "size": [new_doc.width(), new_doc.height()], "layers": names(new_doc),
                                "name": new_doc.name()}

@@ -61,6 +61,7 @@ def first(args: list) -> None:
         s = ctl.settings
         s.preset, s.seed, s.scale, s.variations, s.overrides = spec["preset"], 7, 1.0, 1, {}
         ctl.refine_on(doc, bg)
+        _wait(ctl, lambda: ctl.runs or not ctl._preparing, 60)  # the byte work runs on a worker first
         run = ctl.runs[-1]
         job = run.jobs[0]
         ok = _wait(ctl, lambda: job.phase.value == "running" and job.fraction > 0, 60)

@@ -212,8 +212,8 @@ class Driver:
                 if first is not None:
                     data["first_children"] = [[c.name(), c.type(), c.inheritAlpha()] for c in first.childNodes()]
                 x, y, w, h = self.spec["selection"]
-                data["composite_changed_inside"] = (bytes(self.doc.pixelData(x + w // 2, y + h // 2, 1, 1))
-                                                    != bytes(self.bg.pixelData(x + w // 2, y + h // 2, 1, 1)))
+                data["composite_changed_inside"] = (bytes(self.doc.pixelData(x, y, w, h))
+                                                    != bytes(self.bg.pixelData(x, y, w, h)))
                 data["composite_same_outside"] = (bytes(self.doc.pixelData(2, 2, 1, 1))
                                                   == bytes(self.bg.pixelData(2, 2, 1, 1)))
             pix = self.docker.preview.pixmap()
