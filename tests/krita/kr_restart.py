@@ -110,8 +110,8 @@ def second(args: list) -> None:
         top = next((n for n in doc.rootNode().childNodes() if n.name().startswith("Dermis (")), None)
         if top is not None:
             x, y, sw, sh = spec["selection"]
-            report["changed_inside"] = (bytes(doc.pixelData(x + sw // 2, y + sh // 2, 1, 1))
-                                        != bytes(top.parentNode().childNodes()[0].pixelData(x + sw // 2, y + sh // 2, 1, 1)))
+            background = doc.rootNode().childNodes()[0]
+            report["changed_inside"] = bytes(doc.pixelData(x, y, sw, sh)) != bytes(background.pixelData(x, y, sw, sh))
         report["size"] = [w, h]
         doc.setModified(False)
     except Exception:
