@@ -139,6 +139,8 @@ def hint(code: str, editor: str) -> str:
 def with_hint(message: str, code: str, editor: str) -> str:
     """The error's own words, then the editor's hint (unless the message already says it)."""
     extra = hint(code, editor)
+    if code == "unavailable" and "`dermis serve`" in message:  # the client said how to start it already
+        extra = "Or check {server}.".format(**_WHERE[editor])
     return f"{message} {extra}" if extra and extra not in message else message
 
 

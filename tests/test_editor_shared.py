@@ -160,6 +160,8 @@ def test_hints_name_each_editors_own_controls():
     assert editors.hint("no_such_code", "krita") == ""
     e = dc.DaemonUnavailable("No Dermis daemon answered at x.")
     assert editors.explain(e, "gimp") == "No Dermis daemon answered at x. " + editors.hint("unavailable", "gimp")
+    said = "No daemon there. Start it with `dermis serve`."  # the client's words name the command already
+    assert editors.with_hint(said, "unavailable", "krita") == said + " Or check the address in the Dermis docker."
     assert editors.describe_error(ValueError("x")).startswith("Unexpected error (ValueError): x")
 
 
