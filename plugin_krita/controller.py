@@ -46,7 +46,7 @@ class Controller(QObject):
         self.last_error = ""
         self.last_message = ""
         self._info_call: Call | None = None
-        self._preparing: list[tuple[Call, document.Source, Ask]] = []
+        self._preparing: list[list[Any]] = []  # [Call or None while reading, Source, Ask]
         self.download: Job | None = None  # a model download running in the daemon
         self.download_plan: Any = None  # dc.ModelPlan: what it would fetch, once asked
         self._plan_call: Call | None = None
@@ -139,9 +139,9 @@ class Controller(QObject):
             self._error(str(e))
             return False
         self.last_error = ""
-        # the byte work (and the face search) on a worker thread; the run starts when it is done
-        work = Call(lambda: prepare.parts(src, ask, self.connect_client)).start()
-        self._preparing.append((work, src, ask))
+        # the pixels are read a strip per tick, then the byte work (and the face search) runs on a
+        # worker thread; the run starts when it is done
+        self._preparing.append([None, src, ask])
         self.last_message = "Looking for faces in the selection…" if ask.faces else "Preparing the pixels…"
         self._timer.start()
         self.changed.emit()
@@ -185,7 +185,8 @@ class Controller(QObject):
 
     def cancel_all(self) -> None:
         for call, _src, _ask in self._preparing:
-            call.done = True  # its answer is no longer wanted
+            if call is not None:
+                call.done = True  # its answer is no longer wanted
         self._preparing = []
         self.cancel()
 
@@ -264,7 +265,15 @@ class Controller(QObject):
             changed = True
         for entry in list(self._preparing):
             found, src, ask = entry
-            if found.poll():
+            if found is None:
+                try:
+                    prepare.read_some(src)
+                except document.DocumentError as e:
+                    self._preparing.remove(entry)
+                    self._error(str(e))
+                if src.reader is None and entry in self._preparing:
+                    entry[0] = Call(lambda s=src, a=ask: prepare.parts(s, a, self.connect_client)).start()
+            elif found.poll():
                 self._preparing.remove(entry)
                 changed = True
                 if found.error:
@@ -294,9 +303,15 @@ class Controller(QObject):
                 # guarded: Krita calls while inserting may run the event loop, and so this tick again
                 self._applying = True
                 try:
-                    self._finish(run)
+                    run.inserting = run.inserting or results.outcome(run)
+                    ended, value = prepare.advance(run.inserting)
+                except Exception as exc:  # a bug: said in the docker, and the run ends
+                    traceback.print_exc()
+                    ended, value = True, ("", f"Unexpected error ({type(exc).__name__}): {exc}", [])
                 finally:
                     self._applying = False
+                if ended:
+                    self._finish(value)
                     run.handled = True
                     resume.forget(run)
                     self.last_run = run
@@ -315,8 +330,8 @@ class Controller(QObject):
         self.server_text = options.describe_server(self.info)
         self.resume_pending()
 
-    def _finish(self, run: Run) -> None:
-        message, error, self.last_placed = results.outcome(run)  # kept: a new document lives while referenced
+    def _finish(self, outcome: tuple[str, str, list[layers.Placed]]) -> None:
+        message, error, self.last_placed = outcome  # kept: a new document lives while referenced
         if error:
             self._error(error)
         if message:
@@ -355,26 +370,17 @@ class Controller(QObject):
         """Runs an earlier Krita (or plugin) left working: ask the daemon which of their jobs it still
         has, then follow those of open images (resume.py); the others wait for their image."""
         if self._resume_call is None and resume.pending():
-            self._resume_call = Call(lambda: {j.job_id for j in self._list_jobs()}).start()
+            self._resume_call = Call(lambda: resume.known_jobs(self.connect_client)).start()
             self._timer.start()
-
-    def _list_jobs(self) -> list:
-        with self.connect_client() as c:
-            return c.list_jobs(include_finished=True)
 
     def _resumed(self, call: Call) -> None:
         self._resume_call = None
         if call.error:
             return self._error(editors.with_hint(call.error, call.error_code, EDITOR))
-        have = {r.key or r.jobs[0].id for r in self.runs}
-        for record in resume.pending():
-            if record["key"] not in have:
-                run = resume.restore(record, call.value, self.connect_client, self.run_count + 1)
-                if run is not None:
-                    self.run_count += 1
-                    run.remembered = True
-                    self.runs.append(run)
-                    self.last_message = f"Resumed a run from before Krita restarted: {run.title}"
+        for run in resume.restore_all(self.runs, call.value, self.connect_client, self.run_count):
+            self.run_count = run.number
+            self.runs.append(run)
+            self.last_message = f"Resumed a run from before Krita restarted: {run.title}"
 
 
 _instance: Controller | None = None

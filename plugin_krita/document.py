@@ -16,6 +16,7 @@ Call them only on Krita's UI thread. Rules they keep:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +65,8 @@ class Source:
     bit_depth: int
     mask: bytes | None  # one byte per pixel (0..255), same size; None = no selection
     notes: list[str] = field(default_factory=list)
+    # reads ``pixels`` a strip per step (UI thread): see read_source; None once they are read
+    reader: Iterator[None] | None = None
 
     def face_picture(self, max_side: int = 1024) -> tuple[bytes, int, int, float]:
         """A small 8-bit RGB copy for the daemon's face search: (pixels, width, height, area px per
@@ -158,21 +161,13 @@ def read_source(doc: Any, node: Any, *, whole_image: bool = False, padding: int 
         what = f"whole image ({w}x{h})" if whole_image else f"layer '{node.name()}' ({w}x{h})"
     source_name = "merged image" if whole_image else node.name()
 
-    # 2. The pixels, in the node's own colour space
+    # 2. The pixels, in the node's own colour space, are read later, a strip per step (``reader``)
     if whole_image:
         doc.waitForDone()  # the projection must include the latest strokes
-        raw, space = bytes(doc.pixelData(x, y, w, h)), space_of(doc)
+        read, space = doc.pixelData, space_of(doc)
     else:
-        raw, space = bytes(node.projectionPixelData(x, y, w, h)), space_of(node)
-    if len(raw) == 0:
-        raise DocumentError(f"Krita returned no pixels for '{source_name}'.")
-
-    # 3. Into the wire format (sRGB RGBA, 8 or 16 bit), converting a copy when needed
-    notes = []
+        read, space = node.projectionPixelData, space_of(node)
     wire = wire_space(space)
-    if wire != space:
-        raw = convert(raw, w, h, space, wire)
-        notes.append(f"converted from {'/'.join(space)} to sRGB {wire[1]} for the daemon")
     bits = DEPTH_BITS[wire[1]]
     target = Target(
         document=doc,
@@ -183,7 +178,31 @@ def read_source(doc: Any, node: Any, *, whole_image: bool = False, padding: int 
         wire_space=wire,
         description=what,
     )
-    return Source(target, raw, w, h, bits, mask, notes)
+    src = Source(target, b"", w, h, bits, mask)
+    src.reader = _read_steps(src, read, space, source_name)
+    return src
+
+
+STRIP_BYTES = 8 << 20  # per step on the UI thread, at most: 4096-wide images in 128-row strips
+
+
+def _read_steps(src: Source, read: Callable[..., Any], space: Space, name: str) -> Iterator[None]:
+    """Read ``src``'s pixels a strip at a time (each step ~0.1 s at most), then, when the layer is not
+    sRGB RGBA 8/16-bit, convert them on a copy (in one go) into the wire format."""
+    x, y, w, h = src.target.x, src.target.y, src.width, src.height
+    rows = max(1, STRIP_BYTES // (16 * w))  # 16 bytes: the widest pixel (RGBA, 32-bit float)
+    buf = bytearray()
+    for top in range(0, h, rows):
+        buf += bytes(read(x, y + top, w, min(rows, h - top)))
+        yield
+    if not buf:
+        raise DocumentError(f"Krita returned no pixels for '{name}'.")
+    raw = bytes(buf)
+    if src.target.wire_space != space:
+        raw = convert(raw, w, h, space, src.target.wire_space)
+        src.notes.append(f"converted from {'/'.join(space)} to sRGB {src.target.wire_space[1]} for the daemon")
+    src.pixels = raw
+    src.reader = None
 
 
 def wire_space(space: Space) -> Space:

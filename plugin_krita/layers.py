@@ -22,6 +22,7 @@ so a detail result leaves one more, invisible "Composition Mode Change" step bel
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,8 +56,14 @@ class Item:
     seed: int = 0
     data: tuple[bytes, bytes | None] | None = None  # prepare.layer_bytes, done off the UI thread
 
-def insert(target: Target, items: list[Item], *, group: str, detail: bool, strength: int) -> Placed:
-    """Insert a run's results above the source layer in one undo step (see the module's doc)."""
+Steps = Generator[None, None, Any]  # UI-thread work in steps: the caller resumes it from a timer
+STRIP_BYTES = 8 << 20  # pixels written per step into a detached layer
+
+
+def insert(target: Target, items: list[Item], *, group: str, detail: bool, strength: int) -> Steps:
+    """Insert a run's results above the source layer in one undo step (see the module's doc); the
+    pixels go into the still detached layers a strip per step, so the UI keeps running. Returns
+    (as the generator's value) a Placed."""
     doc = target.document
     if not document.is_open(doc):
         names = ", ".join(i.name for i in items)
@@ -66,7 +73,11 @@ def insert(target: Target, items: list[Item], *, group: str, detail: bool, stren
     if (doc.width(), doc.height()) != target.canvas:
         notes.append("The canvas was resized while Dermis worked: the result sits where the "
                      "selection was when the job started.")
-    layers = [_layer(doc, target, item) for item in items]
+    layers = []
+    for item in items:
+        layers.append((yield from _layer(doc, target, item)))
+    if not document.is_open(doc):
+        raise DocumentError("The image this job came from was closed while the result was being inserted.")
     if len(layers) == 1:
         top, name = layers[0], items[0].name
     else:
@@ -87,26 +98,34 @@ def insert(target: Target, items: list[Item], *, group: str, detail: bool, stren
     return Placed(name, doc, notes)
 
 
-def _layer(doc: Any, target: Target, item: Item) -> Any:
+def _layer(doc: Any, target: Target, item: Item) -> Steps:
     """The result as a layer, or with a selection as a group {coverage, result inheriting its alpha}."""
     r = item.result
     _check_result(target, r, want_canvas=(item.box[2], item.box[3]))
     x, y = target.x + item.box[0] + r.offset_x, target.y + item.box[1] + r.offset_y
     node = doc.createNode(item.name, "paintlayer")
     layer, white = item.data or prepare.layer_bytes(r, item.has_mask)
+    yield from _write(node, _to_document_space(doc, target.wire_space, r, layer), x, y, r.width, r.height)
     if white is None:
-        node.setPixelData(_to_document_space(doc, target.wire_space, r, layer), x, y, r.width, r.height)
         node.setVisible(item.visible)
         return node
-    opaque = layer
-    node.setPixelData(_to_document_space(doc, target.wire_space, r, opaque), x, y, r.width, r.height)
     node.setInheritAlpha(True)  # shows only where "Selection" below it has coverage
     coverage = doc.createNode(SELECTION_LAYER, "paintlayer")
-    coverage.setPixelData(_to_document_space(doc, target.wire_space, r, white), x, y, r.width, r.height)
+    yield from _write(coverage, _to_document_space(doc, target.wire_space, r, white), x, y, r.width, r.height)
     unit = doc.createGroupLayer(item.name)
     unit.setChildNodes([coverage, node])  # attached without an undo step (nothing is in the image yet)
     unit.setVisible(item.visible)
     return unit
+
+
+def _write(node: Any, data: bytes, x: int, y: int, w: int, h: int) -> Steps:
+    """setPixelData a strip per step (the node is detached: no undo step, no redraw)."""
+    row = len(data) // max(1, h)
+    rows = max(1, STRIP_BYTES // max(1, row))
+    for top in range(0, h, rows):
+        n = min(rows, h - top)
+        node.setPixelData(data[top * row:(top + n) * row], x, y + top, w, n)
+        yield
 
 
 def _group(doc: Any, name: str, items: list[Item], layers: list[Any]) -> Any:

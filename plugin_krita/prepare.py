@@ -6,7 +6,8 @@ here; every loop works in 1 MiB steps (pixels.py), so the UI thread gets its tur
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,27 @@ class Parts:
 
     parts: list[tuple[Any, bytes]]  # (islands.Part, its pixels)
     notes: list[str]
+
+
+STEP_S = 0.05  # UI-thread time per timer tick for reading strips
+
+
+def read_some(src: Any) -> None:
+    """UI thread: read strips of ``src`` for about ``STEP_S`` (its reader is None when all are read)."""
+    t0 = time.monotonic()
+    while src.reader is not None and time.monotonic() - t0 < STEP_S:
+        next(src.reader, None)
+
+
+def advance(steps: Generator[None, None, Any]) -> tuple[bool, Any]:
+    """UI thread: run ``steps`` for about ``STEP_S``; (True, its value) once it has ended."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < STEP_S:
+        try:
+            next(steps)
+        except StopIteration as end:
+            return True, end.value
+    return False, None
 
 
 def parts(src: Any, ask: Any, connect: Callable[[], Any]) -> Parts:

@@ -11,9 +11,9 @@ from .thin_client import editors
 EDITOR = "krita"
 
 
-def outcome(run: Run) -> tuple[str, str, list[layers.Placed]]:
-    """Insert the run's results (once; the caller marks it handled): (message, error, where they went);
-    message and error may be ""."""
+def outcome(run: Run) -> layers.Steps:
+    """Insert the run's results (once; the caller marks it handled), in steps (layers.insert); the
+    generator's value is (message, error, where they went); message and error may be ""."""
     done, failed = run.done(), run.failed()
     notes = list(run.notes)
     error = ""
@@ -29,8 +29,8 @@ def outcome(run: Run) -> tuple[str, str, list[layers.Placed]]:
             name = ", ".join(p.name for p in placed)
             notes += [n for p in placed for n in p.notes]
         else:
-            placed = [layers.insert(run.target, _items(run, done), group=run.group_name(done),
-                                    detail=run.content == editors.MODE_DETAIL, strength=run.strength)]
+            placed = [(yield from layers.insert(run.target, _items(run, done), group=run.group_name(done),
+                                                detail=run.content == editors.MODE_DETAIL, strength=run.strength))]
             name, notes = placed[0].name, notes + placed[0].notes
     except document.DocumentError as e:
         return "", str(e), []

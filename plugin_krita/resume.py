@@ -101,6 +101,25 @@ def pending() -> list[dict]:
     return [r for r in _load().get("runs", []) if isinstance(r, dict) and r.get("jobs")]
 
 
+def known_jobs(connect: Any) -> set[str]:
+    """Worker thread: the ids of every job the daemon holds for this client (ListJobs)."""
+    with connect() as c:
+        return {j.job_id for j in c.list_jobs(include_finished=True)}
+
+
+def restore_all(runs: list[Run], known: set[str], connect: Any, count: int) -> list[Run]:
+    """Runs for the records not among ``runs`` whose image is open, numbered after ``count``."""
+    have = {r.key or r.jobs[0].id for r in runs}
+    out = []
+    for record in pending():
+        if record["key"] not in have:
+            run = restore(record, known, connect, count + len(out) + 1)
+            if run is not None:
+                run.remembered = True
+                out.append(run)
+    return out
+
+
 def restore(record: dict, known: set[str], connect: Any, number: int) -> Run | None:
     """A Run for a record whose image is open again, following its jobs the daemon still has;
     None while the image is not open. Jobs the daemon no longer has end as failed, with a reason."""

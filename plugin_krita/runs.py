@@ -61,6 +61,7 @@ class Run:
         self.remembered = False  # written down, so it survives a restart of Krita
         self.layers: dict[str, tuple[bytes, bytes | None]] | None = None  # job id -> prepare.layer_bytes
         self.layers_call: Any = None  # the worker computing ``layers``
+        self.inserting: Any = None  # results.outcome's steps, once the layers are ready
 
     @property
     def finished(self) -> bool:

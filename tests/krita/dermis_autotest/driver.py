@@ -143,6 +143,11 @@ class Driver:
         for _ in range(3):
             self.action.trigger()  # Tools → Scripts → Dermis → Refine skin, three times
         trigger_s = time.monotonic() - t0
+        # each press reads the pixels; a worker prepares them, then the run is queued
+        self.wait_for(lambda: len(self.ctl.runs) == 3 or self.ctl.last_error, lambda: self.queued(trigger_s), 30,
+                      "three runs")
+
+    def queued(self, trigger_s: float) -> None:
         runs = list(self.ctl.runs)
         if len(runs) != 3:
             return self.finish(f"{len(runs)} runs after three presses; docker error: {self.ctl.last_error!r}")
@@ -190,6 +195,10 @@ class Driver:
         self.max_gap, self.last_beat = 0.0, t0
         self.action.trigger()
         trigger_s = time.monotonic() - t0
+        self.wait_for(lambda: self.ctl.runs or self.ctl.last_error, lambda: self.follow(t0, ticks0, trigger_s), 30,
+                      "the run to be queued")
+
+    def follow(self, t0: float, ticks0: int, trigger_s: float) -> None:
         run = self.ctl.runs[-1]
         texts = []
 
@@ -266,6 +275,10 @@ class Driver:
             ticks0, t0 = self.ticks, time.monotonic()
             self.ctl.refine_on(doc, bg)
             trigger_s = time.monotonic() - t0
+            self.wait_for(lambda: self.ctl.runs or self.ctl.last_error, lambda: queued(t0, ticks0, trigger_s), 120,
+                          "the big run to be queued")
+
+        def queued(t0: float, ticks0: int, trigger_s: float) -> None:
             run = self.ctl.runs[-1] if self.ctl.runs else None
             if run is None:
                 return self.finish(f"the big run did not start: {self.ctl.last_error!r}")
