@@ -16,11 +16,12 @@ def swap_red_blue(data: bytes, bit_depth: int) -> bytes:
     Works in 1 MiB steps: each slice operation holds Python's lock for ~10 ms, so on a worker thread
     a 4096x4096 16-bit image never stops Krita's UI thread for long."""
     size = _pixel_size(data, bit_depth)
-    out = bytearray(data)
+    out = bytearray(len(data))  # filled a step at a time: one 128 MiB copy would hold the lock long
     unit = bit_depth // 8
     step = CHUNK - CHUNK % size
     for start in range(0, len(data), step):
         end = min(len(data), start + step)
+        out[start:end] = data[start:end]
         for byte in range(unit):
             # channel 0 and channel 2 trade places, byte by byte within each channel
             out[start + byte:end:size] = data[start + 2 * unit + byte:end:size]
@@ -48,12 +49,14 @@ def split_alpha(data: bytes, bit_depth: int) -> tuple[bytes, bytes]:
     The second is what Dermis puts under a result as its editable coverage (see layers.py). In 1 MiB
     steps, like ``swap_red_blue``."""
     size = _pixel_size(data, bit_depth)
-    opaque, white = bytearray(data), bytearray(b"\xff" * len(data))
+    opaque, white = bytearray(len(data)), bytearray(len(data))
     step = CHUNK - CHUNK % size
-    full = b"\xff" * (step // size)
+    full, ones = b"\xff" * (step // size), b"\xff" * step
     for start in range(0, len(data), step):
         end = min(len(data), start + step)
         n = (end - start) // size
+        opaque[start:end] = data[start:end]
+        white[start:end] = ones[:end - start]
         for byte in range(size - bit_depth // 8, size):  # the alpha channel's byte(s)
             opaque[start + byte:end:size] = full[:n]
             white[start + byte:end:size] = data[start + byte:end:size]

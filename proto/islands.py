@@ -220,5 +220,7 @@ def crop(data: bytes, width: int, box: tuple[int, int, int, int], pixel_bytes: i
     x, y, w, h = box
     stride, start, size = width * pixel_bytes, x * pixel_bytes, w * pixel_bytes
     if x == 0 and w == width:
+        if y == 0 and h * stride == len(data):
+            return bytes(data)  # the whole picture: no copy of bytes
         return bytes(data[y * stride : (y + h) * stride])
     return b"".join(data[(y + r) * stride + start : (y + r) * stride + start + size] for r in range(h))

