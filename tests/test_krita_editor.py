@@ -428,4 +428,4 @@ def test_krita_closed_mid_run_inserts_the_result_once_when_the_image_is_opened_a
     assert b["resumed"] and b["error"] == "" and b["run"]["ids"] == [a["job_id"]] and b["run"]["phases"] == ["done"]
     assert b["layers_after"] == ["Background", "Dermis (lite-slow, 7)", "Selection Mask"]
     assert b["pending_after"] == 0 and b["runs_again"] == 0 and b["layers_again"] == b["layers_after"]
-    assert b["changed_inside"]
+    assert b["inside_max_diff"] <= 1  # the composite shows the inserted result

@@ -110,8 +110,13 @@ def second(args: list) -> None:
         top = next((n for n in doc.rootNode().childNodes() if n.name().startswith("Dermis (")), None)
         if top is not None:
             x, y, sw, sh = spec["selection"]
-            background = doc.rootNode().childNodes()[0]
-            report["changed_inside"] = bytes(doc.pixelData(x, y, sw, sh)) != bytes(background.pixelData(x, y, sw, sh))
+            result = next((c for c in top.childNodes() if c.inheritAlpha()), None)  # under it: "Selection"
+            m = 16  # inside the feathered edge, the composite is the result
+            doc.refreshProjection()
+            if result is not None:
+                area = (x + m, y + m, sw - 2 * m, sh - 2 * m)
+                got, want = bytes(doc.pixelData(*area)), bytes(result.pixelData(*area))
+                report["inside_max_diff"] = max(abs(a - b) for a, b in zip(got, want))
         report["size"] = [w, h]
         doc.setModified(False)
     except Exception:

@@ -240,9 +240,13 @@ class Driver:
                 x, y, w, h = self.spec["selection"]
                 result = next((c for c in first.childNodes() if c.inheritAlpha()), None) if first else None
                 m = 16  # inside the feathered edge, the composite is the first seed's result
-                data["composite_is_result_inside"] = result is not None and (
-                    bytes(self.doc.pixelData(x + m, y + m, w - 2 * m, h - 2 * m))
-                    == bytes(result.pixelData(x + m, y + m, w - 2 * m, h - 2 * m)))
+                self.doc.refreshProjection()
+                self.doc.waitForDone()
+                if result is not None:
+                    area = (x + m, y + m, w - 2 * m, h - 2 * m)
+                    got, want = bytes(self.doc.pixelData(*area)), bytes(result.pixelData(*area))
+                    data["inside_max_diff"] = max(abs(a - b) for a, b in zip(got, want))
+                    data["inside_background_diff"] = max(abs(a - b) for a, b in zip(got, bytes(self.bg.pixelData(*area))))
                 data["composite_same_outside"] = (bytes(self.doc.pixelData(2, 2, 1, 1))
                                                   == bytes(self.bg.pixelData(2, 2, 1, 1)))
             pix = self.docker.preview.pixmap()
