@@ -116,7 +116,7 @@ def second(args: list) -> None:
             if result is not None:
                 area = (x + m, y + m, sw - 2 * m, sh - 2 * m)
                 got, want = bytes(doc.pixelData(*area)), bytes(result.pixelData(*area))
-                report["inside_max_diff"] = max(abs(a - b) for a, b in zip(got, want))
+                report["inside_max_diff"] = max(abs(a - b) for a, b in zip(got, want, strict=True))
         report["size"] = [w, h]
         doc.setModified(False)
     except Exception:

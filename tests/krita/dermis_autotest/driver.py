@@ -245,8 +245,8 @@ class Driver:
                 if result is not None:
                     area = (x + m, y + m, w - 2 * m, h - 2 * m)
                     got, want = bytes(self.doc.pixelData(*area)), bytes(result.pixelData(*area))
-                    data["inside_max_diff"] = max(abs(a - b) for a, b in zip(got, want))
-                    data["inside_background_diff"] = max(abs(a - b) for a, b in zip(got, bytes(self.bg.pixelData(*area))))
+                    data["inside_max_diff"] = max(abs(a - b) for a, b in zip(got, want, strict=True))
+                    data["inside_background_diff"] = max(abs(a - b) for a, b in zip(got, bytes(self.bg.pixelData(*area)), strict=True))
                 data["composite_same_outside"] = (bytes(self.doc.pixelData(2, 2, 1, 1))
                                                   == bytes(self.bg.pixelData(2, 2, 1, 1)))
             pix = self.docker.preview.pixmap()
