@@ -109,18 +109,8 @@ class Driver:
         import dermis_krita.controller as controller_mod
 
         s, app = self.spec, Krita.instance()
-        with open(s["image"], "rb") as f:
-            raw = f.read()
-        doc = app.createDocument(s["width"], s["height"], "dermis-autotest", "RGBA", "U8", "", 72.0)
-        bg = doc.rootNode().childNodes()[0]
-        bg.setPixelData(raw, 0, 0, s["width"], s["height"])
-        app.activeWindow().addView(doc)
-        doc.setActiveNode(bg)
-        sel = Selection()
-        sel.select(*s["selection"], 255)
-        doc.setSelection(sel)
-        doc.waitForDone()
-        self.doc, self.bg = doc, bg
+        self.doc, self.bg = open_document("dermis-autotest", s["width"], s["height"], "U8", "", s["image"],
+                                          s["selection"])
         self.ctl = controller_mod.instance()
         self.ctl.settings.preset = s["preset"]
         self.ctl.settings.scale = 1.0
@@ -278,18 +268,8 @@ class Driver:
 
     def big(self) -> None:
         """A 4096x4096 16-bit document: reading, sending and inserting it must leave the UI ticking."""
-        b, app = self.spec["big"], Krita.instance()
-        n = b["size"]
-        doc = app.createDocument(n, n, "dermis-big", "RGBA", "U16", b["profile"], 72.0)
-        bg = doc.rootNode().childNodes()[0]
-        with open(b["image"], "rb") as f:
-            bg.setPixelData(f.read(), 0, 0, n, n)
-        app.activeWindow().addView(doc)
-        doc.setActiveNode(bg)
-        sel = Selection()
-        sel.select(*b["selection"], 255)
-        doc.setSelection(sel)
-        doc.waitForDone()
+        b, n = self.spec["big"], self.spec["big"]["size"]
+        doc, bg = open_document("dermis-big", n, n, "U16", b["profile"], b["image"], b["selection"])
         self.big_doc = doc
         self.ctl.settings.variations = 1
         self.ctl.settings.preset = b["preset"]
@@ -350,6 +330,22 @@ class Driver:
             Krita.instance().action("file_quit").trigger()
         finally:
             QTimer.singleShot(5000, lambda: os._exit(code))  # file_quit would exit 0 regardless
+
+
+def open_document(name: str, w: int, h: int, depth: str, profile: str, image: str, selection: list):
+    """A new RGBA document in a view, its layer filled from a raw file, a rectangle selected."""
+    app = Krita.instance()
+    doc = app.createDocument(w, h, name, "RGBA", depth, profile, 72.0)
+    bg = doc.rootNode().childNodes()[0]
+    with open(image, "rb") as f:
+        bg.setPixelData(f.read(), 0, 0, w, h)
+    app.activeWindow().addView(doc)
+    doc.setActiveNode(bg)
+    sel = Selection()
+    sel.select(*selection, 255)
+    doc.setSelection(sel)
+    doc.waitForDone()
+    return doc, bg
 
 
 def find_menu_action(bar, path, text):
