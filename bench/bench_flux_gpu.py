@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline import CancelToken  # noqa: E402
 from pipeline.models.flux import engine  # noqa: E402
+from pipeline.models.flux import memory as flux_memory  # noqa: E402
 from pipeline.models.flux.arch import FLUX_DEV, FluxVaeArch  # noqa: E402
 from pipeline.models.flux.text import Conditioning  # noqa: E402
 from pipeline.models.flux.tiny import TRANSFORMER as TOY_TRANSFORMER  # noqa: E402
@@ -109,7 +110,7 @@ def run_mode(mode: str, args, transformer, vae, arch, device: torch.device, dtyp
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    placement = engine.placement(mode, device, {"transformer": transformer, "vae": vae})
+    placement = flux_memory.placement(mode, device, {"transformer": transformer, "vae": vae})
     g = torch.Generator().manual_seed(0)
     cond = Conditioning(torch.randn(1, args.text_tokens, arch.context_in_dim, generator=g),
                         torch.randn(1, arch.vec_in_dim, generator=g))

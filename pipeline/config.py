@@ -10,7 +10,8 @@ or folders directly under ``[weights]`` and/or points at ComfyUI ``models/`` tre
     skin_detail = "~/models/1x-ITF-SkinDiffDetail-Lite-v1.pth"
 
     [limits]
-    max_pixels = 89478485
+    max_pixels = 89478485        # input images
+    max_work_pixels = 37748736   # the canvas a diffusion stage (SUPIR) works on
 
 Other sections (``[daemon]``, ``[[watch]]``) belong to the daemon and are kept as raw tables.
 """
@@ -30,6 +31,10 @@ from .errors import InvalidParameter
 from .images import DEFAULT_MAX_PIXELS
 
 CONFIG_ENV = "DERMIS_CONFIG"
+# SUPIR enlarges its canvas to a short side of 1024 px and works on all of it: 6144² (37.7 MP, a 4x
+# upscale of 1536²) is far beyond what a 24 GB card samples in reasonable time; a 30x2000 target would
+# otherwise become a 1024x68288 canvas
+DEFAULT_MAX_WORK_PIXELS = 6144 * 6144
 COMFY_ENV = "DERMIS_COMFY_MODELS"
 APP = "dermis"
 
@@ -51,6 +56,7 @@ class Config:
     device: str = "auto"
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_output_pixels: int = 4 * DEFAULT_MAX_PIXELS
+    max_work_pixels: int = DEFAULT_MAX_WORK_PIXELS  # the largest canvas a diffusion stage works on
     raw: dict[str, Any] = field(default_factory=dict)
 
     def section(self, name: str) -> Any:
@@ -108,5 +114,6 @@ def _from_raw(raw: dict[str, Any], path: Path) -> Config:
         device=str(raw.get("device", "auto")),
         max_pixels=max_pixels,
         max_output_pixels=int(limits.get("max_output_pixels", 4 * max_pixels)),
+        max_work_pixels=int(limits.get("max_work_pixels", DEFAULT_MAX_WORK_PIXELS)),
         raw=raw,
     )

@@ -65,3 +65,22 @@ def parse_dtype(name: str, default: torch.dtype) -> torch.dtype:
     if name not in table:
         raise InvalidParameter(f"unknown dtype {name!r}; use auto, fp32, fp16 or bf16.")
     return table[name]
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes a job may still allocate on ``device``: CUDA's free memory plus what PyTorch's caching
+    allocator holds unused; on the CPU the kernel's MemAvailable (free plus reclaimable cache)."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62  # unknown: do not limit

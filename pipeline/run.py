@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
-from . import images
+from . import images, memory_policy
 from .config import Config
 from .detail import DEFAULT_SIGMA, check_sigma, detail_layer
 from .device import select_device, stage_seed
@@ -27,7 +27,7 @@ from .previews import rgb_thumbnail
 from .progress import CancelToken, Progress, ProgressFn, no_progress
 from .recipes import Recipe
 from .regions import Region, WorkArea, composite, feather, work_area
-from .stages import ResolvedStage, resolve
+from .stages import ResolvedStage, make_params, resolve
 from .stages.context import StageContext
 
 __all__ = ["CancelToken", "Content", "OutputMode", "Progress", "ProgressFn", "RunResult", "StageContext", "run"]
@@ -101,6 +101,10 @@ def run(
     c = area.crop
     ox, oy = round(c.x * s), round(c.y * s)
     tw, th = round((c.x + c.w) * s) - ox, round((c.y + c.h) * s) - oy
+    for st in stages:  # stage-specific limits (SUPIR's working canvas), before any model loads
+        preflight = getattr(st.module, "preflight", None)
+        if preflight is not None:
+            preflight(st.params, (th, tw), config)
     report = _placing_previews(report, (ox, oy, tw, th))
     messages = [*image.notes, *(sk.reason for sk in skipped)]  # what decoding changed, stages skipped
     for m in messages:
@@ -114,21 +118,31 @@ def run(
     for st in stages:
         cancel.check()
         t0 = time.perf_counter()
-        ctx = StageContext(
-            stage_id=st.spec.id,
-            seed=stage_seed(seed, st.spec.id),
-            device=dev,
-            dtype=dtype,
-            cancel=cancel,
-            models=models,
-            weights=st.weights,
-            target_size=(th, tw),
-            mask=_mask_for(area.mask, rgb.shape[:2]),
-            locator=locator,
-            on_progress=_reporter(report, st, done, total, messages),
-        )
+        stage_report = _reporter(report, st, done, total, messages)
         report(Progress(st.spec.id, 0, 0, fraction=done / total, message=f"{st.spec.id}: started"))
-        rgb = st.module.run(rgb, st.params, ctx)
+
+        def once(raw: Mapping[str, Any], st: ResolvedStage = st, rgb: np.ndarray = rgb,
+                 stage_report: ProgressFn = stage_report) -> tuple[Any, dict[str, Any]]:
+            params = st.params if raw is st.spec.params else make_params(st.module, raw, st.spec.id)
+            ctx = StageContext(
+                stage_id=st.spec.id,
+                seed=stage_seed(seed, st.spec.id),
+                device=dev,
+                dtype=dtype,
+                cancel=cancel,
+                models=models,
+                weights=st.weights,
+                target_size=(th, tw),
+                mask=_mask_for(area.mask, rgb.shape[:2]),
+                locator=locator,
+                on_progress=stage_report,
+            )
+            return memory_policy.attempt(lambda: st.module.run(rgb, params, ctx)), ctx.used
+
+        rgb = memory_policy.run_with_ladder(
+            once, st.spec.params, getattr(st.module, "MEMORY_KNOBS", ()), label=st.spec.id,
+            evict=models.drop_unused_since,
+            notify=lambda m, r=stage_report: r(Progress("", 0, 0, message=m)))
         _check_stage_output(st, rgb)
         if progress is not None and st is not stages[-1]:  # the image so far; the result ends the last one
             report(Progress(st.spec.id, 0, 0, fraction=(done + st.cost) / total, preview=rgb_thumbnail(rgb)))
@@ -163,15 +177,17 @@ def _reporter(report: ProgressFn, st: ResolvedStage, done: float, total: float,
               messages: list[str]) -> ProgressFn:
     """The stage's reports as the job's: its id, and the fraction of the whole job done."""
 
+    seen = [done / total]  # never backwards, also when the memory policy runs the stage again
+
     def emit(p: Progress) -> None:
         if p.steps > 0:
             local = ((max(p.tile, 1) - 1) * p.steps + p.step) / (max(p.tiles, 1) * p.steps)
         else:
             local = 0.0
-        frac = (done + st.cost * min(1.0, max(0.0, local))) / total
+        seen[0] = max(seen[0], (done + st.cost * min(1.0, max(0.0, local))) / total)
         if p.message and p.steps == 0:
             messages.append(p.message)
-        report(p._replace(stage=st.spec.id, fraction=min(frac, 0.999)))
+        report(p._replace(stage=st.spec.id, fraction=min(seen[0], 0.999)))
 
     return emit
 

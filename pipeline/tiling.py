@@ -214,9 +214,12 @@ class Assembler:
         blend: BlendKind = "cosine",
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
+        weights: torch.Tensor | None = None,
     ) -> None:
         self.plan = plan
-        self.weights = blend_weights(plan, blend).to(device=device, dtype=torch.float32)
+        # ``weights``: the plan's blend_weights already on the device (a sampler reuses them every step)
+        self.weights = (blend_weights(plan, blend) if weights is None else weights).to(device=device,
+                                                                                       dtype=torch.float32)
         self.canvas = torch.zeros(batch, channels, plan.height, plan.width, device=device, dtype=dtype)
         self._acc = torch.zeros(1, 1, plan.height, plan.width, device=device, dtype=torch.float32)
         self._done: set[int] = set()
@@ -246,8 +249,10 @@ def assemble(
     plan: TilePlan,
     *,
     blend: BlendKind = "cosine",
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(N*B, C, th, tw) tiles (plan order, as from crop_tiles) -> (B, C, H, W) blended frame."""
+    """(N*B, C, th, tw) tiles (plan order, as from crop_tiles) -> (B, C, H, W) blended frame.
+    ``weights``: the plan's ``blend_weights`` when the caller keeps them (on the tiles' device)."""
     n = len(plan)
     if isinstance(tiles, torch.Tensor):
         if tiles.shape[0] % n:
@@ -256,7 +261,7 @@ def assemble(
     else:
         chunks = list(tiles)
     asm = Assembler(plan, chunks[0].shape[1], batch=chunks[0].shape[0], blend=blend,
-                    device=chunks[0].device, dtype=chunks[0].dtype)
+                    device=chunks[0].device, dtype=chunks[0].dtype, weights=weights)
     for i, t in enumerate(chunks):
         asm.add(i, t)
     return asm.result()

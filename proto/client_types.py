@@ -253,6 +253,7 @@ class ServerInfo:
     capabilities: list[str] = field(default_factory=list)
     shared_memory_dir: str = ""  # the daemon's folder for shared-memory transfers; "" = none
     catalogue: list[ModelFile] = field(default_factory=list)  # every file the daemon can fetch or knows
+    flux_memory: list[str] = field(default_factory=list)  # FLUX file picked + what each memory mode holds
 
 
 @dataclass

@@ -155,7 +155,7 @@ def server_info(r: Any) -> ServerInfo:
         api_version=r.api_version, loaded_models={m.key: int(m.bytes) for m in r.loaded_models},
         model_budget=int(r.model_budget), max_pixels=int(r.limits.max_pixels),
         capabilities=list(r.capabilities), catalogue=[model_file(f) for f in r.catalogue],
-        shared_memory_dir=r.shared_memory_dir,
+        shared_memory_dir=r.shared_memory_dir, flux_memory=list(r.flux_memory),
     )
 
 

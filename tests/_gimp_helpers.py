@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from ._daemon_helpers import ServeProcess
+from ._xvfb import free_display
 from .conftest import REPO
 
 CHROOT = Path(os.environ.get("DERMIS_GIMP_CHROOT", "/var/cache/dermis/gimp-trixie"))
@@ -152,7 +153,7 @@ def run_gimp(root: Path, work: Workdir, spec: dict, env: dict[str, str] | None =
     if keys:
         answer = " ".join(shlex.quote(k) for k in keys)
         variables["DIALOG_TITLE"] = DIALOG_TITLE
-        inner = (f"cd {work.inside} && xvfb-run -a -s '-screen 0 1280x1024x24' bash -c "
+        inner = (f"cd {work.inside} && xvfb-run -n {free_display()} -s '-screen 0 1280x1024x24' bash -c "
                  + shlex.quote(f"(bash press_keys.sh {answer} &); "
                                f"exec timeout {int(timeout)} gimp-3.0 -d -f {batch}"))
     else:

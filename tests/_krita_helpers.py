@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from ._daemon_helpers import ServeProcess
+from ._xvfb import free_display
 
 REPO = Path(__file__).resolve().parent.parent
 KRITA_TESTS = Path(__file__).resolve().parent / "krita"
@@ -119,7 +120,7 @@ def run_kritarunner(env: dict[str, str], pythonpath: list[Path], module: str, fu
 
 
 def run_krita_gui(env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24", "krita", "--nosplash"],
+    return subprocess.run(["xvfb-run", "-n", str(free_display()), "-s", "-screen 0 1280x1024x24", "krita", "--nosplash"],
                           env=env, capture_output=True, text=True, timeout=timeout)
 
 

@@ -14,6 +14,11 @@ order), so no bound is absolute: each is relative to the reference's own scale,
   2e-4 and 3e-4). The worst cross-CPU difference measured on these runs is ~1e-5 (AVX512 vs the
   default kernels, 1 vs 2 threads), so 1e-4 keeps a ~10x margin and can fail.
 
+- ``DEQUANT`` (0, exact): GGUF block dequantisation against the ``gguf`` package's numpy reference,
+  and a scaled-fp8 model against its own dequantisation: the same float32 products in the same order.
+- ``QUANTISED`` (1e-2): a forward of a GGUF-quantised (Q8_0, Q4_K) transformer against the fp32 model
+  it was written from (issue 15's bound). Measured on the tiny model: Q8_0 2.8e-3, Q4_K_M 4.7e-3.
+
 ``FLOOR`` keeps an all-zero reference from demanding an exact zero. Each family also has a negative
 control (:func:`assert_rejected`): a 1e-3 relative perturbation of one weight, or a sigma moved by one
 schedule step, must fail the same check, so a bound that cannot fail is caught.
@@ -32,6 +37,8 @@ import torch
 MODEL = 1e-4
 SAMPLER = 1e-3
 RECORDED_RUN = 1e-4
+DEQUANT = 0.0
+QUANTISED = 1e-2
 FLOOR = 1e-6
 
 # family -> (largest relative error seen, the comparison that produced it)

@@ -32,3 +32,42 @@ def tiny_config(d: Path) -> tuple[int, int]:
     layout = cfg["vector_y_layout"]
     add = next(v for k, v in layout.items() if k.startswith("add_time_dim"))
     return int(head), int(add)
+
+
+def load_fixture_models(d: Path):
+    """The fixture's tiny SDXL + SUPIR through Dermis's real loaders, float32, no text encoders."""
+    import torch
+
+    from pipeline.models.supir.pipeline import load_models
+
+    head, add = tiny_config(d)
+    return load_models(d / "tiny_sdxl.safetensors", d / "tiny_supir.safetensors", torch.float32, torch.float32,
+                       head_dim=head, add_time_dim=add, text_encoders=False)
+
+
+def parity_fixtures(stem: str):
+    """The module fixtures of a SUPIR parity file: ``fx`` (the fixture folder, with ``<stem>.safetensors``
+    and ``<stem>.md``), ``golden`` (its tensors) and ``models`` (the tiny models through the real loaders).
+    Use as ``fx, golden, models = parity_fixtures("golden")``."""
+
+    @pytest.fixture(scope="module")
+    def fx():
+        return require_fixtures("tiny_sdxl.safetensors", "tiny_supir.safetensors", f"{stem}.safetensors",
+                                f"{stem}.md", "tiny_config.json")
+
+    @pytest.fixture(scope="module")
+    def golden(fx):
+        from safetensors.torch import load_file
+
+        return load_file(str(fx / f"{stem}.safetensors"))
+
+    @pytest.fixture(scope="module")
+    def models(fx):
+        return load_fixture_models(fx)
+
+    return fx, golden, models
+
+
+def keys(golden, prefix: str) -> list[str]:
+    """The golden tensor names under ``prefix``, sorted."""
+    return sorted(k for k in golden if k.startswith(prefix))

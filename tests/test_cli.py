@@ -94,6 +94,25 @@ def test_presets_doctor_and_tiny_models(tmp_path, capsys):
     assert "skin_detail -> " + str(tmp_path / "m" / "upscale_models") in out
 
 
+def test_doctor_says_which_flux_transformer_and_what_each_mode_holds(tmp_path, tiny_models, capsys):
+    import shutil
+
+    unet = tmp_path / "unet"
+    unet.mkdir()
+    for name in ("flux1-dev-Q8_0.gguf", "flux1-dev-fp8-e4m3fn-scaled.safetensors"):
+        shutil.copy(tiny_models / "unet/variants" / name, unet)
+    for sub in ("vae", "text_encoders"):
+        shutil.copytree(tiny_models / sub, tmp_path / sub)
+    main(["doctor", "--comfy-models", str(tmp_path), "--preset", "supir-srpo"])
+    out = capsys.readouterr().out.split("FLUX (stages refine, final):")[1]
+    assert f"transformer: {unet / 'flux1-dev-fp8-e4m3fn-scaled.safetensors'}" in out
+    assert "fp8 e4m3fn, scaled" in out and "matches flux1-dev*.safetensors in" in out
+    assert "weight_dtype auto: fp8 file widened" in out and "also found" in out and "flux1-dev-Q8_0.gguf" in out
+    assert "clip" in out and "t5" in out and "vae" in out
+    for mode in ("resident", "model_offload", "sequential"):
+        assert f"  {mode} " in out and "encoding prompts" in out
+
+
 def test_console_script_runs_as_a_real_process(portrait_path, tmp_path):
     out = tmp_path / "o.jpg"
     proc = subprocess.run([sys.executable, "-m", "daemon", "upscale", str(portrait_path), "-o", str(out),

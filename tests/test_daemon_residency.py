@@ -1,8 +1,9 @@
 """Model residency (LRU under a budget, with real spandrel models) and the out-of-memory ladder.
 
-A CPU cannot run out of device memory, so the ladder tests raise torch.OutOfMemoryError from the
-attempt function: the ladder, the eviction and the executor's preemption are what is under test, and
-they run for real (the real queue, executor, cache and pipeline.run everywhere else)."""
+A CPU cannot run out of device memory, so the memory tests raise torch.OutOfMemoryError from inside the
+stage (or from the run function, for the executor's preemption): the pipeline's memory policy, the
+eviction and the preemption are what is under test, and they run for real (the real queue, executor,
+cache and pipeline.run everywhere else)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,10 @@ import torch
 
 import pipeline
 from daemon.errors import NeedsWholeDevice
-from daemon.jobs.residency import Residency, one_tile_per_batch
 from pipeline import images
 from pipeline.models.cache import module_bytes
 from pipeline.models.spandrel_loader import load_image_model
-from proto.client import EventKind
+from proto.client import EventKind, JobFailed
 
 from ._daemon_helpers import client, raw_image, request, result_array, start, user_presets_dir
 
@@ -61,39 +61,66 @@ def _oom(*args, **kwargs):
     raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
 
 
-def test_oom_ladder_empties_evicts_shrinks_the_batch_then_fails_clearly(test_presets):
-    residency = Residency()
-    residency.models.get("resident", lambda: torch.nn.Linear(8, 8))
-    recipe = pipeline.build("tiles", {"upscale.batch": "4"})
-    tried, notes = [], []
+def test_a_job_short_of_memory_is_retried_by_the_pipeline_policy_with_fewer_tiles_per_call(daemon, monkeypatch):
+    """The daemon runs pipeline.memory_policy like the CLI: the stage that ran out of memory runs again
+    after the other cached models are unloaded, then with fewer tiles per call, and the result is the
+    one a direct run with those settings gives."""
+    from pipeline.stages import upscale_model
 
-    def attempt(r):
-        tried.append(r.stage("upscale").params["batch"])
-        if len(tried) == 4:
-            assert residency.loaded() == []  # the evict rung ran before this attempt
-        _oom()
+    real, batches = upscale_model._tiled, []
 
-    with pytest.raises(pipeline.OutOfMemory) as e:
-        residency.run(attempt, recipe, notify=notes.append)
-    assert tried == ["4", "4", "4", 1]
-    assert [n.split(": ")[1] for n in notes] == [
-        "emptied the device memory cache, trying again", "unloaded the other models, trying again",
-        "processing one tile at a time, trying again"]
-    assert "even after emptying the memory cache" in str(e.value) and "Tried to allocate" in str(e.value)
+    def tiled(desc, rgb, tile, params, ctx):
+        batches.append(params.batch)
+        if params.batch > 1:
+            _oom()
+        return real(desc, rgb, tile, params, ctx)
+
+    monkeypatch.setattr(upscale_model, "_tiled", tiled)
+    daemon.residency.models.get("left over", lambda: torch.nn.Linear(8, 8))
+    arr = raw_image(64, 64, seed=5)
+    with client(daemon) as c:
+        job = c.submit(request(arr, preset="tiles", seed=2, overrides={"upscale.batch": "3"}))
+        events = list(c.watch(job))
+    assert events[-1].kind is EventKind.done
+    assert batches == [3, 3, 1]
+    assert [e.message for e in events if "out of device memory" in e.message] == [
+        "upscale: out of device memory, unloaded the other models",
+        "upscale: out of device memory, trying again with 1 tile(s) per model call"]
+    assert "left over" not in daemon.residency.models
+    monkeypatch.setattr(upscale_model, "_tiled", real)
+    direct = pipeline.run(pipeline.build("tiles", {"upscale.batch": "1"}), images.from_array(arr), seed=2,
+                          device="cpu")
+    assert np.array_equal(result_array(events[-1].result)[..., :3], images.to_array(direct.image)[..., :3])
+
+
+def test_a_job_out_of_memory_at_every_setting_fails_with_one_clear_error(daemon, monkeypatch):
+    from pipeline.stages import upscale_model
+
+    monkeypatch.setattr(upscale_model, "_tiled", _oom)
+    with client(daemon) as c, pytest.raises(JobFailed) as e:
+        c.run(request(raw_image(64, 64), preset="tiles", seed=2,
+                      overrides={"upscale.batch": "2", "upscale.tile": "512"}))
     assert e.value.code == "out_of_memory"
-
-    calls = []
-    assert residency.run(lambda r: calls.append(r) or (_oom() if len(calls) < 2 else "ok"), recipe,
-                         notify=notes.append) == "ok"
-    with pytest.raises(NeedsWholeDevice):
-        residency.run(_oom, recipe, notify=notes.append, nested=True)
+    text = str(e.value)
+    assert "even after 1 tile(s) per model call, tile = 256 and tile = 128" in text
+    assert "Tried to allocate" in text and "--" not in text
 
 
-def test_one_tile_per_batch_only_touches_batching_stages(test_presets):
-    assert one_tile_per_batch(pipeline.build("lite")) is None
-    assert one_tile_per_batch(pipeline.build("tiles")) is None  # already batch = 1
-    smaller = one_tile_per_batch(pipeline.build("tiles", {"upscale.batch": "3"}))
-    assert smaller.stage("upscale").params["batch"] == 1
+def test_the_executor_sees_out_of_memory_once_and_a_nested_job_asks_for_the_whole_device(test_presets):
+    from daemon.jobs.residency import Residency
+
+    residency, recipe = Residency(), pipeline.build("tiles")
+
+    def final(r):
+        raise pipeline.OutOfMemory("tiles ran out of device memory even after ...")
+
+    with pytest.raises(pipeline.OutOfMemory, match="even after"):
+        residency.run(final, recipe)
+    with pytest.raises(pipeline.OutOfMemory, match="outside its stages"):
+        residency.run(_oom, recipe)
+    with pytest.raises(NeedsWholeDevice, match="even after"):
+        residency.run(final, recipe, nested=True)
+    assert residency.run(lambda r: "ok", recipe) == "ok"
 
 
 def test_editor_job_short_of_memory_inside_a_paused_batch_job_gets_the_device(daemon):

@@ -167,8 +167,8 @@ def test_streaming_reads_each_fused_tensor_once(tiny_models, monkeypatch):
     from pipeline.models.tensor_files import TensorSource
 
     reads: list[str] = []
-    original = TensorSource.get
-    monkeypatch.setattr(TensorSource, "get", lambda self, k: reads.append(k) or original(self, k))
+    original = TensorSource.read
+    monkeypatch.setattr(TensorSource, "read", lambda self, k: reads.append(k) or original(self, k))
     fl.load_transformer(tiny_models / "unet/flux1-dev.safetensors", torch.float32)
     assert len(reads) == len(set(reads)) == len(load_file(str(tiny_models / "unet/flux1-dev.safetensors")))
 
@@ -198,8 +198,8 @@ def test_text_encoder_files_and_tokenizer_folders_match_the_originals(tiny_model
                            clip_tokenizer=clip_tok, t5_tokenizer=t5_tok)
     assert text.t5.encoder.embed_tokens.weight is text.t5.shared.weight  # tied, stored once in the file
     ref = ft.TextEncoders(clip=clip.half().float(), t5=t5.half().float(), clip_tokenizer=ctok, t5_tokenizer=ttok)
-    got = ft.encode_prompt(text, "Pores, freckles.", max_sequence_length=64)
-    want = ft.encode_prompt(ref, "Pores, freckles.", max_sequence_length=64)
+    got = ft.encode_prompt(text, "Pores, freckles.", t5_tokens=64)
+    want = ft.encode_prompt(ref, "Pores, freckles.", t5_tokens=64)
     assert got.prompt_embeds.shape == (1, 64, 32) and got.pooled.shape == (1, 32)
     assert_parity(got.prompt_embeds, want.prompt_embeds, MODEL, "T5 prompt embeddings", family="text_encoders")
     assert_parity(got.pooled, want.pooled, MODEL, "CLIP pooled", family="text_encoders")
@@ -207,7 +207,7 @@ def test_text_encoder_files_and_tokenizer_folders_match_the_originals(tiny_model
     with perturbed(text.t5.get_parameter("encoder.block.0.layer.1.DenseReluDense.wo.weight")), \
             perturbed(text.clip.get_parameter("text_projection.weight" if hasattr(text.clip, "text_projection")
                                               else "final_layer_norm.weight")):
-        bad = ft.encode_prompt(text, "Pores, freckles.", max_sequence_length=64)
+        bad = ft.encode_prompt(text, "Pores, freckles.", t5_tokens=64)
     assert_rejected(bad.prompt_embeds, want.prompt_embeds, MODEL, "T5 with one weight moved 1e-3")
     assert_rejected(bad.pooled, want.pooled, MODEL, "CLIP with one weight moved 1e-3")
 

@@ -89,7 +89,10 @@ def test_sources_are_complete_and_honest():
 def test_variants_pick_files_and_aliases():
     assert catalogue().choose("flux_t5", "fp8").filename == "t5xxl_fp8_e4m3fn.safetensors"
     assert catalogue().choose("flux_transformer", "fp8").filename == "flux1-dev-fp8-e4m3fn.safetensors"
-    assert catalogue().choose("flux_transformer", "gguf-q8").supported is False
+    q8 = catalogue().choose("flux_transformer", "gguf-q8")  # GGUF loads since issue 15
+    assert q8.supported and q8.filename.endswith("Q8_0.gguf") and q8.relpath.parts[0] == "unet"
+    assert catalogue().choose("flux_transformer", "fp8-scaled").filename == "flux_dev_fp8_scaled_diffusion_model.safetensors"
+    assert not any(f.use == "future" and f.supported for f in FILES)
     assert catalogue().choose("sdxl", "fp8").variant == "base-1.0-0.9vae"  # no such variant: the default
     assert catalogue().choose("flux_vae").gated and not catalogue().choose("flux_vae", "schnell").gated
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import InvalidParameter
-from pipeline.models.flux import engine as flux_engine
+from pipeline.models.flux import memory as flux_memory
 from pipeline.models.placement import Placement, choose_mode, mode_of
 from pipeline.models.supir import pipeline as supir
 from pipeline.stages.supir import _needs
@@ -41,10 +41,10 @@ def test_auto_choice_from_free_memory(monkeypatch):
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (free["bytes"], 80 * GB))
     cuda = torch.device("cuda")
     parts = {"transformer": nn.Linear(1000, 1000), "vae": nn.Linear(10, 10)}  # on the CPU: held 0
-    work = flux_engine.ACTIVATION_BYTES_PER_TILE * 2 + flux_engine.MARGIN_BYTES
+    work = flux_memory.ACTIVATION_BYTES_PER_TILE * 2 + flux_memory.MARGIN_BYTES
     for space, want in [(work + 4_004_440, "resident"), (work + 4_004_000, "model_offload"), (work + 4_003_999, "sequential")]:
         free["bytes"] = space
-        assert flux_engine.choose_memory("auto", cuda, parts, 2) == want
+        assert flux_memory.choose_memory("auto", cuda, parts, 2) == want
     needs = _needs(supir.SupirModels(nn.Linear(1000, 1000), nn.Linear(10, 10), nn.Linear(10, 10),
                                      nn.Linear(10, 10), None, None, None, None))  # type: ignore[arg-type]
     for space, want in [(10 * GB, "resident"), (4 * GB, "model_offload"), (2 * GB, "sequential")]:
@@ -69,7 +69,7 @@ def test_sequential_streams_the_named_parts_and_unhooks_at_release():
     parts = {"transformer": nn.Linear(4, 4), "vae": nn.Linear(4, 4)}
     x = torch.randn(2, 4)
     ref = {k: m(x) for k, m in parts.items()}
-    place = flux_engine.placement("sequential", torch.device("cpu"), parts)
+    place = flux_memory.placement("sequential", torch.device("cpu"), parts)
     with place.active("transformer"):
         assert hasattr(parts["transformer"], "_hf_hook") and not hasattr(parts["vae"], "_hf_hook")
         assert torch.equal(parts["transformer"](x), ref["transformer"])

@@ -23,7 +23,6 @@ from pipeline.models.supir.pipeline import (
     decode,
     encode_lq,
     encode_sample,
-    load_models,
     restore,
 )
 from pipeline.models.supir.unet import vector_cond
@@ -33,35 +32,14 @@ from pipeline.samplers.schedules import ddpm_sigma_table, legacy_sigmas, quantiz
 from pipeline.samplers.tiles import LatentTiles
 
 from ._parity import MODEL, RECORDED_RUN, assert_parity, assert_rejected, perturbed
-from ._supir_helpers import require_fixtures, tiny_config
+from ._supir_helpers import keys, parity_fixtures
 
 pytestmark = pytest.mark.parity
 GROUPS = ("inputs.", "control.", "unet.", "wrapper.", "denoiser.", "vae.", "colorfix.", "edm_det.", "edm_churn.",
           "edm_tiled.", "e2e.")
 
 
-@pytest.fixture(scope="module")
-def fx():
-    return require_fixtures("tiny_sdxl.safetensors", "tiny_supir.safetensors", "golden.safetensors",
-                            "golden.md", "tiny_config.json")
-
-
-@pytest.fixture(scope="module")
-def golden(fx):
-    from safetensors.torch import load_file
-
-    return load_file(str(fx / "golden.safetensors"))
-
-
-@pytest.fixture(scope="module")
-def models(fx):
-    head, add = tiny_config(fx)
-    return load_models(fx / "tiny_sdxl.safetensors", fx / "tiny_supir.safetensors", torch.float32, torch.float32,
-                       head_dim=head, add_time_dim=add, text_encoders=False)
-
-
-def keys(golden, prefix: str) -> list[str]:
-    return sorted(k for k in golden if k.startswith(prefix))
+fx, golden, models = parity_fixtures("golden")
 
 
 def run_calls(fx) -> dict[str, dict]:
@@ -241,7 +219,7 @@ def _e2e_run(fx, g, models) -> dict[str, object]:
         control_start=call.get("control_scale_start", 0.0), control_end=call["control_scale"],
         linear_control=call.get("use_linear_control_scale", False), restore_cfg=call["restoration_scale"])
     fix = {"Wavelet": "wavelet", "AdaIn": "adain", "None": "none"}[call["color_fix_type"]]
-    s = Settings(steps=call["num_steps"], edm=edm, color_fix=fix)
+    s = Settings(sampler="edm", steps=call["num_steps"], edm=edm, color_fix=fix)
     draws = [g[f"e2e.noise.{j}"] for j in range(len(keys(g, "e2e.noise.")))]  # posterior, x_T, churn...
     i = {k.removeprefix("e2e.in."): g[k] for k in keys(g, "e2e.in.")}
     records: list[dict] = []

@@ -50,7 +50,7 @@ class _Payload:
     ("bad.ckpt", lambda p: torch.save({"a": _Payload()}, p), "not loaded for safety"),
     ("bad.pth", lambda p: p.write_bytes(pickle.dumps({"a": _Payload()}, protocol=2)), "not loaded for safety"),
     ("bad.ckpt", lambda p: torch.save({"n": 1}, p), "holds no tensors"),
-    ("bad.gguf", lambda p: p.write_bytes(b"GGUF"), "GGUF files are not supported"),
+    ("bad.gguf", lambda p: p.write_bytes(b"GGUF"), "cannot be read as a GGUF file: it is damaged"),
 ])
 def test_bad_files_say_which_and_why(tmp_path, capsys, name, write, words):
     path = tmp_path / name
@@ -136,4 +136,4 @@ def test_one_loading_path_in_the_pipeline():
                 if name == "from_pretrained" and ("tokenizer" in fn.name or fn.name == "_from_source"):
                     continue
                 found.add(f"{path.relative_to(root)}:{fn.name}")
-    assert found == {"models/tensor_files.py:read_pickle", "models/tensor_files.py:stream_into"}, found
+    assert found == {"models/readers.py:read_pickle", "models/tensor_files.py:stream_into"}, found

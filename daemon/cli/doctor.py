@@ -72,4 +72,10 @@ def run(args: argparse.Namespace) -> int:
             if s.id not in stage_ids:
                 print(f"  {s.id}: no weights needed{'' if s.enabled else ' (off)'}")
         print_weight_rows(rows, verbose=args.verbose)
+    if any(s.kind == "flux_refine" for n in names for s in pipeline.build(n).stages if s.enabled):
+        from pipeline.models.flux.report import flux_lines
+
+        print()
+        print("\n".join(flux_lines(locator, dev, dtype)))
     return 0 if ready_all or args.preset is None else 1
+

@@ -43,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
         print("weights:")
         for w in info.weights:
             print(f"  {w.key}: {w.status}{' -> ' + w.path if w.path else ''}")
+    for line in info.flux_memory:  # the FLUX file the daemon would use and what each memory mode holds
+        print(line)
     print(f"queue: {info.queue_length} job(s) queued or running")
     for j in jobs:
         where = f", position {j.position}" if j.state == "queued" else f", {j.fraction:.0%}"

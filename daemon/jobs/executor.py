@@ -150,10 +150,7 @@ class Executor:
                     device=self.device,
                 )
 
-            def notify(text: str) -> None:
-                job.emit(EventKind.message, message=text)
-
-            result = self.residency.run(attempt, spec.recipe, notify=notify, nested=nested)
+            result = self.residency.run(attempt, spec.recipe, nested=nested)
             stored = spec.finish(result) if spec.finish is not None else result
         except NeedsWholeDevice:
             self.queue.requeue(job, "Not enough device memory while a batch job is paused: the job runs "

@@ -53,7 +53,21 @@ def build(config: pipeline.Config, device: tuple[torch.device, torch.dtype], res
                          max_chunk_bytes=MAX_CHUNK_BYTES, max_queue=max_queue),
         capabilities=capabilities,
         catalogue=catalogue_pb(),
+        flux_memory=_flux_memory(config, device),
     )
+
+
+def _flux_memory(config: pipeline.Config, device: tuple[torch.device, torch.dtype]) -> list[str]:
+    """`dermis doctor`'s FLUX lines (file headers only, nothing loaded); none when no preset uses FLUX."""
+    if not any(s.kind == "flux_refine" and s.enabled for r in pipeline.presets().values() for s in r.stages):
+        return []
+    from pipeline.errors import DermisError
+    from pipeline.models.flux.report import flux_lines
+
+    try:
+        return flux_lines(WeightLocator(config), *device)
+    except (DermisError, OSError) as e:  # a file that cannot be read must not take GetServerInfo down
+        return [f"FLUX (stages refine, final): cannot say: {e}"]
 
 
 def _preset(r: pipeline.Recipe) -> Any:

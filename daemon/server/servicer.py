@@ -149,6 +149,9 @@ class DermisServicer(pb_grpc.DermisServicer):
             log.info("an upload from %s %s; nothing was queued", caller, why)
             return pb.SubmitReply()  # nobody reads it: the call is over
         except DermisError:
+            if not context.is_active():  # the stream ended short because the client cancelled
+                log.info("an upload from %s was cancelled by the client; nothing was queued", caller)
+                return pb.SubmitReply()
             raise
         except Exception:  # a bug must cost this request, never the daemon
             log.exception("Submit failed")

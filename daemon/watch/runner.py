@@ -39,7 +39,7 @@ class LocalRunner:
                  models: pipeline.ModelCache | None = None) -> None:
         self.config = config or pipeline.Config()
         self.device = device
-        self.models = models if models is not None else pipeline.ModelCache()
+        self.models = models if models is not None else pipeline.ModelCache(long_lived=True)
 
     def preflight(self, settings: Settings) -> None:
         """Raise MissingWeights (naming every file) before a batch in which every file would fail."""

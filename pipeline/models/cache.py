@@ -64,8 +64,12 @@ def module_bytes(obj: Any) -> int:
 
 
 class ModelCache:
-    def __init__(self, budget: int | None = None) -> None:
+    """``long_lived``: the cache outlives one job (the daemon's), so one-time costs such as compiling a
+    model pay off; a CLI run's cache is not."""
+
+    def __init__(self, budget: int | None = None, *, long_lived: bool = False) -> None:
         self.budget = budget
+        self.long_lived = long_lived
         self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
         self._lock = threading.RLock()
         self.evictions = 0
@@ -112,6 +116,27 @@ class ModelCache:
                 torch.cuda.empty_cache()
         except ImportError:  # pragma: no cover - torch is a hard dependency of the pipeline
             pass
+
+    def drop_unused_since(self, since: float) -> int:
+        """Drop every model not used since ``since`` (``time.monotonic()``): what the memory policy
+        frees when a stage runs out of device memory. Returns how many were dropped."""
+        with self._lock:
+            stale = [k for k, e in self._entries.items() if e.last_used < since]
+        for key in stale:
+            self.drop(key)
+        return len(stale)
+
+    def device_bytes(self, device: Any, prefix: str = "") -> int:
+        """Bytes of cached models (keys starting with ``prefix``) whose weights sit on ``device`` now: a
+        resident model from the last job, whose room a reload of the same family may reuse."""
+        import torch
+
+        def on(value: Any) -> bool:
+            p = next(iter(value.parameters()), None) if isinstance(value, torch.nn.Module) else None
+            return p is not None and p.device == torch.device(device)
+
+        with self._lock:
+            return sum(module_bytes(e.value) for e in self._entries.values() if e.key.startswith(prefix) and on(e.value))
 
     def entries(self) -> list[CacheEntry]:
         with self._lock:

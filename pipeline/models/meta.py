@@ -13,6 +13,8 @@ from typing import TypeVar
 
 import torch
 
+from .quant import Packed
+
 M = TypeVar("M", bound=torch.nn.Module)
 
 
@@ -33,13 +35,21 @@ def built(model: object, cls: type[M]) -> M:
 
 
 class MetaSource:
-    """A TensorSource stand-in holding only names and shapes (a key manifest): ``get`` gives meta tensors."""
+    """A TensorSource stand-in holding only names and shapes (a key manifest): ``get`` gives meta tensors.
+
+    ``qtypes`` (GGML type per name) makes it a GGUF manifest: ``read`` then gives ``Packed`` meta bytes
+    for quantised tensors, so a full-size GGUF layout loads on the meta device (``stream_into`` with
+    ``device="meta"`` is a dry run).
+    """
 
     prefix = ""
+    markers: dict[str, torch.Tensor] = {}
 
-    def __init__(self, shapes: Mapping[str, Iterable[int]], origin: Path | str = "<manifest>") -> None:
+    def __init__(self, shapes: Mapping[str, Iterable[int]], origin: Path | str = "<manifest>",
+                 qtypes: Mapping[str, int] | None = None) -> None:
         self._shapes = {k: tuple(v) for k, v in shapes.items()}
         self.origin = Path(origin)
+        self._qtypes = dict(qtypes or {})
 
     def keys(self) -> list[str]:
         return list(self._shapes)
@@ -55,6 +65,15 @@ class MetaSource:
 
     def get(self, key: str) -> torch.Tensor:
         return torch.empty(self._shapes[key], device="meta")
+
+    def read(self, key: str) -> torch.Tensor | Packed:
+        from .quant import dequant as dq
+
+        shape, qtype = self._shapes[key], self._qtypes.get(key)
+        if qtype is None or qtype in dq.PLAIN:
+            return torch.empty(shape, device="meta", dtype=dq.PLAIN.get(qtype or dq.F32, torch.float32))
+        raw = torch.empty((*shape[:-1], dq.row_bytes(shape[-1], qtype)), dtype=torch.uint8, device="meta")
+        return Packed(raw, qtype, shape)
 
     def close(self) -> None:
         pass

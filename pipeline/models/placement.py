@@ -17,8 +17,11 @@ Two policies differ between the families because their calls differ, so both are
 - ``streamed``: which parts get the hooks in sequential mode (FLUX: only transformer and T5; the VAE and
   CLIP are small enough to move whole). ``None`` (SUPIR) hooks every part.
 
-``escalate`` moves one mode down; the FLUX engine calls it when CUDA runs out of memory even with one
-tile per batch. ``choose_mode`` turns ``auto`` into a mode from the free device memory and what the
+When a stage runs out of memory, ``pipeline.memory_policy`` runs it again in the next leaner mode.
+``retire`` sends parts that are done for the job (FLUX's text encoders once the prompts are encoded)
+back to the CPU and forgets them. Every move is recorded (``moves``, and ``on_device``: what the device
+holds now), on the CPU too, where the moves are logical, so tests can check them.
+``choose_mode`` turns ``auto`` into a mode from the free device memory and what the
 caller says each mode needs (each family estimates its own: see ``flux/engine`` and ``stages/supir``).
 """
 
@@ -96,6 +99,31 @@ class Placement:
         self.streamed = None if streamed is None else frozenset(streamed)
         self.eager = eager
         self._hooked: set[str] = set()
+        # where each part is meant to be ("device" / "host"): on a CPU-only run both are the CPU
+        self._where = {n: self._initial(m) for n, m in self.parts.items()}
+        self.moves: list[tuple[str, str]] = []  # (part, "device" | "host") in order
+
+    def add(self, **parts: torch.nn.Module) -> None:
+        """Parts that join for a while (text encoders for the prompts), placed like the others."""
+        for name, module in parts.items():
+            self.parts[name] = module
+            self._where[name] = self._initial(module)
+
+    def retire(self, *names: str) -> None:
+        """Parts done for this job: back to the CPU (unhooked), no longer placed."""
+        for name in names:
+            if name in self.parts:
+                self._to(name, host=True)
+                del self.parts[name]
+                self._where.pop(name, None)
+        _empty_cache(self.device)
+
+    def on_device(self) -> set[str]:
+        """The parts the device holds now (hooked, streaming parts count as not held)."""
+        return {n for n, w in self._where.items() if w == "device" and n not in self._hooked}
+
+    def device_bytes(self) -> int:
+        return sum(module_bytes(self.parts[n]) for n in self.on_device())
 
     @contextmanager
     def active(self, *names: str) -> Iterator[None]:
@@ -103,33 +131,21 @@ class Placement:
         wants; with ``eager`` model offload they go back to the CPU when the block ends)."""
         if self.mode == "resident":
             for name in names:
-                self._to(name, self.device)
+                self._to(name, host=False)
         else:
             self._offload_others(names)
             for name in names:
                 if self.mode == "sequential" and self._streams(name):
                     self._hook(name)
                 else:
-                    self._to(name, self.device)
+                    self._to(name, host=False)
         try:
             yield
         finally:
             if self.eager and self.mode == "model_offload":
                 for name in names:
-                    self._to(name, torch.device("cpu"))
+                    self._to(name, host=True)
                 _empty_cache(self.device)
-
-    def escalate(self) -> bool:
-        """Move to the next leaner mode; False when already at the leanest."""
-        i = MODES.index(self.mode)
-        if i + 1 >= len(MODES):
-            return False
-        self.mode = MODES[i + 1]
-        log.warning("%s memory: falling back to %s", self.label, self.mode)
-        for name in self.parts:  # whatever is not needed right now leaves the device
-            self._to(name, torch.device("cpu"))
-        _empty_cache(self.device)
-        return True
 
     def release(self) -> None:
         """End of the stage: unhook (cached models must come back whole for the next job's placement);
@@ -138,10 +154,13 @@ class Placement:
             self._unhook(name)
         if self.mode != "resident":
             for name in self.parts:
-                self._to(name, torch.device("cpu"))
+                self._to(name, host=True)
             _empty_cache(self.device)
 
     # ------------------------------------------------------------------------------- internals
+
+    def _initial(self, module: torch.nn.Module) -> str:
+        return "device" if self.device.type != "cpu" and _device_of(module) == self.device else "host"
 
     def _streams(self, name: str) -> bool:
         return self.streamed is None or name in self.streamed
@@ -149,14 +168,19 @@ class Placement:
     def _offload_others(self, keep: Collection[str]) -> None:
         for name in self.parts:
             if name not in keep:
-                self._to(name, torch.device("cpu"))
+                self._to(name, host=True)
 
-    def _to(self, name: str, device: torch.device) -> None:
+    def _to(self, name: str, *, host: bool) -> None:
+        where = "host" if host else "device"
+        if self._where.get(name) != where:
+            self._where[name] = where
+            self.moves.append((name, where))
         if name in self._hooked:
-            if device.type == "cpu":
+            if host:
                 self._unhook(name)
             return
         module = self.parts[name]
+        device = torch.device("cpu") if host else self.device
         if _device_of(module) != device:
             module.to(device)
 

@@ -8,6 +8,7 @@ looks, in order, at the path configured under ``[weights]``, then in each ComfyU
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..config import Config
@@ -65,6 +66,13 @@ class WeightLocator:
         configured = self.config.weights.get(key)
         if configured is not None:
             return configured if _matches_kind(configured, spec.kind) else None
+        return next((path for path, _why in self.matches(key)), None)
+
+    def matches(self, key: str) -> Iterator[tuple[Path, str]]:
+        """Every file the search finds for ``key``, in the order it prefers them, with the folder and
+        pattern that found it (``find`` takes the first; ``dermis doctor`` lists them all)."""
+        spec = self.spec(key)
+        seen: set[Path] = set()
         for root in self.roots():
             for folder in spec.folders:
                 base = root / folder
@@ -72,10 +80,10 @@ class WeightLocator:
                     continue
                 for pattern in spec.patterns:
                     hits = sorted(base.glob(pattern)) + sorted(base.glob(f"*/{pattern}"))
-                    hits = [h for h in hits if _matches_kind(h, spec.kind) and not h.name.startswith(".")]
-                    if hits:
-                        return hits[0]
-        return None
+                    for h in hits:
+                        if _matches_kind(h, spec.kind) and not h.name.startswith(".") and h not in seen:
+                            seen.add(h)
+                            yield h, f"matches {pattern} in {base}"
 
     def find(self, key: str) -> Path:
         found = self.find_optional(key)

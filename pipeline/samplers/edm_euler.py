@@ -1,5 +1,6 @@
-"""SUPIR's default sampler: EDM Euler with churn, restoration guidance, and linear CFG and
-control-scale ramps (Fanghua-Yu/SUPIR ``RestoreEDMSampler`` / ``TiledRestoreEDMSampler``).
+"""SUPIR's EDM Euler sampler with churn, restoration guidance, and linear CFG and control-scale ramps
+(Fanghua-Yu/SUPIR ``RestoreEDMSampler`` / ``TiledRestoreEDMSampler``): upstream's default, and the
+reference workflow's advice against artifacts (``supir.sampler = "edm"``; DPM++ is Dermis's default).
 
 Per step k (sigma -> next_sigma):
   gamma = min(s_churn / N, sqrt2 - 1) if s_tmin <= sigma <= s_tmax else 0
@@ -21,15 +22,23 @@ from typing import Any
 
 import torch
 
-from ..progress import CancelToken, Progress, ProgressFn
+from ..progress import CancelToken, ProgressFn
 from .model import PairDenoiser
 from .noise import NoiseSource
+from .report import StepPreview, StepReport
 from .schedules import SIGMA_MAX, cfg_scale, control_scale
-from .tiles import Fuse, LatentTiles, Window, crop
+from .tiles import LatentTiles, Window
 
 # Test-only hook: the parity tests compare every intermediate of every step (and tile) with the
 # reference sampler's recording. Not a progress channel; production code never passes one.
 ParityRecord = Callable[[dict[str, Any]], None]
+
+
+def tagged(record: ParityRecord | None, **tags: Any) -> ParityRecord | None:
+    """``record`` adding ``tags`` (step, tile) to every entry; None when there is no record."""
+    if record is None:
+        return None
+    return lambda entry: record({**tags, **entry})
 
 
 @dataclass(frozen=True)
@@ -39,7 +48,7 @@ class EdmParams:
     s_tmin: float = 0.0
     s_tmax: float = float("inf")
     cfg_start: float = 4.0  # at sigma_max
-    cfg_end: float = 7.5  # at sigma 0 (SUPIR's "cfg_scale")
+    cfg_end: float = 4.0  # at sigma 0 (SUPIR's "cfg_scale"; the workflow keeps it constant)
     control_start: float = 1.0
     control_end: float = 1.0
     linear_control: bool = False
@@ -49,8 +58,10 @@ class EdmParams:
 
 def step(model: PairDenoiser, x: torch.Tensor, sigma: float, next_sigma: float, gamma: float,
          xi: torch.Tensor | None, p: EdmParams, scale: float, x_center: torch.Tensor | None,
-         windows: Sequence[Window] | None = None, record: ParityRecord | None = None) -> torch.Tensor:
-    """One ``sampler_step`` on a batch of rows (whole latent, or tiles cut at ``windows``)."""
+         windows: Sequence[Window] | None = None,
+         record: ParityRecord | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One ``sampler_step`` on a batch of rows (whole latent, or tiles cut at ``windows``); returns
+    (x_next, the guided x0 estimate D)."""
     n = x.shape[0]
     x_in = x
     sig = torch.full((n,), sigma, dtype=torch.float32, device=x.device)
@@ -68,7 +79,7 @@ def step(model: PairDenoiser, x: torch.Tensor, sigma: float, next_sigma: float, 
     if record is not None:
         record({"sigma": sig, "next_sigma": nxt, "gamma": gamma, "sigma_hat": sigma_hat, "control_scale": scale,
                 "x_in": x_in, "x_churned": x, "denoised_cfg": cfg_out, "x_out": out})
-    return out
+    return out, denoised
 
 
 def sample(
@@ -84,6 +95,7 @@ def sample(
     tile_batch: int = 1,
     # reporting
     progress: ProgressFn | None = None,
+    preview: StepPreview | None = None,
     cancel: CancelToken | None = None,
     parity_record: ParityRecord | None = None,
 ) -> torch.Tensor:
@@ -95,31 +107,31 @@ def sample(
     x = x_T * torch.sqrt(1.0 + sigmas[0] ** 2.0)
     n = len(sigmas) - 1
     values = [float(s) for s in sigmas]
-    for k, (sigma, next_sigma) in enumerate(zip(values[:-1], values[1:], strict=True)):
+    gammas = [min(p.s_churn / n, 2**0.5 - 1) if p.s_tmin <= s <= p.s_tmax else 0.0 for s in values[:-1]]
+    # every churn draw before the loop, on x's device: the loop never waits for the host
+    xis = [noise("churn", x.shape).to(x.device) if g > 0 else None for g in gammas]
+    run = tiles.on(x, tile_batch) if tiles is not None else None
+    report = StepReport(progress, preview, n, len(tiles) if tiles else 0)
+    for k in range(n):
         if cancel is not None:
             cancel.check()
-        gamma = min(p.s_churn / n, 2**0.5 - 1) if p.s_tmin <= sigma <= p.s_tmax else 0.0
-        xi = noise("churn", x.shape) if gamma > 0 else None
+        sigma, next_sigma, gamma = values[k], values[k + 1], gammas[k]
         scale = control_scale(sigma, p.control_start, p.control_end, p.linear_control)
-        rec = None if record is None else (lambda r, k=k: record({"step": k, "tile": None, **r}))
-        if record is not None and tiles is not None:
-            record({"step": k, "tile": "full", "x_full_in": x})
-        if tiles is None:
-            x = step(model, x, sigma, next_sigma, gamma, xi, p, scale, x_center, None, rec)
+        want = report.wants_preview(k)
+        if run is None:
+            x, x0 = step(model, x, sigma, next_sigma, gamma, xis[k], p, scale, x_center, None,
+                         tagged(record, step=k, tile=None))
         else:
-            fuse = Fuse(x, tiles.weights)
-            for batch in tiles.batches(tile_batch):
-                if cancel is not None:
-                    cancel.check()
-                wins = [tiles.windows[j] for j in batch]
-                rec = None if record is None else (lambda r, k=k, b=batch: record({"step": k, "tile": b, **r}))
-                out = step(model, crop(x, wins), sigma, next_sigma, gamma,
-                           None if xi is None else crop(xi, wins), p, scale,
-                           None if x_center is None else crop(x_center, wins), wins, rec)
-                fuse.add(out, wins)
-                if progress is not None:
-                    progress(Progress("", k, n, batch[-1] + 1, len(tiles)))
-            x = fuse.result()
-        if progress is not None:
-            progress(Progress("", k + 1, n, len(tiles) if tiles else 0, len(tiles) if tiles else 0))
+            if record is not None:
+                record({"step": k, "tile": "full", "x_full_in": x})
+
+            def tile_step(wins: list[Window], x: torch.Tensor, xi: torch.Tensor | None, center: torch.Tensor | None,
+                          k: int = k, sigma: float = sigma, next_sigma: float = next_sigma, gamma: float = gamma,
+                          scale: float = scale) -> tuple[torch.Tensor, torch.Tensor]:
+                return step(model, x, sigma, next_sigma, gamma, xi, p, scale, center, wins,
+                            tagged(record, step=k, tile=wins))
+
+            x, x0 = run.step(tile_step, {"x": x, "xi": xis[k], "center": x_center}, denoised=want,
+                             on_batch=lambda b, k=k: report.batch_done(k, b))
+        report.step_done(k, x0 if want else None)
     return x

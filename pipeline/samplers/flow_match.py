@@ -1,8 +1,9 @@
 """Flow-matching (rectified flow) sampling for FLUX.1, with ComfyUI's KSampler step semantics.
 
 Schedules are ComfyUI's so that a preset's ``steps``/``denoise`` mean what they mean in the reference
-workflow (comfy/samplers.py ``KSampler.set_steps``, ``simple_scheduler``, ``normal_scheduler``;
-comfy/model_sampling.py ``ModelSamplingFlux``):
+workflow (comfy/samplers.py ``KSampler.set_steps``, ``simple_scheduler``, ``normal_scheduler`` (also
+``sgm_uniform``: the same with sgm=True), ``beta_scheduler``; comfy/model_sampling.py
+``ModelSamplingFlux``, whose table holds sigma(t) for t = 1/10000 … 1 and whose timestep is sigma):
 
 - ``steps`` S are the steps *executed*; at ``denoise`` d < 1 the schedule is built for int(S/d) steps
   and its last S+1 sigmas are kept, so denoise moves the start point, not the cost
@@ -25,8 +26,11 @@ import torch
 
 from ..errors import InvalidParameter
 from ..progress import CancelToken, Progress, ProgressFn
+from .beta_ppf import beta_ppf
 
-Scheduler = Literal["simple", "normal"]
+Scheduler = Literal["simple", "normal", "sgm_uniform", "beta"]
+SCHEDULERS: tuple[Scheduler, ...] = ("simple", "normal", "sgm_uniform", "beta")
+BETA_ALPHA = BETA_BETA = 0.6  # ComfyUI's beta_scheduler defaults
 TABLE_SIZE = 10000  # ModelSamplingFlux tabulates sigma at t = 1/10000 … 1
 DEFAULT_MU = 1.15
 
@@ -47,12 +51,20 @@ def full_sigmas(steps: int, mu: float = DEFAULT_MU, scheduler: Scheduler = "simp
     if scheduler == "simple":
         stride = len(table) / steps
         sigs = [float(table[-(1 + int(i * stride))]) for i in range(steps)]
-    elif scheduler == "normal":
-        # ComfyUI: linspace over model timesteps, which for FLUX are the (already shifted) sigmas
-        ts = torch.linspace(float(table[-1]), float(table[0]), steps)
+    elif scheduler in ("normal", "sgm_uniform"):
+        # ComfyUI: linspace over model timesteps, which for FLUX are the (already shifted) sigmas;
+        # sgm_uniform spaces steps+1 points and drops the last (sigma_min) instead
+        start, end = float(table[-1]), float(table[0])
+        ts = torch.linspace(start, end, steps) if scheduler == "normal" else torch.linspace(start, end, steps + 1)[:-1]
         sigs = [float(flux_time_shift(mu, t)) for t in ts]
+    elif scheduler == "beta":
+        # ComfyUI: table entries at the Beta(0.6, 0.6) quantiles of 1 - i/steps, repeats dropped
+        last = len(table) - 1
+        picks = [round(beta_ppf(1.0 - i / steps, BETA_ALPHA, BETA_BETA) * last) for i in range(steps)]
+        picks = [t for i, t in enumerate(picks) if i == 0 or t != picks[i - 1]]
+        sigs = [float(table[t]) for t in picks]
     else:
-        raise InvalidParameter(f"scheduler must be 'simple' or 'normal', not {scheduler!r}.")
+        raise InvalidParameter(f"scheduler must be one of {', '.join(SCHEDULERS)}, not {scheduler!r}.")
     return torch.tensor([*sigs, 0.0], dtype=torch.float32)
 
 

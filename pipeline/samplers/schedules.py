@@ -5,12 +5,15 @@
   rounded to float32 as SGM's ``LegacyDDPMDiscretization`` does, so the table matches it bit for bit.
 - ``legacy_sigmas(n)``: SGM's n-step grid t_k = floor(999 - k*999/n) (not diffusers' "trailing" for
   every n), descending, with 0 appended.
-- ``karras_sigmas``: k-diffusion's Karras schedule (rho 7), used by DPM++ with Lightning models.
+- ``karras_sigmas`` / ``dpm_schedule``: k-diffusion's Karras schedule (rho 7) as SUPIR's DPM++ 2M SDE
+  sampler (the workflow's default) builds it from the legacy grid's end points.
 - ``quantize``: a sigma snaps to the nearest table entry; its index is the timestep the UNet sees.
 - ``cfg_scale`` / ``control_scale``: SUPIR's linear ramps from a value at SIGMA_MAX to one at 0.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -41,19 +44,33 @@ def legacy_sigmas(n: int, table: torch.Tensor | None = None) -> torch.Tensor:
     return torch.cat([sig.flip(0), sig.new_zeros(1)])
 
 
-def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
-    """k-diffusion ``get_sigmas_karras`` (n values from sigma_max down to sigma_min, then 0)."""
+def karras_sigmas(n: int, sigma_min: float | torch.Tensor, sigma_max: float | torch.Tensor,
+                  rho: float = 7.0) -> torch.Tensor:
+    """k-diffusion ``get_sigmas_karras`` (n values from sigma_max down to sigma_min, then 0), in float32
+    with the end points as float32 tensors, as SUPIR's samplers call it (so the grid matches bit for bit)."""
+    smin = torch.as_tensor(sigma_min, dtype=torch.float32)
+    smax = torch.as_tensor(sigma_max, dtype=torch.float32)
     ramp = torch.linspace(0, 1, n)
-    min_inv, max_inv = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    min_inv, max_inv = smin ** (1 / rho), smax ** (1 / rho)
     sig = (max_inv + ramp * (min_inv - max_inv)) ** rho
     return torch.cat([sig, sig.new_zeros(1)])
 
 
-def lightning_sigmas(n: int, table: torch.Tensor | None = None) -> torch.Tensor:
-    """SUPIR's DPM++ grid: Karras between the legacy grid's smallest non-zero sigma and SIGMA_MAX's
-    table value (upstream ``RestoreDPMPP2MSampler``)."""
+@dataclass(frozen=True)
+class DpmSchedule:
+    """What SUPIR's DPM++ sampler runs on (upstream ``RestoreDPMPP2MSampler.__call__``): a Karras grid
+    between the n-step legacy grid's smallest non-zero sigma and its largest. The legacy end points
+    themselves scale x_T (sqrt(1 + sigma_max^2)) and bound the Brownian tree; they differ from the
+    Karras grid's ends in the last float32 bits."""
+
+    sigmas: torch.Tensor  # n + 1 Karras sigmas ending in 0, float32
+    sigma_min: float
+    sigma_max: float
+
+
+def dpm_schedule(n: int, table: torch.Tensor | None = None) -> DpmSchedule:
     legacy = legacy_sigmas(n, table)
-    return karras_sigmas(n, float(legacy[-2]), float(legacy[0]))
+    return DpmSchedule(karras_sigmas(n, legacy[-2], legacy[0]), float(legacy[-2]), float(legacy[0]))
 
 
 def quantize(sigma: torch.Tensor, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -162,7 +162,7 @@ def resolve(
             module = load_stage(spec.kind)
         except StageUnavailable as e:
             raise StageUnavailable(
-                f"{e} Preset '{recipe.preset}' needs it; `--preset lite` runs without it."
+                f"{e} Preset '{recipe.preset}' needs it; the 'lite' preset runs without it."
             ) from None
         params = make_params(module, spec.params, spec.id)
         found, lacking = {}, []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,6 +30,12 @@ class StageContext:
     mask: np.ndarray | None  # the job's selection on the stage input (crop), float32 0..1, or None
     locator: WeightLocator
     on_progress: ProgressFn = field(repr=False, default=no_progress)  # the run's: fills in the job fraction
+    used: dict[str, Any] = field(default_factory=dict)  # memory settings as resolved (``using``)
+
+    def using(self, **settings: Any) -> None:
+        """Record the memory settings this attempt really uses ("auto" resolved) and the phase it is in
+        (``phase="sampling"``): if it runs out of memory, ``pipeline.memory_policy`` moves on from these."""
+        self.used.update(settings)
 
     def report(self, p: Progress) -> None:
         """A ``ProgressFn`` to hand to samplers and engines: their ``Progress``, as this stage's."""

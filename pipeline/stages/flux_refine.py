@@ -5,9 +5,14 @@ that removes its waxy skin. The workflow refines the SUPIR result with it at den
 and once more at ~0.45 to bring out pores (stage 3): the same engine, ``pipeline.models.flux.engine``,
 with other parameters. Steps and denoise mean what ComfyUI's KSampler means by them.
 
-Weights (all local; see docs/flux.md): the SRPO (or FLUX.1-dev) transformer, ``ae.safetensors``,
-``clip_l`` and ``t5xxl`` encoders and their two tokenizers; or a diffusers FLUX.1-dev folder
-(``base``) supplying every part not named explicitly. Non-commercial licences (FLUX.1 [dev], SRPO).
+Weights (all local; see docs/flux.md): the SRPO (or FLUX.1-dev) transformer (bf16/fp32, fp8 or GGUF),
+``ae.safetensors``, ``clip_l`` and ``t5xxl`` encoders and their two tokenizers; or a diffusers
+FLUX.1-dev folder (``base``) supplying every part not named explicitly. Non-commercial licences
+(FLUX.1 [dev], SRPO).
+
+Memory: the text encoders are on the device only while the job's prompts are encoded (then retired to
+the CPU; the embeddings are cached, stage 3 reuses them); the transformer and the VAE stay as the
+memory mode says (``pipeline.models.flux.memory``).
 """
 
 from __future__ import annotations
@@ -23,7 +28,11 @@ import torch
 from .. import images
 from ..device import generator, parse_dtype
 from ..errors import InvalidParameter, MissingWeights
+from ..memory_policy import Knob
 from ..models.flux import engine
+from ..models.flux import memory as flux_memory
+from ..models.flux.compile import regional_compile
+from ..models.flux.embeddings import exact_time_embedding
 from ..models.flux.load import load_transformer, load_vae
 from ..models.flux.text import (
     Conditioning,
@@ -33,7 +42,10 @@ from ..models.flux.text import (
     load_t5,
     load_tokenizers,
 )
+from ..models.flux.variant import describe, fp8_policy
 from ..models.placement import Placement
+from ..previews import PreviewSchedule
+from ..samplers.flow_match import SCHEDULERS
 from .context import StageContext
 
 DEFAULT_PROMPT = (
@@ -50,6 +62,14 @@ PARTS = {
     "t5_tokenizer": ("flux_t5_tokenizer", "tokenizer_2"),
 }
 VAE_AUTO_TILE_PIXELS = 2048 * 2048  # above this, decode in tiles (9.7 GiB peak at 2048² untiled)
+# what the memory policy may change when the stage runs out of device memory (pipeline/memory_policy.py)
+MEMORY_KNOBS = (
+    Knob("tile_batch", "batch", phases=("sampling",)),
+    Knob("memory", "memory"),
+    Knob("vae_tiling", "switch", value="on", phases=("vae",), early=True),
+    Knob("vae_tile", "tile", first=1024, smallest=256, multiple=64, phases=("vae",)),
+    Knob("tile", "tile", first=1024, smallest=512, multiple=16),
+)
 
 
 @dataclass(frozen=True)
@@ -61,7 +81,7 @@ class Params:
     prompt: str = DEFAULT_PROMPT
     negative_prompt: str = ""
     shift_mu: float = 1.15  # fixed FLUX time shift: every tile gets the schedule of a 1024² image
-    scheduler: Literal["simple", "normal"] = "simple"
+    scheduler: Literal["simple", "normal", "sgm_uniform", "beta"] = "simple"  # ComfyUI's schedulers
     mode: Literal["multidiffusion", "per_tile"] = "multidiffusion"
     tile: int = 1024  # px, tiles as close to this as the frame allows
     overlap: int = 128  # px, at least; multiple of 16
@@ -72,7 +92,10 @@ class Params:
     vae_tiling: Literal["auto", "on", "off"] = "auto"
     vae_tile: int = 1024  # px, when the VAE tiles
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
-    max_sequence_length: int = 512  # T5 tokens
+    weight_dtype: Literal["auto", "default", "fp8"] = "auto"  # fp8 files: kept fp8 on cards < 30 GiB free
+    compile: Literal["auto", "on", "off"] = "auto"  # regional torch.compile; auto: the daemon, on CUDA
+    fp32_time_embedding: bool = True  # timestep/guidance embedded from float32 values, as ComfyUI does
+    t5_tokens: int = 256  # T5 prompt padded to at least this many tokens (ComfyUI's FLUX), never cut
     resample: float = 1.0  # resize the input by this before refining (the recipe resizes at the end)
     fit_target: bool = False  # first resize the input to the recipe's target size (refine as upscaler)
     base: str = ""  # a diffusers FLUX.1-dev folder (path, or the weights name flux_dev)
@@ -105,8 +128,10 @@ class Params:
             bad("tile and vae_tile must be at most 8192 px.")
         if not 0 < self.resample <= 8 or not 0 <= self.shift_mu <= 5:
             bad("resample must be in (0, 8] and shift_mu in [0, 5].")
-        if not 1 <= self.max_sequence_length <= 512:
-            bad("max_sequence_length must be 1–512.")
+        if not 1 <= self.t5_tokens <= 512:
+            bad(f"t5_tokens must be 1–512 (256 as ComfyUI, 512 as diffusers' FluxPipeline), not {self.t5_tokens}.")
+        if self.scheduler not in SCHEDULERS:
+            bad(f"scheduler must be one of {', '.join(SCHEDULERS)}, not {self.scheduler!r}.")
 
 
 def COST(params: Params) -> float:  # the stage interface's name: a share of the progress bar
@@ -147,32 +172,62 @@ def run(rgb: np.ndarray, params: Params, ctx: StageContext) -> np.ndarray:
     # 2. Parts, shared through the model cache (the daemon keeps them between jobs)
     dtype = parse_dtype(params.precision, ctx.dtype)
     paths = part_paths(params, ctx.weights)
-    transformer = ctx.models.get(f"flux.transformer:{paths['transformer']}:{dtype}",
-                                 lambda: load_transformer(paths["transformer"], dtype))
+    transformer = _transformer(paths["transformer"], params, dtype, ctx)
     vae = ctx.models.get(f"flux.vae:{paths['vae']}:{dtype}", lambda: load_vae(paths["vae"], dtype))
     parts = {"transformer": transformer, "vae": vae}
-    placement = engine.placement(engine.choose_memory(params.memory, ctx.device, parts, params.tile_batch),
-                                 ctx.device, parts)
+    prompts = [params.prompt] + ([params.negative_prompt] if params.true_cfg > 1 and params.negative_prompt else [])
+    encode = [p for p in prompts if _cond_key(p, params, paths, dtype) not in ctx.models]
+    text = _text(paths, dtype, ctx) if encode else None
+    mode = flux_memory.choose_memory(params.memory, ctx.device, parts, params.tile_batch,
+                                     text={"clip": text.clip, "t5": text.t5} if text else None)
+    placement = flux_memory.placement(mode, ctx.device, parts)
     if ctx.device.type == "cuda":
         ctx.log(f"FLUX memory mode: {placement.mode}")
     try:
-        # 3. Prompt embeddings, once per job (stage 3 reuses stage 2's)
+        # 3. Prompt embeddings, once per job (stage 3 reuses stage 2's); the encoders leave the device after
+        if text is not None:
+            placement.add(clip=text.clip, t5=text.t5)
         cond = _conditioning(params.prompt, params, paths, dtype, placement, ctx)
-        uncond = None
-        if params.true_cfg > 1 and params.negative_prompt:
-            uncond = _conditioning(params.negative_prompt, params, paths, dtype, placement, ctx)
+        uncond = _conditioning(params.negative_prompt, params, paths, dtype, placement, ctx) if len(prompts) > 1 else None
+        placement.retire("clip", "t5")
         # 4. Sample over tiles
+        exact_time_embedding(transformer, params.fp32_time_embedding)
+        regional_compile(transformer, _compile(params, ctx, placement.mode))
         settings = _settings(params)
         h, w = rgb.shape[:2]
         tiling = params.vae_tiling == "on" or (params.vae_tiling == "auto" and (
             h * w > VAE_AUTO_TILE_PIXELS or placement.mode != "resident"))
         codec = engine.LatentCodec(vae, placement, ctx.device, tiling=tiling, tile=params.vae_tile)
+        ctx.using(memory=placement.mode, tile_batch=params.tile_batch, vae_tiling="on" if tiling else "off",
+                  vae_tile=params.vae_tile, tile=params.tile)
         velocity = engine.Velocity(transformer, placement, cond, uncond, settings, ctx.device, dtype, ctx.cancel)
+        velocity.on_phase = codec.on_phase = lambda name: ctx.using(phase=name)
         out = engine.refine(images.to_tensor(rgb), codec=codec, velocity=velocity, settings=settings,
-                            generator=generator(ctx.seed), cancel=ctx.cancel, report=ctx.report)
+                            generator=generator(ctx.seed), cancel=ctx.cancel, report=ctx.report,
+                            previews=PreviewSchedule(params.steps))
     finally:
         placement.release()
     return images.from_tensor(out)
+
+
+def _transformer(path: Path, params: Params, dtype: torch.dtype, ctx: StageContext) -> torch.nn.Module:
+    """The transformer as ``weight_dtype`` wants it for this file and card (fp8 kept, widened, GGUF)."""
+    variant = describe(path, dtype)
+    free = None
+    if ctx.device.type == "cuda":
+        free = torch.cuda.mem_get_info(ctx.device)[0] + ctx.models.device_bytes(ctx.device, "flux.transformer")
+    policy, why = fp8_policy(params.weight_dtype, variant, free)
+    ctx.log(f"FLUX transformer: {path.name}, {variant.detail}; {why}")
+    return ctx.models.get(f"flux.transformer:{path}:{dtype}:{policy}",
+                          lambda: load_transformer(path, dtype, fp8=policy))
+
+
+def _compile(params: Params, ctx: StageContext, mode: str) -> bool:
+    """``auto``: on in a long-lived process (the daemon) on CUDA, where the compiled blocks are reused job
+    after job; never with sequential offload (its per-layer hooks and compiled graphs do not mix)."""
+    if mode == "sequential" or params.compile == "off":
+        return False
+    return params.compile == "on" or (ctx.models.long_lived and ctx.device.type == "cuda")
 
 
 def _settings(p: Params) -> engine.RefineSettings:
@@ -181,18 +236,26 @@ def _settings(p: Params) -> engine.RefineSettings:
     return engine.RefineSettings(**{**values, "mu": p.shift_mu, "rows": p.rows or None, "cols": p.cols or None})
 
 
+def _sources(paths: dict[str, Path]) -> str:
+    return "|".join(str(paths[p]) for p in ("clip_l", "t5", "clip_tokenizer", "t5_tokenizer"))
+
+
+def _cond_key(prompt: str, params: Params, paths: dict[str, Path], dtype: torch.dtype) -> str:
+    text = f"{_sources(paths)}|{dtype}|{params.t5_tokens}|{prompt}"
+    return "flux.cond:" + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _text(paths: dict[str, Path], dtype: torch.dtype, ctx: StageContext) -> TextEncoders:
+    return ctx.models.get(f"flux.text:{_sources(paths)}:{dtype}", lambda: _load_text(paths, dtype))
+
+
 def _conditioning(prompt: str, params: Params, paths: dict[str, Path], dtype: torch.dtype, placement: Placement,
                   ctx: StageContext) -> Conditioning:
-    sources = "|".join(str(paths[p]) for p in ("clip_l", "t5", "clip_tokenizer", "t5_tokenizer"))
-    digest = hashlib.sha256(f"{sources}|{dtype}|{params.max_sequence_length}|{prompt}".encode()).hexdigest()
-
     def encode() -> Conditioning:
-        text = ctx.models.get(f"flux.text:{sources}:{dtype}", lambda: _load_text(paths, dtype))
-        placement.parts.update(clip=text.clip, t5=text.t5)
-        return encode_prompt(text, prompt, max_sequence_length=params.max_sequence_length,
-                             device=ctx.device, use=placement.active)
+        return encode_prompt(_text(paths, dtype, ctx), prompt, t5_tokens=params.t5_tokens, device=ctx.device,
+                             use=placement.active)
 
-    return ctx.models.get(f"flux.cond:{digest[:32]}", encode)
+    return ctx.models.get(_cond_key(prompt, params, paths, dtype), encode)
 
 
 def _load_text(paths: dict[str, Path], dtype: torch.dtype) -> TextEncoders:

@@ -2,8 +2,8 @@
 Model)" node, used by the `supir-srpo` preset for the 1x SkinDiffDetail model.
 
 As in ComfyUI (comfy_extras/nodes_upscale_model.py): 512 px tiles with 32 px overlap, feathered blend,
-and on out-of-memory the tile size halves down to 128. Any scale: the recipe resizes the result to its
-target afterwards.
+and on out-of-memory the tile size halves down to 128 (through ``pipeline.memory_policy``, after one tile
+per call). Any scale: the recipe resizes the result to its target afterwards.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import torch
 
 from .. import images
 from ..device import parse_dtype
-from ..errors import InvalidParameter, OutOfMemory
+from ..errors import InvalidParameter
+from ..memory_policy import Knob
 from ..models.spandrel_loader import load_image_model
 from ..tiling import Assembler, crop_tiles, plan_tiles
 from .context import StageContext
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 COST = 1.0
 MIN_TILE = 128
+MEMORY_KNOBS = (Knob("batch", "batch"), Knob("tile", "tile", first=512, smallest=MIN_TILE))
 
 
 @dataclass(frozen=True)
@@ -55,22 +57,8 @@ def run(rgb: np.ndarray, params: Params, ctx: StageContext) -> np.ndarray:
     dtype = parse_dtype(params.precision, ctx.dtype)
     key = f"spandrel:{path}:{ctx.device}:{dtype}"
     desc = ctx.models.get(key, lambda: load_image_model(path, ctx.device, dtype))
-    tile = params.tile
-    while True:
-        try:
-            out = _tiled(desc, rgb, tile, params, ctx)
-            break
-        except torch.OutOfMemoryError:
-            pass  # recover outside the except block: its traceback pins the tensors
-        if tile // 2 < MIN_TILE:
-            raise OutOfMemory(
-                f"{path.name} ran out of device memory even with {tile} px tiles; "
-                "free memory (close other GPU programs) or run on the CPU."
-            )
-        tile //= 2
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        ctx.log(f"out of memory, retrying with {tile} px tiles")
+    ctx.using(batch=params.batch, tile=params.tile)
+    out = _tiled(desc, rgb, params.tile, params, ctx)
     if params.blend < 1:
         base = images.resize_rgb(rgb, out.shape[:2]) if out.shape[:2] != rgb.shape[:2] else rgb
         out = (base + (out - base) * params.blend).astype(np.float32)

@@ -18,6 +18,7 @@ embedding, and optional true CFG with a negative prompt (two predictions per til
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -27,14 +28,12 @@ from typing import TYPE_CHECKING, Literal
 import torch
 import torch.nn.functional as F
 
-from ...errors import OutOfMemory
+from ...previews import PreviewSchedule, latent_to_rgb
 from ...progress import CancelToken, Progress, ProgressFn, no_progress
-from ...samplers.flow_match import comfy_sigmas, noise_latents, sample_euler
-from ...tiling import Assembler, TilePlan, assemble, crop_tiles, plan_tiles
-from ..cache import module_bytes
-from ..placement import Mode as MemoryMode
-from ..placement import Placement, choose_mode, held_bytes
-from .arch import LATENT_CHANNELS
+from ...samplers.flow_match import Scheduler, comfy_sigmas, noise_latents, sample_euler
+from ...tiling import Assembler, TilePlan, assemble, blend_weights, crop_tiles, plan_tiles
+from ..placement import Placement
+from .arch import LATENT_CHANNELS, LATENT_RGB, LATENT_RGB_BIAS
 from .text import Conditioning
 
 if TYPE_CHECKING:
@@ -45,11 +44,6 @@ log = logging.getLogger("dermis.flux")
 Mode = Literal["multidiffusion", "per_tile"]
 VAE_FACTOR = 8
 MULTIPLE = 16  # 8x VAE and 2x2 latent packing: FLUX frames and tiles are multiples of 16 px
-STREAMED = ("transformer", "t5")  # parts big enough to stream layer by layer in sequential mode
-# activations of one 1024² FLUX.1-dev tile in bf16 (4096 image + 512 text tokens), an estimate (not
-# measured here: no GPU); too low is safe, the engine's out-of-memory fallback takes over
-ACTIVATION_BYTES_PER_TILE = 2_500_000_000
-MARGIN_BYTES = 2_000_000_000
 
 
 @dataclass(frozen=True)
@@ -59,32 +53,13 @@ class RefineSettings:
     guidance: float = 3.0
     true_cfg: float = 1.0  # > 1 with a negative prompt: real classifier-free guidance
     mu: float = 1.15
-    scheduler: Literal["simple", "normal"] = "simple"
+    scheduler: Scheduler = "simple"
     mode: Mode = "multidiffusion"
     tile: int = 1024
     overlap: int = 128
     rows: int | None = None
     cols: int | None = None
     tile_batch: int = 4
-
-
-# ------------------------------------------------------------------------------------- memory
-
-
-def placement(mode: str, device: torch.device, parts: dict[str, torch.nn.Module]) -> Placement:
-    """FLUX's memory placement: lazy offload (the transformer is entered once per tile batch, so it stays
-    until another part needs the room) and hooks only on the parts too big to move whole."""
-    return Placement(mode, device, parts, streamed=STREAMED, label="FLUX")
-
-
-def choose_memory(requested: str, device: torch.device, parts: dict[str, torch.nn.Module],
-                  tiles_per_batch: int) -> MemoryMode:
-    """``auto``: resident when every part and one batch's activations fit, model offload when the
-    biggest part and the activations do (parts already on the device count as free), else sequential."""
-    work = ACTIVATION_BYTES_PER_TILE * tiles_per_batch + MARGIN_BYTES
-    sizes = [module_bytes(m) for m in parts.values()]
-    return choose_mode(requested, device, resident=sum(sizes) + work, offload=max(sizes, default=0) + work,
-                       held=held_bytes(parts, device))
 
 
 # -------------------------------------------------------------------------------- latent codec
@@ -94,13 +69,14 @@ class LatentCodec:
     """FLUX's autoencoder: pixels in [0, 1] <-> its scaled, shifted 16-channel latents (float32).
 
     ``tiling`` makes diffusers' AutoencoderKL work in ``tile``-px tiles (large frames, lean memory
-    modes); a CUDA out-of-memory error without tiling switches it on and tries once more.
+    modes). Out of memory is ``pipeline.memory_policy``'s business (it turns tiling on, then shrinks it).
     """
 
     def __init__(self, vae: AutoencoderKL, placement: Placement | None, device: torch.device | str, tiling: bool,
                  tile: int = 1024) -> None:
         self.vae, self.placement, self.device, self.tiling = vae, placement, torch.device(device), tiling
         self.tile = tile
+        self.on_phase: Callable[[str], None] = lambda name: None  # told "vae" (the memory policy's phase)
 
     def encode(self, rgb: torch.Tensor) -> torch.Tensor:
         def enc(vae: AutoencoderKL) -> torch.Tensor:
@@ -118,25 +94,11 @@ class LatentCodec:
 
         return self._run(dec)
 
-    def _run(self, fn: Callable[[AutoencoderKL], torch.Tensor]) -> torch.Tensor:
-        while True:
-            result = self._attempt(fn)
-            if result is not None:
-                return result
-            if self.tiling:
-                raise OutOfMemory("the FLUX autoencoder ran out of device memory even in tiles; lower "
-                                  "vae_tile (--set <stage>.vae_tile=512) or free the GPU.")
-            self.tiling = True
-            _empty_cache(self.device)
-            log.warning("FLUX VAE: out of memory, retrying in %d px tiles", self.tile)
-
     @torch.inference_mode()
-    def _attempt(self, fn: Callable[[AutoencoderKL], torch.Tensor]) -> torch.Tensor | None:
-        try:
-            with self.placement.active("vae") if self.placement is not None else nullcontext():
-                return fn(self._ready())
-        except torch.OutOfMemoryError:
-            return None  # recover outside the handler: its traceback pins the activations
+    def _run(self, fn: Callable[[AutoencoderKL], torch.Tensor]) -> torch.Tensor:
+        self.on_phase("vae")
+        with self.placement.active("vae") if self.placement is not None else nullcontext():
+            return fn(self._ready())
 
     def _ready(self) -> AutoencoderKL:
         vae = self.vae
@@ -147,11 +109,6 @@ class LatentCodec:
         else:
             vae.disable_tiling()
         return vae
-
-
-def _empty_cache(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
 
 # ------------------------------------------------------------------------- the transformer call
@@ -181,8 +138,8 @@ class Velocity:
     """The transformer's velocity for a stack of latent tiles at one sigma, batched.
 
     Checks cancellation between batches (a FLUX.1-dev call on 4 tiles takes ~0.7 s on an H100, a whole
-    step of a big frame much longer). On CUDA out-of-memory it halves the tiles per batch, then asks the
-    placement for a leaner memory mode, then gives up with ``OutOfMemory``.
+    step of a big frame much longer). Out of memory is ``pipeline.memory_policy``'s business (fewer tiles
+    per batch, leaner memory modes, smaller tiles).
     """
 
     def __init__(self, transformer: torch.nn.Module, placement: Placement | None, cond: Conditioning,
@@ -192,6 +149,7 @@ class Velocity:
         self.transformer, self.placement, self.settings = transformer, placement, settings
         self.device, self.dtype, self.cancel, self.on_batch = torch.device(device), dtype, cancel, on_batch
         self.batch = max(1, settings.tile_batch)
+        self.on_phase: Callable[[str], None] = lambda name: None  # told "sampling" (the memory policy's phase)
         use_cfg = uncond is not None and settings.true_cfg > 1.0
         conds = [cond, uncond] if use_cfg else [cond]
         self.cfg = use_cfg
@@ -201,37 +159,16 @@ class Velocity:
         self._ids: dict[tuple[int, int], torch.Tensor] = {}
 
     def __call__(self, tiles: torch.Tensor, sigma: float) -> torch.Tensor:
+        self.on_phase("sampling")
         out = torch.empty_like(tiles, dtype=torch.float32)
         i, n = 0, tiles.shape[0]
         while i < n:
             self.cancel.check()
             b = min(self.batch, n - i)
-            v = self._attempt(tiles[i:i + b], sigma)
-            if v is None:
-                self._shrink()
-                continue
-            out[i:i + b] = v
+            out[i:i + b] = self._forward(tiles[i:i + b], sigma)
             i += b
             self.on_batch(b)
         return out
-
-    def _attempt(self, x: torch.Tensor, sigma: float) -> torch.Tensor | None:
-        try:
-            return self._forward(x, sigma)
-        except torch.OutOfMemoryError:
-            return None  # recover outside the handler: its traceback pins the activations
-
-    def _shrink(self) -> None:
-        _empty_cache(self.device)
-        if self.batch > 1:
-            self.batch //= 2
-            log.warning("FLUX: out of memory, retrying with %d tile(s) per batch", self.batch)
-        elif self.placement is None or not self.placement.escalate():
-            raise OutOfMemory(
-                "FLUX ran out of device memory with one tile per batch even with sequential offload. "
-                "Use smaller tiles (--set <stage>.tile=768), free the GPU (close other programs), or "
-                "run a lighter preset."
-            )
 
     @torch.inference_mode()
     def _forward(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -288,8 +225,10 @@ class Frame:
 
 
 def refine(rgb: torch.Tensor, *, codec: LatentCodec, velocity: Velocity, settings: RefineSettings,
-           generator: torch.Generator, cancel: CancelToken, report: ProgressFn = no_progress) -> torch.Tensor:
-    """(1, 3, H, W) pixels in [0, 1] -> the refined frame, same size."""
+           generator: torch.Generator, cancel: CancelToken, report: ProgressFn = no_progress,
+           previews: PreviewSchedule | None = None) -> torch.Tensor:
+    """(1, 3, H, W) pixels in [0, 1] -> the refined frame, same size. ``previews``: when to send a small
+    RGB picture of the current x0 estimate with the progress (fixed latent-to-RGB map, no decode)."""
     # 1. Plan tiles on the padded frame
     x, (h, w) = pad_to_multiple(rgb.float())
     plan = frame_plan(x.shape[-2], x.shape[-1], settings)
@@ -299,16 +238,37 @@ def refine(rgb: torch.Tensor, *, codec: LatentCodec, velocity: Velocity, setting
     noise = torch.randn((1, LATENT_CHANNELS, *latent_size), generator=generator, dtype=torch.float32)
     frame = Frame(x, noise, plan, sigmas)
     # 3. Sample
+    preview = Preview(previews, report)
     if settings.mode == "per_tile":
-        out = _per_tile(frame, codec, velocity, max(1, settings.tile_batch), cancel=cancel, report=report)
+        out = _per_tile(frame, codec, velocity, max(1, settings.tile_batch), cancel=cancel, report=report,
+                        preview=preview)
     else:
-        out = _multidiffusion(frame, codec, velocity, cancel=cancel, report=report)
+        out = _multidiffusion(frame, codec, velocity, cancel=cancel, report=report, preview=preview)
     # 4. Back to the frame's own size
     return out[..., :h, :w].cpu()
 
 
+class Preview:
+    """Sends the current x0 = x - sigma * v (the flow's clean-image estimate) as a thumbnail when the
+    schedule says so; nothing is computed on the other steps."""
+
+    def __init__(self, schedule: PreviewSchedule | None, report: ProgressFn) -> None:
+        self.schedule, self.report = schedule, report
+
+    def __call__(self, step: int, x: torch.Tensor, sigma: float, v: torch.Tensor, progress: Progress) -> None:
+        if self.schedule is not None and self.schedule.due(step):
+            x0 = x[:1].float() - sigma * v[:1].float()
+            self.report(progress._replace(preview=latent_to_rgb(x0, LATENT_RGB, LATENT_RGB_BIAS)))
+
+
+@functools.lru_cache(maxsize=8)
+def device_blend_weights(plan: TilePlan, device: torch.device) -> torch.Tensor:
+    """The plan's cosine blend weights, made once per plan and device (not once per step)."""
+    return blend_weights(plan, "cosine").to(device=device, dtype=torch.float32)
+
+
 def _multidiffusion(frame: Frame, codec: LatentCodec, velocity: Velocity, *, cancel: CancelToken,
-                    report: ProgressFn) -> torch.Tensor:
+                    report: ProgressFn, preview: Preview) -> torch.Tensor:
     """One encode, every tile's velocity fused at every step, one decode."""
     steps, n = frame.steps, len(frame.plan)
     latent_plan = frame.plan.scaled(1 / VAE_FACTOR)
@@ -323,7 +283,10 @@ def _multidiffusion(frame: Frame, codec: LatentCodec, velocity: Velocity, *, can
 
     def fused(latents: torch.Tensor, sigma: float) -> torch.Tensor:
         v = velocity(crop_tiles(latents, latent_plan), sigma)
-        return assemble(v, latent_plan, blend="cosine")
+        v = assemble(v, latent_plan, blend="cosine", weights=device_blend_weights(latent_plan, v.device))
+        preview(state["step"], latents, sigma, v,
+                Progress("", state["done"], steps * n, message=f"step {state['step']}/{steps}"))
+        return v
 
     def on_step(p: Progress) -> None:
         state["step"] = p.step + 1
@@ -336,7 +299,7 @@ def _multidiffusion(frame: Frame, codec: LatentCodec, velocity: Velocity, *, can
 
 
 def _per_tile(frame: Frame, codec: LatentCodec, velocity: Velocity, group: int, *, cancel: CancelToken,
-              report: ProgressFn) -> torch.Tensor:
+              report: ProgressFn, preview: Preview) -> torch.Tensor:
     """``group`` tiles at a time: each encoded, sampled and decoded on its own, cross-faded in pixels."""
     steps, n = frame.steps, len(frame.plan)
     latent_plan = frame.plan.scaled(1 / VAE_FACTOR)
@@ -360,7 +323,14 @@ def _per_tile(frame: Frame, codec: LatentCodec, velocity: Velocity, group: int, 
         state.update(first=idx[0] + 1, last=idx[-1] + 1, step=1)
         z0 = codec.encode(pixel_tiles[idx[0]:idx[-1] + 1])
         begin = noise_latents(z0, noise_tiles[idx[0]:idx[-1] + 1].to(z0.device), float(frame.sigmas[0]))
-        z = sample_euler(velocity, begin, frame.sigmas, progress=on_step, cancel=cancel)
+
+        def tiles_velocity(x: torch.Tensor, sigma: float) -> torch.Tensor:
+            v = velocity(x, sigma)  # previews show the group's first tile
+            preview(state["step"], x, sigma, v, Progress("", state["done"], steps * n,
+                                                         message=f"tiles {state['first']}-{state['last']}/{n}"))
+            return v
+
+        z = sample_euler(tiles_velocity, begin, frame.sigmas, progress=on_step, cancel=cancel)
         out = codec.decode(z).cpu()
         for j, i in enumerate(idx):
             asm.add(i, out[j:j + 1])

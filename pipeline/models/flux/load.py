@@ -5,7 +5,10 @@ folder) and never downloaded. Accepted forms:
 
 - transformer: a single ``.safetensors`` in the BFL layout (``flux1-dev.safetensors``, community SRPO
   repacks, also under ComfyUI's ``model.diffusion_model.`` prefix) or the diffusers layout (tencent/SRPO
-  ``diffusion_pytorch_model.safetensors``, fp32, 47.6 GB), or a diffusers ``transformer/`` folder;
+  ``diffusion_pytorch_model.safetensors``, fp32, 47.6 GB), or a diffusers ``transformer/`` folder; in
+  bf16/fp16/fp32, float8 (ComfyUI's fp8 files, plain or "scaled" with per-tensor ``scale_weight``), or
+  a GGUF file (city96/ComfyUI-GGUF: Q8_0, Q5_K, Q4_K, Q4_0…, BFL keys) whose weights stay quantised
+  and are dequantised layer by layer as they run (``pipeline.models.quant``);
 - autoencoder: ``ae.safetensors`` (BFL layout) or a diffusers ``vae/`` folder / file;
 - text encoders and tokenizers: ``pipeline.models.flux.text``.
 
@@ -24,7 +27,8 @@ import torch
 
 from ...errors import WrongWeights
 from ..meta import built
-from ..tensor_files import Plan, Source, TensorSource, identity_plan, stream_into
+from ..quant import Fp8Policy
+from ..tensor_files import Plan, Source, TensorSource, identity_plan, stream_into, with_scales
 from . import convert as fc
 from .arch import FluxArch, FluxVaeArch, Layout
 
@@ -91,15 +95,17 @@ def transformer_plan(src: Source, layout: Layout, arch: FluxArch) -> Plan:
     """(diffusers key -> (source key, op)), checked against the file's own key list."""
     shapes = src.shapes()
     plan = fc.bfl_transformer_plan(shapes, arch) if layout == "bfl" else identity_plan(shapes)
+    plan = with_scales(plan, shapes)  # scaled fp8: each weight's scales travel with it
     fc.plan_sources(src.origin, plan, shapes)
     return plan
 
 
 def load_transformer(path: Path, dtype: torch.dtype, device: torch.device | str = "cpu",
-                     arch: FluxArch | None = None) -> FluxTransformer2DModel:
+                     arch: FluxArch | None = None, fp8: Fp8Policy = "upcast") -> FluxTransformer2DModel:
     """A FluxTransformer2DModel from any FLUX.1 transformer file or folder, streamed and cast to dtype.
 
-    ``arch`` overrides the architecture found next to the file or read from its shapes.
+    ``arch`` overrides the architecture found next to the file or read from its shapes; ``fp8`` is what
+    happens to float8 weights (``variant.fp8_policy``); GGUF weights always stay quantised.
     """
     from diffusers.models.transformers.transformer_flux import FluxTransformer2DModel
 
@@ -110,7 +116,7 @@ def load_transformer(path: Path, dtype: torch.dtype, device: torch.device | str 
         plan = transformer_plan(src, layout, arch)
         with torch.device("meta"):
             model = built(FluxTransformer2DModel.from_config(arch.to_diffusers()), FluxTransformer2DModel)
-        return stream_into(model, src, plan, dtype=dtype, device=device,
+        return stream_into(model, src, plan, dtype=dtype, device=device, fp8=fp8,
                            what=f"a FluxTransformer2DModel ({layout} layout)")
 
 

@@ -10,8 +10,11 @@ Tokenizers are not weights and ComfyUI keeps none in ``models/``: they are found
 ``models/tokenizers/``, in a diffusers FLUX.1-dev folder (``tokenizer/``, ``tokenizer_2/``) or at a
 configured path.
 
-Embeddings follow diffusers' FluxPipeline: CLIP's pooled output from 77 tokens, T5's last hidden state
-from ``max_sequence_length`` (512) padded tokens, no attention mask.
+Embeddings follow ComfyUI's FLUX text encoding: CLIP's pooled output from 77 tokens, T5's last hidden
+state, no attention mask, from the prompt's tokens (and end-of-text) padded to at least ``t5_tokens``
+(256: comfy/text_encoders/flux.py ``T5XXLTokenizer(min_length=256)``, whose ``max_length`` is unbounded,
+so a longer prompt is kept whole, not cut). diffusers' FluxPipeline pads and cuts at 512 instead;
+``t5_tokens=512`` gives its padding.
 """
 
 from __future__ import annotations
@@ -192,11 +195,18 @@ def load_tokenizers(clip_dir: Path, t5_dir: Path) -> tuple[CLIPTokenizer, Any]:
 # ------------------------------------------------------------------------------------ embeddings
 
 
+def t5_ids(tokenizer: Any, prompt: str, t5_tokens: int) -> torch.Tensor:
+    """(1, max(t5_tokens, n)) ids: the prompt's n tokens with end-of-text, then padding (ComfyUI's T5)."""
+    ids = list(tokenizer(prompt, truncation=False).input_ids)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return torch.tensor([ids + [pad] * max(0, t5_tokens - len(ids))], dtype=torch.long)
+
+
 @torch.inference_mode()
-def encode_prompt(text: TextEncoders, prompt: str, *, max_sequence_length: int = 512,
+def encode_prompt(text: TextEncoders, prompt: str, *, t5_tokens: int = 256,
                   device: torch.device | str = "cpu",
                   use: Callable[[str], AbstractContextManager] = lambda name: nullcontext()) -> Conditioning:
-    """Both embeddings of one prompt, as FluxPipeline computes them (float32, on the CPU).
+    """Both embeddings of one prompt (float32, on the CPU).
 
     ``use("clip")`` / ``use("t5")`` wrap each encoder's turn (the memory placement moves it in).
     """
@@ -205,9 +215,7 @@ def encode_prompt(text: TextEncoders, prompt: str, *, max_sequence_length: int =
     ).input_ids
     with use("clip"):
         pooled = text.clip(clip_ids.to(device), output_hidden_states=False).pooler_output.float().cpu()
-    t5_ids = text.t5_tokenizer(
-        prompt, padding="max_length", max_length=max_sequence_length, truncation=True, return_tensors="pt"
-    ).input_ids
+    ids = t5_ids(text.t5_tokenizer, prompt, t5_tokens)
     with use("t5"):
-        embeds = text.t5(t5_ids.to(device), output_hidden_states=False)[0].float().cpu()
+        embeds = text.t5(ids.to(device), output_hidden_states=False)[0].float().cpu()
     return Conditioning(prompt_embeds=embeds, pooled=pooled)

@@ -10,7 +10,11 @@ them exactly as they read a user's downloads:
 - ``text_encoders/clip_l.safetensors`` (transformers 4.x ``text_model.`` keys) and
   ``text_encoders/t5xxl_fp16.safetensors`` (fp16, the tied embedding stored once as ``shared.weight``);
 - ``tokenizers/sd1_tokenizer`` and ``tokenizers/t5_tokenizer``: the folders ComfyUI ships in
-  ``comfy/``, here with tiny in-memory vocabularies (no tokenizer files exist in any wheel).
+  ``comfy/``, here with tiny in-memory vocabularies (no tokenizer files exist in any wheel);
+- ``unet/variants/``: the compact files ComfyUI users keep, of a wider tiny transformer (``COMPACT``:
+  K-quants need rows of whole 256-value blocks): ``flux1-dev-Q8_0.gguf``, ``flux1-dev-Q4_K_M.gguf``
+  (Q4_K with Q5_K attention, as llama.cpp's Q4_K_M) and ``flux1-dev-fp8-e4m3fn-scaled.safetensors``
+  (ComfyUI's scaled fp8). In a sub-folder, so the plain files above stay the ones found first.
 
 ``build_flux_diffusers(dir)`` writes the same parts as a diffusers FLUX.1-dev folder instead.
 Every architecture keeps FLUX.1's structure (16 latent channels, 8x VAE, 2x2 packing, guidance
@@ -40,6 +44,14 @@ TRANSFORMER = FluxArch(in_channels=64, out_channels=64, vec_in_dim=32, context_i
                        mlp_ratio=4.0, num_heads=2, depth=1, depth_single_blocks=1, axes_dim=rope_axes(16),
                        guidance_embed=True)
 VAE = FluxVaeArch(widths=(32, 32, 32, 32), layers=1)  # 4 levels: the real 8x factor; 32 = GroupNorm(32)'s minimum
+# the compact (GGUF / fp8) files' transformer: 256-wide rows so Q4_K/Q5_K apply (narrower rows would be
+# stored F16, as ComfyUI-GGUF's quantiser does); text widths match the tiny encoders
+COMPACT = FluxArch(in_channels=64, out_channels=64, vec_in_dim=32, context_in_dim=32, hidden_size=256,
+                   mlp_ratio=4.0, num_heads=2, depth=1, depth_single_blocks=1, axes_dim=rope_axes(128),
+                   guidance_embed=True)
+COMPACT_FILES = {"flux_transformer_q8_0": "unet/variants/flux1-dev-Q8_0.gguf",
+                 "flux_transformer_q4_k_m": "unet/variants/flux1-dev-Q4_K_M.gguf",
+                 "flux_transformer_fp8_scaled": "unet/variants/flux1-dev-fp8-e4m3fn-scaled.safetensors"}
 
 
 def t5_tokenizer(max_len: int = 512) -> Any:
@@ -51,6 +63,29 @@ def t5_tokenizer(max_len: int = 512) -> Any:
     pieces += [("\u2581" + c, -3.0) for c in string.ascii_lowercase]
     pieces += [(c, -4.0) for c in string.ascii_letters + string.digits + string.punctuation]
     return T5TokenizerFast(vocab=pieces, extra_ids=0, model_max_length=max_len)
+
+
+def compact_transformer(seed: int = 4) -> FluxTransformer2DModel:
+    """The fp32 transformer the compact files are written from (their reference), deterministic."""
+    from diffusers.models.transformers.transformer_flux import FluxTransformer2DModel
+
+    torch.manual_seed(seed)
+    return FluxTransformer2DModel(**COMPACT.to_diffusers()).eval()
+
+
+def build_compact(root: Path) -> dict[str, Path]:
+    """The GGUF and scaled-fp8 files of ``compact_transformer()`` under ``root`` (a models folder)."""
+    from .compact import write_fp8, write_gguf
+
+    bfl = bfl_transformer_state(compact_transformer().state_dict(), COMPACT)
+    out = {}
+    for key, rel in COMPACT_FILES.items():
+        path = Path(root) / rel
+        if path.suffix == ".gguf":
+            out[key] = write_gguf(path, COMPACT, path.stem.split("-")[-1], bfl.__getitem__)
+        else:
+            out[key] = write_fp8(path, bfl, scaled=True)
+    return out
 
 
 def tiny_parts(seed: int = 0) -> tuple[FluxTransformer2DModel, AutoencoderKL, CLIPTextModel, T5EncoderModel,
@@ -137,6 +172,7 @@ def build_flux(root: Path) -> dict[str, Path]:
     out["flux_clip_tokenizer"] = write_comfy_clip_tokenizer(ctok, root / "tokenizers/sd1_tokenizer")
     ttok.save_pretrained(str(root / "tokenizers/t5_tokenizer"))  # tokenizer.json, as ComfyUI's t5_tokenizer
     out["flux_t5_tokenizer"] = root / "tokenizers/t5_tokenizer"
+    out.update(build_compact(root))
     return out
 
 

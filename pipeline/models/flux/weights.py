@@ -9,15 +9,20 @@ FLUX_LICENSE = ("FLUX.1 [dev] Non-Commercial License v1.1.1 (non-commercial use 
                 "additionally under Tencent's academic-only terms")
 DEV_FOLDER_GLOB = "*[Ff][Ll][Uu][Xx]*[Dd][Ee][Vv]*"  # a diffusers FLUX.1-dev folder, whatever its capitalisation
 TEXT_FOLDERS = ("text_encoders", "clip", "diffusers")
+SRPO = "*[Ss][Rr][Pp][Oo]"  # SRPO in any capitalisation (flux1DevSrpo_…, SRPO-Q8_0.gguf, …)
+FLUX = "*[Ff][Ll][Uu][Xx]"
 
 SPECS = (
     WeightSpec(
         key="flux_transformer",
         description="the Flux transformer: tencent/SRPO diffusion_pytorch_model.safetensors, a BFL-layout "
-                    "SRPO or flux1-dev .safetensors, or a diffusers FLUX.1-dev transformer/ folder",
+                    "SRPO or flux1-dev .safetensors (bf16, fp8 or ComfyUI's scaled fp8), a ComfyUI-GGUF .gguf "
+                    "(Q8_0, Q5_K, Q4_K, Q4_0…), or a diffusers FLUX.1-dev transformer/ folder",
         folders=("diffusion_models", "unet", "diffusers"),
-        patterns=("*[Ss][Rr][Pp][Oo]*.safetensors", "*[Ss][Rr][Pp][Oo]*/diffusion_pytorch_model.safetensors",
-                  "flux1-dev*.safetensors", "flux1-dev*.sft", f"{DEV_FOLDER_GLOB}/transformer"),
+        # SRPO before FLUX.1-dev, full-precision safetensors before GGUF (in that folder order)
+        patterns=(f"{SRPO}*.safetensors", f"{SRPO}*/diffusion_pytorch_model.safetensors", f"{SRPO}*.sft",
+                  f"{SRPO}*.gguf", "flux1-dev*.safetensors", "flux1-dev*.sft", f"{FLUX}*[Dd][Ee][Vv]*fp8*.safetensors",
+                  "flux1-dev*.gguf", f"{FLUX}*[Dd][Ee][Vv]*.gguf", f"{DEV_FOLDER_GLOB}/transformer"),
         kind="any", license=FLUX_LICENSE,
     ),
     WeightSpec(

@@ -20,6 +20,14 @@ Shapes = Mapping[str, tuple[int, ...]]
 SDXL_HEAD_DIM = 64
 SDXL_ADD_TIME_DIM = 256
 SDXL_SCALE_FACTOR = 0.13025
+# Live previews: RGB in [-1, 1] = latent . factors + bias, for SDXL's scaled latent (the sampler's x0).
+# ComfyUI's fitted projection (comfy/latent_formats.py, class SDXL: latent_rgb_factors and
+# latent_rgb_factors_bias), the same numbers its "latent2rgb" previews use for every SDXL model.
+SDXL_LATENT_RGB = ((0.3651, 0.4232, 0.4341),
+                   (-0.2533, -0.0042, 0.1068),
+                   (0.1076, 0.1111, -0.0362),
+                   (-0.3165, -0.2492, -0.2188))
+SDXL_LATENT_RGB_BIAS = (0.1084, -0.0175, -0.0011)
 
 
 class ArchError(ValueError):

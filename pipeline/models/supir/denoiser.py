@@ -38,13 +38,28 @@ def denoise(unet: SupirUNet, control: ControlEncoder | None, table: torch.Tensor
 
 class CfgDenoiser:
     """Runs the [uncond, cond] pair in one batch for every row of ``x`` (rows may be tiles, whose LQ
-    latent crops are taken from ``windows``). Returns (D_uncond, D_cond)."""
+    latent crops are taken from ``windows``). Returns (D_uncond, D_cond).
+
+    The text conditioning moves to ``z_lq``'s device once, and its CFG batch is built once per batch
+    size, so a sampler step copies nothing between host and device."""
 
     def __init__(self, unet: SupirUNet, control: ControlEncoder, table: torch.Tensor, cond: TextCond,
                  uncond: TextCond, z_lq: torch.Tensor) -> None:
-        self.unet, self.control, self.table = unet, control, table
-        self.cond, self.uncond, self.z_lq = cond, uncond, z_lq
+        dev = z_lq.device
+        self.unet, self.control, self.table = unet, control, table.to(dev)
+        self.cond = TextCond(cond.context.to(dev), cond.vector.to(dev))
+        self.uncond = TextCond(uncond.context.to(dev), uncond.vector.to(dev))
+        self.z_lq = z_lq
+        self._text: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.calls = 0
+
+    def text(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(context, vector) for a CFG batch of ``n`` rows: n uncond rows, then n cond rows."""
+        if n not in self._text:
+            u, c = self.uncond, self.cond
+            self._text[n] = (torch.cat([u.context.expand(n, -1, -1), c.context.expand(n, -1, -1)]),
+                             torch.cat([u.vector.expand(n, -1), c.vector.expand(n, -1)]))
+        return self._text[n]
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, scale: float,
                  windows: Sequence[Window] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,11 +68,9 @@ class CfgDenoiser:
             hint = self.z_lq.expand(n, -1, -1, -1) if self.z_lq.shape[0] == 1 else self.z_lq
         else:
             hint = torch.cat([self.z_lq[:, :, a:b, c:d] for a, b, c, d in windows])
-        dev = x.device
-        context = torch.cat([self.uncond.context.expand(n, -1, -1), self.cond.context.expand(n, -1, -1)]).to(dev)
-        y = torch.cat([self.uncond.vector.expand(n, -1), self.cond.vector.expand(n, -1)]).to(dev)
+        context, y = self.text(n)
         sigma = sigma.reshape(-1).expand(n) if sigma.numel() == 1 else sigma
         d = denoise(self.unet, self.control, self.table, torch.cat([x, x]), torch.cat([sigma, sigma]),
-                    context, y, torch.cat([hint, hint]).to(dev), scale)
+                    context, y, torch.cat([hint, hint]), scale)
         self.calls += 1
         return d[:n], d[n:]

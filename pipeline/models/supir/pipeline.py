@@ -11,6 +11,7 @@ tests drive the same function with recorded noise.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -23,7 +24,8 @@ from ...progress import CancelToken, ProgressFn
 from ...samplers import dpmpp_2m_sde, edm_euler
 from ...samplers.edm_euler import ParityRecord
 from ...samplers.noise import NoiseSource
-from ...samplers.schedules import ddpm_sigma_table, legacy_sigmas, lightning_sigmas
+from ...samplers.report import StepPreview
+from ...samplers.schedules import ddpm_sigma_table, dpm_schedule, legacy_sigmas
 from ...samplers.tiles import LatentTiles
 from ..placement import Placement
 from ..sdxl import vae_tiled
@@ -86,16 +88,15 @@ def size_vector(pooled: torch.Tensor, add_time_proj: nn.Module) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Settings:
-    sampler: Literal["edm", "dpmpp_2m_sde"] = "edm"
+    sampler: Literal["edm", "dpmpp_2m_sde"] = "dpmpp_2m_sde"
     steps: int = 45
     edm: edm_euler.EdmParams = field(default_factory=edm_euler.EdmParams)
     dpm: dpmpp_2m_sde.DpmParams = field(default_factory=dpmpp_2m_sde.DpmParams)
     color_fix: ColorFix = "wavelet"
-    tile: int = 128  # latent tile for sampling (1024 px)
+    tile: int = 0  # latent tile for sampling (128 = 1024 px); 0 = untiled
     tile_stride: int = 64
     tile_batch: int = 1  # tiles per model call
-    vae_tile: int = 1024  # px; 0 = never tile the VAE
-    vae_decode_tile: int = 128  # latent px
+    vae_tile: int = vae_tiled.AUTO  # px; 0 = never tile the VAE, AUTO = only when it does not fit
 
 
 @dataclass
@@ -114,7 +115,7 @@ def encode_lq(m: SupirModels, x: torch.Tensor, s: Settings, cancel: CancelToken 
 
 
 def decode(m: SupirModels, z: torch.Tensor, s: Settings, cancel: CancelToken | None = None) -> torch.Tensor:
-    return vae_tiled.decode(m.vae, z / SCALE_FACTOR, tile=s.vae_decode_tile if s.vae_tile else 0, cancel=cancel)
+    return vae_tiled.decode(m.vae, z / SCALE_FACTOR, tile=s.vae_tile, cancel=cancel)
 
 
 def encode_sample(m: SupirModels, x: torch.Tensor, s: Settings, noise: NoiseSource,
@@ -126,15 +127,21 @@ def encode_sample(m: SupirModels, x: torch.Tensor, s: Settings, noise: NoiseSour
     return SCALE_FACTOR * (mean + std * noise("posterior", mean.shape).to(mean.device))
 
 
+Phase = Callable[[str], None]  # told "first_stage", "sampling", "decode" as each begins
+
+
 @torch.inference_mode()
 def restore(m: SupirModels, lq: torch.Tensor, cond: TextCond, uncond: TextCond, s: Settings,
             noise: NoiseSource, *, place: Placement | None = None, progress: ProgressFn | None = None,
-            cancel: CancelToken | None = None, parity_record: ParityRecord | None = None) -> Restored:
+            preview: StepPreview | None = None, cancel: CancelToken | None = None, phase: Phase | None = None,
+            parity_record: ParityRecord | None = None) -> Restored:
     """``lq`` [1, 3, H, W] in [-1, 1] at the working size (H, W multiples of 32) -> restored image."""
     place = place or m.placement("resident", lq.device)
     dev = place.device
     lq = lq.to(dev)
+    enter = phase or (lambda name: None)
     # 1-3. first stage
+    enter("first_stage")
     with place.active("denoise_encoder", "vae"):
         z_lq = encode_lq(m, lq, s, cancel)
         x_stage1 = decode(m, z_lq, s, cancel)
@@ -142,18 +149,21 @@ def restore(m: SupirModels, lq: torch.Tensor, cond: TextCond, uncond: TextCond, 
         if s.sampler == "edm" and s.edm.restore_cfg > 0:
             z_stage1 = encode_sample(m, x_stage1, s, noise, cancel)
     # 4. sampling
+    enter("sampling")
     x_t = noise("x_T", z_lq.shape).to(dev)
-    tiles = LatentTiles.plan(*z_lq.shape[-2:], tile=s.tile, stride=s.tile_stride)
+    tiles = LatentTiles.plan(*z_lq.shape[-2:], tile=s.tile, stride=s.tile_stride) if s.tile else None
     with place.active("unet", "control"):
-        model = CfgDenoiser(m.unet, m.control, m.table.to(dev), cond, uncond, z_lq)
+        model = CfgDenoiser(m.unet, m.control, m.table, cond, uncond, z_lq)
         if s.sampler == "edm":
             latent = edm_euler.sample(model, x_t, legacy_sigmas(s.steps, m.table), s.edm, noise=noise,
-                                      x_center=z_stage1, tiles=tiles, tile_batch=s.tile_batch,
-                                      progress=progress, cancel=cancel, parity_record=parity_record)
+                                      x_center=z_stage1, tiles=tiles, tile_batch=s.tile_batch, progress=progress,
+                                      preview=preview, cancel=cancel, parity_record=parity_record)
         else:
-            latent = dpmpp_2m_sde.sample(model, x_t, lightning_sigmas(s.steps, m.table), s.dpm, noise=noise,
-                                         tiles=tiles, tile_batch=s.tile_batch, progress=progress, cancel=cancel)
+            latent = dpmpp_2m_sde.sample(model, x_t, dpm_schedule(s.steps, m.table), s.dpm, noise=noise,
+                                         tiles=tiles, tile_batch=s.tile_batch, progress=progress, preview=preview,
+                                         cancel=cancel, parity_record=parity_record)
     # 5. decode + colour fix
+    enter("decode")
     with place.active("vae"):
         out = decode(m, latent, s, cancel)
     fixed = color_fix(out, x_stage1, s.color_fix)

@@ -440,7 +440,7 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ServerInfo(_message.Message):
-    __slots__ = ("version", "api_version", "device", "vram_free", "vram_total", "default_preset", "presets", "weights", "queue_length", "loaded_models", "model_budget", "limits", "capabilities", "catalogue", "shared_memory_dir")
+    __slots__ = ("version", "api_version", "device", "vram_free", "vram_total", "default_preset", "presets", "weights", "queue_length", "loaded_models", "model_budget", "limits", "capabilities", "catalogue", "shared_memory_dir", "flux_memory")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     API_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
@@ -456,6 +456,7 @@ class ServerInfo(_message.Message):
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     CATALOGUE_FIELD_NUMBER: _ClassVar[int]
     SHARED_MEMORY_DIR_FIELD_NUMBER: _ClassVar[int]
+    FLUX_MEMORY_FIELD_NUMBER: _ClassVar[int]
     version: str
     api_version: int
     device: str
@@ -471,7 +472,8 @@ class ServerInfo(_message.Message):
     capabilities: _containers.RepeatedScalarFieldContainer[str]
     catalogue: _containers.RepeatedCompositeFieldContainer[ModelFile]
     shared_memory_dir: str
-    def __init__(self, version: _Optional[str] = ..., api_version: _Optional[int] = ..., device: _Optional[str] = ..., vram_free: _Optional[int] = ..., vram_total: _Optional[int] = ..., default_preset: _Optional[str] = ..., presets: _Optional[_Iterable[_Union[PresetInfo, _Mapping]]] = ..., weights: _Optional[_Iterable[_Union[WeightInfo, _Mapping]]] = ..., queue_length: _Optional[int] = ..., loaded_models: _Optional[_Iterable[_Union[LoadedModel, _Mapping]]] = ..., model_budget: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., capabilities: _Optional[_Iterable[str]] = ..., catalogue: _Optional[_Iterable[_Union[ModelFile, _Mapping]]] = ..., shared_memory_dir: _Optional[str] = ...) -> None: ...
+    flux_memory: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, version: _Optional[str] = ..., api_version: _Optional[int] = ..., device: _Optional[str] = ..., vram_free: _Optional[int] = ..., vram_total: _Optional[int] = ..., default_preset: _Optional[str] = ..., presets: _Optional[_Iterable[_Union[PresetInfo, _Mapping]]] = ..., weights: _Optional[_Iterable[_Union[WeightInfo, _Mapping]]] = ..., queue_length: _Optional[int] = ..., loaded_models: _Optional[_Iterable[_Union[LoadedModel, _Mapping]]] = ..., model_budget: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., capabilities: _Optional[_Iterable[str]] = ..., catalogue: _Optional[_Iterable[_Union[ModelFile, _Mapping]]] = ..., shared_memory_dir: _Optional[str] = ..., flux_memory: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PresetInfo(_message.Message):
     __slots__ = ("name", "label", "description", "scale", "stages", "context", "feather", "previews")
