@@ -38,8 +38,8 @@ class Guard:
             pass  # the guard already went away: nothing to stop
 
 
-def spawn(job_id: str, address: str | None, token: str | None) -> Guard | None:
-    """Start the guard for ``job_id``; None (and a note on stderr) if it cannot start."""
+def spawn(job_ids: list[str], address: str | None, token: str | None) -> Guard | None:
+    """Start the guard for ``job_ids``; None (and a note on stderr) if it cannot start."""
     package_root = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ)
     # the guard imports this package and the same grpcio (vendored, installed) as the plug-in
@@ -59,7 +59,7 @@ def spawn(job_id: str, address: str | None, token: str | None) -> Guard | None:
             **kwargs,
         )
         assert proc.stdin is not None
-        proc.stdin.write(json.dumps({"job_id": job_id, "address": address, "token": token}).encode() + b"\n")
+        proc.stdin.write(json.dumps({"job_ids": list(job_ids), "address": address, "token": token}).encode() + b"\n")
         proc.stdin.flush()
     except OSError as e:
         print(f"dermis: could not start the cancel guard ({e}); cancelling from GIMP's progress bar "
@@ -78,13 +78,19 @@ def main() -> int:
         return 0
     from ._client import client
 
+    failed = 0
     try:
         with client.Client(job["address"], job["token"]) as c:
-            c.cancel(job["job_id"])
+            for job_id in job["job_ids"]:
+                try:
+                    c.cancel(job_id)
+                except client.ClientError as e:  # e.g. it had already ended: cancel the others
+                    print(f"dermis cancel guard: could not cancel job {job_id}: {e}", file=sys.stderr)
+                    failed += 1
     except client.ClientError as e:
-        print(f"dermis cancel guard: could not cancel job {job['job_id']}: {e}", file=sys.stderr)
+        print(f"dermis cancel guard: could not reach the daemon: {e}", file=sys.stderr)
         return 1
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
