@@ -48,15 +48,15 @@ def add_arguments(p: Gimp.Procedure) -> None:
     output.add(editors.MODE_DETAIL, 1, "Detail layer (Grain Merge)",
                "Only the texture the refinement added, around mid-grey, in Grain Merge mode over the "
                "source: your colours stay, the opacity dials the texture")
-    p.add_choice_argument("output", "_Output", "What the new layer holds", output, editors.MODE_NORMAL, RW)
+    p.add_choice_argument("output", "O_utput", "What the new layer holds", output, editors.MODE_NORMAL, RW)
     p.add_int_argument("strength", "St_rength", "Opacity of the new layer (or group), in %",
                        0, 100, editors.STRENGTH_DEFAULT, RW)
-    p.add_double_argument("feather", "_Feather", "Softness of the selection's edge in px "
+    p.add_double_argument("feather", "Feat_her", "Softness of the selection's edge in px "
                           "(-1 = the preset's, as the daemon reports it)", -1.0, 1024.0, -1.0, RW)
-    p.add_int_argument("context", "_Context", "Pixels of surroundings the daemon works on around each "
+    p.add_int_argument("context", "Conte_xt", "Pixels of surroundings the daemon works on around each "
                        "part (-1 = the preset's, as the daemon reports it)", -1, 1024, -1, RW)
     for i, field in enumerate(job.DENOISE_FIELDS):
-        p.add_double_argument(field, f"_Denoise {i + 1}",
+        p.add_double_argument(field, ("De_noise 1", "Denoise _2")[i],
                               f"Denoise of the preset's stage no. {i + 1} that has a denoise setting, as "
                               "the daemon lists them (0 = the preset's; a preset with fewer, like lite, "
                               "ignores it)", 0.0, 1.0, 0.0, RW)
@@ -65,11 +65,11 @@ def add_arguments(p: Gimp.Procedure) -> None:
                           "(e.g. grain.strength=0.05)", "", RW)
     p.add_int_argument("seed", "S_eed", "Seed (-1 = a new one each run; the layer name shows it)",
                        -1, GLib.MAXINT32, -1, RW)
-    p.add_int_argument("variations", "_Variations", "Seeds per run: that many layers in a group, "
+    p.add_int_argument("variations", "Variation_s", "Seeds per run: that many layers in a group, "
                        "named with their seed, only the first visible", 1, editors.MAX_VARIATIONS, 1, RW)
-    p.add_boolean_argument("islands", "Each _island separately", "Each separate part of the selection "
+    p.add_boolean_argument("islands", "Each island separatel_y", "Each separate part of the selection "
                            "is refined on its own (one layer per part, in one group)", True, RW)
-    p.add_boolean_argument("faces", "Each face separately", "Each face the daemon finds in the "
+    p.add_boolean_argument("faces", "Each _face separately", "Each face the daemon finds in the "
                            "selection is refined on its own (one layer per face, in one group)", False, RW)
     p.add_string_argument("server", "Ser_ver", "Daemon address, e.g. 127.0.0.1:50073 or "
                           "unix:/path ('' = $DERMIS_ADDRESS or the running daemon's)", "", RW)
