@@ -39,6 +39,8 @@ def session(tmp_path_factory):
 
 
 SRC = portrait_crop(H, W)
+TWO_FACES = np.ascontiguousarray(np.concatenate([portrait_crop(512, 512, 0, 0),
+                                                 portrait_crop(512, 512, 0, 0)[:, ::-1]], axis=1))
 ELLIPSE = {"kind": "ellipse", "x": 50, "y": 30, "w": 56, "h": 48, "feather": 6}
 BIG_ELLIPSE = {"kind": "ellipse", "x": 20, "y": 8, "w": 120, "h": 104, "feather": 6}
 TWO_ISLANDS = {"shapes": [{"kind": "ellipse", "x": 10, "y": 14, "w": 36, "h": 32},
@@ -62,6 +64,9 @@ def _run_cases(root, work, daemon) -> dict:
         one("islands", {}, selection=TWO_ISLANDS),
         one("islands_off", {"islands": False}, selection=TWO_ISLANDS),
         one("seeds", {"variations": 2}),
+        # the portrait and its mirror, no selection: the daemon finds two faces, one job each
+        case("faces", [layer_spec(work, "faces", "Background", TWO_FACES)], size=(1024, 512),
+             args={**lite, "faces": True}),
         case("deleted", [layer_spec(work, "deleted", "Background", SRC),
                          layer_spec(work, "deleted", "Doomed", SRC, offset=(0, 0))], size=(W, H), source=1,
              args=lite, selection=ELLIPSE),
@@ -204,3 +209,21 @@ def test_a_source_deleted_during_the_run_loses_nothing(session):
     assert [e["name"] for e in rec["layers"]] == ["Dermis (lite, 7)", "Background"]
     _check_layer(work, top, selection_of(work, rec, (W, H)))
     assert "The layer 'Doomed' was deleted meanwhile: the result went on top." in rec["_log"]
+
+
+def test_each_detected_face_becomes_a_layer_of_the_group(session):
+    """Face detection on: two faces in the image, two jobs, one group with a layer per face, each
+    layer covering one face and not the other."""
+    from pipeline.skin import faces_with_skin
+
+    _, results, _ = session
+    rec = results["faces"]
+    top = _top(rec)
+    assert top["group"] and top["name"] == "Dermis (lite, 7)"
+    assert [c["name"] for c in top["children"]] == ["Dermis (lite, 7) face 1 of 2", "Dermis (lite, 7) face 2 of 2"]
+    faces = [f.box for f in faces_with_skin(images.from_array(TWO_FACES).rgb)]
+    assert len(faces) == 2
+    for child in top["children"]:
+        (x, y), (w, h) = child["offset"], child["size"]
+        holds = [fx0 >= x and fx1 <= x + w and fy0 >= y and fy1 <= y + h for fx0, fy0, fx1, fy1 in faces]
+        assert holds.count(True) == 1, (child, faces)
