@@ -49,9 +49,9 @@ def add_arguments(p: Gimp.Procedure) -> None:
                "Only the texture the refinement added, around mid-grey, in Grain Merge mode over the "
                "source: your colours stay, the opacity dials the texture")
     p.add_choice_argument("output", "O_utput", "What the new layer holds", output, editors.MODE_NORMAL, RW)
-    p.add_int_argument("strength", "St_rength", "Opacity of the new layer (or group), in %",
+    p.add_int_argument("strength", "Stren_gth", "Opacity of the new layer (or group), in %",
                        0, 100, editors.STRENGTH_DEFAULT, RW)
-    p.add_double_argument("feather", "Feat_her", "Softness of the selection's edge in px "
+    p.add_double_argument("feather", "Fea_ther", "Softness of the selection's edge in px "
                           "(-1 = the preset's, as the daemon reports it)", -1.0, 1024.0, -1.0, RW)
     p.add_int_argument("context", "Conte_xt", "Pixels of surroundings the daemon works on around each "
                        "part (-1 = the preset's, as the daemon reports it)", -1, 1024, -1, RW)
