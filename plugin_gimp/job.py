@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from . import cancel_guard
 from ._client import client, editors, overrides
@@ -118,7 +119,7 @@ class Settings:
 
     def context_px(self, preset) -> int:
         """The context the daemon will use: the field, else the preset's."""
-        return self.context if self.context >= 0 else editors.preset_defaults(preset)["context"]
+        return self.context if self.context >= 0 else int(editors.preset_defaults(preset)["context"])
 
 
 def job_request(
@@ -187,7 +188,7 @@ class Reporter:
         set_fraction: Callable[[float], None],
         rate: float = 15.0,
         clock: Callable[[], float] = time.monotonic,
-        describe: Callable[[object], str | None] | None = None,
+        describe: Callable[[Any], str | None] | None = None,
     ) -> None:
         self._set_text, self._set_fraction = set_text, set_fraction
         self._describe = describe or progress_text

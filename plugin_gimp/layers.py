@@ -13,6 +13,7 @@ a closed image is an error that names what was not inserted.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import gi
 
@@ -27,7 +28,7 @@ from .image_io import Source, check_result, pixel_format  # noqa: E402
 class Piece:
     """One job's result and where it belongs."""
 
-    result: object  # client JobResult (layer mode)
+    result: Any  # client JobResult (layer mode); None until its job has ended
     box: tuple[int, int, int, int]  # the part's box in the area that was read (source.crop_x/y based)
     label: str  # "island 1 of 2", "face", "" for the only part
     visible: bool  # the first seed's results show, the other variations are inserted hidden

@@ -122,7 +122,8 @@ def _run(procedure, run_mode, image, drawables, config):
             faces = None
             if settings.faces:
                 picture, w, h, factor = image_io.face_picture(layer, source)
-                faces = [tuple(round(v * factor) for v in box) for box in c.find_faces(picture, w, h, 3)]
+                faces = [(round(x * factor), round(y * factor), round(fw * factor), round(fh * factor))
+                         for x, y, fw, fh in c.find_faces(picture, w, h, 3)]
         parts, notes = islands.split(source.mask, source.width, source.height, padding=padding,
                                      islands=settings.islands, faces=faces)
         if not parts:

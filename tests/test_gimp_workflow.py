@@ -7,6 +7,8 @@ and a source layer deleted while the daemon works. One GIMP session runs every c
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import pytest
 
@@ -76,7 +78,7 @@ def _run_cases(root, work, daemon) -> dict:
     return {r["name"]: r for r in g.finish_gimp(proc, work)}
 
 
-def _expected(mask: np.ndarray | None, overrides=None, content="normal"):
+def _expected(mask: np.ndarray | None, overrides=None, content: Literal["normal", "detail"] = "normal"):
     m = None if mask is None else mask.astype(np.float32) / 255
     res = pipeline.run(pipeline.build("lite", overrides, scale=1.0), images.from_array(SRC), seed=SEED,
                        mask=m, output="layer", content=content)
