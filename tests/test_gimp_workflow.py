@@ -16,7 +16,7 @@ import pipeline
 from pipeline import images
 
 from . import _gimp_helpers as g
-from ._detail_checks import BLUR_TOL, NORMAL_TOL, errors, normal_composite, unclipped
+from ._detail_checks import BLUR_TOL, NORMAL_TOL, errors, judged_pixels, normal_composite
 from .test_gimp_editor import case, layer_spec, load_raw, portrait_crop, selection_of
 
 pytestmark = [pytest.mark.editor, pytest.mark.slow]
@@ -118,10 +118,7 @@ def test_detail_layer_in_grain_merge(session):
     src = SRC / 255
     alpha = normal[..., 3] / 255
     want = normal_composite(src, normal[..., :3] / 255, alpha, (ox, oy))
-    inside = np.zeros((H, W), bool)
-    h, w = alpha.shape
-    inside[oy:oy + h, ox:ox + w] = alpha == 1
-    inside &= unclipped(src)
+    inside = judged_pixels(src, alpha, (ox, oy))
     assert inside.sum() > 300
 
     def composite(key):
