@@ -183,32 +183,36 @@ def test_guard_leaves_quietly_when_the_job_ended():
     assert guard._proc.wait(20) == 0  # no cancel attempted (it would fail: nothing listens there)
 
 
-def test_guard_cancels_the_job_when_the_plugin_is_killed(daemon, portrait):
-    """What happens when GIMP's progress Cancel SIGKILLs the plug-in in the middle of a job."""
+def test_guard_cancels_the_jobs_when_the_plugin_is_killed(daemon, portrait):
+    """What happens when GIMP's progress Cancel SIGKILLs the plug-in in the middle of a run of two
+    jobs (two islands or seeds): the running one and the queued one are both cancelled."""
     import numpy as np
 
     from pipeline import images
 
     big = np.resize(images.to_array(portrait, mode="RGB"), (1400, 1400, 3))
-    request = client.JobRequest(pixels=big.tobytes(), width=1400, height=1400, channels=3, preset="lite",
-                                scale=2.0, seed=1, job_id="guard-test-job", client_name="gimp")
+    ids = ["guard-test-job-1", "guard-test-job-2"]
+    requests = [client.JobRequest(pixels=big.tobytes(), width=1400, height=1400, channels=3, preset="lite",
+                                  scale=2.0, seed=1, job_id=job_id, client_name="gimp") for job_id in ids]
     # a stand-in for the plug-in process: it starts the guard, then waits to be killed
     plugin = subprocess.Popen(
         [sys.executable, "-c",
          "import sys, time; from plugin_gimp import cancel_guard; "
-         f"cancel_guard.spawn(['guard-test-job'], {daemon.address!r}, {daemon.token!r}); "
+         f"cancel_guard.spawn({ids!r}, {daemon.address!r}, {daemon.token!r}); "
          "print('ready', flush=True); time.sleep(600)"],
         cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert plugin.stdout is not None
     try:
         assert plugin.stdout.readline().strip() == "ready"
         with daemon.client() as c:
-            c.submit(request)
-            wait_for(lambda: any(j.job_id == "guard-test-job" and j.state == "running" for j in c.list_jobs()),
+            for r in requests:
+                c.submit(r)
+            wait_for(lambda: any(j.job_id == ids[0] and j.state == "running" for j in c.list_jobs()),
                      30, "the job to start")
             plugin.send_signal(signal.SIGKILL)
             t0 = time.monotonic()
-            events = list(c.watch("guard-test-job"))
-        assert events[-1].kind == client.EventKind.cancelled, events[-1]
+            ends = [list(c.watch(job_id))[-1].kind for job_id in ids]
+        assert ends == [client.EventKind.cancelled] * 2, ends
         assert time.monotonic() - t0 < 10
     finally:
         plugin.kill()
