@@ -38,8 +38,10 @@ class Guard:
             pass  # the guard already went away: nothing to stop
 
 
-def spawn(job_ids: list[str], address: str | None, token: str | None) -> Guard | None:
-    """Start the guard for ``job_ids``; None (and a note on stderr) if it cannot start."""
+def spawn(job_ids: list[str], address: str | None, token: str | None, client_id: str | None = None) -> Guard | None:
+    """Start the guard for ``job_ids``, submitted by the client ``client_id`` (a daemon where jobs
+    belong to the client that submitted them lets only that client cancel); None (and a note on
+    stderr) if it cannot start."""
     package_root = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ)
     # the guard imports this package and the same grpcio (vendored, installed) as the plug-in
@@ -59,7 +61,8 @@ def spawn(job_ids: list[str], address: str | None, token: str | None) -> Guard |
             **kwargs,
         )
         assert proc.stdin is not None
-        proc.stdin.write(json.dumps({"job_ids": list(job_ids), "address": address, "token": token}).encode() + b"\n")
+        proc.stdin.write(json.dumps({"job_ids": list(job_ids), "address": address, "token": token,
+                                     "client_id": client_id}).encode() + b"\n")
         proc.stdin.flush()
     except OSError as e:
         print(f"dermis: could not start the cancel guard ({e}); cancelling from GIMP's progress bar "
@@ -80,7 +83,9 @@ def main() -> int:
 
     failed = 0
     try:
-        with client.Client(job["address"], job["token"]) as c:
+        # the submitting client's id when the plug-in's connection had one
+        same_client = {"client_id": job["client_id"]} if job.get("client_id") else {}
+        with client.Client(job["address"], job["token"], **same_client) as c:
             for job_id in job["job_ids"]:
                 try:
                     c.cancel(job_id)

@@ -251,10 +251,12 @@ def run_jobs(
     """
     ids = [r.job_id for r in requests]
     address, token = settings.server or None, settings.token or None
-    watcher = cancel_guard.spawn(ids, address, token) if guard else None
+    watcher = None
     results = []
     try:
         with connect(address, token) as c:
+            if guard:  # it cancels as this connection's client, the one that submits
+                watcher = cancel_guard.spawn(ids, address, token, getattr(c, "client_id", None))
             submitted = []
             try:
                 for r in requests:
@@ -295,9 +297,11 @@ def run_download(
     whose partial file the next download resumes). Returns the job's result (its notes in ``messages``)."""
     job_id = str(uuid.uuid4())
     address, token = settings.server or None, settings.token or None
-    watcher = cancel_guard.spawn([job_id], address, token) if guard else None
+    watcher = None
     try:
         with connect(address, token) as c:
+            if guard:
+                watcher = cancel_guard.spawn([job_id], address, token, getattr(c, "client_id", None))
             c.fetch_models(settings.preset, accept_licences=accept_licences, job_id=job_id,
                            client_name=CLIENT_NAME)
             return c.follow(job_id, on_event)
