@@ -145,7 +145,7 @@ def test_run_jobs_against_the_daemon(daemon, portrait):
     """Two jobs (two seeds) through a real `dermis serve` with lite: both results in order, the
     progress says which job, lite's previews show in the text, the preset info comes from the daemon."""
     settings = job.Settings(preset="lite", scale=1.0, server=daemon.address, token=daemon.token)
-    with client.Client(daemon.address, daemon.token) as c:
+    with client.Client(daemon.address, daemon.token, timeout=60) as c:  # a loaded CI machine
         preset = job.preset_info(c, "lite")
         assert job.preset_info(c, "no-such-preset") is None
     assert preset is not None and editors.denoise_stages(preset) == [] and preset.context == 64
