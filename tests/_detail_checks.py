@@ -50,3 +50,13 @@ def errors(source: np.ndarray, composite: np.ndarray, normal: np.ndarray, inside
 def unclipped(source: np.ndarray, margin: float = 3 / 255) -> np.ndarray:
     """Pixels whose colour is not at either end of the range (Grain Merge clips there)."""
     return (source.min(axis=-1) > margin) & (source.max(axis=-1) < 1 - margin)
+
+
+def judged_pixels(source: np.ndarray, alpha: np.ndarray, at: tuple[int, int]) -> np.ndarray:
+    """Where check 1 applies: pixels the layer (``alpha`` at ``at`` = x, y) covers fully, whose
+    source colour is not clipped; a bool mask the size of ``source``."""
+    inside = np.zeros(source.shape[:2], bool)
+    x, y = at
+    h, w = alpha.shape
+    inside[y:y + h, x:x + w] = alpha == 1
+    return inside & unclipped(source)

@@ -93,14 +93,15 @@ def test_the_plan_shown_before_asking():
 def test_gimp_download_follows_the_job_and_reports_progress():
     fake = FakeDaemonClient(DOWNLOAD)
     texts, fractions = [], []
-    reporter = gimp_job.Reporter(texts.append, fractions.append, rate=1e6, describe=gimp_job.download_text)
+    reporter = gimp_job.Reporter(texts.append, fractions.append, rate=1e6, describe=editors.download_text)
     result = gimp_job.run_download(gimp_job.Settings(preset="supir-srpo"), accept_licences=True,
                                    on_event=reporter, guard=False, connect=lambda address, token: fake)
     assert result.layer_name == "Dermis (lite, 7)"  # the fake's done event; a real download has no layer
     assert fake.fetch_requests[0]["accept_licences"] and fake.fetch_requests[0]["client_name"] == "gimp"
-    assert "Dermis: downloading sdxl" in texts
-    assert "Dermis: sdxl: sd_xl_base_1.0_0.9vae.safetensors (file 1 of 2): 1.0 MB of 6.9 MB" in texts
-    assert texts[-1] == "Dermis: models downloaded" and fractions[-1] == 1.0
+    # the thin client's words (proto/editors.py download_text), as the Krita docker shows them
+    assert "Dermis: Downloading sdxl" in texts
+    assert "Dermis: sdxl: sd_xl_base_1.0_0.9vae.safetensors (file 1 of 2): 1.0 MB of 6.9 MB (10%)" in texts
+    assert texts[-1] == "Dermis: Models downloaded" and fractions[-1] == 1.0
     assert reporter.messages == ["sdxl: checkpoints/sd_xl_base_1.0_0.9vae.safetensors"]
 
 
