@@ -60,3 +60,17 @@ def judged_pixels(source: np.ndarray, alpha: np.ndarray, at: tuple[int, int]) ->
     h, w = alpha.shape
     inside[y:y + h, x:x + w] = alpha == 1
     return inside & unclipped(source)
+
+
+def check_composites(editor: str, source: np.ndarray, normal: np.ndarray, inside: np.ndarray,
+                     full: np.ndarray, zero: np.ndarray, normal_mode: np.ndarray) -> None:
+    """The issue's three checks on an editor's composites of the detail layer (100 %, 0 %), plus the
+    negative control: the same layer composited in Normal mode must miss both bounds by 10x."""
+    assert inside.sum() > 300
+    e = errors(source, full, normal, inside)
+    print(f"{editor} detail layer: max error vs normal", round(e["normal"] * 255, 2), "/255; blur",
+          round(e["blur"] * 255, 2), "/255")
+    assert e["normal"] <= NORMAL_TOL and e["blur"] <= BLUR_TOL, e
+    assert np.array_equal(zero, source)
+    bad = errors(source, normal_mode, normal, inside)
+    assert bad["normal"] > 10 * NORMAL_TOL and bad["blur"] > 10 * BLUR_TOL, bad

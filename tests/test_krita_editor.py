@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from tests import _krita_helpers as kh
-from tests._detail_checks import BLUR_TOL, NORMAL_TOL, errors, normal_composite, unclipped
+from tests._detail_checks import check_composites, judged_pixels, normal_composite
 
 pytestmark = pytest.mark.editor
 
@@ -318,22 +318,12 @@ def test_detail_layer_in_grain_merge_keeps_colours_and_adds_the_texture(core):
     normal, (ox, oy), alpha = kh.expected_layer(out, "detail_layer", 0, res["sent"][0], SEED, {}, content="normal")
     x, y = res["sent"][0]["box"][:2]
     want = normal_composite(src, normal[..., :3] / 255, alpha, (x + ox, y + oy))
-    inside = np.zeros((H, W), bool)
-    h, w = alpha.shape
-    inside[y + oy:y + oy + h, x + ox:x + ox + w] = alpha == 1
-    inside &= unclipped(src)
-    assert inside.sum() > 300
+    inside = judged_pixels(src, alpha, (x + ox, y + oy))
 
     def composite(state):
         return kh.read_raw(out, f"detail_layer.composite_{state}.raw", (H, W, 4), 8)[..., [2, 1, 0]] / 255
 
-    e = errors(src, composite("inserted"), want, inside)
-    print("Krita detail layer: max error vs normal", round(e["normal"] * 255, 2), "/255; blur",
-          round(e["blur"] * 255, 2), "/255")
-    assert e["normal"] <= NORMAL_TOL and e["blur"] <= BLUR_TOL
-    assert np.array_equal(composite("opacity0"), src)
-    bad = errors(src, composite("normal_mode"), want, inside)
-    assert bad["normal"] > 10 * NORMAL_TOL and bad["blur"] > 10 * BLUR_TOL
+    check_composites("Krita", src, want, inside, composite("inserted"), composite("opacity0"), composite("normal_mode"))
 
 
 def test_feather_and_context_come_from_the_docker(core):
