@@ -1,9 +1,11 @@
-"""Live previews of a running stage: when to send one, and how to turn a latent into a small picture.
+"""Live previews of a running job: when to send one, and how to turn a latent into a small picture.
 
-A diffusion stage shows its current x0 estimate a few times per stage (``PreviewSchedule``) through a
-fixed linear latent-to-RGB projection (``latent_to_rgb``): no VAE decode and no extra weights, so a
-preview costs one small matmul and one device-to-host copy of a thumbnail, only on the steps that send
-one. Each model family keeps its own projection factors next to its model code.
+Two sources. A diffusion stage shows its current x0 estimate a few times per stage (``PreviewSchedule``)
+through a fixed linear latent-to-RGB projection (``latent_to_rgb``): no VAE decode and no extra
+weights, so a preview costs one small matmul and one device-to-host copy of a thumbnail, only on the
+steps that send one. Each model family keeps its own projection factors next to its model code. And
+the run itself shows the image as it stands after every stage but the last (``rgb_thumbnail``), so
+every recipe of two or more stages has previews (``sends_previews``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
+
+from .errors import DermisError
+from .recipes import Recipe
 
 PREVIEWS_PER_STAGE = 4
 MIN_INTERVAL_S = 1.0
@@ -39,6 +44,35 @@ class PreviewSchedule:
             return False
         self._last = now
         return True
+
+
+def rgb_thumbnail(rgb: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
+    """float32 (H, W, 3) in [0, 1] -> uint8 (h, w, 3) with its longer side at most ``max_side``."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    k = max(h, w) / max_side
+    if k > 1:
+        rgb = cv2.resize(np.ascontiguousarray(rgb, dtype=np.float32),
+                         (max(1, round(w / k)), max(1, round(h / k))), interpolation=cv2.INTER_AREA)
+    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+
+
+def sends_previews(recipe: Recipe) -> bool:
+    """Whether a run of ``recipe`` sends previews: after each of its enabled stages but the last, or
+    from inside a stage whose module declares ``PREVIEWS = True``."""
+    from .stages import load_stage
+
+    enabled = [s for s in recipe.stages if s.enabled]
+    if len(enabled) >= 2:
+        return True
+    for spec in enabled:
+        try:
+            if getattr(load_stage(spec.kind), "PREVIEWS", False):
+                return True
+        except DermisError:  # a stage this installation lacks sends nothing
+            continue
+    return False
 
 
 def latent_to_rgb(latent, factors: Sequence[Sequence[float]], bias: Sequence[float] = (0.0, 0.0, 0.0),

@@ -25,6 +25,8 @@ class Progress(NamedTuple):
     fraction: float = 0.0  # the whole job, 0..1 (filled in by the run)
     message: str = ""
     preview: np.ndarray | None = None  # small uint8 (h, w, 3) RGB preview, when a stage has one
+    # where the preview sits in the output canvas (x, y, width, height), filled in by the run
+    area: tuple[int, int, int, int] | None = None
 
 
 ProgressFn = Callable[[Progress], None]

@@ -58,8 +58,8 @@ class Recipe:
     feather: float = 16.0  # px: softness of the edge where a region's result meets the image
     aliases: tuple[str, ...] = ()
 
-    def layer_name(self, seed: int) -> str:
-        return f"Dermis ({self.label}, {seed})"
+    def layer_name(self, seed: int, *, detail: bool = False) -> str:
+        return f"Dermis {'detail ' if detail else ''}({self.label}, {seed})"
 
     def stage(self, stage_id: str) -> StageSpec:
         for s in self.stages:

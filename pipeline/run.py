@@ -17,22 +17,25 @@ import numpy as np
 
 from . import images, memory_policy
 from .config import Config
+from .detail import DEFAULT_SIGMA, check_sigma, detail_layer
 from .device import select_device, stage_seed
 from .errors import ImageTooLarge, InvalidParameter
 from .images import Image
 from .models.cache import ModelCache
 from .models.weights import WeightLocator
+from .previews import rgb_thumbnail
 from .progress import CancelToken, Progress, ProgressFn, no_progress
 from .recipes import Recipe
 from .regions import Region, WorkArea, composite, feather, work_area
 from .stages import ResolvedStage, make_params, resolve
 from .stages.context import StageContext
 
-__all__ = ["CancelToken", "OutputMode", "Progress", "ProgressFn", "RunResult", "StageContext", "run"]
+__all__ = ["CancelToken", "Content", "OutputMode", "Progress", "ProgressFn", "RunResult", "StageContext", "run"]
 
 log = logging.getLogger("dermis.pipeline")
 
 OutputMode = Literal["full", "layer"]
+Content = Literal["normal", "detail"]  # the refined pixels, or only the detail they add (pipeline/detail.py)
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class RunResult:
     layer_name: str
     timings: dict[str, float]  # stage id -> seconds
     messages: tuple[str, ...] = ()
+    content: Content = "normal"
 
 
 def run(
@@ -55,6 +59,8 @@ def run(
     region: Region | None = None,
     mask: np.ndarray | None = None,
     output: OutputMode = "full",
+    content: Content = "normal",
+    detail_sigma: float = DEFAULT_SIGMA,
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
     config: Config | None = None,
@@ -62,7 +68,11 @@ def run(
     models: ModelCache | None = None,
     device: str | None = None,
 ) -> RunResult:
-    """Run a recipe on an image (or a region / soft mask of it) and return the result."""
+    """Run a recipe on an image (or a region / soft mask of it) and return the result.
+
+    ``content="detail"`` returns the detail layer instead of the refined pixels (same place, size and
+    alpha): what Grain Merge over the source needs, with ``detail_sigma`` px (at the output scale)
+    separating the detail from the colours."""
     config = config or Config()
     locator = locator or WeightLocator(config)
     models = models if models is not None else ModelCache()
@@ -70,6 +80,10 @@ def run(
     report = progress or no_progress
     if output not in ("full", "layer"):
         raise InvalidParameter(f"output must be 'full' or 'layer', not {output!r}.")
+    if content not in ("normal", "detail"):
+        raise InvalidParameter(f"content must be 'normal' or 'detail', not {content!r}.")
+    if content == "detail":
+        detail_sigma = check_sigma(detail_sigma)
     if not 0 <= seed < 2**63:
         raise InvalidParameter(f"seed must be between 0 and 2^63-1, not {seed}.")
 
@@ -91,6 +105,7 @@ def run(
         preflight = getattr(st.module, "preflight", None)
         if preflight is not None:
             preflight(st.params, (th, tw), config)
+    report = _placing_previews(report, (ox, oy, tw, th))
     messages = [*image.notes, *(sk.reason for sk in skipped)]  # what decoding changed, stages skipped
     for m in messages:
         report(Progress("", 0, 0, message=m))
@@ -129,6 +144,8 @@ def run(
             evict=models.drop_unused_since,
             notify=lambda m, r=stage_report: r(Progress("", 0, 0, message=m)))
         _check_stage_output(st, rgb)
+        if progress is not None and st is not stages[-1]:  # the image so far; the result ends the last one
+            report(Progress(st.spec.id, 0, 0, fraction=(done + st.cost) / total, preview=rgb_thumbnail(rgb)))
         done += st.cost
         timings[st.spec.id] = time.perf_counter() - t0
         log.info("stage %s took %.2fs", st.spec.id, timings[st.spec.id])
@@ -138,6 +155,10 @@ def run(
     if rgb.shape[:2] != (th, tw):
         rgb = images.resize_rgb(rgb, (th, tw))
     result = _compose(image, rgb, area, recipe, output, (ox, oy, tw, th), (out_w, out_h), cancel.check)
+    if content == "detail":
+        cancel.check()
+        under = _source_at_output(image, c if output == "layer" else None, result.rgb.shape[:2])
+        result = result.with_rgb(detail_layer(result.rgb, under, detail_sigma))
     report(Progress("", 1, 1, fraction=1.0, message="done"))
     return RunResult(
         image=result,
@@ -145,9 +166,10 @@ def run(
         canvas_size=(out_w, out_h),
         recipe=recipe,
         seed=seed,
-        layer_name=recipe.layer_name(seed),
+        layer_name=recipe.layer_name(seed, detail=content == "detail"),
         timings=timings,
         messages=tuple(messages),
+        content=content,
     )
 
 
@@ -166,6 +188,22 @@ def _reporter(report: ProgressFn, st: ResolvedStage, done: float, total: float,
         if p.message and p.steps == 0:
             messages.append(p.message)
         report(p._replace(stage=st.spec.id, fraction=min(seen[0], 0.999)))
+
+    return emit
+
+
+def _source_at_output(image: Image, crop: Region | None, size: tuple[int, int]) -> np.ndarray:
+    """The source's colours under a result of ``size`` (height, width): its ``crop`` (None = the whole
+    image) resized the way the result was, so the two line up pixel for pixel."""
+    rgb = image.rgb if crop is None else image.rgb[crop.y : crop.y + crop.h, crop.x : crop.x + crop.w]
+    return rgb if rgb.shape[:2] == size else images.resize_rgb(rgb, size)
+
+
+def _placing_previews(report: ProgressFn, area: tuple[int, int, int, int]) -> ProgressFn:
+    """Every preview says where it goes: the processed area of the output canvas."""
+
+    def emit(p: Progress) -> None:
+        report(p._replace(area=area) if p.preview is not None and p.area is None else p)
 
     return emit
 

@@ -58,3 +58,22 @@ def face_boxes_mask(rgb: np.ndarray, grow: float = 0.6) -> np.ndarray:
         gx, gy = int(bw * grow / 2), int(bh * grow / 2)
         m[max(0, y - gy) : min(h, y + bh + 2 * gy), max(0, x - gx) : min(w, x + bw + gx)] = 1
     return cv2.GaussianBlur(m, (0, 0), max(1.0, min(h, w) / 128))
+
+
+def faces_with_skin(rgb: np.ndarray, min_skin: float = 0.2) -> list:
+    """The weight-free detector's faces (``pipeline.faces.detect.classical_faces``) whose box is at
+    least ``min_skin`` skin by the colour rules: the Haar cascade also fires on patterned cloth and
+    helmets, where the skin share is near 0 (measured 0.01 there, 0.8 on the example portrait's face)."""
+    from .faces.detect import classical_faces
+
+    faces = classical_faces(rgb)
+    if not faces:
+        return []
+    mask = skin_mask(rgb)
+    keep = []
+    for face in faces:
+        x0, y0, x1, y1 = (int(round(v)) for v in face.box)
+        box = mask[max(0, y0) : max(0, y1), max(0, x0) : max(0, x1)]
+        if box.size and float(box.mean()) >= min_skin:
+            keep.append(face)
+    return keep

@@ -15,8 +15,8 @@ import importlib.util
 # protobuf too old for the generated code) must report that error, not fall back to a module the
 # installed plug-in does not have.
 if importlib.util.find_spec(f"{__package__}.proto") is not None:
-    from .proto import client, overrides
+    from .proto import client, editors, islands, overrides
 else:  # running from the source tree (unit tests, development)
-    from proto import client, overrides  # type: ignore[no-redef]
+    from proto import client, editors, islands, overrides  # type: ignore[no-redef]
 
-__all__ = ["client", "overrides"]
+__all__ = ["client", "editors", "islands", "overrides"]

@@ -38,10 +38,10 @@ class Guard:
             pass  # the guard already went away: nothing to stop
 
 
-def spawn(job_id: str, address: str | None, token: str | None, client_id: str | None = None) -> Guard | None:
-    """Start the guard for ``job_id``, submitted by the client ``client_id`` (jobs belong to the
-    client that submitted them, so the guard cancels as that client); None (and a note on stderr)
-    if it cannot start."""
+def spawn(job_ids: list[str], address: str | None, token: str | None, client_id: str | None = None) -> Guard | None:
+    """Start the guard for ``job_ids``, submitted by the client ``client_id`` (a daemon where jobs
+    belong to the client that submitted them lets only that client cancel); None (and a note on
+    stderr) if it cannot start."""
     package_root = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ)
     # the guard imports this package and the same grpcio (vendored, installed) as the plug-in
@@ -61,7 +61,7 @@ def spawn(job_id: str, address: str | None, token: str | None, client_id: str | 
             **kwargs,
         )
         assert proc.stdin is not None
-        proc.stdin.write(json.dumps({"job_id": job_id, "address": address, "token": token,
+        proc.stdin.write(json.dumps({"job_ids": list(job_ids), "address": address, "token": token,
                                      "client_id": client_id}).encode() + b"\n")
         proc.stdin.flush()
     except OSError as e:
@@ -81,13 +81,21 @@ def main() -> int:
         return 0
     from ._client import client
 
+    failed = 0
     try:
-        with client.Client(job["address"], job["token"], client_id=job.get("client_id")) as c:
-            c.cancel(job["job_id"])
+        # the submitting client's id when the plug-in's connection had one
+        same_client = {"client_id": job["client_id"]} if job.get("client_id") else {}
+        with client.Client(job["address"], job["token"], **same_client) as c:
+            for job_id in job["job_ids"]:
+                try:
+                    c.cancel(job_id)
+                except client.ClientError as e:  # e.g. it had already ended: cancel the others
+                    print(f"dermis cancel guard: could not cancel job {job_id}: {e}", file=sys.stderr)
+                    failed += 1
     except client.ClientError as e:
-        print(f"dermis cancel guard: could not cancel job {job['job_id']}: {e}", file=sys.stderr)
+        print(f"dermis cancel guard: could not reach the daemon: {e}", file=sys.stderr)
         return 1
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

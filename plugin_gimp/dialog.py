@@ -15,15 +15,16 @@ gi.require_version("GimpUi", "3.0")
 gi.require_version("Gtk", "3.0")
 from gi.repository import GimpUi, GObject, Gtk  # noqa: E402
 
-from ._client import client  # noqa: E402
+from ._client import client, editors  # noqa: E402
 
-FIELDS = ["scale", "refine-denoise", "final-denoise", "overrides", "seed", "server"]
+FIELDS = ["output", "strength", "scale", "feather", "context", "denoise-1", "denoise-2", "variations",
+          "seed", "islands", "faces", "overrides", "server"]
 INFO_TIMEOUT = 2.0  # s: the dialog waits this long at most for the daemon's preset list
 
 
-def daemon_status(server: str, token: str) -> tuple[list[tuple[str, str]], str, str, list[str]]:
-    """(presets as (name, description), the default preset, one line about the daemon, the weights
-    keys it lacks).
+def daemon_status(server: str, token: str) -> tuple[list, str, str, list[str]]:
+    """(the daemon's PresetInfos, the default preset, one line about the daemon, the weights keys it
+    lacks).
 
     Never raises: a daemon that does not answer is a line of text, the dialog still opens.
     """
@@ -32,21 +33,21 @@ def daemon_status(server: str, token: str) -> tuple[list[tuple[str, str]], str, 
             info = c.info()
     except client.ClientError as e:
         return [], "", f"Daemon not reachable: {e}", []
-    presets = [(p.name, p.description) for p in info.presets]
+    presets = list(info.presets)
     line = (f"Dermis {info.version} on {info.device}"
             + (f"; {info.queue_length} job(s) queued" if info.queue_length else ""))
     missing = [w.key for w in info.weights if w.status == "missing"]
     return presets, info.default_preset, line, missing
 
 
-def preset_row(config, presets: list[tuple[str, str]], default_name: str) -> Gtk.Widget:
+def preset_row(config, presets: list, default_name: str) -> Gtk.Widget:
     """A combo with an entry, bound to the ``preset`` argument ('' = the daemon's default)."""
     row = Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=6)
     row.pack_start(Gtk.Label(label="Preset"), False, False, 0)
     combo = Gtk.ComboBoxText.new_with_entry()
-    for name, _ in presets:
-        combo.append(name, name)
-    combo.set_tooltip_text("\n".join(f"{n}: {d}" for n, d in presets)
+    for p in presets:
+        combo.append(p.name, p.name)
+    combo.set_tooltip_text("\n".join(f"{p.name}: {p.description}" for p in presets)
                            or "Type a preset name; empty uses the daemon's default.")
     entry = combo.get_child()
     entry.set_placeholder_text(f"default ({default_name})" if default_name else "daemon default")
@@ -68,6 +69,7 @@ def ask(procedure, config) -> bool:
     label.set_line_wrap(True)
     top.pack_start(label, False, False, 0)
     top.pack_start(preset_row(config, presets, default_name), False, False, 0)
+    top.pack_start(PresetDefaults(config, presets, default_name).label, False, False, 0)
     if missing:
         top.pack_start(download_row(config, missing), False, False, 0)
     area = dlg.get_content_area()
@@ -75,9 +77,57 @@ def ask(procedure, config) -> bool:
     area.reorder_child(top, 0)
     top.show_all()
     try:
-        return bool(dlg.run())
+        ok = bool(dlg.run())
     finally:
         dlg.destroy()
+    if ok:
+        PresetDefaults.keep_following(config, presets, default_name)
+    return ok
+
+
+class PresetDefaults:
+    """Feather and context show the chosen preset's values (from the daemon's preset info): filled in
+    when the dialog opens on 'the preset's' (-1) and whenever another preset is chosen; a line says
+    what the preset uses and which stages the Denoise fields set."""
+
+    def __init__(self, config, presets: list, default_name: str) -> None:
+        self.config, self.presets, self.default_name = config, presets, default_name
+        self.label = Gtk.Label(xalign=0.0)
+        self.label.set_line_wrap(True)
+        self.fill(only_unset=True)
+        config.connect("notify::preset", lambda *_: self.fill(only_unset=False))
+
+    @staticmethod
+    def find(presets: list, name: str, default_name: str):
+        return next((p for p in presets if p.name == (name.strip() or default_name)), None)
+
+    def fill(self, only_unset: bool) -> None:
+        preset = self.find(self.presets, self.config.get_property("preset") or "", self.default_name)
+        if preset is None:
+            self.label.set_text("Feather and context -1 use the preset's values." if self.presets else "")
+            return
+        values = editors.preset_defaults(preset)
+        for key in ("feather", "context"):
+            if not only_unset or self.config.get_property(key) < 0:
+                self.config.set_property(key, values[key])
+        stages = editors.denoise_stages(preset)
+        self.label.set_text(
+            f"Preset {preset.name}: feather {values['feather']:g} px, context {values['context']} px; "
+            + ("denoise " + ", ".join(f"{i + 1} = {s}" for i, s in enumerate(stages))
+               if stages else "no stage takes a denoise (the Denoise fields are not used)")
+            + (", previews in the progress bar" if preset.previews else "") + ".")
+
+    @staticmethod
+    def keep_following(config, presets: list, default_name: str) -> None:
+        """After OK: a feather or context equal to the preset's is stored as -1 ('the preset's'),
+        so the remembered value follows the preset next time instead of pinning this one's."""
+        preset = PresetDefaults.find(presets, config.get_property("preset") or "", default_name)
+        if preset is None:
+            return
+        values = editors.preset_defaults(preset)
+        for key in ("feather", "context"):
+            if config.get_property(key) == values[key]:
+                config.set_property(key, -1 if key == "context" else -1.0)
 
 
 

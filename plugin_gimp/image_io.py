@@ -1,9 +1,8 @@
-"""Pixels in and out of GIMP: the only module that reads or writes image data.
+"""Pixels out of GIMP: reading a layer, its selection and a small picture for face detection.
 
-Reading: the layer's pixels inside the selection's bounding box plus ``CONTEXT_PADDING`` on every
+Reading: the layer's pixels inside the selection's bounding box plus the padding on every
 side (clipped to the layer), and the selection over the same rectangle as an 8-bit soft mask.
-Writing: a new layer directly above the source, at the position the daemon computed, masked by the
-daemon's feathered selection, inside one undo group. The source layer is only read.
+Writing: layers.py puts the results in; it builds its babl formats with ``pixel_format`` from here.
 
 Colour: pixels travel in the image's own encoding. babl formats are built from the drawable's own
 format with ``Babl.format_with_space`` so GIMP converts nothing but the sample type: perceptual
@@ -26,10 +25,13 @@ gi.require_version("Gegl", "0.4")
 gi.require_version("Babl", "0.1")
 from gi.repository import Babl, Gegl, Gimp  # noqa: E402
 
-# Pixels of surroundings sent around the selection. More than any shipped preset's own context
-# (lite 64, supir-srpo 96): the daemon then picks its crop inside what it gets, and only real layer
-# edges count as edges (where the feathered mask must not fade).
-CONTEXT_PADDING = 128
+from ._client import editors, islands  # noqa: E402
+
+# Pixels of surroundings read around the selection: more than the daemon's context (lite 64,
+# supir-srpo 96), so the daemon picks its crop inside what it gets, and only real layer edges count
+# as edges (where the feathered mask must not fade). editors.padding_for(context) for a given context.
+CONTEXT_PADDING = editors.DEFAULT_PADDING
+FACES_MAX_PIXELS = 4 << 20  # what FindFaces takes (daemon/server/faces.py)
 
 _8BIT = {Gimp.Precision.U8_LINEAR, Gimp.Precision.U8_NON_LINEAR, Gimp.Precision.U8_PERCEPTUAL}
 
@@ -52,6 +54,13 @@ class Source:
     crop_y: int
     pixel_format: str  # babl name the pixels are in (with the image's colour space)
     icc_profile: bytes | None
+    layer_name: str = ""  # the source layer's name and place when it was read (for a layer that
+    layer_x: int = 0  # is deleted while the daemon works)
+    layer_y: int = 0
+
+    def part(self, box: tuple[int, int, int, int]) -> bytes:
+        """The pixels of ``box`` (x, y, w, h within the area read)."""
+        return islands.crop(self.pixels, self.width, box, self.channels * self.bit_depth // 8)
 
 
 def check_image(image: Gimp.Image, drawables) -> Gimp.Layer:
@@ -109,8 +118,22 @@ def read_source(image: Gimp.Image, layer: Gimp.Layer, padding: int = CONTEXT_PAD
                                           Gegl.AbyssPolicy.CLAMP))
     profile = image.get_effective_color_profile()
     icc = bytes(profile.get_icc_profile()) if profile is not None else None
+    _, lx, ly = layer.get_offsets()
     return Source(pixels=pixels, width=cw, height=ch, channels=4 if has_alpha else 3, bit_depth=bits,
-                  mask=mask, crop_x=cx, crop_y=cy, pixel_format=fmt, icc_profile=icc or None)
+                  mask=mask, crop_x=cx, crop_y=cy, pixel_format=fmt, icc_profile=icc or None,
+                  layer_name=layer.get_name(), layer_x=lx, layer_y=ly)
+
+
+def face_picture(layer: Gimp.Layer, source: Source) -> tuple[bytes, int, int, float]:
+    """The area that was read as 8-bit R'G'B', shrunk to what FindFaces takes: (pixels, w, h,
+    factor), where a box found in it times ``factor`` is in the area's pixels."""
+    factor = max(1.0, (source.width * source.height / FACES_MAX_PIXELS) ** 0.5)
+    w, h = max(1, int(source.width / factor)), max(1, int(source.height / factor))
+    zoom = w / source.width
+    x, y = round(source.crop_x * zoom), round(source.crop_y * zoom)
+    fmt = Babl.get_name(Babl.format_with_space("R'G'B' u8", layer.get_format()))
+    data = bytes(layer.get_buffer().get(Gegl.Rectangle.new(x, y, w, h), zoom, fmt, Gegl.AbyssPolicy.CLAMP))
+    return data, w, h, source.width / w
 
 
 def check_result(result, source: Source) -> None:
@@ -122,44 +145,3 @@ def check_result(result, source: Source) -> None:
             f"{result.bit_depth}-bit, {len(result.pixels)} bytes for a {source.bit_depth}-bit request; "
             "is the daemon the same version as the plug-in?"
         )
-
-
-def insert_result(image: Gimp.Image, source_layer: Gimp.Layer, source: Source, result, scale: float) -> Gimp.Layer:
-    """Put the daemon's layer-mode result directly above ``source_layer``, in one undo step.
-
-    ``result`` is a client ``JobResult``: the processed rectangle with the feathered selection as
-    alpha, at ``offset`` in the request's (scaled) canvas. With a selection the alpha moves into a
-    layer mask (the user can paint it further; the pixels under it are the processed ones). When
-    ``scale`` is not 1 the image is scaled first, in the same undo group, so the result lands at full
-    resolution.
-    """
-    check_result(result, source)
-    image.undo_group_start()
-    try:
-        if scale != 1.0:
-            image.scale(round(image.get_width() * scale), round(image.get_height() * scale))
-        _, lx, ly = source_layer.get_offsets()  # after scaling: where GIMP put the source layer
-        # exact for whole-number scales; a fractional one can land a pixel off GIMP's own rounding
-        x = lx + round(source.crop_x * scale) + result.offset_x
-        y = ly + round(source.crop_y * scale) + result.offset_y
-        gray = image.get_base_type() == Gimp.ImageBaseType.GRAY
-        kind = Gimp.ImageType.GRAYA_IMAGE if gray else Gimp.ImageType.RGBA_IMAGE
-        layer = Gimp.Layer.new(image, result.layer_name, result.width, result.height, kind, 100.0,
-                               Gimp.LayerMode.NORMAL)
-        # position of the source = directly above it, inside the same group
-        image.insert_layer(layer, source_layer.get_parent(), image.get_item_position(source_layer))
-        layer.set_offsets(x, y)
-        fmt, _ = pixel_format(layer, with_alpha=result.channels == 4)
-        buf = layer.get_buffer()
-        buf.set(Gegl.Rectangle.new(0, 0, result.width, result.height), fmt, result.pixels)
-        buf.flush()
-        if source.mask is not None and result.channels == 4:
-            # GIMP moves the alpha into a mask itself (in the mask's own encoding) and makes the
-            # layer opaque, so no mask format has to be guessed here
-            layer.add_mask(layer.create_mask(Gimp.AddMaskType.ALPHA_TRANSFER))
-        layer.update(0, 0, result.width, result.height)
-        image.set_selected_layers([layer])
-    finally:
-        image.undo_group_end()
-    Gimp.displays_flush()
-    return layer

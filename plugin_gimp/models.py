@@ -61,7 +61,7 @@ def run(procedure, run_mode, image, drawables, config, data):
 
 def _run(procedure, run_mode, config):
     from . import job
-    from ._client import client
+    from ._client import client, editors
     from .job import explain
     from .procedure import error_return
 
@@ -80,7 +80,7 @@ def _run(procedure, run_mode, config):
             return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
         accept = True
     Gimp.progress_init("Dermis: asking the daemon to download")
-    reporter = job.Reporter(Gimp.progress_set_text, Gimp.progress_update, describe=job.download_text)
+    reporter = job.Reporter(Gimp.progress_set_text, Gimp.progress_update, describe=editors.download_text)
     try:
         result = job.run_download(settings, accept_licences=accept, on_event=reporter)
     except client.JobCancelled as e:

@@ -1,6 +1,7 @@
-"""Everything that touches Krita's API: read the pixels to refine, put the result back.
+"""Reading from Krita: the pixels and the selection to refine, colour conversions, settings, messages.
 
-Call these only on Krita's UI thread. Rules they keep:
+Writing results back is ``layers.py``; these two are the only modules calling Krita's document API.
+Call them only on Krita's UI thread. Rules they keep:
 - The user's layers are never modified. Colour conversions happen in a temporary, invisible
   document (converting a node in the user's document would add "Convert Layer Color Space" steps
   to its undo history, even on a detached copy).
@@ -9,14 +10,13 @@ Call these only on Krita's UI thread. Rules they keep:
   anything else (linear or wide-gamut profiles, float depths, grey, CMYK, Lab) is converted on a
   copy to 16-bit sRGB, and the result is converted back to the document's colour space (colours
   outside sRGB's gamut are clipped on the way). A layer without a profile is taken to be sRGB.
-- The result is one new paint layer directly above the source layer, created and filled before it
-  is added, so adding it is a single undo step. Where it goes was recorded when the job started
-  (``Target``): later edits to the document do not misplace it, and a closed document or a deleted
-  source layer is reported instead of guessed around.
+- Where results go is recorded when the run starts (``Target``): later edits to the document do not
+  misplace them, and a closed document or a deleted source layer is reported instead of guessed around.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,8 +28,8 @@ from . import pixels
 SRGB = "sRGB-elle-V2-srgbtrc.icc"  # Krita's bundled sRGB profile (sRGB primaries and curve)
 _SRGB_NAMES = {"srgb-elle-v2-srgbtrc.icc", "srgb-elle-v4-srgbtrc.icc", "srgb built-in",
                "srgb iec61966-2.1", "srgb iec61966-2-1", ""}
-_DEPTH_BITS = {"U8": 8, "U16": 16}
-_MASK_TYPES = ("transparencymask", "filtermask", "selectionmask", "colorizemask", "transformmask")
+DEPTH_BITS = {"U8": 8, "U16": 16}
+MASK_TYPES = ("transparencymask", "filtermask", "selectionmask", "colorizemask", "transformmask")
 
 Space = tuple[str, str, str]  # (colour model, depth, profile) as Krita names them
 
@@ -55,23 +55,36 @@ class Target:
 
 
 @dataclass
-class Placed:
-    """Where a result went."""
-
-    name: str  # the new layer's (or document's) name
-    document: Any  # the document holding it (a new one for scale > 1)
-    notes: list[str] = field(default_factory=list)  # what the user should know (source deleted…)
-
-
-@dataclass
 class Source:
+    """The area read for a run: every part of the selection, with its padding."""
+
     target: Target
-    pixels: bytes  # R,G,B,A interleaved, little-endian uint16 when bit_depth is 16
+    pixels: bytes  # Krita's B,G,R,A interleaved, little-endian uint16 when bit_depth is 16 (prepare.py swaps)
     width: int
     height: int
     bit_depth: int
     mask: bytes | None  # one byte per pixel (0..255), same size; None = no selection
     notes: list[str] = field(default_factory=list)
+    # reads ``pixels`` a strip per step (UI thread): see read_source; None once they are read
+    reader: Iterator[None] | None = None
+
+    def face_picture(self, max_side: int = 1024) -> tuple[bytes, int, int, float]:
+        """A small 8-bit RGB copy for the daemon's face search: (pixels, width, height, area px per
+        picture px)."""
+        from PyQt5.QtCore import Qt
+        from PyQt5.QtGui import QImage
+
+        data = self.pixels if self.bit_depth == 8 else self.pixels[1::2]  # the high bytes: 8-bit
+        img = QImage(data, self.width, self.height, self.width * 4, QImage.Format_ARGB32)  # B,G,R,A bytes
+        factor = max(1.0, max(self.width, self.height) / max_side)
+        if factor > 1:
+            img = img.scaled(max(1, round(self.width / factor)), max(1, round(self.height / factor)),
+                             Qt.IgnoreAspectRatio, Qt.SmoothTransformation)
+        img = img.convertToFormat(QImage.Format_RGB888)
+        w, h, stride = img.width(), img.height(), img.bytesPerLine()
+        raw = img.constBits().asstring(stride * h)
+        rgb = raw if stride == 3 * w else b"".join(raw[y * stride : y * stride + 3 * w] for y in range(h))
+        return rgb, w, h, self.width / w
 
 
 # -- application ------------------------------------------------------------------------------
@@ -121,7 +134,7 @@ def read_source(doc: Any, node: Any, *, whole_image: bool = False, padding: int 
     else:
         if node is None:
             raise DocumentError("Select the layer to refine in the Layers docker.")
-        if node.type() in _MASK_TYPES:
+        if node.type() in MASK_TYPES:
             raise DocumentError(f"'{node.name()}' is a mask, not a layer: select a layer to refine.")
 
     # 1. The area: selection box (+ context), else the layer's bounds, clipped to the canvas
@@ -148,22 +161,14 @@ def read_source(doc: Any, node: Any, *, whole_image: bool = False, padding: int 
         what = f"whole image ({w}x{h})" if whole_image else f"layer '{node.name()}' ({w}x{h})"
     source_name = "merged image" if whole_image else node.name()
 
-    # 2. The pixels, in the node's own colour space
+    # 2. The pixels, in the node's own colour space, are read later, a strip per step (``reader``)
     if whole_image:
         doc.waitForDone()  # the projection must include the latest strokes
-        raw, space = bytes(doc.pixelData(x, y, w, h)), _space(doc)
+        read, space = doc.pixelData, space_of(doc)
     else:
-        raw, space = bytes(node.projectionPixelData(x, y, w, h)), _space(node)
-    if len(raw) == 0:
-        raise DocumentError(f"Krita returned no pixels for '{source_name}'.")
-
-    # 3. Into the wire format (sRGB RGBA, 8 or 16 bit), converting a copy when needed
-    notes = []
+        read, space = node.projectionPixelData, space_of(node)
     wire = wire_space(space)
-    if wire != space:
-        raw = convert(raw, w, h, space, wire)
-        notes.append(f"converted from {'/'.join(space)} to sRGB {wire[1]} for the daemon")
-    bits = _DEPTH_BITS[wire[1]]
+    bits = DEPTH_BITS[wire[1]]
     target = Target(
         document=doc,
         node_id=None if whole_image else node.uniqueId(),
@@ -173,13 +178,37 @@ def read_source(doc: Any, node: Any, *, whole_image: bool = False, padding: int 
         wire_space=wire,
         description=what,
     )
-    return Source(target, pixels.swap_red_blue(raw, bits), w, h, bits, mask, notes)
+    src = Source(target, b"", w, h, bits, mask)
+    src.reader = _read_steps(src, read, space, source_name)
+    return src
+
+
+STRIP_BYTES = 8 << 20  # per step on the UI thread, at most: 4096-wide images in 128-row strips
+
+
+def _read_steps(src: Source, read: Callable[..., Any], space: Space, name: str) -> Iterator[None]:
+    """Read ``src``'s pixels a strip at a time (each step ~0.1 s at most), then, when the layer is not
+    sRGB RGBA 8/16-bit, convert them on a copy (in one go) into the wire format."""
+    x, y, w, h = src.target.x, src.target.y, src.width, src.height
+    rows = max(1, STRIP_BYTES // (16 * w))  # 16 bytes: the widest pixel (RGBA, 32-bit float)
+    buf = bytearray()
+    for top in range(0, h, rows):
+        buf += bytes(read(x, y + top, w, min(rows, h - top)))
+        yield
+    if not buf:
+        raise DocumentError(f"Krita returned no pixels for '{name}'.")
+    raw = bytes(buf)
+    if src.target.wire_space != space:
+        raw = convert(raw, w, h, space, src.target.wire_space)
+        src.notes.append(f"converted from {'/'.join(space)} to sRGB {src.target.wire_space[1]} for the daemon")
+    src.pixels = raw
+    src.reader = None
 
 
 def wire_space(space: Space) -> Space:
     """The colour space pixels in ``space`` travel in."""
     model, depth, profile = space
-    if model == "RGBA" and depth in _DEPTH_BITS and is_srgb(profile):
+    if model == "RGBA" and depth in DEPTH_BITS and is_srgb(profile):
         return space
     # 16 bits even from U8: two conversions at 8 bits would cost a few levels of precision
     return ("RGBA", "U16", SRGB)
@@ -209,105 +238,10 @@ def convert(data: bytes, w: int, h: int, src: Space, dst: Space) -> bytes:
         tmp.close()
 
 
-# -- writing ----------------------------------------------------------------------------------
-def insert_result(target: Target, result: Any) -> Placed:
-    """Add the daemon's layer-mode result above the source layer; returns (layer name, notes)."""
-    doc = target.document
-    if not is_open(doc):
-        raise DocumentError(f"The image this job came from was closed; the result "
-                            f"'{result.layer_name}' was not inserted. Run it again on the open image.")
-    _check_result(target, result, want_canvas=(target.width, target.height))
-    x, y = target.x + result.offset_x, target.y + result.offset_y
-    data = _to_document_space(doc, target.wire_space, result)
-    notes = []
-    if (doc.width(), doc.height()) != target.canvas:
-        notes.append("The canvas was resized while Dermis worked: the layer sits where the "
-                     "selection was when the job started.")
-
-    node = doc.createNode(result.layer_name, "paintlayer")
-    node.setPixelData(data, x, y, result.width, result.height)
-    source = find_node(doc.rootNode(), target.node_id) if target.node_id is not None else None
-    if source is not None:
-        source.parentNode().addChildNode(node, source)  # one undo step: "Add layer"
-    else:
-        if target.node_id is not None:
-            notes.append(f"The layer '{target.node_name}' was deleted meanwhile: the result went on top.")
-        root = doc.rootNode()
-        layers = [n for n in root.childNodes() if n.type() not in _MASK_TYPES]
-        root.addChildNode(node, layers[-1] if layers else None)
-    doc.refreshProjection()
-    return Placed(node.name(), doc, notes)
-
-
-def open_result_document(target: Target, result: Any) -> Placed:
-    """A larger (scale > 1) full-image result opens as a new document; the original stays as it is."""
-    _check_result(target, result, want_canvas=None)
-    app = Krita.instance()
-    model, depth, profile = target.wire_space
-    doc = app.createDocument(result.width, result.height, result.layer_name, model, depth, profile,
-                             _resolution(target.document))
-    layer = doc.rootNode().childNodes()[0]
-    layer.setName(result.layer_name)
-    layer.setPixelData(pixels.swap_red_blue(result.pixels, result.bit_depth), 0, 0,
-                       result.width, result.height)
-    notes = []
-    if is_open(target.document):
-        dst = _space(target.document)
-        if dst != target.wire_space and doc.setColorSpace(*dst):
-            notes.append(f"converted back to {'/'.join(dst)}")
-    doc.refreshProjection()
-    window = app.activeWindow()
-    if window is not None:
-        window.addView(doc)  # the view keeps the document open (the caller's reference does too)
-    return Placed(result.layer_name, doc, notes)
-
-
-def find_node(parent: Any, uid: Any) -> Any:
-    """The node with this unique id under ``parent`` (depth first), or None."""
-    for child in parent.childNodes():
-        if child.uniqueId() == uid:
-            return child
-        found = find_node(child, uid)
-        if found is not None:
-            return found
-    return None
-
-
 # -- helpers ----------------------------------------------------------------------------------
-def _check_result(target: Target, result: Any, want_canvas: tuple[int, int] | None) -> None:
-    bits = _DEPTH_BITS[target.wire_space[1]]
-    size = result.width * result.height * result.channels * (result.bit_depth // 8)
-    if result.channels != 4 or result.bit_depth != bits or len(result.pixels) != size:
-        raise DocumentError(
-            f"The daemon sent {result.width}x{result.height}x{result.channels} at {result.bit_depth} bit "
-            f"({len(result.pixels)} bytes); expected RGBA at {bits} bit. Is the daemon up to date?")
-    if want_canvas is not None:
-        cw, ch = result.canvas_width, result.canvas_height
-        inside = (0 <= result.offset_x and 0 <= result.offset_y and result.offset_x + result.width <= cw
-                  and result.offset_y + result.height <= ch)
-        if (cw, ch) != want_canvas or not inside:
-            raise DocumentError(
-                f"The daemon's layer ({result.width}x{result.height} at {result.offset_x},{result.offset_y} "
-                f"of {cw}x{ch}) does not fit the {want_canvas[0]}x{want_canvas[1]} area that was sent.")
-
-
-def _to_document_space(doc: Any, wire: Space, result: Any) -> bytes:
-    data = pixels.swap_red_blue(result.pixels, result.bit_depth)
-    dst = _space(doc)  # now, not at submit: the user may have converted the image meanwhile
-    if dst != wire:
-        data = convert(data, result.width, result.height, wire, dst)
-    return data
-
-
-def _space(obj: Any) -> Space:
+def space_of(obj: Any) -> Space:
+    """(colour model, depth, profile) of a document or node."""
     return (obj.colorModel(), obj.colorDepth(), obj.colorProfile())
-
-
-def _resolution(doc: Any) -> float:
-    try:
-        return float(doc.resolution()) if is_open(doc) else 72.0
-    except Exception:
-        return 72.0
 
 
 def _rect(r: Any) -> tuple[int, int, int, int]:

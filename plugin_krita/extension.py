@@ -25,6 +25,8 @@ class DermisExtension(Extension):
         notifier = Krita.instance().notifier()
         notifier.setActive(True)  # Krita only emits applicationClosing to active notifiers
         notifier.applicationClosing.connect(controller.shutdown)
+        # an image opened again may be one a run was working on when Krita closed (resume.py)
+        notifier.imageCreated.connect(lambda _doc: controller.instance().resume_pending())
 
     def createActions(self, window) -> None:
         # The submenu is itself an action Krita creates, so Krita's menu location lookup finds it

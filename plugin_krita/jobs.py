@@ -5,7 +5,8 @@ blocking call runs on a worker thread that does nothing but talk to the daemon a
 on a queue. The UI thread calls ``poll()`` from a QTimer, which drains the queue into plain state
 (phase, stage text, fraction, error, result); only the UI thread ever reads that state or touches
 Krita. Cancel may be pressed at any time: it never blocks either (the cancel RPC gets its own
-short-lived thread, as the client allows).
+short-lived thread, as the client allows). A job may wait before it starts (the controller runs a few
+at a time); cancelling it then ends it at once, without asking the daemon.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from .thin_client import client as dc
+from .thin_client import editors
 
 Connect = Callable[[], "dc.DaemonClient"]  # the real client, or tests/fake_daemon.py
 
 
 class Phase(enum.Enum):
+    waiting = "waiting"  # not started yet: the controller runs a few jobs at a time
     submitting = "submitting"  # uploading the pixels
     queued = "queued"
     running = "running"
@@ -38,11 +41,7 @@ class Phase(enum.Enum):
 FINAL = (Phase.done, Phase.failed, Phase.cancelled)
 
 
-def describe_error(exc: BaseException) -> str:
-    """What the docker shows for an exception: the client's own words, or a labelled bug."""
-    if isinstance(exc, dc.ClientError):
-        return str(exc) or exc.__class__.__name__
-    return f"Unexpected error ({type(exc).__name__}): {exc}. Please report it with Krita's log."
+describe_error = editors.describe_error
 
 
 @dataclass
@@ -67,9 +66,10 @@ class Job:
         self.request = request
         self.id: str = request.job_id
         self.context = context  # what the editor needs to place the result; opaque here
-        self.phase = Phase.submitting
+        self.phase = Phase.waiting
         self.stage = ""
-        self.status_text = "Sending the image to the daemon…"
+        self.status_text = "Waiting in Krita"
+        self.preview: dc.Preview | None = None  # the latest look at the work in progress
         self.fraction = 0.0
         self.position = 0
         self.messages: list[str] = []
@@ -80,7 +80,7 @@ class Job:
         self.ended_at: float | None = None
         self._connect = connect
         self._begin = begin or (lambda client: client.submit(self.request))
-        self._describe = describe or progress_text
+        self._describe = describe or editors.progress_text
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._client: dc.DaemonClient | None = None
@@ -95,12 +95,25 @@ class Job:
         job = cls(request, connect, describe=download_text, begin=lambda client: client.fetch_models(
             preset, accept_licences=accept_licences, job_id=request.job_id, client_name="krita"))
         job.status_text = "Asking the daemon to download…"
+        job._start_text = job.status_text
         return job
 
     # -- UI thread -------------------------------------------------------------------------------
+    _start_text = "Sending the image to the daemon…"
+
     def start(self) -> Job:
+        with self._lock:
+            if self.phase != Phase.waiting:
+                return self  # cancelled before it started, or started already
+            self.phase = Phase.submitting
+            self.status_text = self._start_text
+            self.started_at = time.monotonic()
         self._thread.start()
         return self
+
+    @property
+    def started(self) -> bool:
+        return self.phase != Phase.waiting and self._thread.ident is not None
 
     @property
     def finished(self) -> bool:
@@ -116,6 +129,9 @@ class Job:
             if self.finished or self._cancel_requested:
                 return
             self._cancel_requested = True
+            if self.phase == Phase.waiting:  # never started: nothing to tell the daemon
+                self._end(Phase.cancelled, text="Cancelled")
+                return
             client, submitted = self._client, self._submitted
         self.phase = Phase.cancelling
         self.status_text = "Cancelling…"
@@ -146,6 +162,9 @@ class Job:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the worker is done (tests and kritarunner only, never the UI)."""
+        if self._thread.ident is None:
+            self.poll()
+            return self.finished
         self._thread.join(timeout)
         self.poll()
         return not self._thread.is_alive()
@@ -157,22 +176,23 @@ class Job:
             self.position = ev.position
             if self.phase != Phase.cancelling:
                 self.phase = Phase.queued
-                self.status_text = ("Queued: next" if ev.position == 0
-                                    else f"Queued: {ev.position} job(s) ahead")
+                self.status_text = editors.event_text(ev) or self.status_text
         elif ev.kind == K.started:
             if self.phase != Phase.cancelling:
                 self.phase = Phase.running
-                self.status_text = "Started"
+                self.status_text = editors.event_text(ev) or self.status_text
         elif ev.kind == K.stage:
             self.stage = ev.stage
             if self.phase != Phase.cancelling:
-                self.status_text = ev.message or f"{ev.stage}…"
+                self.status_text = editors.event_text(ev) or self.status_text
         elif ev.kind == K.progress:
             self.fraction = max(self.fraction, min(1.0, ev.fraction))
             if ev.stage:
                 self.stage = ev.stage
             if self.phase != Phase.cancelling:
                 self.status_text = self._describe(ev)
+        elif ev.kind == K.preview:
+            self.preview = ev.preview
         elif ev.kind == K.message:
             if ev.message:
                 self.messages.append(ev.message)
@@ -237,21 +257,8 @@ class Job:
             self._events.put(("note", f"Cancel failed: {describe_error(exc)}"))
 
 
-def progress_text(ev: dc.Event) -> str:
-    """'supir: tile 2/6, step 13/45' — the stage text under the progress bar."""
-    parts = []
-    if ev.tiles > 1:
-        parts.append(f"tile {ev.tile}/{ev.tiles}")
-    if ev.steps > 0:
-        parts.append(f"step {ev.step}/{ev.steps}")
-    head = ev.stage or "working"
-    text = f"{head}: {', '.join(parts)}" if parts else head
-    return f"{text} ({ev.fraction:.0%})"
-
-
 def download_text(ev: dc.Event) -> str:
-    """'sdxl: sd_xl_base_1.0_0.9vae.safetensors (file 2 of 7): 1.2 GB of 6.9 GB (12%)'."""
-    return f"{ev.stage}: {ev.message} ({ev.fraction:.0%})" if ev.message else progress_text(ev)
+    return editors.download_text(ev) or editors.progress_text(ev)
 
 
 class Call:

@@ -2,8 +2,9 @@
 
 Settings persist as one JSON string in Krita's settings (kritarc, group "dermis"), so a broken or
 older value never stops the plugin: unknown keys are ignored and bad values fall back to defaults.
-Stage controls are not hard-coded: they come from the presets the running daemon reports, so a new
-stage (e.g. face_restore) shows its toggle as soon as the daemon knows it.
+Preset controls are not hard-coded: they come from the presets the running daemon reports (its
+feather and context, each stage's denoise and on/off), so a new stage shows its control as soon as
+the daemon knows it. Defaults shared with the GIMP plug-in live in the thin client (proto/editors.py).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .thin_client import editors
+
 SCALES = (1.0, 1.5, 2.0, 3.0, 4.0)  # 1 = refine in place (new layer); more = a new, larger document
-SEED_MAX = 2**31 - 1  # what a QSpinBox holds; the daemon accepts up to 2^63-1
-DEFAULT_PADDING = 128  # px of context read around a selection (presets use 64-96 + their feather)
+SEED_MAX = editors.SEED_MAX
+CONTENTS = (editors.MODE_NORMAL, editors.MODE_DETAIL)
 
 
 def new_seed() -> int:
@@ -28,7 +31,12 @@ class Settings:
     preset: str = ""  # "" = the daemon's default preset
     scale: float = 1.0
     seed: int = field(default_factory=new_seed)
-    overrides: dict[str, str] = field(default_factory=dict)  # "refine.denoise": "0.25" (this preset)
+    overrides: dict[str, str] = field(default_factory=dict)  # "refine.denoise": "0.25", "feather": "8"
+    content: str = editors.MODE_NORMAL  # "normal" (the refined skin) or "detail" (Grain Merge layer)
+    strength: int = editors.STRENGTH_DEFAULT  # % opacity of the new layer (group)
+    variations: int = 1  # seeds per run: that many layers, only the first visible
+    islands: bool = True  # each separate part of the selection is a job of its own
+    faces: bool = False  # each face the daemon finds in the selection is a job of its own
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -52,6 +60,15 @@ class Settings:
             s.seed = raw["seed"]
         if isinstance(raw.get("overrides"), dict):
             s.overrides = {str(k): str(v) for k, v in raw["overrides"].items()}
+        if raw.get("content") in CONTENTS:
+            s.content = raw["content"]
+        if isinstance(raw.get("strength"), int) and 0 <= raw["strength"] <= 100:
+            s.strength = raw["strength"]
+        if isinstance(raw.get("variations"), int) and 1 <= raw["variations"] <= editors.MAX_VARIATIONS:
+            s.variations = raw["variations"]
+        for key in ("islands", "faces"):
+            if isinstance(raw.get(key), bool):
+                setattr(s, key, raw[key])
         return s
 
     def choose_preset(self, name: str) -> None:
@@ -63,20 +80,28 @@ class Settings:
 
 @dataclass(frozen=True)
 class Control:
-    """One stage parameter the docker shows for the current preset."""
+    """One preset setting the docker shows for the current preset."""
 
-    key: str  # "refine.denoise", "face_restore.enabled"
+    key: str  # "feather", "refine.denoise", "face_restore.enabled"
     label: str
-    kind: str  # "float" or "bool"
+    kind: str  # "float", "int" or "bool"
     default: str  # the preset's value, as the server reports it
     minimum: float = 0.0
     maximum: float = 1.0
     step: float = 0.05
+    suffix: str = ""
 
 
 def controls_for(preset: Any) -> list[Control]:
-    """Denoise for every stage that has one; an on/off toggle for optional or disabled stages."""
+    """The preset's feather and context (when the daemon reports them), the denoise of every stage
+    that has one, and an on/off toggle for optional or disabled stages."""
+    if preset is None:
+        return []
     out: list[Control] = []
+    defaults = editors.preset_defaults(preset)
+    if defaults["feather"] or defaults["context"]:
+        out.append(Control("feather", "Feather", "float", f"{defaults['feather']:g}", 0, 256, 1, " px"))
+        out.append(Control("context", "Context", "int", str(defaults["context"]), 0, 1024, 8, " px"))
     for st in getattr(preset, "stages", ()) or ():
         params = dict(getattr(st, "params", {}) or {})
         if st.optional or not st.enabled:
@@ -99,8 +124,19 @@ def effective_overrides(settings: Settings, controls: list[Control]) -> dict[str
     return out
 
 
+def context_px(settings: Settings, controls: list[Control]) -> int | None:
+    """The context the job will use (the docker's value, else the preset's), for the read padding."""
+    c = next((c for c in controls if c.key == "context"), None)
+    if c is None:
+        return None
+    try:
+        return int(float(settings.overrides.get("context", c.default)))
+    except ValueError:
+        return int(float(c.default))
+
+
 def _same(c: Control, value: str) -> bool:
-    if c.kind == "float":
+    if c.kind in ("float", "int"):
         try:
             return abs(float(value) - float(c.default)) < 1e-9
         except ValueError:
@@ -136,16 +172,3 @@ def describe_missing(info: Any) -> str:
         return ""
     return ("Missing weights: " + ", ".join(keys)
             + ". Presets that need them will fail; 'lite' needs none.")
-
-
-# what to add to an error the client reports, by its code
-HINTS = {
-    "unavailable": "Start the daemon with `dermis serve` (or check the address in the Dermis docker).",
-    "unauthenticated": "The daemon's token was not found or is wrong: restart `dermis serve`, or set "
-                       "DERMIS_TOKEN for Krita.",
-    "dependency_missing": "Reinstall the plugin with `dermis install-plugin krita`: it adds grpcio and "
-                          "protobuf for Krita's Python.",
-    "missing_weights": "Press 'Download missing models…' in the Dermis docker, or choose the 'lite' preset.",
-    "gated_model": "Then press 'Download missing models…' again.",
-    "network_unavailable": "Press 'Download missing models…' again to resume.",
-}

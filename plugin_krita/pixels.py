@@ -7,23 +7,57 @@ operation both ways. Extended slices on bytearrays run in C, so a 4k layer swaps
 
 from __future__ import annotations
 
+CHUNK = 1 << 20  # bytes per step: a worker thread doing this lets Krita's UI thread run in between
+
 
 def swap_red_blue(data: bytes, bit_depth: int) -> bytes:
-    """BGRA <-> RGBA for interleaved 4-channel pixels of 8 or 16 bits per channel."""
+    """BGRA <-> RGBA for interleaved 4-channel pixels of 8 or 16 bits per channel.
+
+    Works in 1 MiB steps: each slice operation holds Python's lock for ~10 ms, so on a worker thread
+    a 4096x4096 16-bit image never stops Krita's UI thread for long."""
+    size = _pixel_size(data, bit_depth)
+    out = bytearray(len(data))  # filled a step at a time: one 128 MiB copy would hold the lock long
+    unit = bit_depth // 8
+    step = CHUNK - CHUNK % size
+    for start in range(0, len(data), step):
+        end = min(len(data), start + step)
+        out[start:end] = data[start:end]
+        for byte in range(unit):
+            # channel 0 and channel 2 trade places, byte by byte within each channel
+            out[start + byte:end:size] = data[start + 2 * unit + byte:end:size]
+            out[start + 2 * unit + byte:end:size] = data[start + byte:end:size]
+    return bytes(out)
+
+
+def _pixel_size(data: bytes, bit_depth: int) -> int:
     if bit_depth not in (8, 16):
         raise ValueError(f"bit depth must be 8 or 16, not {bit_depth}")
     size = 4 if bit_depth == 8 else 8
     if len(data) % size:
         raise ValueError(f"{len(data)} bytes is not a whole number of {size}-byte pixels")
-    out = bytearray(data)
-    unit = bit_depth // 8
-    for byte in range(unit):
-        # channel 0 and channel 2 trade places, byte by byte within each channel
-        out[byte::size] = data[2 * unit + byte::size]
-        out[2 * unit + byte::size] = data[byte::size]
-    return bytes(out)
+    return size
 
 
 def is_blank_mask(mask: bytes) -> bool:
     """True when no pixel is selected at all (every byte is 0)."""
     return not mask.strip(b"\x00")
+
+
+def split_alpha(data: bytes, bit_depth: int) -> tuple[bytes, bytes]:
+    """4-channel pixels (alpha last) -> (the same pixels made opaque, white pixels with their alpha).
+
+    The second is what Dermis puts under a result as its editable coverage (see layers.py). In 1 MiB
+    steps, like ``swap_red_blue``."""
+    size = _pixel_size(data, bit_depth)
+    opaque, white = bytearray(len(data)), bytearray(len(data))
+    step = CHUNK - CHUNK % size
+    full, ones = b"\xff" * (step // size), b"\xff" * step
+    for start in range(0, len(data), step):
+        end = min(len(data), start + step)
+        n = (end - start) // size
+        opaque[start:end] = data[start:end]
+        white[start:end] = ones[:end - start]
+        for byte in range(size - bit_depth // 8, size):  # the alpha channel's byte(s)
+            opaque[start + byte:end:size] = full[:n]
+            white[start + byte:end:size] = data[start + byte:end:size]
+    return bytes(opaque), bytes(white)

@@ -1,4 +1,6 @@
-"""Where the plugin finds Dermis's thin client (``proto/client.py``).
+"""Where the plugin finds Dermis's thin client (``proto/client.py``) and the logic it shares with the
+GIMP plug-in (``proto/editors.py``: progress text, hints, defaults; ``proto/islands.py``: selection
+islands and faces -> jobs).
 
 Installed, ``dermis install-plugin krita`` vendors ``proto/`` (client + generated code) inside the
 plugin package, so it is imported relatively and works whatever the plugin's top-level name is.
@@ -12,9 +14,9 @@ import importlib
 import importlib.util
 
 _package = __name__.rpartition(".")[0]
-if importlib.util.find_spec(f"{_package}.proto") is not None:
-    client = importlib.import_module(f"{_package}.proto.client")
-else:
-    client = importlib.import_module("proto.client")
+_root = f"{_package}.proto" if importlib.util.find_spec(f"{_package}.proto") is not None else "proto"
+client = importlib.import_module(f"{_root}.client")
+editors = importlib.import_module(f"{_root}.editors")
+islands = importlib.import_module(f"{_root}.islands")
 
-__all__ = ["client"]
+__all__ = ["client", "editors", "islands"]

@@ -368,6 +368,12 @@ class Client(DaemonClient):
             pb, preset=preset, roles=list(roles), variant=variant, dry_run=dry_run, accept_licences=accept,
             job_id=job_id, client_name=client_name), "model download request")
 
+    def find_faces(self, pixels: bytes, width: int, height: int, channels: int) -> list[tuple[int, int, int, int]]:
+        return [(int(r.x), int(r.y), int(r.width), int(r.height)) for r in self._unary(
+            "FindFaces", lambda pb: pb.FindFacesRequest(
+                image=pb.PixelFormat(width=width, height=height, channels=channels, bit_depth=8),
+                pixels=bytes(pixels)), "face search").faces]
+
     def unload_models(self, key: str = "") -> tuple[int, int]:
         """Frees model memory on the daemon: (models unloaded, bytes). ``key`` "" = all."""
         reply = self._unary("UnloadModels", lambda pb: pb.UnloadModelsRequest(key=key), "unload request")

@@ -102,6 +102,10 @@ class DaemonClient(abc.ABC):
                      accept_licences: bool = False, job_id: str | None = None, client_name: str = "") -> str:
         """Start downloading what is missing in the daemon; the job's id (``watch`` it, ``cancel`` it)."""
 
+    def find_faces(self, pixels: bytes, width: int, height: int, channels: int) -> list[tuple[int, int, int, int]]:
+        """Face boxes (x, y, w, h) in a small 8-bit RGB(A) picture (at most 4 MP), largest first."""
+        raise ClientError("this client cannot search for faces.", "unimplemented")
+
     def run(self, job: JobRequest, on_event: Callable[[Event], None] | None = None) -> JobResult:
         """submit + watch: returns the result, raises JobFailed / JobCancelled."""
         return self.follow(self.submit(job), on_event)

@@ -21,6 +21,7 @@ __all__ = [
 DEFAULT_PRIORITY = "editor"
 PRIORITIES = ("editor", "batch")
 OUTPUTS = ("layer", "full")
+CONTENTS = ("normal", "detail")
 
 
 # ------------------------------------------------------------------------------------------ errors
@@ -98,6 +99,10 @@ class JobRequest:
     job_id: str | None = None  # client-chosen id for idempotent resubmits; None = a new uuid4
     icc_profile: bytes | None = None
     client_name: str = ""  # "krita", "gimp", "cli", "watch" (logs, list-jobs)
+    # "normal" = the refined pixels; "detail" = the detail layer to put over the source in Grain Merge
+    # mode (high frequencies the refinement changed, around mid-grey; blur ``detail_sigma`` px, None = 8)
+    content: str = "normal"
+    detail_sigma: float | None = None
 
     def expected_bytes(self) -> int:
         return self.width * self.height * self.channels * (self.bit_depth // 8)
@@ -124,6 +129,8 @@ class JobRequest:
             )
         if self.output not in OUTPUTS:
             raise Rejected(f"output must be 'layer' or 'full', not {self.output!r}.", "invalid_argument")
+        if self.content not in CONTENTS:
+            raise Rejected(f"content must be 'normal' or 'detail', not {self.content!r}.", "invalid_argument")
         if self.priority not in PRIORITIES:
             raise Rejected(f"priority must be 'editor' or 'batch', not {self.priority!r}.",
                               "invalid_argument")
@@ -148,6 +155,9 @@ class PresetInfo:
     description: str
     scale: float
     stages: list[StageInfo]
+    context: int = 0  # px of surroundings processed around a selection
+    feather: float = 0.0  # px: softness of the selection's edge
+    previews: bool = False  # its jobs send previews
 
 
 @dataclass

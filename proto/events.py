@@ -35,6 +35,10 @@ class Preview:
     width: int
     height: int
     pixels: bytes  # RGB8, row-major
+    # the part of the output canvas it shows (x, y, width, height; the result's place in layer mode);
+    # None = not known
+    area: tuple[int, int, int, int] | None = None
+    stage: str = ""
 
 
 @dataclass
@@ -55,6 +59,7 @@ class JobResult:
     icc_profile: bytes | None = None
     messages: list[str] = field(default_factory=list)  # notes from the run
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    content: str = "normal"  # "normal" (the refined pixels) or "detail" (the detail layer)
 
 
 class Event(NamedTuple):

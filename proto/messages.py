@@ -33,6 +33,7 @@ CHUNK_BYTES = 1 << 20  # 1 MiB per upload chunk: far below gRPC's 4 MiB message 
 _STATES = {0: "unknown", 1: "queued", 2: "running", 3: "paused", 4: "done", 5: "failed", 6: "cancelled"}
 _PRIORITY_PB = {"editor": 1, "batch": 2}
 _OUTPUT_PB = {"layer": 1, "full": 2}
+_CONTENT_PB = {"normal": 1, "detail": 2}
 _WEIGHT_STATUS = {0: "unknown", 1: "found", 2: "missing", 3: "loaded"}
 
 
@@ -54,7 +55,10 @@ def header(pb: Any, job: JobRequest, job_id: str) -> Any:
         icc_profile=job.icc_profile or b"",
         has_mask=job.mask is not None,
         mask_crc32=zlib.crc32(job.mask) & 0xFFFFFFFF if job.mask is not None else 0,
+        content=_CONTENT_PB[job.content],
     )
+    if job.detail_sigma is not None:
+        h.detail_sigma = float(job.detail_sigma)
     if job.scale is not None:
         h.scale = float(job.scale)
     if job.seed is not None:
@@ -98,7 +102,9 @@ def event(msg: Any, chunks: list[Any]) -> Event:
                      tiles=p.tiles, fraction=p.fraction, message=p.message, **base)
     if kind == "preview":
         p = msg.preview
-        return Event(EventKind.preview, preview=Preview(p.width, p.height, p.pixels), **base)
+        area = (p.area_x, p.area_y, p.area_width, p.area_height) if p.area_width else None
+        return Event(EventKind.preview, stage=p.stage,
+                     preview=Preview(p.width, p.height, p.pixels, area, p.stage), **base)
     if kind == "message":
         return Event(EventKind.message, stage=msg.message.stage, message=msg.message.text, **base)
     if kind == "done":
@@ -128,6 +134,7 @@ def result(job_id: str, info: Any, chunks: list[Any]) -> JobResult:
         canvas_width=info.canvas_width, canvas_height=info.canvas_height, layer_name=info.layer_name,
         preset=info.preset, seed=int(info.seed), icc_profile=info.icc_profile or None,
         messages=list(info.messages), stage_seconds=dict(info.stage_seconds),
+        content="detail" if info.content == _CONTENT_PB["detail"] else "normal",
     )
 
 
@@ -137,7 +144,8 @@ def result(job_id: str, info: Any, chunks: list[Any]) -> JobResult:
 def server_info(r: Any) -> ServerInfo:
     presets = [
         PresetInfo(p.name, p.label, p.description, p.scale,
-                   [StageInfo(s.id, s.kind, s.enabled, s.optional, dict(s.params)) for s in p.stages])
+                   [StageInfo(s.id, s.kind, s.enabled, s.optional, dict(s.params)) for s in p.stages],
+                   context=int(p.context), feather=float(p.feather), previews=bool(p.previews))
         for p in r.presets
     ]
     weights = [WeightInfo(w.key, w.description, _WEIGHT_STATUS.get(w.status, "unknown"), w.path)

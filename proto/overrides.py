@@ -18,9 +18,20 @@ class OverrideError(ValueError):
     """An item that is not ``key=value``; the message says so, with the item and an example."""
 
 
+# a separator only where the next item begins (``key=``): values may hold commas (a prompt does)
+_NEXT_ITEM = re.compile(r"[,;\n]\s*(?=(?:[A-Za-z_][\w.-]*)?\s*=)")
+
+
 def split_overrides(text: str) -> list[str]:
-    """One text field of overrides ('a.b=1, c.d=2; e=3', or one per line) -> its items."""
-    return [item.strip() for item in re.split(r"[,;\n]", text) if item.strip()]
+    """One text field of overrides ('a.b=1, c.d=2; e=3', or one per line) -> its items.
+
+    A comma, semicolon or new line separates items only when a ``key=`` follows it, so every value
+    `dermis upscale --set` takes can be typed here too, commas and all
+    (``refine.prompt=a photo, natural skin; grain.strength=0.05``). A trailing separator is ignored."""
+    items = [item.strip() for item in _NEXT_ITEM.split(text)]
+    if items and items[-1][-1:] in (",", ";"):
+        items[-1] = items[-1][:-1].strip()
+    return [item for item in items if item]
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, str]:

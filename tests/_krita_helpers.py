@@ -21,6 +21,14 @@ from ._xvfb import free_display
 REPO = Path(__file__).resolve().parent.parent
 KRITA_TESTS = Path(__file__).resolve().parent / "krita"
 WHEEL_CACHE = REPO / ".cache" / "krita-wheels"  # downloaded once, reused by later runs (gitignored)
+# a user preset that is slow on purpose (20 short stages, each a cancel point and each sending a
+# preview), for queueing, Cancel and previews; the daemon loads it like any user preset
+SLOW_PRESET = "\n".join(
+    ['name = "lite-slow"', 'label = "lite-slow"', 'description = "test: lite, repeated"', "scale = 1.0",
+     "context = 32", "feather = 8"]
+    + [f'[[stage]]\nid = "texture{i}"\nkind = "skin_texture"\nstrength = 0.01\nface_only = true'
+       for i in range(20)]
+)
 
 
 def require_krita() -> None:
@@ -114,3 +122,80 @@ def run_kritarunner(env: dict[str, str], pythonpath: list[Path], module: str, fu
 def run_krita_gui(env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run(["xvfb-run", "-n", str(free_display()), "-s", "-screen 0 1280x1024x24", "krita", "--nosplash"],
                           env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def input_image(depth: str, w: int, h: int) -> np.ndarray:
+    """A face crop of the example portrait as RGBA (uint8, or uint16 with real low-byte content)."""
+    from pipeline import images
+
+    img = images.load(REPO / "examples" / "portrait_astronaut_512.png")
+    rgba = images.to_array(img, bit_depth=8, mode="RGBA")[150:150 + h, 160:160 + w].copy()
+    if depth == "U16":
+        low = np.random.default_rng(0).integers(0, 200, rgba.shape)  # detail 8 bits cannot hold
+        u16 = np.clip(rgba.astype(np.int64) * 257 + low, 0, 65535).astype(np.uint16)
+        u16[..., 3] = 65535
+        return u16
+    return rgba
+
+
+def two_faces() -> np.ndarray:
+    """The portrait and its mirror side by side (1024x512 RGBA8): two faces the weight-free detector finds."""
+    from pipeline import images
+
+    rgba = images.to_array(images.load(REPO / "examples" / "portrait_astronaut_512.png"), bit_depth=8, mode="RGBA")
+    return np.ascontiguousarray(np.concatenate([rgba, rgba[:, ::-1]], axis=1))
+
+
+def expected_layer(out: Path, name: str, k: int, sent: dict, seed: int, overrides: dict,
+                   content: str | None = None) -> tuple[np.ndarray, tuple[int, int], np.ndarray]:
+    """What the daemon should return for job ``k`` of a case, from the library directly, on exactly the
+    pixels sent: (RGBA layer at the sent depth, its offset in the sent box, its alpha as 0..1)."""
+    from pipeline import build, images, run
+
+    x, y, w, h = sent["box"]
+    bits = sent["bit_depth"]
+    pixels = read_raw(out, f"{name}.{k}.sent.raw", (h, w, 4), bits)
+    mask = read_raw(out, f"{name}.{k}.sent_mask.raw", (h, w), 8) if sent["mask"] else None
+    r = run(build("lite", overrides, scale=1.0), images.from_array(pixels), seed=seed,
+            mask=None if mask is None else mask.astype(np.float32) / 255, output="layer",
+            content=content or sent["content"])
+    arr = images.to_array(r.image, bit_depth=bits, mode="RGBA")
+    return arr, r.offset, arr[..., 3].astype(np.float64) / (255 if bits == 8 else 65535)
+
+
+def coverage_of(out: Path, name: str, k: int, entry: dict) -> np.ndarray:
+    """The alpha of job ``k``'s "Selection" layer (in the document's depth), as int."""
+    lw, lh = entry["rect"][2:]
+    channels = 4 if entry["space"][0] == "RGBA" else 2
+    bits = 16 if entry["space"][1] == "U16" else 8
+    return read_raw(out, f"{name}.{k}.mask.raw", (lh, lw, channels), bits)[..., -1].astype(int)
+
+
+def check_layer(res: dict, out: Path, name: str, *, k: int, seed: int, overrides: dict, tol: int = 1) -> dict:
+    """Job ``k``'s layer in Krita equals the library's result on the pixels sent: place, size, colour,
+    and coverage (its transparency mask, or its own alpha without a selection); the source untouched."""
+    assert res["jobs"][k]["phase"] == "done", res["jobs"][k]
+    sent = res["sent"][k]
+    want, (ox, oy), _ = expected_layer(out, name, k, sent, seed, overrides)
+    entry = next(e for e in res["layers"] if e["job"] == k)
+    x, y = sent["box"][:2]
+    lx, ly, lw, lh = entry["rect"]
+    assert (lx, ly) == (x + ox, y + oy) and (lw, lh) == (want.shape[1], want.shape[0])
+    bits = sent["bit_depth"]
+    if entry["space"] == sent["wire"]:  # else: checked by the colour-conversion test
+        got = read_raw(out, f"{name}.{k}.layer.raw", (lh, lw, 4), bits)[..., [2, 1, 0, 3]]  # Krita's BGRA
+        top = 255 if bits == 8 else 65535
+        if entry["mask"]:
+            assert (got[..., 3] == top).all()  # opaque: the selection is in the layer below it
+            assert entry["inherit_alpha"] and [c[0] for c in entry["unit"][3]] == ["Selection", entry["name"]]
+            coverage = coverage_of(out, name, k, entry)
+        else:
+            coverage = got[..., 3].astype(int)
+        alpha_diff = np.abs(coverage - want[..., 3].astype(int)).max()
+        assert alpha_diff <= tol, f"coverage differs by {alpha_diff}"
+        seen = want[..., 3] > 0
+        rgb_diff = np.abs(got[..., :3].astype(int) - want[..., :3].astype(int))[seen].max()
+        assert rgb_diff <= tol, f"colour differs by {rgb_diff}"
+    assert f", {seed})" in entry["name"]  # every layer says its seed
+    assert res["source_unchanged"]
+    return res

@@ -14,6 +14,10 @@ order), so no bound is absolute: each is relative to the reference's own scale,
   2e-4 and 3e-4). The worst cross-CPU difference measured on these runs is ~1e-5 (AVX512 vs the
   default kernels, 1 vs 2 threads), so 1e-4 keeps a ~10x margin and can fail.
 
+- ``NOISE`` (1e-5): Brownian-tree noise (torchsde's bridge: float32 sqrt, products and sums) against
+  the reference's recorded sequence. Bit-exact on AVX512 with 1 or 2 threads, 3.5e-7 with the portable
+  kernels (ATEN_CPU_CAPABILITY=default); a sigma one table step off gives O(1).
+
 - ``DEQUANT`` (0, exact): GGUF block dequantisation against the ``gguf`` package's numpy reference,
   and a scaled-fp8 model against its own dequantisation: the same float32 products in the same order.
 - ``QUANTISED`` (1e-2): a forward of a GGUF-quantised (Q8_0, Q4_K) transformer against the fp32 model
@@ -37,6 +41,7 @@ import torch
 MODEL = 1e-4
 SAMPLER = 1e-3
 RECORDED_RUN = 1e-4
+NOISE = 1e-5
 DEQUANT = 0.0
 QUANTISED = 1e-2
 FLOOR = 1e-6

@@ -34,8 +34,8 @@ def daemon(ray_cluster):
         yield d
 
 
-def _direct(preset: str, arr: np.ndarray, seed: int) -> np.ndarray:
-    r = pipeline.run(pipeline.build(preset), images.from_array(arr), seed=seed, device="cpu")
+def _direct(preset: str, arr: np.ndarray, seed: int, **kw) -> np.ndarray:
+    r = pipeline.run(pipeline.build(preset), images.from_array(arr), seed=seed, device="cpu", **kw)
     return images.to_array(r.image)
 
 
@@ -47,6 +47,15 @@ def test_round_trip_equals_a_local_run_pixel_for_pixel(daemon, portrait):
     got, want = result_array(res), _direct("lite", arr, 11)
     assert np.array_equal(got, want)
     assert not np.array_equal(got, _direct("lite", arr, 12)), "negative control: another seed differs"
+
+
+def test_a_detail_layer_job_returns_the_detail_layer(daemon):
+    arr = raw_image(128, 128, seed=5)
+    with client(daemon) as c:
+        res = c.run(request(arr, preset="lite", seed=3, output="full", content="detail", detail_sigma=4.0))
+    got = result_array(res)
+    assert np.array_equal(got, _direct("lite", arr, 3, content="detail", detail_sigma=4.0))
+    assert not np.array_equal(got, _direct("lite", arr, 3)), "negative control: the refined pixels differ"
 
 
 def test_two_workers_run_two_jobs_at_once_on_two_nodes(daemon, test_presets):

@@ -143,7 +143,8 @@ def test_health_and_reflection_answer(daemon):
     fd = descriptor_pb2.FileDescriptorProto.FromString(files.file_descriptor_response.file_descriptor_proto[0])
     assert fd.package == "dermis.v1"
     methods = {m.name for s in fd.service for m in s.method}
-    assert methods == {"Submit", "Watch", "Cancel", "GetServerInfo", "ListJobs", "UnloadModels", "FetchModels"}
+    assert methods == {"Submit", "Watch", "Cancel", "GetServerInfo", "ListJobs", "UnloadModels", "FetchModels",
+                       "FindFaces"}
     channel.close()
 
 

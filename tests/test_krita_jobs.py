@@ -14,7 +14,8 @@ import time
 import pytest
 
 from plugin_krita import options, pixels
-from plugin_krita.jobs import Call, Job, Phase, describe_error, progress_text
+from plugin_krita.jobs import Call, Job, Phase
+from plugin_krita.runs import Piece, Run, Scheduler
 from proto import client as dc
 
 from .fake_daemon import PROGRESS, FakeDaemonClient, result_for
@@ -149,11 +150,65 @@ def test_call_runs_off_thread_and_reports_errors():
     assert bad.error == "no daemon at unix:/nowhere" and bad.error_code == "unavailable"
 
 
-def test_describe_error_and_progress_text():
-    assert describe_error(dc.JobFailed("out of memory", "out_of_memory")) == "out of memory"
-    assert describe_error(ValueError("x")).startswith("Unexpected error (ValueError): x")
-    ev = dc.Event(dc.EventKind.progress, "j", 3, stage="supir", step=13, steps=45, tile=2, tiles=6, fraction=0.5)
-    assert progress_text(ev) == "supir: tile 2/6, step 13/45 (50%)"
+def test_a_waiting_job_cancels_without_the_daemon():
+    fake = FakeDaemonClient(PROGRESS)
+    job = Job(_request(), lambda: fake)
+    assert job.phase == Phase.waiting and not job.started
+    job.cancel()
+    assert job.phase == Phase.cancelled and job.finished and fake.submitted is None
+    job.start()  # a cancelled job never starts
+    assert not job.started and fake.submitted is None
+
+
+# -- runs ------------------------------------------------------------------------------------------
+def _run(number: int, seeds: list[int], parts: int, fake_for) -> Run:
+    jobs = []
+    for k, seed in enumerate(seeds):
+        for p in range(parts):
+            piece = Piece((p * 10, 0, 8, 8), True, f"island {p + 1} of {parts}" if parts > 1 else "", seed, k == 0)
+            jobs.append(Job(_request(), fake_for, context=piece))
+    return Run(number, "selection", None, jobs, content="normal", strength=100)
+
+
+def test_runs_queue_and_a_few_jobs_talk_to_the_daemon_at_once():
+    fakes = []
+
+    def connect():
+        fakes.append(FakeDaemonClient(PROGRESS, step_s=0.01))
+        return fakes[-1]
+
+    first, second = _run(1, [7, 8], 2, connect), _run(2, [3], 1, connect)
+    sched = Scheduler(limit=3)
+    assert sched.start_more([first, second]) == 3
+    assert [j.started for j in first.jobs + second.jobs] == [True, True, True, False, False]
+    deadline = time.monotonic() + 10
+    while not (first.finished and second.finished):
+        first.poll()
+        second.poll()
+        sched.start_more([first, second])
+        active = sum(1 for j in first.jobs + second.jobs if j.started and not j.finished)
+        assert active <= 3
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    assert len(first.done()) == 4 and len(second.done()) == 1 and len(fakes) == 5
+    assert first.label_of(first.jobs[1]) == "Run 1: island 2 of 2, seed 7"
+    assert first.layer_name(first.jobs[1]) == "Dermis (lite, 7) island 2 of 2"
+    assert first.group_name(first.done()) == "Dermis (lite, seeds 7, 8)"
+    assert second.group_name(second.done()) == ""
+
+
+def test_cancelling_a_run_stops_its_running_and_its_waiting_jobs():
+    run = _run(1, [1, 2, 3, 4], 1, lambda: FakeDaemonClient(PROGRESS * 50, step_s=0.02))
+    Scheduler(limit=2).start_more([run])
+    _run_until(run.jobs[0], lambda j: j.phase == Phase.running)
+    run.cancel()
+    deadline = time.monotonic() + 10
+    while not run.finished:
+        run.poll()
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    assert [j.phase for j in run.jobs] == [Phase.cancelled] * 4 and run.done() == []
+    assert [j.started for j in run.jobs] == [True, True, False, False]
 
 
 # -- options ---------------------------------------------------------------------------------------
@@ -165,7 +220,7 @@ def _preset() -> dc.PresetInfo:
         S("supir", "supir", True, False, {}),
         S("refine", "flux_refine", True, False, {"denoise": "0.3", "steps": "20"}),
         S("final", "flux_refine", True, False, {"denoise": "0.45"}),
-    ])
+    ], context=96, feather=24.0)
 
 
 def _info() -> dc.ServerInfo:
@@ -178,7 +233,9 @@ def _info() -> dc.ServerInfo:
 
 def test_controls_come_from_the_servers_preset_info():
     controls = {c.key: c for c in options.controls_for(_preset())}
-    assert set(controls) == {"face_restore.enabled", "skin_detail.enabled", "refine.denoise", "final.denoise"}
+    assert set(controls) == {"feather", "context", "face_restore.enabled", "skin_detail.enabled",
+                             "refine.denoise", "final.denoise"}
+    assert (controls["feather"].default, controls["context"].default, controls["context"].kind) == ("24", "96", "int")
     assert controls["face_restore.enabled"].default == "false" and controls["face_restore.enabled"].kind == "bool"
     assert controls["refine.denoise"].default == "0.3" and controls["refine.denoise"].kind == "float"
     assert options.controls_for(None) == []
@@ -187,17 +244,22 @@ def test_controls_come_from_the_servers_preset_info():
 def test_only_changed_overrides_of_this_preset_are_sent():
     s = options.Settings(overrides={"refine.denoise": "0.30", "final.denoise": "0.5",
                                     "face_restore.enabled": "true", "gone.denoise": "0.1",
-                                    "skin_detail.enabled": "True"})
-    sent = options.effective_overrides(s, options.controls_for(_preset()))
-    assert sent == {"final.denoise": "0.5", "face_restore.enabled": "true"}
+                                    "skin_detail.enabled": "True", "feather": "24", "context": "160"})
+    controls = options.controls_for(_preset())
+    sent = options.effective_overrides(s, controls)
+    assert sent == {"final.denoise": "0.5", "face_restore.enabled": "true", "context": "160"}
+    assert options.context_px(s, controls) == 160 and options.context_px(options.Settings(), controls) == 96
 
 
 def test_settings_survive_json_and_ignore_bad_values():
     s = options.Settings(address="127.0.0.1:5000", preset="lite", scale=2.0, seed=42,
-                         overrides={"final.denoise": "0.5"})
+                         overrides={"final.denoise": "0.5"}, content="detail", strength=40, variations=3,
+                         islands=False, faces=True)
     assert options.Settings.from_json(s.to_json()) == s
-    bad = options.Settings.from_json('{"scale": 7, "seed": -1, "preset": 3, "overrides": [1]}')
+    bad = options.Settings.from_json('{"scale": 7, "seed": -1, "preset": 3, "overrides": [1], "content": "x", '
+                                     '"strength": 101, "variations": 5, "islands": 1}')
     assert bad.scale == 1.0 and 0 <= bad.seed <= options.SEED_MAX and bad.preset == "" and bad.overrides == {}
+    assert (bad.content, bad.strength, bad.variations, bad.islands) == ("normal", 100, 1, True)
     assert options.Settings.from_json("not json").address == ""
     s.choose_preset("supir-srpo")
     assert s.overrides == {}  # stage ids of another preset mean nothing here
@@ -220,3 +282,12 @@ def test_swap_red_blue_8_and_16_bit():
     with pytest.raises(ValueError):
         pixels.swap_red_blue(b"\0" * 6, 8)
     assert pixels.is_blank_mask(b"\0\0\0") and not pixels.is_blank_mask(b"\0\1\0")
+
+
+def test_split_alpha_makes_pixels_opaque_and_keeps_the_coverage_as_white():
+    opaque, white = pixels.split_alpha(bytes([1, 2, 3, 40, 5, 6, 7, 0]), 8)
+    assert opaque == bytes([1, 2, 3, 255, 5, 6, 7, 255]) and white == bytes([255, 255, 255, 40, 255, 255, 255, 0])
+    px = struct.pack("<8H", 1, 2, 3, 0x8001, 4, 5, 6, 0xFFFF)
+    opaque, white = pixels.split_alpha(px, 16)
+    assert struct.unpack("<8H", opaque) == (1, 2, 3, 0xFFFF, 4, 5, 6, 0xFFFF)
+    assert struct.unpack("<8H", white) == (0xFFFF,) * 3 + (0x8001,) + (0xFFFF,) * 4

@@ -9,9 +9,9 @@ import threading
 import time
 
 from plugin_gimp import job as gimp_job
-from plugin_krita import options as krita_options
 from plugin_krita.jobs import Job, Phase
 from proto import client as dc
+from proto import editors
 
 from .fake_daemon import FakeDaemonClient
 
@@ -77,7 +77,7 @@ def test_krita_download_failure_gets_the_dockers_hint():
     job = Job.download("", lambda: fake, accept_licences=True).start()
     _wait(job)
     assert job.phase == Phase.failed and job.error_code == "missing_weights"
-    hint = krita_options.HINTS["missing_weights"]
+    hint = editors.hint("missing_weights", "krita")
     assert "Download missing models…" in hint and "dermis" not in hint  # no command a Krita user cannot run
 
 
@@ -93,14 +93,15 @@ def test_the_plan_shown_before_asking():
 def test_gimp_download_follows_the_job_and_reports_progress():
     fake = FakeDaemonClient(DOWNLOAD)
     texts, fractions = [], []
-    reporter = gimp_job.Reporter(texts.append, fractions.append, rate=1e6, describe=gimp_job.download_text)
+    reporter = gimp_job.Reporter(texts.append, fractions.append, rate=1e6, describe=editors.download_text)
     result = gimp_job.run_download(gimp_job.Settings(preset="supir-srpo"), accept_licences=True,
                                    on_event=reporter, guard=False, connect=lambda address, token: fake)
     assert result.layer_name == "Dermis (lite, 7)"  # the fake's done event; a real download has no layer
     assert fake.fetch_requests[0]["accept_licences"] and fake.fetch_requests[0]["client_name"] == "gimp"
-    assert "Dermis: downloading sdxl" in texts
-    assert "Dermis: sdxl: sd_xl_base_1.0_0.9vae.safetensors (file 1 of 2): 1.0 MB of 6.9 MB" in texts
-    assert texts[-1] == "Dermis: models downloaded" and fractions[-1] == 1.0
+    # the thin client's words (proto/editors.py download_text), as the Krita docker shows them
+    assert "Dermis: Downloading sdxl" in texts
+    assert "Dermis: sdxl: sd_xl_base_1.0_0.9vae.safetensors (file 1 of 2): 1.0 MB of 6.9 MB (10%)" in texts
+    assert texts[-1] == "Dermis: Models downloaded" and fractions[-1] == 1.0
     assert reporter.messages == ["sdxl: checkpoints/sd_xl_base_1.0_0.9vae.safetensors"]
 
 

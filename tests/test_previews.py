@@ -44,3 +44,59 @@ def test_projection_shape_range_and_values():
 def test_projection_refuses_the_wrong_channel_count():
     with pytest.raises(ValueError, match="16 channels"):
         latent_to_rgb(torch.zeros(1, 16, 8, 8), [[0, 0, 0]] * 4)
+
+
+# -------------------------------------------------------------------------- previews of a whole run
+
+
+def test_a_run_previews_the_image_after_every_stage_but_the_last(portrait):
+    """lite (resample, texture, grain): two previews, each placed where the layer goes; the first is
+    the image after resample (at 1x: the input crop itself), shrunk."""
+    import pipeline
+    from pipeline import images
+    from pipeline.previews import rgb_thumbnail
+
+    arr = images.to_array(portrait, bit_depth=8)[:300, :400]
+    seen = []
+    res = pipeline.run(pipeline.build("lite", scale=1.0), images.from_array(arr), seed=1,
+                       region=pipeline.Region(100, 80, 200, 150), output="layer", progress=seen.append)
+    previews = [p for p in seen if p.preview is not None]
+    assert [p.stage for p in previews] == ["resample", "skin_texture"]
+    box = (*res.offset, res.image.width, res.image.height)
+    assert all(p.area == box for p in previews)
+    first = previews[0].preview
+    assert first.dtype == np.uint8 and max(first.shape[:2]) <= 256
+    x, y, w, h = box
+    crop = images.from_array(arr).rgb[y:y + h, x:x + w]
+    np.testing.assert_array_equal(first, rgb_thumbnail(crop))
+    # nothing is computed for a caller that does not listen
+    quiet = pipeline.run(pipeline.build("lite", scale=1.0), images.from_array(arr), seed=1,
+                         region=pipeline.Region(100, 80, 200, 150), output="layer")
+    np.testing.assert_array_equal(quiet.image.rgb, res.image.rgb)
+
+
+def test_previews_capability_follows_the_presets(monkeypatch):
+    """A preset previews when it has two or more enabled stages (or a stage that says it previews);
+    the server advertises "previews" only when some preset does."""
+    import pipeline
+    from pipeline.previews import sends_previews
+    from pipeline.recipes import Recipe, StageSpec
+
+    assert sends_previews(pipeline.build("lite"))
+    one = Recipe("one", "one", "", 1.0, (StageSpec("resample", "resample"),
+                                         StageSpec("grain", "grain", enabled=False)))
+    assert not sends_previews(one)
+
+    from daemon.jobs.queue import JobQueue
+    from daemon.jobs.residency import Residency
+    from daemon.server import info
+
+    def capabilities(table):
+        monkeypatch.setattr(pipeline, "presets", lambda: table)
+        reply = info.build(pipeline.Config(), (torch.device("cpu"), torch.float32), Residency(), JobQueue(), 8)
+        return list(reply.capabilities), {p.name: p.previews for p in reply.presets}
+
+    caps, per_preset = capabilities({"one": one})
+    assert "previews" not in caps and per_preset == {"one": False}
+    caps, per_preset = capabilities({"one": one, "lite": pipeline.build("lite")})
+    assert "previews" in caps and per_preset == {"one": False, "lite": True}

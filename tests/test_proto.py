@@ -229,9 +229,13 @@ def test_one_override_parser_for_every_client(tmp_path, portrait_path, capsys):
         with pytest.raises(InvalidParameter) as daemon_side:
             overrides_from([bad])
         assert str(daemon_side.value) == sentence
+        # in the GIMP field a separator only splits items when a key= follows it (values may hold
+        # commas and new lines, as with --set), so the bad item is tested alone
         with pytest.raises(job.SettingsError) as gimp_side:
-            job.Settings(overrides=f"grain.amount=1, {bad}").override_map()
+            job.Settings(overrides=bad).override_map()
         assert str(gimp_side.value) == f"Overrides: {sentence}"
+    assert job.Settings(overrides="grain.amount=1, grain.strength").override_map()[0] == \
+        {"grain.amount": "1, grain.strength"}  # what `--set grain.amount=1, grain.strength` would send too
     out = tmp_path / "o.png"
     assert main(["upscale", str(portrait_path), "-o", str(out), "--preset", "lite", "--quiet",
                  "--set", "grain.strength"]) == 2

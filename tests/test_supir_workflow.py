@@ -124,11 +124,16 @@ def test_stage_1_sends_x0_previews(tiny_models, monkeypatch):
         pipeline.run(recipe, image, seed=1, config=config, progress=events.append, models=cache, device="cpu")
         return [e for e in events if e.preview is not None]
 
-    shown = run(4)
+    def steps(shown: list) -> list:  # the sampler's x0 previews (a run-level one after a stage has step 0)
+        return [e for e in shown if e.step > 0]
+
+    every = run(4)
+    shown = steps(every)
     assert [e.step for e in shown] == [2, 4, 6]  # 4 per stage over 8 steps; the last step is the result
     assert all(e.stage == "supir" and e.preview.dtype == np.uint8 and e.preview.shape == (8, 8, 3) for e in shown)
     assert len({e.preview.tobytes() for e in shown}) == 3  # the x0 estimate changes
-    assert run(0) == []
+    none = run(0)
+    assert steps(none) == [] and len(none) == len(every) - 3  # only pipeline.run's image after the stage
 
 
 def _on_meta(models, h: int, w: int):

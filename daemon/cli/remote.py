@@ -42,6 +42,7 @@ def upscale_remote(args: argparse.Namespace, seed: int) -> int:
         region=(region.x, region.y, region.w, region.h) if region else None, mask=mask,
         output="layer" if args.layer else "full", priority=args.priority, job_id=uuid.uuid4().hex,
         icc_profile=image.icc_profile, client_name="cli",
+        content="detail" if args.detail else "normal", detail_sigma=args.detail_sigma if args.detail else None,
     )
     if args.preset == "lite":
         print("dermis: preset 'lite' (CPU, no weights): resample + synthesised skin texture + grain, "
@@ -59,7 +60,8 @@ def upscale_remote(args: argparse.Namespace, seed: int) -> int:
             return 130
     out = _to_image(result)
     images.save(out, dst)
-    print(f"dermis: wrote {dst} ({out.width}x{out.height}, preset {result.preset}, seed {result.seed}, "
+    what = "the detail layer (Grain Merge it over the original) " if result.content == "detail" else ""
+    print(f"dermis: wrote {what}{dst} ({out.width}x{out.height}, preset {result.preset}, seed {result.seed}, "
           f"on {client.address})")
     if args.layer:
         print(f"dermis: layer offset {result.offset_x},{result.offset_y} in a "

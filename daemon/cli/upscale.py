@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pipeline
 from pipeline import images
+from pipeline.detail import DEFAULT_SIGMA
 from pipeline.errors import InvalidParameter
 
 from ..jobs.recipe import build_recipe
@@ -30,6 +31,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override a setting: scale=3, grain.strength=0.05, face_restore.enabled=true")
     p.add_argument("--layer", action="store_true",
                    help="write only the processed region with alpha (as an editor layer) instead of the full image")
+    p.add_argument("--detail", action="store_true",
+                   help="write the detail layer instead of the result: the texture the refinement added, around "
+                        "mid-grey, to put over the original in Grain Merge mode (its opacity sets the strength)")
+    p.add_argument("--detail-sigma", type=float, default=DEFAULT_SIGMA, metavar="PX",
+                   help=f"with --detail: blur radius separating detail from colour, px at the output scale "
+                        f"(default {DEFAULT_SIGMA:g})")
     p.add_argument("--compare", metavar="FILE", help="also write a before/after picture")
     p.add_argument("--device", help="auto (default), cpu or cuda[:N]")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -61,9 +68,12 @@ def run(args: argparse.Namespace) -> int:
     with ProgressBar(enabled=not args.quiet, label=recipe.label) as bar:
         result = pipeline.run(recipe, image, seed=seed, region=region, mask=mask,
                               output="layer" if args.layer else "full", progress=bar.update,
+                              content="detail" if args.detail else "normal", detail_sigma=args.detail_sigma,
                               config=config, device=args.device)
     images.save(result.image, dst)
-    print(f"dermis: wrote {dst} ({result.image.width}x{result.image.height}, preset {recipe.preset}, seed {seed})")
+    what = "the detail layer (Grain Merge it over the original) " if args.detail else ""
+    print(f"dermis: wrote {what}{dst} ({result.image.width}x{result.image.height}, preset {recipe.preset}, "
+          f"seed {seed})")
     if args.layer:
         print(f"dermis: layer offset {result.offset[0]},{result.offset[1]} in a "
               f"{result.canvas_size[0]}x{result.canvas_size[1]} canvas")

@@ -138,7 +138,7 @@ class ClusterExecutor:
         mask = spec.mask() if callable(spec.mask) else spec.mask
         job.emit(EventKind.message, message=f"running on cluster {slot.name} ({slot.node or 'starting'})")
         stream = slot.actor.run.options(num_returns="streaming").remote(
-            job.id, spec.recipe, image, spec.seed, spec.region, mask, spec.output)
+            job.id, spec.recipe, image, spec.seed, spec.region, mask, spec.output, spec.content, spec.detail_sigma)
         del image, mask  # the object store holds them now
         try:
             for ref in stream:

@@ -27,7 +27,7 @@ import pipeline
 from pipeline import Cancelled, CancelToken, DermisError, Image, Recipe, Region
 from pipeline.device import describe, select_device
 from pipeline.errors import ErrorCode
-from pipeline.run import OutputMode
+from pipeline.run import Content, OutputMode
 from pipeline.stages import resolve
 
 from ..errors import Preempted
@@ -83,7 +83,8 @@ class DermisWorker:
 
     # -- running a job -----------------------------------------------------------------------------
     def run(self, job_id: str, recipe: Recipe, image: Image, seed: int, region: Region | None,
-            mask: np.ndarray | None, output: OutputMode) -> Iterator[tuple[Any, ...]]:
+            mask: np.ndarray | None, output: OutputMode, content: Content = "normal",
+            detail_sigma: float = 8.0) -> Iterator[tuple[Any, ...]]:
         items: queue.Queue[tuple[Any, ...]] = queue.Queue()
         token = CancelToken(checkpoint=lambda: self._maybe_yield(job_id))
         with self._lock:
@@ -92,6 +93,7 @@ class DermisWorker:
 
         def attempt(r: Recipe) -> pipeline.RunResult:
             return pipeline.run(r, image, seed=seed, region=region, mask=mask, output=output,
+                                content=content, detail_sigma=detail_sigma,
                                 progress=lambda p: items.put(("progress", p)), cancel=token, config=self.config,
                                 models=self.residency.models, device=str(self.device))
 

@@ -55,24 +55,25 @@ class ProgressPublisher:
             self._last = 0.0
             self.job.emit(EventKind.stage, stage=p.stage, message=p.message, fraction=p.fraction)
             return
+        if p.preview is not None and now - self._last_preview >= self.PREVIEW_INTERVAL:
+            self._last_preview = now
+            self.job.emit(EventKind.preview, stage=p.stage, preview=rgb8_preview(p.preview, p.area, p.stage))
         if p.steps > 0:
             last_step = p.step >= p.steps and p.tile >= p.tiles
             if last_step or now - self._last >= self.MIN_INTERVAL:
                 self._last = now
                 self.job.emit(EventKind.progress, stage=p.stage, step=p.step, steps=p.steps, tile=p.tile,
                               tiles=p.tiles, fraction=min(p.fraction, 0.999), message=p.message)
-            if p.preview is not None and now - self._last_preview >= self.PREVIEW_INTERVAL:
-                self._last_preview = now
-                self.job.emit(EventKind.preview, stage=p.stage, preview=rgb8_preview(p.preview))
             return
         if p.message:
             self.job.emit(EventKind.message, stage=p.stage, message=p.message)
 
 
-def rgb8_preview(preview: np.ndarray) -> Preview:
-    """A stage's preview (uint8, h x w x 3 or more channels) as the event's small RGB8 picture."""
+def rgb8_preview(preview: np.ndarray, area: tuple[int, int, int, int] | None = None, stage: str = "") -> Preview:
+    """A stage's preview (uint8, h x w x 3 or more channels) as the event's small RGB8 picture, with
+    the part of the output canvas it shows."""
     rgb = np.ascontiguousarray(preview[..., :3], dtype=np.uint8)
-    return Preview(width=rgb.shape[1], height=rgb.shape[0], pixels=rgb.tobytes())
+    return Preview(width=rgb.shape[1], height=rgb.shape[0], pixels=rgb.tobytes(), area=area, stage=stage)
 
 
 class Executor:
@@ -149,6 +150,7 @@ class Executor:
             def attempt(recipe: pipeline.Recipe) -> pipeline.RunResult:
                 return self.run_fn(
                     recipe, image, seed=spec.seed, region=spec.region, mask=mask, output=spec.output,
+                    content=spec.content, detail_sigma=spec.detail_sigma,
                     progress=publish, cancel=job.token, config=self.config, models=self.residency.models,
                     device=self.device,
                 )

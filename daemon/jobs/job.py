@@ -56,6 +56,8 @@ class JobSpec:
     region: Region | None = None
     mask: np.ndarray | Callable[[], np.ndarray] | None = None  # float32 (H, W) 0..1
     output: str = "full"  # "full" or "layer"
+    content: str = "normal"  # "normal" or "detail" (the detail layer, pipeline/detail.py)
+    detail_sigma: float = 8.0  # px at the output scale, for content "detail"
     priority: Priority = Priority.BATCH
     client_name: str = ""  # "krita", "gimp", "cli", "watch": grouping in counts and logs
     owner: str = LOCAL  # the client id that submitted it: only that client lists, watches, cancels it

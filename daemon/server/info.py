@@ -10,6 +10,7 @@ import pipeline
 from pipeline import WeightLocator
 from pipeline.device import describe
 from pipeline.models import WEIGHTS
+from pipeline.previews import sends_previews
 from pipeline.stages import describe_weights
 from proto.dermis.v1 import dermis_pb2 as pb
 from proto.discovery import API_VERSION
@@ -19,8 +20,8 @@ from ..jobs.residency import Residency
 from .models import catalogue_pb
 from .upload import MAX_CHUNK_BYTES
 
-CAPABILITIES = ("u16-pixels", "mask", "region", "layer-output", "resume", "previews", "idempotent-submit",
-                "fetch-models")
+CAPABILITIES = ("u16-pixels", "mask", "region", "layer-output", "resume", "idempotent-submit",
+                "fetch-models", "detail-layer")
 
 
 def device_text(device: torch.device, dtype: torch.dtype) -> tuple[str, int, int]:
@@ -33,6 +34,9 @@ def build(config: pipeline.Config, device: tuple[torch.device, torch.dtype], res
           queue: JobQueue, max_queue: int) -> Any:
     name, free, total = device_text(*device)
     loaded = residency.loaded()
+    presets = [_preset(r) for _, r in sorted(pipeline.presets().items())]
+    # "previews" only when some preset's jobs really send them (PresetInfo.previews says which)
+    capabilities = list(CAPABILITIES) + (["previews"] if any(p.previews for p in presets) else [])
     return pb.ServerInfo(
         version=pipeline.__version__,
         api_version=API_VERSION,
@@ -40,14 +44,14 @@ def build(config: pipeline.Config, device: tuple[torch.device, torch.dtype], res
         vram_free=free,
         vram_total=total,
         default_preset=pipeline.DEFAULT_PRESET,
-        presets=[_preset(r) for _, r in sorted(pipeline.presets().items())],
+        presets=presets,
         weights=_weights(config, [key for key, _ in loaded]),
         queue_length=queue.active_count(),
         loaded_models=[pb.LoadedModel(key=k, bytes=n) for k, n in loaded],
         model_budget=residency.budget or 0,
         limits=pb.Limits(max_pixels=config.max_pixels, max_output_pixels=config.max_output_pixels,
                          max_chunk_bytes=MAX_CHUNK_BYTES, max_queue=max_queue),
-        capabilities=list(CAPABILITIES),
+        capabilities=capabilities,
         catalogue=catalogue_pb(),
         flux_memory=_flux_memory(config, device),
     )
@@ -79,7 +83,7 @@ def _preset(r: pipeline.Recipe) -> Any:
     stages = [pb.StageInfo(id=s.id, kind=s.kind, enabled=s.enabled, optional=s.optional,
                            params={k: str(v) for k, v in s.params.items()}) for s in r.stages]
     return pb.PresetInfo(name=r.preset, label=r.label, description=r.description, scale=r.scale,
-                         stages=stages)
+                         stages=stages, context=r.context, feather=r.feather, previews=sends_previews(r))
 
 
 def _weights(config: pipeline.Config, loaded_keys: list[str]) -> list[Any]:

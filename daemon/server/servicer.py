@@ -28,7 +28,7 @@ from ..errors import ResultExpired, SharedMemoryUnavailable, UploadStalled
 from ..jobs.executor import Executor
 from ..jobs.queue import Job, JobQueue
 from ..jobs.residency import Residency
-from . import callers, info, models, upload, wire
+from . import callers, faces, info, models, upload, wire
 from .shm import SharedMemoryDir
 
 log = logging.getLogger("dermis.daemon")
@@ -256,6 +256,12 @@ class DermisServicer(pb_grpc.DermisServicer):
                      request.client_name or context.peer())
         return reply
 
+    def FindFaces(self, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return faces.find_faces(request)
+        except DermisError as e:
+            abort(context, e)
+
     def UnloadModels(self, request: Any, context: grpc.ServicerContext) -> Any:
         count, freed = self.residency.unload(request.key)
         log.info("unloaded %d model(s), %d bytes, on request of %s", count, freed, context.peer())
@@ -282,6 +288,7 @@ def add_to_server(servicer: DermisServicer, server: grpc.Server) -> None:
         "ListJobs": unary("ListJobs", pb.ListJobsRequest, pb.ListJobsReply),
         "UnloadModels": unary("UnloadModels", pb.UnloadModelsRequest, pb.UnloadModelsReply),
         "FetchModels": unary("FetchModels", pb.FetchModelsRequest, pb.FetchModelsReply),
+        "FindFaces": unary("FindFaces", pb.FindFacesRequest, pb.FindFacesReply),
     }
     assert set(handlers) == {m.name for m in service.methods}, "a new rpc needs a handler here"
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))

@@ -17,6 +17,7 @@ import numpy as np
 
 import pipeline
 from pipeline import Config, ImageTooLarge, InvalidParameter, Recipe, Region, WeightLocator, images
+from pipeline.detail import DEFAULT_SIGMA, check_sigma
 from pipeline.stages import resolve
 from proto import bulk
 from proto.dermis.v1 import dermis_pb2 as pb
@@ -30,6 +31,9 @@ STATE_PB = {State.QUEUED: pb.JOB_STATE_QUEUED, State.RUNNING: pb.JOB_STATE_RUNNI
             State.PAUSED: pb.JOB_STATE_PAUSED, State.DONE: pb.JOB_STATE_DONE,
             State.FAILED: pb.JOB_STATE_FAILED, State.CANCELLED: pb.JOB_STATE_CANCELLED}
 PRIORITY_PB = {Priority.EDITOR: pb.PRIORITY_EDITOR, Priority.BATCH: pb.PRIORITY_BATCH}
+CONTENT = {pb.RESULT_CONTENT_UNSPECIFIED: "normal", pb.RESULT_CONTENT_NORMAL: "normal",
+           pb.RESULT_CONTENT_DETAIL: "detail"}
+CONTENT_PB = {"normal": pb.RESULT_CONTENT_NORMAL, "detail": pb.RESULT_CONTENT_DETAIL}
 Buffer = bytearray | memoryview  # received chunks, or a mapped shared-memory file (read-only)
 
 
@@ -42,6 +46,8 @@ class JobPlan:
     region: Region | None
     output: str
     priority: Priority
+    content: str = "normal"
+    detail_sigma: float = DEFAULT_SIGMA
 
 
 def fingerprint(header: Any) -> str:
@@ -79,7 +85,10 @@ def plan(header: Any, layout: PixelLayout, config: Config) -> JobPlan:
     if header.priority not in (pb.PRIORITY_UNSPECIFIED, pb.PRIORITY_EDITOR, pb.PRIORITY_BATCH):
         raise InvalidParameter(f"unknown priority {header.priority}.")
     priority = Priority.BATCH if header.priority == pb.PRIORITY_BATCH else Priority.EDITOR
-    return JobPlan(recipe, seed, region, output, priority)
+    if header.content not in CONTENT:
+        raise InvalidParameter(f"unknown result content {header.content}.")
+    sigma = check_sigma(header.detail_sigma) if header.HasField("detail_sigma") else DEFAULT_SIGMA
+    return JobPlan(recipe, seed, region, output, priority, CONTENT[header.content], sigma)
 
 
 def job_spec(header: Any, job_id: str, layout: PixelLayout, job: JobPlan, image_buf: Buffer,
@@ -94,6 +103,8 @@ def job_spec(header: Any, job_id: str, layout: PixelLayout, job: JobPlan, image_
         region=job.region,
         mask=(lambda: raw_mask(mask_buf, layout)) if mask_buf is not None else None,
         output=job.output,
+        content=job.content,
+        detail_sigma=job.detail_sigma,
         priority=job.priority,
         client_name=header.client_name[:64],
         job_id=job_id,
@@ -134,6 +145,7 @@ class RawResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     crc32: int = 0
     file: Any = None  # the shm.ResultFile holding the pixels, when there is one
+    content: str = "normal"
 
     @property
     def nbytes(self) -> int:
@@ -162,6 +174,7 @@ def to_raw(result: pipeline.RunResult, result_file: Callable[[int], Any] | None 
         messages=result.messages,
         stage_seconds=dict(result.timings),
         crc32=zlib.crc32(pixels) & 0xFFFFFFFF,
+        content=result.content,
         file=file,
     )
 
@@ -183,6 +196,7 @@ def result_events(job_id: str, seq: int, raw: RawResult | FetchSummary, shared_m
         canvas_width=raw.canvas[0], canvas_height=raw.canvas[1], layer_name=raw.layer_name,
         preset=raw.preset, seed=raw.seed, icc_profile=raw.icc_profile or b"",
         messages=list(raw.messages), stage_seconds=raw.stage_seconds, shared_memory_id=shared_memory_id,
+        content=CONTENT_PB[raw.content],
     )
     yield pb.JobEvent(job_id=job_id, seq=seq, done=pb.Done(result=info))
 
@@ -206,7 +220,9 @@ def event_pb(ev: Event) -> Any:
                                         tiles=ev.tiles, fraction=ev.fraction, message=ev.message))
     elif ev.kind is K.preview and ev.preview is not None:
         p = ev.preview
-        m.preview.CopyFrom(pb.Preview(width=p.width, height=p.height, pixels=p.pixels))
+        x, y, w, h = p.area or (0, 0, 0, 0)
+        m.preview.CopyFrom(pb.Preview(width=p.width, height=p.height, pixels=p.pixels, area_x=x, area_y=y,
+                                      area_width=w, area_height=h, stage=p.stage or ev.stage))
     elif ev.kind is K.message:
         m.message.stage, m.message.text = ev.stage, ev.message
     elif ev.kind is K.error:

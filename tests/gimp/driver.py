@@ -61,16 +61,36 @@ def build(case):
     sel = case.get("selection")
     if sel:
         op = Gimp.ChannelOps.REPLACE
-        if sel["kind"] == "ellipse":
-            img.select_ellipse(op, sel["x"], sel["y"], sel["w"], sel["h"])
-        else:
-            img.select_rectangle(op, sel["x"], sel["y"], sel["w"], sel["h"])
+        for shape in sel.get("shapes", [sel]):  # several shapes add up (selection islands)
+            if shape["kind"] == "ellipse":
+                img.select_ellipse(op, shape["x"], shape["y"], shape["w"], shape["h"])
+            else:
+                img.select_rectangle(op, shape["x"], shape["y"], shape["w"], shape["h"])
+            op = Gimp.ChannelOps.ADD
         if sel.get("feather"):
             Gimp.Selection.feather(img, float(sel["feather"]))
     if case.get("indexed"):
         img.convert_indexed(Gimp.ConvertDitherType.NONE, Gimp.ConvertPaletteType.GENERATE, 16,
                             False, False, "")
     return img, layers
+
+
+def describe(case, layer, key):
+    """Name, place, size, mode, opacity, visibility, mask of a layer (and of a group's children);
+    the pixels and mask of Dermis layers go to files."""
+    _, x, y = layer.get_offsets()
+    mask = layer.get_mask()
+    entry = {"name": layer.get_name(), "offset": [x, y], "size": [layer.get_width(), layer.get_height()],
+             "has_mask": mask is not None, "has_alpha": layer.has_alpha(),
+             "mode": layer.get_mode().value_nick, "opacity": round(layer.get_opacity(), 3),
+             "visible": layer.get_visible(), "group": layer.is_group()}
+    if layer.is_group():
+        entry["children"] = [describe(case, child, f"{key}.{i}") for i, child in enumerate(layer.get_children())]
+    elif layer.get_name().startswith("Dermis") and not case.get("indexed"):
+        entry["pixels"] = dump(key + ".result", read(layer, case["result_format"]))
+        if mask is not None:
+            entry["mask"] = dump(key + ".mask", read(mask, case["mask_format"]))
+    return entry
 
 
 def run_case(case):
@@ -108,18 +128,24 @@ def run_case(case):
     elif res.index(0) != Gimp.PDBStatusType.SUCCESS and res.length() > 1:
         rec["error"] = res.index(1)
     rec["image_size"] = [img.get_width(), img.get_height()]
-    rec["layers"] = []
-    for layer in img.get_layers():  # top first
-        _, x, y = layer.get_offsets()
-        mask = layer.get_mask()
-        entry = {"name": layer.get_name(), "offset": [x, y], "size": [layer.get_width(), layer.get_height()],
-                 "has_mask": mask is not None, "has_alpha": layer.has_alpha()}
-        if layer.get_name().startswith("Dermis") and not case.get("indexed"):
-            entry["pixels"] = dump(case["name"] + ".result", read(layer, case["result_format"]))
-            if mask is not None:
-                entry["mask"] = dump(case["name"] + ".mask", read(mask, case["mask_format"]))
-        rec["layers"].append(entry)
-    rec["unchanged"] = {ly.get_name(): read(ly, fmt) == before[ly.get_name()] for ly in layers} if before else {}
+    rec["layers"] = [describe(case, layer, f"{case['name']}.{i}") for i, layer in enumerate(img.get_layers())]
+    if case.get("composite") and res.index(0) == Gimp.PDBStatusType.SUCCESS:
+        # the image as GIMP composites it, with the returned layer (or group) at each opacity and
+        # mode ("" = as inserted); the layer is put back as it was afterwards
+        top = res.index(1)
+        mode, opacity = top.get_mode(), top.get_opacity()
+        rec["composites"] = {}
+        for i, (percent, mode_name) in enumerate(case["composite"]):
+            top.set_opacity(float(percent))
+            top.set_mode(getattr(Gimp.LayerMode, mode_name) if mode_name else mode)
+            dup = img.duplicate()
+            rec["composites"][f"{percent}{mode_name}"] = dump(f"{case['name']}.composite{i}",
+                                                              read(dup.flatten(), case["read_format"]))
+            dup.delete()
+        top.set_opacity(opacity)
+        top.set_mode(mode)
+    rec["unchanged"] = {ly.get_name(): read(ly, fmt) == before[ly.get_name()]
+                        for ly in layers if ly.is_valid()} if before else {}
     rec["selected"] = [ly.get_name() for ly in img.get_selected_layers()]
     if case.get("undo"):
         # press_keys.sh now presses ctrl+z in the image window, as a user would; one press must

@@ -4,6 +4,8 @@
 #                       (xdotool key names: Escape, alt+o, ...), wait for it to close
 #   file:PATH           wait until PATH exists (the driver says it is ready for the next step)
 #   window:TITLE:KEY    focus the visible window whose title contains TITLE and press KEY
+#   shown:PATH          wait for the dialog, then write its geometry (xdotool's shell form) to PATH
+#                       (tools/gimp_screenshot.py takes its picture then)
 # Each wait gives up after 60 s with a message; the test then fails on the driver's results.
 set -u
 title="${DIALOG_TITLE:?}"
@@ -25,6 +27,12 @@ for step in "$@"; do
         ;;
     file:*)
         wait_for test -e "${step#file:}" || { echo "press_keys: no ${step#file:}" >&2; exit 1; }
+        ;;
+    shown:*)
+        wait_for find_win --name "$title" || { echo "press_keys: no dialog to show" >&2; exit 1; }
+        xdotool mousemove 1279 1023  # no tooltip in the picture
+        sleep 1.5  # mapped, drawn, the daemon's preset line filled in
+        xdotool getwindowgeometry --shell "$win" > "${step#shown:}.part" && mv "${step#shown:}.part" "${step#shown:}"
         ;;
     window:*)
         rest="${step#window:}"; name="${rest%%:*}"; key="${rest#*:}"

@@ -1,12 +1,13 @@
-"""kritarunner driver: the Dermis plugin's core inside real Krita, against the real daemon.
+"""kritarunner driver: the Dermis plugin's controller inside real Krita, against the real daemon.
 
 Called as ``kritarunner -s kr_core -f main SPEC.json`` with the installed plugin (``dermis_krita``,
-vendored client and wheels) on PYTHONPATH. For each case of the spec it builds a document, reads the
-source through ``dermis_krita.document``, runs the job with the plugin's own ``jobs.Job`` and the
-vendored thin client, inserts the result and dumps what happened (pixels sent, layer stack, the new
-layer's pixels) for test_krita_editor.py to check against ``pipeline.run``. kritarunner has no event
-loop, so the job is waited for synchronously here; the GUI test covers the non-blocking path.
-kritarunner exits 0 whatever happens, so the result is a JSON file plus ``os._exit``.
+vendored client and wheels) on PYTHONPATH. For each case of the spec it builds a document and lets
+the plugin's own ``Controller`` do what the menu entry does (``refine_on``: read the layer and the
+selection, split it into jobs, run them through the vendored client, insert the results), pumping
+its timer function by hand (kritarunner has no event loop; the GUI test covers the timers). Then it
+dumps what happened (pixels sent, the layer tree, each new layer's pixels and mask, composites) for
+test_krita_editor.py to check against ``pipeline.run``. kritarunner exits 0 whatever happens, so the
+result is a JSON file plus ``os._exit``.
 """
 
 from __future__ import annotations
@@ -26,16 +27,19 @@ def main(args: list) -> None:
     code = 0
     try:
         import dermis_krita
-        from dermis_krita import document, jobs
-        from dermis_krita.thin_client import client as dc
+        from dermis_krita import controller
         from krita import Krita
 
         report["plugin_file"] = dermis_krita.__file__
         report["krita"] = Krita.instance().version()
         report["python"] = f"{sys.version_info[0]}.{sys.version_info[1]}"
+        ctl = controller.instance()
+        ctl.refresh()
+        if not wait(ctl, lambda: not ctl.connecting, 60) or not ctl.server_ok:
+            raise RuntimeError(f"no daemon: {ctl.server_text}")
         for case in spec["cases"]:
             try:
-                report["cases"][case["name"]] = run_case(case, out_dir, document, jobs, dc)
+                report["cases"][case["name"]] = run_case(case, out_dir, ctl)
             except Exception:
                 report["cases"][case["name"]] = {"crash": traceback.format_exc()}
                 code = 2
@@ -48,13 +52,24 @@ def main(args: list) -> None:
     os._exit(code)
 
 
-def run_case(case: dict, out_dir: Path, document, jobs, dc) -> dict:
+def wait(ctl, cond, timeout: float) -> bool:
+    """Run the controller's timer function until ``cond()`` (kritarunner has no event loop)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        ctl._tick()
+        time.sleep(0.01)
+    return True
+
+
+def build(case: dict, out_dir: Path):
     from krita import Krita, Selection
 
     app = Krita.instance()
-    name, w, h = case["name"], case["width"], case["height"]
-    res: dict = {}
-    doc = app.createDocument(w, h, name, case.get("model", "RGBA"), case["depth"], case.get("profile", ""), 72.0)
+    w, h = case["width"], case["height"]
+    doc = app.createDocument(w, h, case["name"], case.get("model", "RGBA"), case["depth"], case.get("profile", ""),
+                             72.0)
     bg = doc.rootNode().childNodes()[0]
     bg.setName("Background")
     bg.setPixelData((out_dir / case["image"]).read_bytes(), 0, 0, w, h)
@@ -78,35 +93,66 @@ def run_case(case: dict, out_dir: Path, document, jobs, dc) -> dict:
         doc.setSelection(sel)
     doc.refreshProjection()
     doc.waitForDone()
+    return doc, bg, source
+
+
+def run_case(case: dict, out_dir: Path, ctl) -> dict:
+    from dermis_krita.thin_client import client as dc
+    from krita import Krita
+
+    app = Krita.instance()
+    name, w, h = case["name"], case["width"], case["height"]
+    doc, bg, source = build(case, out_dir)
+    res: dict = {}
     source_before = bytes(source.pixelData(0, 0, w, h))
     res["layers_before"] = names(doc)
     if case.get("whole_image"):
         (out_dir / f"{name}.merged.raw").write_bytes(bytes(doc.pixelData(0, 0, w, h)))
+    (out_dir / f"{name}.composite_before.raw").write_bytes(bytes(doc.pixelData(0, 0, w, h)))
 
-    # 1. read, as the action does
-    try:
-        src = document.read_source(doc, source, whole_image=case.get("whole_image", False),
-                                   padding=case.get("padding", 128))
-    except document.DocumentError as e:
-        res["read_error"] = str(e)
+    # 1. the settings of the docker, then what the menu entry does
+    s = ctl.settings
+    s.preset, s.seed, s.scale = case["preset"], case["seed"], case.get("scale", 1.0)
+    s.content, s.strength = case.get("content", "normal"), case.get("strength", 100)
+    s.variations, s.islands, s.faces = case.get("variations", 1), case.get("islands", True), case.get("faces", False)
+    s.overrides = dict(case.get("settings_overrides", {}))  # the docker's preset controls (feather, context)
+    ask = ctl.ask()
+    ask.overrides.update(case.get("overrides", {}))  # any setting, not only the docker's controls
+    if "padding" in case:
+        ask.padding = case["padding"]
+    client_args = case.get("client")  # a wrong address or token, for the error cases
+    ctl.connect_client = (lambda: dc.Client(**client_args)) if client_args else type(ctl).connect_client.__get__(ctl)
+    ctl.last_error = ctl.last_message = ""
+    before_runs = ctl.run_count
+    started = ctl.refine_on(doc, source, whole_image=case.get("whole_image", False), ask=ask)
+    if not started:
+        res["read_error"] = ctl.last_error
         res["layers_after"] = names(doc)
         return res
-    t = src.target
-    (out_dir / f"{name}.sent.raw").write_bytes(src.pixels)
-    if src.mask is not None:
-        (out_dir / f"{name}.sent_mask.raw").write_bytes(src.mask)
-    res["sent"] = {"box": [t.x, t.y, t.width, t.height], "bit_depth": src.bit_depth, "wire": list(t.wire_space),
-                   "mask": src.mask is not None, "notes": src.notes}
+    if ctl.run_count == before_runs:  # looking for faces first
+        if not wait(ctl, lambda: ctl.run_count > before_runs or not ctl._preparing, 60):
+            res["error"] = "the face search did not answer"
+            return res
+    run = ctl.runs[-1] if ctl.runs else None
+    if run is None:
+        res["read_error"] = ctl.last_error
+        res["layers_after"] = names(doc)
+        return res
+    t = run.target
+    res["sent"] = []
+    for k, job in enumerate(run.jobs):
+        bx, by, bw, bh = job.context.box
+        r = job.request
+        (out_dir / f"{name}.{k}.sent.raw").write_bytes(r.pixels)
+        if r.mask is not None:
+            (out_dir / f"{name}.{k}.sent_mask.raw").write_bytes(r.mask)
+        res["sent"].append({"box": [t.x + bx, t.y + by, bw, bh], "bit_depth": r.bit_depth, "wire": list(t.wire_space),
+                            "mask": r.mask is not None, "seed": r.seed, "label": job.context.label,
+                            "overrides": r.overrides, "content": r.content})
+    res["notes"] = run.notes
+    res["padding"] = ask.padding
 
-    # 2. the job, through the vendored client and the daemon the runtime file names
-    scale = case.get("scale", 1.0)
-    output = "layer" if scale == 1.0 else "full"  # as the controller decides
-    request = dc.JobRequest(pixels=src.pixels, width=src.width, height=src.height, channels=4,
-                            bit_depth=src.bit_depth, preset=case["preset"], scale=scale, seed=case["seed"],
-                            overrides=case.get("overrides", {}), mask=src.mask, output=output,
-                            client_name="krita-test")
-    client_args = case.get("client", {})  # a wrong address or token, for the error cases
-    job = jobs.Job(request, lambda: dc.Client(**client_args), context=t).start()
+    # 2. what the user does meanwhile
     edit = case.get("meanwhile")
     if edit == "add_layer_above_and_new_document":
         other = doc.createNode("Meanwhile", "paintlayer")
@@ -118,53 +164,92 @@ def run_case(case: dict, out_dir: Path, document, jobs, dc) -> dict:
     elif edit == "delete_source":
         source.remove()
     t0 = time.monotonic()
-    if not job.wait(120):
-        res["job_error"] = "the job did not finish within 120 s"
+    if not wait(ctl, lambda: run.handled, 180):
+        res["job_error"] = "the run did not finish within 180 s"
         return res
-    res["job"] = {"phase": job.phase.value, "error": job.error, "code": job.error_code,
-                  "seconds": round(time.monotonic() - t0, 3), "messages": job.messages}
-    if job.result is None:
+    res["seconds"] = round(time.monotonic() - t0, 3)
+    res["jobs"] = [{"phase": j.phase.value, "error": j.error, "code": j.error_code, "messages": j.messages}
+                   for j in run.jobs]
+    res["job"] = res["jobs"][0]
+    res["message"], res["error"] = ctl.last_message, ctl.last_error
+    done = [j for j in run.jobs if j.result is not None]
+    res["results"] = [{"layer_name": j.result.layer_name, "offset": [j.result.offset_x, j.result.offset_y],
+                       "size": [j.result.width, j.result.height], "seed": j.result.seed,
+                       "canvas": [j.result.canvas_width, j.result.canvas_height], "content": j.result.content}
+                      for j in done]
+    if done:
+        res["result"] = res["results"][0]
+    if edit == "close_document" or not done:
         return res
-    r = job.result
-    res["result"] = {"layer_name": r.layer_name, "offset": [r.offset_x, r.offset_y], "size": [r.width, r.height],
-                     "canvas": [r.canvas_width, r.canvas_height], "seed": r.seed, "bit_depth": r.bit_depth,
-                     "channels": r.channels}
-
-    # 3. insert, as the controller does when the job is done
-    if output == "full":
-        placed = document.open_result_document(t, r)
-        new_doc = placed.document
+    if case.get("scale", 1.0) != 1.0:
+        r = done[0].result
+        new_doc = ctl.last_placed[0].document
         new_doc.waitForDone()
-        res["new_document"] = {"open": document.is_open(new_doc), "size": [new_doc.width(), new_doc.height()],
-                               "layers": names(new_doc), "space": [new_doc.colorModel(), new_doc.colorDepth(),
-                                                                   new_doc.colorProfile()]}
+        res["new_document"] = {"open": True, "size": [new_doc.width(), new_doc.height()], "layers": names(new_doc),
+                               "name": new_doc.name()}
         (out_dir / f"{name}.new_document.raw").write_bytes(bytes(new_doc.pixelData(0, 0, r.width, r.height)))
         res["layers_after"] = names(doc)
         res["source_unchanged"] = bytes(source.pixelData(0, 0, w, h)) == source_before
         return res
-    try:
-        placed = document.insert_result(t, r)
-    except document.DocumentError as e:
-        res["insert_error"] = str(e)
-        return res
+
+    # 3. what was inserted
     doc.waitForDone()
-    layer_name = placed.name
-    res["inserted"] = {"name": layer_name, "notes": placed.notes, "same_document": placed.document == doc}
     res["layers_after"] = names(doc)
-    new = next(n for n in doc.rootNode().childNodes() if n.name() == layer_name)
-    res["new_space"] = [new.colorModel(), new.colorDepth(), new.colorProfile()]
+    res["tree"] = tree(doc.rootNode())
+    top = next(n for n in doc.rootNode().childNodes() if n.name().startswith("Dermis"))
+    res["top"] = {"name": top.name(), "type": top.type(), "blend": top.blendingMode(), "opacity": top.opacity()}
     res["doc_space"] = [doc.colorModel(), doc.colorDepth(), doc.colorProfile()]
-    x, y = t.x + r.offset_x, t.y + r.offset_y
-    res["layer_rect"] = [x, y, r.width, r.height]
-    (out_dir / f"{name}.layer.raw").write_bytes(bytes(new.pixelData(x, y, r.width, r.height)))
-    (out_dir / f"{name}.source_after.raw").write_bytes(bytes(source.pixelData(x, y, r.width, r.height)))
+    res["layers"] = []
+    for k, job in enumerate(run.jobs):
+        if job.result is None:
+            continue
+        r = job.result
+        node = _find_layer(top, run.layer_name(job))
+        x, y = t.x + job.context.box[0] + r.offset_x, t.y + job.context.box[1] + r.offset_y
+        unit = node.parentNode()
+        entry = {"name": node.name(), "rect": [x, y, r.width, r.height], "inherit_alpha": node.inheritAlpha(),
+                 "space": [node.colorModel(), node.colorDepth(), node.colorProfile()], "job": k,
+                 "unit": [unit.name(), unit.type(), unit.visible(),
+                          [(c.name(), c.type(), c.inheritAlpha()) for c in unit.childNodes()]]}
+        (out_dir / f"{name}.{k}.layer.raw").write_bytes(bytes(node.pixelData(x, y, r.width, r.height)))
+        coverage = [c for c in unit.childNodes() if c.name() == "Selection"] if node.inheritAlpha() else []
+        if coverage:  # the editable selection the result inherits its alpha from
+            (out_dir / f"{name}.{k}.mask.raw").write_bytes(bytes(coverage[0].pixelData(x, y, r.width, r.height)))
+        entry["mask"] = bool(coverage)
+        (out_dir / f"{name}.{k}.source_after.raw").write_bytes(bytes(source.pixelData(x, y, r.width, r.height)))
+        res["layers"].append(entry)
+    res["inserted"] = {"name": top.name(), "same_document": any(d == doc for d in app.documents())}
     res["source_unchanged"] = bytes(source.pixelData(0, 0, w, h)) == source_before
     res["source_space"] = [source.colorModel(), source.colorDepth(), source.colorProfile()]
+    for state in case.get("composites", ()):  # the image as Krita composites it, in several states
+        if state == "opacity0":
+            top.setOpacity(0)
+        elif state == "normal_mode":
+            top.setOpacity(255)
+            top.setBlendingMode("normal")
+        doc.refreshProjection()
+        doc.waitForDone()
+        (out_dir / f"{name}.composite_{state}.raw").write_bytes(bytes(doc.pixelData(0, 0, w, h)))
     return res
+
+
+def _find_layer(top, name: str):
+    """The paint layer called ``name``: ``top`` itself or a layer somewhere inside it."""
+    if top.name() == name and top.type() == "paintlayer":
+        return top
+    for child in top.childNodes():
+        found = _find_layer(child, name)
+        if found is not None:
+            return found
+    return None
 
 
 def names(doc) -> list:
     return [n.name() for n in doc.rootNode().childNodes()]
+
+
+def tree(node) -> list:
+    return [[c.name(), c.type(), c.visible(), tree(c)] for c in node.childNodes()]
 
 
 def no_grpc(args: list) -> None:

@@ -19,6 +19,12 @@ class OutputMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OUTPUT_MODE_LAYER: _ClassVar[OutputMode]
     OUTPUT_MODE_FULL: _ClassVar[OutputMode]
 
+class ResultContent(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RESULT_CONTENT_UNSPECIFIED: _ClassVar[ResultContent]
+    RESULT_CONTENT_NORMAL: _ClassVar[ResultContent]
+    RESULT_CONTENT_DETAIL: _ClassVar[ResultContent]
+
 class Blob(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     BLOB_UNSPECIFIED: _ClassVar[Blob]
@@ -47,6 +53,9 @@ PRIORITY_BATCH: Priority
 OUTPUT_MODE_UNSPECIFIED: OutputMode
 OUTPUT_MODE_LAYER: OutputMode
 OUTPUT_MODE_FULL: OutputMode
+RESULT_CONTENT_UNSPECIFIED: ResultContent
+RESULT_CONTENT_NORMAL: ResultContent
+RESULT_CONTENT_DETAIL: ResultContent
 BLOB_UNSPECIFIED: Blob
 BLOB_IMAGE: Blob
 BLOB_MASK: Blob
@@ -87,7 +96,7 @@ class Region(_message.Message):
     def __init__(self, x: _Optional[int] = ..., y: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
 
 class JobHeader(_message.Message):
-    __slots__ = ("job_id", "preset", "scale", "seed", "overrides", "region", "output", "priority", "client_name", "image", "image_bytes", "image_crc32", "icc_profile", "has_mask", "mask_crc32", "shared_memory_id")
+    __slots__ = ("job_id", "preset", "scale", "seed", "overrides", "region", "output", "priority", "client_name", "image", "image_bytes", "image_crc32", "icc_profile", "has_mask", "mask_crc32", "content", "detail_sigma", "shared_memory_id")
     class OverridesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +119,8 @@ class JobHeader(_message.Message):
     ICC_PROFILE_FIELD_NUMBER: _ClassVar[int]
     HAS_MASK_FIELD_NUMBER: _ClassVar[int]
     MASK_CRC32_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_SIGMA_FIELD_NUMBER: _ClassVar[int]
     SHARED_MEMORY_ID_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     preset: str
@@ -126,8 +137,10 @@ class JobHeader(_message.Message):
     icc_profile: bytes
     has_mask: bool
     mask_crc32: int
+    content: ResultContent
+    detail_sigma: float
     shared_memory_id: str
-    def __init__(self, job_id: _Optional[str] = ..., preset: _Optional[str] = ..., scale: _Optional[float] = ..., seed: _Optional[int] = ..., overrides: _Optional[_Mapping[str, str]] = ..., region: _Optional[_Union[Region, _Mapping]] = ..., output: _Optional[_Union[OutputMode, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., client_name: _Optional[str] = ..., image: _Optional[_Union[PixelFormat, _Mapping]] = ..., image_bytes: _Optional[int] = ..., image_crc32: _Optional[int] = ..., icc_profile: _Optional[bytes] = ..., has_mask: _Optional[bool] = ..., mask_crc32: _Optional[int] = ..., shared_memory_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., preset: _Optional[str] = ..., scale: _Optional[float] = ..., seed: _Optional[int] = ..., overrides: _Optional[_Mapping[str, str]] = ..., region: _Optional[_Union[Region, _Mapping]] = ..., output: _Optional[_Union[OutputMode, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., client_name: _Optional[str] = ..., image: _Optional[_Union[PixelFormat, _Mapping]] = ..., image_bytes: _Optional[int] = ..., image_crc32: _Optional[int] = ..., icc_profile: _Optional[bytes] = ..., has_mask: _Optional[bool] = ..., mask_crc32: _Optional[int] = ..., content: _Optional[_Union[ResultContent, str]] = ..., detail_sigma: _Optional[float] = ..., shared_memory_id: _Optional[str] = ...) -> None: ...
 
 class Chunk(_message.Message):
     __slots__ = ("blob", "offset", "data")
@@ -232,14 +245,24 @@ class Progress(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., step: _Optional[int] = ..., steps: _Optional[int] = ..., tile: _Optional[int] = ..., tiles: _Optional[int] = ..., fraction: _Optional[float] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Preview(_message.Message):
-    __slots__ = ("width", "height", "pixels")
+    __slots__ = ("width", "height", "pixels", "area_x", "area_y", "area_width", "area_height", "stage")
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     PIXELS_FIELD_NUMBER: _ClassVar[int]
+    AREA_X_FIELD_NUMBER: _ClassVar[int]
+    AREA_Y_FIELD_NUMBER: _ClassVar[int]
+    AREA_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    AREA_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
     width: int
     height: int
     pixels: bytes
-    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., pixels: _Optional[bytes] = ...) -> None: ...
+    area_x: int
+    area_y: int
+    area_width: int
+    area_height: int
+    stage: str
+    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., pixels: _Optional[bytes] = ..., area_x: _Optional[int] = ..., area_y: _Optional[int] = ..., area_width: _Optional[int] = ..., area_height: _Optional[int] = ..., stage: _Optional[str] = ...) -> None: ...
 
 class Message(_message.Message):
     __slots__ = ("stage", "text")
@@ -264,7 +287,7 @@ class Done(_message.Message):
     def __init__(self, result: _Optional[_Union[ResultInfo, _Mapping]] = ...) -> None: ...
 
 class ResultInfo(_message.Message):
-    __slots__ = ("format", "bytes", "crc32", "offset_x", "offset_y", "canvas_width", "canvas_height", "layer_name", "preset", "seed", "icc_profile", "messages", "stage_seconds", "shared_memory_id")
+    __slots__ = ("format", "bytes", "crc32", "offset_x", "offset_y", "canvas_width", "canvas_height", "layer_name", "preset", "seed", "icc_profile", "messages", "stage_seconds", "content", "shared_memory_id")
     class StageSecondsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -285,6 +308,7 @@ class ResultInfo(_message.Message):
     ICC_PROFILE_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     STAGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
     SHARED_MEMORY_ID_FIELD_NUMBER: _ClassVar[int]
     format: PixelFormat
     bytes: int
@@ -299,8 +323,9 @@ class ResultInfo(_message.Message):
     icc_profile: bytes
     messages: _containers.RepeatedScalarFieldContainer[str]
     stage_seconds: _containers.ScalarMap[str, float]
+    content: ResultContent
     shared_memory_id: str
-    def __init__(self, format: _Optional[_Union[PixelFormat, _Mapping]] = ..., bytes: _Optional[int] = ..., crc32: _Optional[int] = ..., offset_x: _Optional[int] = ..., offset_y: _Optional[int] = ..., canvas_width: _Optional[int] = ..., canvas_height: _Optional[int] = ..., layer_name: _Optional[str] = ..., preset: _Optional[str] = ..., seed: _Optional[int] = ..., icc_profile: _Optional[bytes] = ..., messages: _Optional[_Iterable[str]] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ..., shared_memory_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, format: _Optional[_Union[PixelFormat, _Mapping]] = ..., bytes: _Optional[int] = ..., crc32: _Optional[int] = ..., offset_x: _Optional[int] = ..., offset_y: _Optional[int] = ..., canvas_width: _Optional[int] = ..., canvas_height: _Optional[int] = ..., layer_name: _Optional[str] = ..., preset: _Optional[str] = ..., seed: _Optional[int] = ..., icc_profile: _Optional[bytes] = ..., messages: _Optional[_Iterable[str]] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ..., content: _Optional[_Union[ResultContent, str]] = ..., shared_memory_id: _Optional[str] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("code", "message", "stage")
@@ -473,18 +498,24 @@ class WorkerInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., host: _Optional[str] = ..., device: _Optional[str] = ..., vram_free: _Optional[int] = ..., vram_total: _Optional[int] = ..., loaded_models: _Optional[_Iterable[_Union[LoadedModel, _Mapping]]] = ..., job_id: _Optional[str] = ..., removed: _Optional[str] = ...) -> None: ...
 
 class PresetInfo(_message.Message):
-    __slots__ = ("name", "label", "description", "scale", "stages")
+    __slots__ = ("name", "label", "description", "scale", "stages", "context", "feather", "previews")
     NAME_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     SCALE_FIELD_NUMBER: _ClassVar[int]
     STAGES_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    FEATHER_FIELD_NUMBER: _ClassVar[int]
+    PREVIEWS_FIELD_NUMBER: _ClassVar[int]
     name: str
     label: str
     description: str
     scale: float
     stages: _containers.RepeatedCompositeFieldContainer[StageInfo]
-    def __init__(self, name: _Optional[str] = ..., label: _Optional[str] = ..., description: _Optional[str] = ..., scale: _Optional[float] = ..., stages: _Optional[_Iterable[_Union[StageInfo, _Mapping]]] = ...) -> None: ...
+    context: int
+    feather: float
+    previews: bool
+    def __init__(self, name: _Optional[str] = ..., label: _Optional[str] = ..., description: _Optional[str] = ..., scale: _Optional[float] = ..., stages: _Optional[_Iterable[_Union[StageInfo, _Mapping]]] = ..., context: _Optional[int] = ..., feather: _Optional[float] = ..., previews: _Optional[bool] = ...) -> None: ...
 
 class StageInfo(_message.Message):
     __slots__ = ("id", "kind", "enabled", "optional", "params")
@@ -604,6 +635,20 @@ class ModelFile(_message.Message):
     supported: bool
     is_default: bool
     def __init__(self, role: _Optional[str] = ..., variant: _Optional[str] = ..., filename: _Optional[str] = ..., size: _Optional[int] = ..., size_exact: _Optional[bool] = ..., licence: _Optional[str] = ..., non_commercial: _Optional[bool] = ..., gated: _Optional[bool] = ..., source: _Optional[str] = ..., page: _Optional[str] = ..., path: _Optional[str] = ..., action: _Optional[str] = ..., note: _Optional[str] = ..., supported: _Optional[bool] = ..., is_default: _Optional[bool] = ...) -> None: ...
+
+class FindFacesRequest(_message.Message):
+    __slots__ = ("image", "pixels")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    PIXELS_FIELD_NUMBER: _ClassVar[int]
+    image: PixelFormat
+    pixels: bytes
+    def __init__(self, image: _Optional[_Union[PixelFormat, _Mapping]] = ..., pixels: _Optional[bytes] = ...) -> None: ...
+
+class FindFacesReply(_message.Message):
+    __slots__ = ("faces",)
+    FACES_FIELD_NUMBER: _ClassVar[int]
+    faces: _containers.RepeatedCompositeFieldContainer[Region]
+    def __init__(self, faces: _Optional[_Iterable[_Union[Region, _Mapping]]] = ...) -> None: ...
 
 class FetchModelsReply(_message.Message):
     __slots__ = ("job_id", "files", "download_bytes", "free_bytes", "folder", "licences_to_accept")

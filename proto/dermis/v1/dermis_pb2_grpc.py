@@ -71,6 +71,11 @@ class DermisStub:
                 request_serializer=dermis_dot_v1_dot_dermis__pb2.FetchModelsRequest.SerializeToString,
                 response_deserializer=dermis_dot_v1_dot_dermis__pb2.FetchModelsReply.FromString,
                 _registered_method=True)
+        self.FindFaces = channel.unary_unary(
+                '/dermis.v1.Dermis/FindFaces',
+                request_serializer=dermis_dot_v1_dot_dermis__pb2.FindFacesRequest.SerializeToString,
+                response_deserializer=dermis_dot_v1_dot_dermis__pb2.FindFacesReply.FromString,
+                _registered_method=True)
 
 
 class DermisServicer:
@@ -152,6 +157,15 @@ class DermisServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FindFaces(self, request, context):
+        """Where the faces are in a small picture (an editor sends its selection, shrunk to at most 4 MP at
+        8 bits), so it can refine each face as a job of its own. Unary and quick: the daemon's weight-free
+        detector (OpenCV's frontal-face cascade) on the CPU, never the device's queue.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DermisServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -189,6 +203,11 @@ def add_DermisServicer_to_server(servicer, server):
                     servicer.FetchModels,
                     request_deserializer=dermis_dot_v1_dot_dermis__pb2.FetchModelsRequest.FromString,
                     response_serializer=dermis_dot_v1_dot_dermis__pb2.FetchModelsReply.SerializeToString,
+            ),
+            'FindFaces': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindFaces,
+                    request_deserializer=dermis_dot_v1_dot_dermis__pb2.FindFacesRequest.FromString,
+                    response_serializer=dermis_dot_v1_dot_dermis__pb2.FindFacesReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -382,6 +401,33 @@ class Dermis:
             '/dermis.v1.Dermis/FetchModels',
             dermis_dot_v1_dot_dermis__pb2.FetchModelsRequest.SerializeToString,
             dermis_dot_v1_dot_dermis__pb2.FetchModelsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindFaces(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dermis.v1.Dermis/FindFaces',
+            dermis_dot_v1_dot_dermis__pb2.FindFacesRequest.SerializeToString,
+            dermis_dot_v1_dot_dermis__pb2.FindFacesReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,216 @@
+"""Writing results into Krita: a run's layers (or group), and larger results as a new document.
+
+Call only on Krita's UI thread. What a run inserts:
+- one result of a selection: a group "Dermis (preset, seed)" directly above the source layer, holding
+  the result as a paint layer that is opaque over the processed rectangle, and under it a layer
+  "Selection" holding the feathered selection (white, its coverage as alpha). The result layer
+  inherits that alpha, so painting "Selection" (brush to add, eraser to remove) takes the effect in
+  or out. Krita 5.1's scripting API cannot fill a transparency mask (a new one has no pixels to
+  write: measured, ``pixelData`` returns 0 bytes and ``setPixelData`` is ignored), which is why the
+  coverage is a layer the result clips to; the composite is the same. Without a selection, the result
+  keeps its own alpha and is a plain layer;
+- several parts (islands, faces) or seeds (variations): one group holding a layer per part, or a
+  sub-group per seed holding the parts; only the first seed is visible;
+- the detail layer (content "detail") in Grain Merge mode; the strength is the opacity of what is
+  inserted (layer or group).
+
+One undo step: everything is built detached from the document, children attached with
+``setChildNodes`` (which Krita does not record), and only the top node is added (recorded as one
+"Add Layer"). Krita 5.1 records a blend-mode change as a step of its own even on a detached node,
+so a detail result leaves one more, invisible "Composition Mode Change" step below it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+from krita import Krita
+
+from . import document, pixels, prepare
+from .document import DocumentError, Target
+
+GRAIN_MERGE = "grain_merge"  # Krita's id of the Grain Merge blending mode
+SELECTION_LAYER = "Selection"  # the editable coverage under a result
+
+
+@dataclass
+class Placed:
+    """Where a result went."""
+
+    name: str  # the new layer's (group's, document's) name
+    document: Any  # the document holding it (a new one for scale > 1)
+    notes: list[str] = field(default_factory=list)  # what the user should know (source deleted…)
+
+
+@dataclass
+class Item:
+    """One result to insert: where its area was read, its part of it, and how to show it."""
+
+    box: tuple[int, int, int, int]  # the part's box in the run's area
+    result: Any  # dc.JobResult (layer mode)
+    name: str  # layer name
+    has_mask: bool  # a selection came with it: its alpha becomes a transparency mask
+    visible: bool = True
+    seed: int = 0
+    data: tuple[bytes, bytes | None] | None = None  # prepare.layer_bytes, done off the UI thread
+
+Steps = Generator[None, None, Any]  # UI-thread work in steps: the caller resumes it from a timer
+STRIP_BYTES = 8 << 20  # pixels written per step into a detached layer
+
+
+def insert(target: Target, items: list[Item], *, group: str, detail: bool, strength: int) -> Steps:
+    """Insert a run's results above the source layer in one undo step (see the module's doc); the
+    pixels go into the still detached layers a strip per step, so the UI keeps running. Returns
+    (as the generator's value) a Placed."""
+    doc = target.document
+    if not document.is_open(doc):
+        names = ", ".join(i.name for i in items)
+        raise DocumentError(f"The image this job came from was closed; the result ({names}) was not inserted. "
+                            "Run it again on the open image.")
+    notes = []
+    if (doc.width(), doc.height()) != target.canvas:
+        notes.append("The canvas was resized while Dermis worked: the result sits where the "
+                     "selection was when the job started.")
+    layers = []
+    for item in items:
+        layers.append((yield from _layer(doc, target, item)))
+    if not document.is_open(doc):
+        raise DocumentError("The image this job came from was closed while the result was being inserted.")
+    if len(layers) == 1:
+        top, name = layers[0], items[0].name
+    else:
+        top, name = _group(doc, group, items, layers), group
+    top.setOpacity(round(strength * 255 / 100))
+    if detail:
+        top.setBlendingMode(GRAIN_MERGE)  # before it is added: Krita records this as a step of its own
+    source = find_node(doc.rootNode(), target.node_id) if target.node_id is not None else None
+    if source is not None:
+        source.parentNode().addChildNode(top, source)  # the one visible undo step: "Add Layer"
+    else:
+        if target.node_id is not None:
+            notes.append(f"The layer '{target.node_name}' was deleted meanwhile: the result went on top.")
+        root = doc.rootNode()
+        tops = [n for n in root.childNodes() if n.type() not in document.MASK_TYPES]
+        root.addChildNode(top, tops[-1] if tops else None)
+    # no refreshProjection(): it waits for the whole image to be composited again (over a second at
+    # 4096² on the UI thread); adding the node already updates its area, in Krita's own threads
+    return Placed(name, doc, notes)
+
+
+def _layer(doc: Any, target: Target, item: Item) -> Steps:
+    """The result as a layer, or with a selection as a group {coverage, result inheriting its alpha}."""
+    r = item.result
+    _check_result(target, r, want_canvas=(item.box[2], item.box[3]))
+    x, y = target.x + item.box[0] + r.offset_x, target.y + item.box[1] + r.offset_y
+    node = doc.createNode(item.name, "paintlayer")
+    layer, white = item.data or prepare.layer_bytes(r, item.has_mask)
+    yield from _write(node, _to_document_space(doc, target.wire_space, r, layer), x, y, r.width, r.height)
+    if white is None:
+        node.setVisible(item.visible)
+        return node
+    node.setInheritAlpha(True)  # shows only where "Selection" below it has coverage
+    coverage = doc.createNode(SELECTION_LAYER, "paintlayer")
+    yield from _write(coverage, _to_document_space(doc, target.wire_space, r, white), x, y, r.width, r.height)
+    unit = doc.createGroupLayer(item.name)
+    unit.setChildNodes([coverage, node])  # attached without an undo step (nothing is in the image yet)
+    unit.setVisible(item.visible)
+    return unit
+
+
+def _write(node: Any, data: bytes, x: int, y: int, w: int, h: int) -> Steps:
+    """setPixelData a strip per step (the node is detached: no undo step, no redraw)."""
+    row = len(data) // max(1, h)
+    rows = max(1, STRIP_BYTES // max(1, row))
+    for top in range(0, h, rows):
+        n = min(rows, h - top)
+        node.setPixelData(data[top * row:(top + n) * row], x, y + top, w, n)
+        yield
+
+
+def _group(doc: Any, name: str, items: list[Item], layers: list[Any]) -> Any:
+    """One group; with several seeds and several parts, a sub-group per seed."""
+    top = doc.createGroupLayer(name)
+    seeds = list(dict.fromkeys(i.seed for i in items))
+    parts = len(items) // max(1, len(seeds))
+    if len(seeds) > 1 and parts > 1:
+        children = []
+        for k, seed in enumerate(seeds):
+            members = [layer for layer, item in zip(layers, items, strict=True) if item.seed == seed]
+            for layer in members:
+                layer.setVisible(True)
+            sub = doc.createGroupLayer(next(i.result.layer_name for i in items if i.seed == seed))
+            sub.setChildNodes(list(reversed(members)))  # first part on top
+            sub.setVisible(k == 0)
+            children.append(sub)
+    else:
+        children = layers
+    top.setChildNodes(list(reversed(children)))  # Krita lists children bottom first: the first on top
+    return top
+
+
+def open_result_document(target: Target, result: Any) -> Placed:
+    """A larger (scale > 1) full-image result opens as a new document; the original stays as it is."""
+    _check_result(target, result, want_canvas=None)
+    app = Krita.instance()
+    model, depth, profile = target.wire_space
+    doc = app.createDocument(result.width, result.height, result.layer_name, model, depth, profile,
+                             _resolution(target.document))
+    layer = doc.rootNode().childNodes()[0]
+    layer.setName(result.layer_name)
+    layer.setPixelData(pixels.swap_red_blue(result.pixels, result.bit_depth), 0, 0,
+                       result.width, result.height)
+    notes = []
+    if document.is_open(target.document):
+        dst = document.space_of(target.document)
+        if dst != target.wire_space and doc.setColorSpace(*dst):
+            notes.append(f"converted back to {'/'.join(dst)}")
+    doc.refreshProjection()
+    window = app.activeWindow()
+    if window is not None:
+        window.addView(doc)  # the view keeps the document open (the caller's reference does too)
+    return Placed(result.layer_name, doc, notes)
+
+
+def find_node(parent: Any, uid: Any) -> Any:
+    """The node with this unique id under ``parent`` (depth first), or None."""
+    for child in parent.childNodes():
+        if child.uniqueId() == uid:
+            return child
+        found = find_node(child, uid)
+        if found is not None:
+            return found
+    return None
+
+
+def _check_result(target: Target, result: Any, want_canvas: tuple[int, int] | None) -> None:
+    bits = document.DEPTH_BITS[target.wire_space[1]]
+    size = result.width * result.height * result.channels * (result.bit_depth // 8)
+    if result.channels != 4 or result.bit_depth != bits or len(result.pixels) != size:
+        raise DocumentError(
+            f"The daemon sent {result.width}x{result.height}x{result.channels} at {result.bit_depth} bit "
+            f"({len(result.pixels)} bytes); expected RGBA at {bits} bit. Is the daemon up to date?")
+    if want_canvas is not None:
+        cw, ch = result.canvas_width, result.canvas_height
+        inside = (0 <= result.offset_x and 0 <= result.offset_y and result.offset_x + result.width <= cw
+                  and result.offset_y + result.height <= ch)
+        if (cw, ch) != want_canvas or not inside:
+            raise DocumentError(
+                f"The daemon's layer ({result.width}x{result.height} at {result.offset_x},{result.offset_y} "
+                f"of {cw}x{ch}) does not fit the {want_canvas[0]}x{want_canvas[1]} area that was sent.")
+
+
+def _to_document_space(doc: Any, wire: document.Space, result: Any, data: bytes) -> bytes:
+    """Krita-ordered pixels of ``result`` in the document's colour space (converted when it differs)."""
+    dst = document.space_of(doc)  # now, not at submit: the user may have converted the image meanwhile
+    if dst != wire:
+        data = document.convert(data, result.width, result.height, wire, dst)
+    return data
+
+
+def _resolution(doc: Any) -> float:
+    try:
+        return float(doc.resolution()) if document.is_open(doc) else 72.0
+    except Exception:
+        return 72.0
