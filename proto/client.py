@@ -60,6 +60,7 @@ from .client_types import (
     Unauthenticated,
     WatchFolderCounts,
     WeightInfo,
+    WorkerInfo,
 )
 from .discovery import default_runtime_file, find_daemon, read_runtime_file
 from .messages import CHUNK_BYTES
@@ -67,7 +68,7 @@ from .messages import CHUNK_BYTES
 __all__ = [
     "CHUNK_BYTES", "DEFAULT_PRIORITY", "Client", "ClientCounts", "DaemonClient", "ClientError", "DaemonUnavailable",
     "DependencyMissing", "Event", "EventKind", "JobCancelled", "JobFailed", "JobInfo", "JobLost", "JobRequest",
-    "JobResult", "ModelFile", "ModelPlan", "PresetInfo", "Preview", "Rejected", "ServerInfo", "StageInfo",
+    "JobResult", "ModelFile", "ModelPlan", "PresetInfo", "Preview", "Rejected", "ServerInfo", "StageInfo", "WorkerInfo",
     "Unauthenticated", "WatchFolderCounts", "WeightInfo", "default_runtime_file", "read_runtime_file",
 ]
 

@@ -237,6 +237,20 @@ def human_size(n: int) -> str:
 
 
 @dataclass
+class WorkerInfo:
+    """One cluster worker of a daemon started with --ray (docs/cluster.md)."""
+
+    name: str
+    host: str
+    device: str
+    vram_free: int
+    vram_total: int
+    loaded_models: dict[str, int]
+    job_id: str = ""  # "" when idle
+    removed: str = ""  # why it left the pool; "" while in it
+
+
+@dataclass
 class ServerInfo:
     version: str
     device: str
@@ -254,6 +268,7 @@ class ServerInfo:
     shared_memory_dir: str = ""  # the daemon's folder for shared-memory transfers; "" = none
     catalogue: list[ModelFile] = field(default_factory=list)  # every file the daemon can fetch or knows
     flux_memory: list[str] = field(default_factory=list)  # FLUX file picked + what each memory mode holds
+    workers: list[WorkerInfo] = field(default_factory=list)  # `dermis serve --ray`: the cluster's workers
 
 
 @dataclass

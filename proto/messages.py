@@ -25,6 +25,7 @@ from .client_types import (
     StageInfo,
     WatchFolderCounts,
     WeightInfo,
+    WorkerInfo,
 )
 from .events import Event, EventKind, JobResult, Preview
 
@@ -156,6 +157,9 @@ def server_info(r: Any) -> ServerInfo:
         model_budget=int(r.model_budget), max_pixels=int(r.limits.max_pixels),
         capabilities=list(r.capabilities), catalogue=[model_file(f) for f in r.catalogue],
         shared_memory_dir=r.shared_memory_dir, flux_memory=list(r.flux_memory),
+        workers=[WorkerInfo(w.name, w.host, w.device, int(w.vram_free), int(w.vram_total),
+                            {m.key: int(m.bytes) for m in w.loaded_models}, w.job_id, w.removed)
+                 for w in r.workers],
     )
 
 

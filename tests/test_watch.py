@@ -306,3 +306,53 @@ def test_scanner_waits_for_stable_size_and_time_then_a_full_decode(tmp_path):
     res = sc.scan(t + 6.6)  # q never changed: given up on
     assert [b.path for b in res.broken] == [q] and res.broken[0].error.code == "corrupt_image"
     assert hashlib.sha256(p.read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+def test_a_runner_with_capacity_keeps_that_many_jobs_in_flight(dirs):
+    """A runner whose capacity() is 2 (a Ray cluster's live workers) gets two files at once; each file
+    still has one outcome. Stopping with both running leaves both claimed; the next start runs each once."""
+    inbox, out = dirs
+    lock = threading.Lock()
+    running: set[str] = set()
+    peak = [0]
+
+    class TwoWorkers(LocalRunner):
+        block = False  # True: run until cancelled
+
+        def capacity(self) -> int:
+            return 2
+
+        def run(self, job, cancel):
+            with lock:
+                running.add(job.name)
+                peak[0] = max(peak[0], len(running))
+            try:
+                deadline = time.monotonic() + 10
+                while (self.block or peak[0] < 2) and time.monotonic() < deadline:
+                    cancel.check()
+                    time.sleep(0.01)
+                return super().run(job, cancel)
+            finally:
+                with lock:
+                    running.discard(job.name)
+
+    good = {f"c{i}.png": png_bytes(90 + i) for i in range(5)}
+    for name, data in good.items():
+        (inbox / name).write_bytes(data)
+    with Watcher(inbox, out, runner=TwoWorkers()) as w:
+        w.wait_finished(5)
+    assert peak[0] == 2, "the second file waited for the first"
+    assert_accounted(inbox, out, good, expected={n: expected_output(d) for n, d in good.items()})
+
+    more = {f"d{i}.png": png_bytes(95 + i) for i in range(2)}
+    for name, data in more.items():
+        (inbox / name).write_bytes(data)
+    blocking = TwoWorkers()
+    blocking.block = True
+    with Watcher(inbox, out, runner=blocking):
+        wait_for(lambda: len(running) == 2, 15, "both files running")
+    rows = {r[0]: r for r in journal_rows(inbox)}
+    assert [rows[n][1:3] for n in more] == [("queued", 0)] * 2
+    with Watcher(inbox, out) as w2:
+        w2.wait_finished(7)
+    assert_accounted(inbox, out, {**good, **more})

@@ -13,6 +13,9 @@ Options come from the command line, then the config's ``[daemon]`` table:
     upload_stall_s = 30        # an upload that sends nothing this long is dropped
     shared_memory = true       # offer shared-memory transfers to clients on this machine (Linux)
 
+Jobs run on a Ray cluster's GPUs with ``--ray ADDRESS`` or a ``[cluster]`` table (docs/cluster.md;
+daemon/cluster/settings.py); without either Ray is never imported.
+
 Watch folders the daemon serves are ``[[watch]]`` tables in the same config (docs/watch.md).
 
 SIGTERM or Ctrl-C stop it gracefully: waiting jobs are cancelled, the running one finishes within the
@@ -33,6 +36,8 @@ import pipeline
 from pipeline import InvalidParameter
 from proto.discovery import default_runtime_file
 
+from ..cluster.settings import from_config
+
 NAME = "serve"
 HELP = "run the daemon (the GPU owner the plugins, `upscale --server` and the watch folder talk to)"
 
@@ -47,6 +52,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vram-budget", type=float, metavar="GIB",
                    help="GiB of device memory resident models may use (default: the card minus a reserve)")
     p.add_argument("--max-queue", type=int, metavar="N", help="jobs that may wait at once (default 32)")
+    p.add_argument("--ray", metavar="ADDRESS",
+                   help="run jobs on the Ray cluster at ADDRESS (host:port of its head, or auto); one worker per "
+                        "GPU it offers (docs/cluster.md; needs the dermis[cluster] extra)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="with --ray: start N workers instead of one per GPU the cluster offers")
     p.add_argument("--grace", type=float, metavar="S",
                    help="seconds the running job gets to finish on SIGTERM before it is cancelled (default 30)")
 
@@ -64,6 +74,9 @@ def server_config(args: argparse.Namespace) -> Any:
     if not isinstance(table, dict):
         raise InvalidParameter("the config's [daemon] section must be a table.")
     budget = _option(args, "vram_budget", table, "vram_budget_gb", None)
+    cluster = from_config(config.section("cluster"), getattr(args, "ray", None), getattr(args, "workers", None))
+    if cluster is not None:
+        require_ray()
     return ServerConfig(
         pipeline=config,
         listen=_option(args, "listen", table, "listen", None),
@@ -78,7 +91,17 @@ def server_config(args: argparse.Namespace) -> Any:
         max_uploads=int(table.get("max_uploads", ServerConfig.max_uploads)),
         upload_stall_s=float(table.get("upload_stall_s", ServerConfig.upload_stall_s)),
         shared_memory=bool(table.get("shared_memory", ServerConfig.shared_memory)),
+        cluster=cluster,
+        preload=tuple(str(p) for p in config.section("cluster").get("preload", ())) if cluster else (),
     )
+
+
+def require_ray() -> None:
+    """--ray (serve or watch) without the optional extra: say how to get it, before anything starts."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise InvalidParameter("--ray needs Ray, which is not installed: pip install 'dermis[cluster]'.")
 
 
 def _fewer_malloc_arenas() -> None:
@@ -127,6 +150,10 @@ def run(args: argparse.Namespace) -> int:
     if notice:
         print(f"dermis: {notice}", file=sys.stderr, flush=True)
     budget = daemon.residency.budget
+    workers = getattr(daemon.executor, "pool", None)
+    if workers is not None:
+        print(f"dermis: Ray cluster {config.cluster.address if config.cluster else ''}: "
+              f"{len(workers.live())} of {len(workers.slots)} worker(s) in the pool", file=sys.stderr, flush=True)
     print(f"dermis: serving on {daemon.address} (device {daemon.device}, "
           f"model budget {f'{budget / 2**30:.1f} GiB' if budget else 'unlimited'}); token in "
           f"{daemon.token_file}; stop with Ctrl-C or SIGTERM", file=sys.stderr, flush=True)

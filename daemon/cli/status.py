@@ -34,6 +34,13 @@ def run(args: argparse.Namespace) -> int:
     budget = _mib(info.model_budget) if info.model_budget else "no limit"
     loaded = ", ".join(f"{k} ({_mib(n)})" for k, n in info.loaded_models.items()) or "none"
     print(f"models loaded: {loaded}; budget {budget}")
+    if info.workers:
+        print(f"cluster workers ({sum(1 for w in info.workers if not w.removed)} of {len(info.workers)} in the pool):")
+        for w in info.workers:
+            mem = f", {_mib(w.vram_free)} free of {_mib(w.vram_total)}" if w.vram_total else ""
+            models = ", ".join(f"{k} ({_mib(n)})" for k, n in w.loaded_models.items()) or "none"
+            state = f"REMOVED: {w.removed}" if w.removed else (f"running {w.job_id}" if w.job_id else "idle")
+            print(f"  {w.name} on {w.host or '?'}: {w.device or '?'}{mem}; models {models}; {state}")
     print("presets:")
     for p in info.presets:
         default = " (default)" if p.name == info.default_preset else ""

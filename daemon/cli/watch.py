@@ -1,5 +1,8 @@
 """`dermis watch IN_DIR --out OUT_DIR`: a hot folder, processed here until Ctrl-C (or SIGTERM).
 
+With ``--ray ADDRESS`` the files run on a Ray cluster's workers, one per worker at once, through the same
+queue and ``ClusterExecutor`` as `dermis serve --ray`; the journal stays in this process (docs/cluster.md).
+
 `dermis watch --status IN_DIR` prints what the folder's journal says, whether or not a watcher runs.
 """
 
@@ -12,6 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pipeline
 from pipeline import InvalidParameter
@@ -19,9 +23,10 @@ from pipeline import InvalidParameter
 from ..watch.files import FolderLock
 from ..watch.folder import STATE_DIR, Options, WatchFolder, find_journal
 from ..watch.journal import Journal
-from ..watch.runner import LocalRunner
+from ..watch.runner import JobRunner, LocalRunner
 from ..watch.scan import is_input_name
-from ..watch.settings import base_settings
+from ..watch.service import QueueRunner
+from ..watch.settings import Settings, base_settings
 
 NAME = "watch"
 HELP = "process every image dropped into a folder (a hot folder)"
@@ -50,6 +55,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="journal location (default IN_DIR/.dermis/journal.sqlite; "
                         "with --polling the user state folder)")
     p.add_argument("--device", help="auto (default), cpu or cuda[:N]")
+    p.add_argument("--ray", metavar="ADDRESS",
+                   help="run the files on the Ray cluster at ADDRESS (host:port of its head, or auto), one per "
+                        "worker at once (docs/cluster.md; needs the dermis[cluster] extra)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="with --ray: start N workers instead of one per GPU the cluster offers")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,8 +74,41 @@ def run(args: argparse.Namespace) -> int:
         give_up_s=args.give_up, rescan_s=args.rescan, max_attempts=max(1, args.attempts),
         polling=args.polling)
     base = base_settings(args.preset, args.overrides)
-    runner = LocalRunner(config, device=args.device)
-    runner.preflight(base)  # missing weights: say so now rather than fail every file
+    cluster = None
+    if args.ray:
+        runner, cluster = _cluster_runner(args, config, base)
+    elif args.workers is not None:
+        raise InvalidParameter("--workers needs --ray ADDRESS (the cluster to start the workers on).")
+    else:
+        runner = LocalRunner(config, device=args.device)
+        runner.preflight(base)  # missing weights: say so now rather than fail every file
+    try:
+        return _serve(args, config, base, runner, options, inbox)
+    finally:
+        if cluster is not None:
+            cluster.stop(grace=5.0)
+
+
+def _cluster_runner(args: argparse.Namespace, config: pipeline.Config, base: Settings) -> tuple[QueueRunner, Any]:
+    """The folder's jobs go through a queue that the cluster's workers run (the daemon's ClusterExecutor,
+    started here); the folder keeps one job per live worker in flight. Checks the preset's weights on
+    every worker first."""
+    from ..cluster.executor import connect
+    from ..cluster.settings import from_config
+    from ..jobs.queue import JobQueue
+    from .serve import require_ray
+
+    require_ray()
+    settings = from_config(config.section("cluster"), args.ray, args.workers)
+    assert settings is not None, "--ray gives the address"
+    queue = JobQueue()
+    executor = connect(settings, queue, config, [base.recipe()], device=args.device)
+    executor.start()
+    return QueueRunner(queue, config, lambda: executor.capacity), executor
+
+
+def _serve(args: argparse.Namespace, config: pipeline.Config, base: Settings, runner: JobRunner,
+           options: Options, inbox: Path) -> int:
     folder = WatchFolder(inbox, args.out, base, runner, options=options,
                          journal=Path(args.journal) if args.journal else None,
                          max_pixels=config.max_pixels)

@@ -102,6 +102,11 @@ class Executor:
     def busy(self) -> bool:
         return bool(self._stack)
 
+    @property
+    def capacity(self) -> int:
+        """Jobs it runs at once (a watch folder keeps this many in flight)."""
+        return 1
+
     def stop(self, grace: float = 30.0) -> None:
         """Refuse new jobs, cancel waiting ones, let the running job finish for ``grace`` s, then
         cancel it; returns when the executor thread has ended (or 10 s after the cancel)."""

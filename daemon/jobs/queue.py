@@ -135,6 +135,11 @@ class JobQueue:
                 return self._start(self._waiting[0])
             return None
 
+    def editor_waiting(self) -> bool:
+        """Whether an editor job waits (the cluster executor then makes room for it)."""
+        with self._cond:
+            return bool(self._waiting) and self._waiting[0].priority is Priority.EDITOR
+
     def _start(self, job: Job) -> Job:
         self._waiting.remove(job)
         job.started = time.time()

@@ -70,6 +70,15 @@ def _flux_memory(config: pipeline.Config, device: tuple[torch.device, torch.dtyp
         return [f"FLUX (stages refine, final): cannot say: {e}"]
 
 
+def worker_pb(slot: Any, state: dict[str, Any]) -> Any:
+    """One cluster worker (daemon/cluster/pool.py's Slot and its last describe()) as a WorkerInfo."""
+    return pb.WorkerInfo(
+        name=slot.name, host=state.get("host", slot.node), device=state.get("device", ""),
+        vram_free=int(state.get("vram_free", 0)), vram_total=int(state.get("vram_total", 0)),
+        loaded_models=[pb.LoadedModel(key=k, bytes=n) for k, n in state.get("loaded", [])],
+        job_id=slot.job if slot.alive else "", removed=slot.removed)
+
+
 def _preset(r: pipeline.Recipe) -> Any:
     stages = [pb.StageInfo(id=s.id, kind=s.kind, enabled=s.enabled, optional=s.optional,
                            params={k: str(v) for k, v in s.params.items()}) for s in r.stages]

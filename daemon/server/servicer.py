@@ -80,7 +80,7 @@ class DermisServicer(pb_grpc.DermisServicer):
     def __init__(
         self,
         queue: JobQueue,
-        executor: Executor,
+        executor: Executor | Any,  # or daemon.cluster.executor.ClusterExecutor (`dermis serve --ray`)
         residency: Residency,
         config: pipeline.Config,
         device: tuple[torch.device, torch.dtype],
@@ -227,6 +227,9 @@ class DermisServicer(pb_grpc.DermisServicer):
 
     def GetServerInfo(self, request: Any, context: grpc.ServicerContext) -> Any:
         reply = info.build(self.config, self.device, self.residency, self.queue, self.queue.max_queued)
+        workers = getattr(self.executor, "workers", None)  # a ClusterExecutor (`dermis serve --ray`)
+        if workers is not None:
+            reply.workers.extend(info.worker_pb(slot, state) for slot, state in workers())
         if self.shm is not None:
             reply.shared_memory_dir = str(self.shm.path)
             reply.capabilities.append("shared-memory")

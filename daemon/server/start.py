@@ -16,6 +16,7 @@ import os
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -26,6 +27,7 @@ from pipeline import InvalidParameter
 from pipeline.device import select_device
 from proto.dermis.v1 import dermis_pb2 as pb
 
+from ..cluster.settings import ClusterSettings
 from ..jobs.executor import Executor
 from ..jobs.fetch import ModelFetcher
 from ..jobs.queue import JobQueue
@@ -36,6 +38,9 @@ from .info import device_text
 from .servicer import CallLimits, DermisServicer, add_to_server
 from .shm import SharedMemoryDir
 from .upload import STALL_S
+
+if TYPE_CHECKING:  # Ray is imported only when a cluster is configured (daemon/cluster/__init__.py)
+    from ..cluster.executor import ClusterExecutor
 
 log = logging.getLogger("dermis.daemon")
 
@@ -62,6 +67,8 @@ class ServerConfig:
     upload_stall_s: float = STALL_S  # s an upload may send nothing before it is dropped
     shared_memory: bool = True  # offer shared-memory transfers to clients on this machine (Linux)
     result_ttl: float = 900.0  # s a finished job's result stays fetchable
+    cluster: ClusterSettings | None = None  # `--ray`: jobs run on a Ray cluster's workers (docs/cluster.md)
+    preload: tuple[str, ...] = ()  # presets every cluster worker must have the weights of, checked at start
     shutdown_grace: float = 30.0  # s the running job gets to finish on stop()
 
 
@@ -72,7 +79,7 @@ class Daemon:
     token: str
     device: str  # e.g. "CPU (cpu, float32)"
     queue: JobQueue
-    executor: Executor
+    executor: Executor | ClusterExecutor
     residency: Residency
     health: health.HealthServicer
     config: ServerConfig
@@ -139,9 +146,11 @@ def start_server(config: ServerConfig) -> tuple[grpc.Server, Daemon]:
         residency = Residency(config.vram_budget if config.vram_budget is not None else default_budget(device[0]))
         queue = JobQueue(max_queued=config.max_queue, max_queued_bytes=config.max_queue_bytes,
                          result_ttl=config.result_ttl)
-        executor = Executor(queue, residency, config=config.pipeline, device=str(device[0]))
+        local = Executor(queue, residency, config=config.pipeline, device=str(device[0]))
+        executor = local if config.cluster is None else _cluster_executor(config, config.cluster, queue, local)
         fetcher = ModelFetcher(queue, config.pipeline)
-        watch = WatchService.from_config(config.pipeline, queue)  # bad [[watch]] tables: refuse to start
+        # bad [[watch]] tables: refuse to start; on a cluster, each folder keeps one job per live worker in flight
+        watch = WatchService.from_config(config.pipeline, queue, capacity=lambda: executor.capacity)
         token = config.token or auth.new_token()
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="dermis-rpc"),
@@ -197,6 +206,16 @@ def start_server(config: ServerConfig) -> tuple[grpc.Server, Daemon]:
                     token_file=token_file, lock=lock, socket_path=listen.socket_path, warnings=warnings,
                     watch=watch, fetcher=fetcher, shared_memory=shared_memory)
     return server, daemon
+
+
+def _cluster_executor(config: ServerConfig, settings: ClusterSettings, queue: JobQueue,
+                      local: Executor) -> ClusterExecutor:
+    """Connect to the Ray cluster and start its workers (the only place the daemon imports Ray)."""
+    from ..cluster.executor import connect
+
+    return connect(settings, queue, config.pipeline, [pipeline.build(name) for name in config.preload],
+                   device=config.device, budget=config.vram_budget,
+                   fallback=local if settings.local_fallback else None)
 
 
 def _bind(server: grpc.Server, listen: runtime.ListenAddress) -> int:

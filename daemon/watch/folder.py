@@ -11,7 +11,9 @@ Layout (everything that is renamed stays on the watched folder's volume, so rena
 
 One thread runs ``serve``: file-system events (watchdog) only wake it early; a full rescan runs every
 ``rescan_s`` seconds regardless, because events get lost. The order of journal commits and file
-operations is what makes a kill -9 at any instruction recoverable; ``_recover`` reads it back.
+operations is what makes a kill -9 at any instruction recoverable; ``recovery.py`` reads it back.
+Jobs run on threads of their own (``inflight.py``): one at a time locally, one per live worker on a Ray
+cluster; everything else, the journal included, stays on the loop thread.
 Where originals end (done/ or failed/) is ``archive.py``; what wakes the loop is ``events.py``.
 """
 
@@ -41,9 +43,11 @@ from . import journal as J
 from .archive import Archive
 from .events import start_observer
 from .faults import fault
-from .files import FolderLock, free_path, remove_temps, sha256_file
+from .files import FolderLock, free_path, sha256_file
+from .inflight import Finished, InFlight
+from .recovery import recover
 from .runner import JobRunner, WatchJob
-from .scan import FOLDER_SETTINGS, SIDECAR_SUFFIX, Scanner, ScanResult, find_sidecar, is_input_name
+from .scan import FOLDER_SETTINGS, Scanner, ScanResult, find_sidecar
 from .settings import Settings, resolve, seed_from_hash
 
 log = logging.getLogger("dermis.watch")
@@ -99,7 +103,7 @@ class WatchFolder:
         self._lock = FolderLock(state / "lock")
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._cancel: CancelToken | None = None
+        self._inflight = InFlight(runner, self._wake)
         self._observer: BaseObserver | None = None
         self._settling = 0  # files in the folder not yet complete, as of the last scan
         self._ready: list[Path] = []  # complete files in the folder, not yet claimed
@@ -113,10 +117,18 @@ class WatchFolder:
             raise DermisError(f"{self.inbox} is already watched by another Dermis process "
                               f"(pid {self._lock.holder()}).")
         try:
-            self._recover()
+            recover(self)
             self._observer = self._start_observer()
             self._loop(once)
         finally:
+            # whatever ended the loop (stop() or an error), jobs still running are our own shutdown's:
+            # cancel them, record each as interrupted (they stay claimed for the next start), bounded
+            if len(self._inflight):
+                self._stop.set()
+                self._inflight.cancel_all("the watcher is stopping")
+            for done in self._inflight.wait_all(timeout=60.0):
+                with contextlib.suppress(OSError, sqlite3.Error):
+                    self._finish(done)
             if self._observer is not None:
                 self._observer.stop()
                 self._observer.join(timeout=5)
@@ -124,11 +136,10 @@ class WatchFolder:
             self._lock.release()
 
     def stop(self) -> None:
-        """Finish cleanly: the running job is cancelled and stays claimed for the next start."""
+        """Finish cleanly: running jobs are cancelled and stay claimed for the next start."""
         self._stop.set()
         self._wake.set()
-        if self._cancel is not None:
-            self._cancel.cancel("the watcher is stopping")
+        self._inflight.cancel_all("the watcher is stopping")
 
     def counts(self) -> dict[str, int]:
         """pending (in the folder or claimed), running, done, skipped, failed."""
@@ -146,10 +157,13 @@ class WatchFolder:
         res = ScanResult()
         while not self._stop.is_set():
             try:
-                entry = self.journal.next_queued()
-                if entry is not None:
-                    self._process(entry)
-                    continue
+                for done in self._inflight.finished():
+                    self._finish(done)
+                entry = None
+                if len(self._inflight) < self._inflight.capacity():
+                    entry = self.journal.next_queued()
+                    if entry is not None and self._process(entry):
+                        continue
                 now = time.monotonic()
                 if not ready or self._wake.is_set() or now - last_scan >= self.options.rescan_s:
                     self._wake.clear()
@@ -178,9 +192,9 @@ class WatchFolder:
                 ready.clear()
                 last_scan = float("-inf")
                 with contextlib.suppress(OSError, sqlite3.Error):
-                    self._recover()
+                    recover(self, busy=self._inflight.ids())
                 continue
-            if once and res.waiting == 0:
+            if once and res.waiting == 0 and entry is None and not self._inflight and not ready:
                 return
             if self._stop.is_set():  # stop() may have come just before the wake flag was cleared
                 return
@@ -260,19 +274,24 @@ class WatchFolder:
 
     # ------------------------------------------------------------------------------------ process
 
-    def _process(self, entry: J.Entry) -> None:
+    def _process(self, entry: J.Entry) -> bool:
+        """Decide the file's outcome or start its run; False when it has to wait (its twin runs now)."""
         if entry.error_code:
-            return self.archive.decide(entry, J.FAILED, entry.error_code, entry.error)
+            self.archive.decide(entry, J.FAILED, entry.error_code, entry.error)
+            return True
+        if self._inflight.running_same(entry):
+            return False  # once the twin is done, this one is skipped as a repeat
         earlier = self.journal.find_done(entry.sha256, entry.settings_key, entry.id)
         if earlier is not None:
-            return self.archive.decide(entry, J.SKIPPED, None,
-                                       f"same content and settings as {earlier.name} (#{earlier.id}), "
-                                       f"already done: {earlier.output}")
+            self.archive.decide(entry, J.SKIPPED, None, f"same content and settings as {earlier.name} "
+                                f"(#{earlier.id}), already done: {earlier.output}")
+            return True
         if entry.attempts >= self.options.max_attempts:
-            return self.archive.decide(
+            self.archive.decide(
                 entry, J.FAILED, ErrorCode.CRASHED,
                 f"processing was started {entry.attempts} times and the watcher stopped during each "
                 "(crash, kill or power loss); giving up on this file.")
+            return True
         assert entry.settings is not None, "a queued row has its settings or its error code"
         settings = Settings.from_json(entry.settings)
         assert settings.seed is not None, "the seed is fixed when the file is claimed"
@@ -283,28 +302,29 @@ class WatchFolder:
                  settings.seed, entry.attempts)
         fault("run")
         job = WatchJob(self.work / entry.work, entry.name, settings, settings.seed, str(self.inbox))
-        self._cancel = token = CancelToken()
+        token = CancelToken()
         if self._stop.is_set():
             token.cancel("the watcher is stopping")
-        t0 = time.perf_counter()
-        try:
-            result = self.runner.run(job, token)
-        except Cancelled as e:
+        self._inflight.start(entry, settings, job, token)
+        return True
+
+    def _finish(self, done: Finished) -> None:
+        """Record how a run ended (on the loop thread, like every journal write)."""
+        entry, e = done.entry, done.error
+        if isinstance(e, Cancelled):
             if self._stop.is_set():  # our own shutdown: not the file's fault, resume next start
                 self.journal.update(entry.id, state=J.QUEUED, attempts=entry.attempts - 1,
                                     event="interrupted by shutdown; will resume")
                 log.info("%s: interrupted by shutdown; stays claimed", entry.name)
                 return None
             return self.archive.decide(entry, J.FAILED, e.code, str(e))
-        except DermisError as e:
+        if isinstance(e, DermisError):
             return self._retry_or_fail(entry, e.code, str(e))
-        except Exception as e:  # a bug or a library failure: keep the batch going, record it
-            log.exception("%s: unexpected error", entry.name)
+        if e is not None:  # a bug or a library failure: keep the batch going, record it
+            log.error("%s: unexpected error", entry.name, exc_info=e)
             return self._retry_or_fail(entry, ErrorCode.INTERNAL, f"{type(e).__name__}: {e}")
-        finally:
-            self._cancel = None
-        seconds = time.perf_counter() - t0
-        self._write_output(entry, settings, result, seconds)
+        assert done.result is not None
+        self._write_output(entry, done.settings, done.result, done.seconds)
         return None
 
     def _retry_or_fail(self, entry: J.Entry, code: ErrorCode, message: str) -> None:
@@ -340,52 +360,3 @@ class WatchFolder:
                                            f"could not write the result {target}: {e.strerror or e}")
         fault("output.linked")
         self.archive.archive(entry, note=f"wrote {target.name} ({result.width}x{result.height}, {seconds:.2f} s)")
-
-    # ----------------------------------------------------------------------------------- recovery
-
-    def _recover(self) -> None:
-        """Finish or undo whatever a previous run left half-done, then adopt unknown work files."""
-        for entry in self.journal.active():
-            work = self.work / entry.work
-            if entry.state == J.CLAIMING:
-                if work.exists():
-                    self._finish_claim(entry)
-                else:  # the rename never happened: the file is still in the folder (or was removed)
-                    self.journal.delete(entry.id)
-                continue
-            if entry.state == J.ARCHIVING:
-                self.archive.archive(entry)
-                continue
-            if entry.state == J.WRITING:
-                # no output recorded: a failed write was being undone when the process died
-                out = Path(entry.output) if entry.output else None
-                if out is not None:
-                    remove_temps(out)
-                    if out.is_file() and sha256_file(out) == entry.output_sha256:
-                        self.archive.archive(entry, note=f"wrote {out.name}")  # published: finish it
-                        continue
-                # never published: run again (the seed is fixed, so the result is the same)
-                entry = self.journal.update(entry.id, state=J.QUEUED, output=None, output_sha256=None,
-                                            outcome=None, archived=None)
-            if not work.exists():
-                self.archive.decide(entry, J.FAILED, ErrorCode.MISSING, "the claimed file disappeared from "
-                                    "the work folder before it was processed (removed by hand?).")
-            elif entry.state == J.RUNNING:
-                self.journal.update(entry.id, state=J.QUEUED,
-                                    event=f"attempt {entry.attempts} was interrupted; will resume")
-                log.info("%s: attempt %d was interrupted; will resume", entry.name, entry.attempts)
-        self._adopt_orphans()
-
-    def _adopt_orphans(self) -> None:
-        rows = self.journal.all()
-        known = {e.work for e in rows} | {e.sidecar for e in rows}
-        for p in sorted(self.work.iterdir()):
-            if p.name in known or p.name.startswith(".") or p.name.endswith(SIDECAR_SUFFIX):
-                continue
-            name = re.sub(r"^\d+-", "", p.name)
-            if not is_input_name(name):
-                continue
-            entry = self.journal.add_claim(name)
-            entry = self.journal.update(entry.id, work=p.name)
-            log.warning("%s: found in the work folder without a journal record; queued again", p.name)
-            self._finish_claim(entry)

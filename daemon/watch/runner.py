@@ -28,7 +28,9 @@ class WatchJob:
 
 class JobRunner(Protocol):
     def run(self, job: WatchJob, cancel: CancelToken) -> Image:
-        """Process one claimed file and return the full result image; raise DermisError on failure."""
+        """Process one claimed file and return the full result image; raise DermisError on failure.
+        A runner may also have ``capacity() -> int``: how many jobs the folder keeps in flight (1
+        without it); jobs then run on several threads at once."""
         ...
 
 

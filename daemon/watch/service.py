@@ -15,6 +15,8 @@
 Every folder has its own manager thread (claim, journal, publish, archive: the same WatchFolder as
 `dermis watch`); only running a job differs: ``QueueRunner`` submits it at batch priority and waits,
 so editor jobs run first and a running folder job yields to them at its next step or tile boundary.
+On a Ray cluster (`serve --ray`) a folder keeps one job per live worker in the queue, so every worker
+stays busy; the journal on this machine still records each file's one outcome.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -47,9 +50,15 @@ class QueueRunner:
 
     RETRY_S = 2.0  # how long to wait when the queue is full before submitting again
 
-    def __init__(self, queue: JobQueue, config: pipeline.Config) -> None:
+    def __init__(self, queue: JobQueue, config: pipeline.Config,
+                 capacity: Callable[[], int] | None = None) -> None:
         self.queue = queue
         self.config = config
+        self._capacity = capacity  # the executor's jobs at once (live cluster workers); 1 without it
+
+    def capacity(self) -> int:
+        """How many of a folder's jobs to keep in the queue at once: one per job the executor runs at once."""
+        return self._capacity() if self._capacity is not None else 1
 
     def run(self, job: WatchJob, cancel: CancelToken) -> Image:
         s = job.settings
@@ -101,7 +110,8 @@ class WatchService:
     entries: list[FolderEntry] = field(default_factory=list)
 
     @classmethod
-    def from_config(cls, config: pipeline.Config, queue: JobQueue) -> WatchService:
+    def from_config(cls, config: pipeline.Config, queue: JobQueue,
+                    capacity: Callable[[], int] | None = None) -> WatchService:
         """Build every ``[[watch]]`` folder. Bad entries raise (the daemon refuses to start with a
         config it cannot follow); a preset whose weights are missing only stops that folder."""
         raw = config.section("watch")
@@ -135,7 +145,7 @@ class WatchService:
                 LocalRunner(config).preflight(settings)
                 inbox.mkdir(parents=True, exist_ok=True)
                 entry.folder = WatchFolder(
-                    inbox, out, settings, QueueRunner(queue, config), options=options,
+                    inbox, out, settings, QueueRunner(queue, config, capacity), options=options,
                     journal=_path(table["journal"], base_dir) if "journal" in table else None,
                     max_pixels=config.max_pixels)
             except (DermisError, OSError) as e:

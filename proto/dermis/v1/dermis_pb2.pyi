@@ -440,7 +440,7 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ServerInfo(_message.Message):
-    __slots__ = ("version", "api_version", "device", "vram_free", "vram_total", "default_preset", "presets", "weights", "queue_length", "loaded_models", "model_budget", "limits", "capabilities", "catalogue", "shared_memory_dir", "flux_memory")
+    __slots__ = ("version", "api_version", "device", "vram_free", "vram_total", "default_preset", "presets", "weights", "queue_length", "loaded_models", "model_budget", "limits", "capabilities", "catalogue", "shared_memory_dir", "flux_memory", "workers")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     API_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
@@ -457,6 +457,7 @@ class ServerInfo(_message.Message):
     CATALOGUE_FIELD_NUMBER: _ClassVar[int]
     SHARED_MEMORY_DIR_FIELD_NUMBER: _ClassVar[int]
     FLUX_MEMORY_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
     version: str
     api_version: int
     device: str
@@ -473,7 +474,28 @@ class ServerInfo(_message.Message):
     catalogue: _containers.RepeatedCompositeFieldContainer[ModelFile]
     shared_memory_dir: str
     flux_memory: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, version: _Optional[str] = ..., api_version: _Optional[int] = ..., device: _Optional[str] = ..., vram_free: _Optional[int] = ..., vram_total: _Optional[int] = ..., default_preset: _Optional[str] = ..., presets: _Optional[_Iterable[_Union[PresetInfo, _Mapping]]] = ..., weights: _Optional[_Iterable[_Union[WeightInfo, _Mapping]]] = ..., queue_length: _Optional[int] = ..., loaded_models: _Optional[_Iterable[_Union[LoadedModel, _Mapping]]] = ..., model_budget: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., capabilities: _Optional[_Iterable[str]] = ..., catalogue: _Optional[_Iterable[_Union[ModelFile, _Mapping]]] = ..., shared_memory_dir: _Optional[str] = ..., flux_memory: _Optional[_Iterable[str]] = ...) -> None: ...
+    workers: _containers.RepeatedCompositeFieldContainer[WorkerInfo]
+    def __init__(self, version: _Optional[str] = ..., api_version: _Optional[int] = ..., device: _Optional[str] = ..., vram_free: _Optional[int] = ..., vram_total: _Optional[int] = ..., default_preset: _Optional[str] = ..., presets: _Optional[_Iterable[_Union[PresetInfo, _Mapping]]] = ..., weights: _Optional[_Iterable[_Union[WeightInfo, _Mapping]]] = ..., queue_length: _Optional[int] = ..., loaded_models: _Optional[_Iterable[_Union[LoadedModel, _Mapping]]] = ..., model_budget: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., capabilities: _Optional[_Iterable[str]] = ..., catalogue: _Optional[_Iterable[_Union[ModelFile, _Mapping]]] = ..., shared_memory_dir: _Optional[str] = ..., flux_memory: _Optional[_Iterable[str]] = ..., workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ...) -> None: ...
+
+class WorkerInfo(_message.Message):
+    __slots__ = ("name", "host", "device", "vram_free", "vram_total", "loaded_models", "job_id", "removed")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    VRAM_FREE_FIELD_NUMBER: _ClassVar[int]
+    VRAM_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    LOADED_MODELS_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    host: str
+    device: str
+    vram_free: int
+    vram_total: int
+    loaded_models: _containers.RepeatedCompositeFieldContainer[LoadedModel]
+    job_id: str
+    removed: str
+    def __init__(self, name: _Optional[str] = ..., host: _Optional[str] = ..., device: _Optional[str] = ..., vram_free: _Optional[int] = ..., vram_total: _Optional[int] = ..., loaded_models: _Optional[_Iterable[_Union[LoadedModel, _Mapping]]] = ..., job_id: _Optional[str] = ..., removed: _Optional[str] = ...) -> None: ...
 
 class PresetInfo(_message.Message):
     __slots__ = ("name", "label", "description", "scale", "stages", "context", "feather", "previews")
