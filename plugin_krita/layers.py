@@ -106,13 +106,15 @@ def _layer(doc: Any, target: Target, item: Item) -> Steps:
     x, y = target.x + item.box[0] + r.offset_x, target.y + item.box[1] + r.offset_y
     node = doc.createNode(item.name, "paintlayer")
     layer, white = item.data or prepare.layer_bytes(r, item.has_mask)
-    yield from _write(node, _to_document_space(doc, target.wire_space, r, layer), x, y, r.width, r.height)
+    layer = yield from _to_document_space(doc, target.wire_space, r, layer)
+    yield from _write(node, layer, x, y, r.width, r.height)
     if white is None:
         node.setVisible(item.visible)
         return node
     node.setInheritAlpha(True)  # shows only where "Selection" below it has coverage
     coverage = doc.createNode(SELECTION_LAYER, "paintlayer")
-    yield from _write(coverage, _to_document_space(doc, target.wire_space, r, white), x, y, r.width, r.height)
+    white = yield from _to_document_space(doc, target.wire_space, r, white)
+    yield from _write(coverage, white, x, y, r.width, r.height)
     unit = doc.createGroupLayer(item.name)
     unit.setChildNodes([coverage, node])  # attached without an undo step (nothing is in the image yet)
     unit.setVisible(item.visible)
@@ -201,11 +203,12 @@ def _check_result(target: Target, result: Any, want_canvas: tuple[int, int] | No
                 f"of {cw}x{ch}) does not fit the {want_canvas[0]}x{want_canvas[1]} area that was sent.")
 
 
-def _to_document_space(doc: Any, wire: document.Space, result: Any, data: bytes) -> bytes:
-    """Krita-ordered pixels of ``result`` in the document's colour space (converted when it differs)."""
+def _to_document_space(doc: Any, wire: document.Space, result: Any, data: Any) -> Steps:
+    """Krita-ordered pixels of ``result`` in the document's colour space (converted, a strip per
+    step, when it differs); the generator's value is the pixels."""
     dst = document.space_of(doc)  # now, not at submit: the user may have converted the image meanwhile
     if dst != wire:
-        data = document.convert(data, result.width, result.height, wire, dst)
+        data = yield from document.converted(data, result.width, result.height, wire, dst)
     return data
 
 

@@ -3,12 +3,26 @@ message and error the docker shows. Call on Krita's UI thread."""
 
 from __future__ import annotations
 
+import traceback
+from typing import Any
+
 from . import document, layers, prepare
 from .jobs import Job, Phase
 from .runs import Run
 from .thin_client import editors
 
 EDITOR = "krita"
+
+
+def insert_some(run: Run) -> tuple[bool, Any]:
+    """Insert the results of ``run`` for one timer tick (``prepare.advance``); (True, outcome's value)
+    once done. A bug ends the run with its message (never Krita's exception dialog)."""
+    try:
+        run.inserting = run.inserting or outcome(run)
+        return prepare.advance(run.inserting)
+    except Exception as exc:
+        traceback.print_exc()
+        return True, ("", f"Unexpected error ({type(exc).__name__}): {exc}", [])
 
 
 def outcome(run: Run) -> layers.Steps:
