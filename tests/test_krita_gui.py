@@ -48,6 +48,17 @@ def gui(tmp_path_factory):
 
 
 def _run_gui(base: Path, daemon) -> tuple[dict, Path]:
+    profile, env, rgba = gui_profile(base, daemon)
+    out = profile / "gui.json"
+    spec = {"out": str(out), "image": str(profile / "image.raw"), "width": rgba.shape[1], "height": rgba.shape[0],
+            "selection": [150, 100, 220, 260], "preset": "lite-slow", "seed": SEED, "hard_timeout_s": 420,
+            "screenshot": str(profile / "after-run.png"), "big": big_spec(profile, LINEAR)}
+    return run_spec(profile, env, spec), profile
+
+
+def gui_profile(base: Path, daemon) -> tuple[Path, dict[str, str], np.ndarray]:
+    """A Krita profile with Dermis installed the way a user does it and the test driver next to it,
+    the small image and the 4096x4096 one written as raw files: (profile, environment, small RGBA)."""
     profile = base / "gui-profile"
     env = kh.profile_env(profile, daemon.state)
     # installed the way a user does it: default folder of this profile, switched on in its kritarc
@@ -68,22 +79,27 @@ def _run_gui(base: Path, daemon) -> tuple[dict, Path]:
     (profile / "image.raw").write_bytes(kh.bgra_bytes(rgba))
     big = np.tile(rgba.astype(np.uint16) * 257, (BIG // 512, BIG // 512, 1))
     (profile / "big.raw").write_bytes(kh.bgra_bytes(big))
-    del big
-    out = profile / "gui.json"
-    spec = {"out": str(out), "image": str(profile / "image.raw"), "width": rgba.shape[1], "height": rgba.shape[0],
-            "selection": [150, 100, 220, 260], "preset": "lite-slow", "seed": SEED, "hard_timeout_s": 420,
-            "screenshot": str(profile / "after-run.png"),
-            "big": {"image": str(profile / "big.raw"), "size": BIG, "profile": LINEAR,
-                    "selection": [16, 16, BIG - 32, BIG - 32], "preset": "lite-fast", "timeout_s": 300,
-                    "rows_out": str(profile / "big"), "rows_every": ROWS_EVERY}}
+    return profile, env, rgba
+
+
+def big_spec(profile: Path, icc: str) -> dict:
+    """The driver's 4096x4096 16-bit run, in a document with the profile ``icc``."""
+    return {"image": str(profile / "big.raw"), "size": BIG, "profile": icc,
+            "selection": [16, 16, BIG - 32, BIG - 32], "preset": "lite-fast", "timeout_s": 300,
+            "rows_out": str(profile / "big"), "rows_every": ROWS_EVERY}
+
+
+def run_spec(profile: Path, env: dict[str, str], spec: dict) -> dict:
+    """Krita's window under Xvfb, driven by ``spec``; the driver's report."""
     (profile / "spec.json").write_text(json.dumps(spec))
-    env["DERMIS_AUTOTEST_SPEC"] = str(profile / "spec.json")
+    env = dict(env, DERMIS_AUTOTEST_SPEC=str(profile / "spec.json"))
+    out = Path(spec["out"])
     proc = kh.run_krita_gui(env, timeout=480)
     assert out.exists(), f"Krita wrote no report (rc {proc.returncode}):\n{proc.stderr[-3000:]}"
     r = json.loads(out.read_text())
     assert r["error"] is None and not r["exceptions"], json.dumps(r, indent=1)[:4000]
     assert proc.returncode == 0
-    return r, profile
+    return r
 
 
 def test_docker_and_menu_entry_with_feather_and_context_from_the_daemon(gui):

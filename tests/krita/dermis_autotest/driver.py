@@ -113,7 +113,8 @@ class Driver:
 
         self.ctl = controller_mod.instance()
         self.ctl.settings.scale, self.ctl.settings.seed, self.ctl.settings.overrides = 1.0, self.spec["seed"], {}
-        self.big()
+        self.ctl.refresh()
+        self.wait_for(lambda: self.ctl.server_ok and not self.ctl.connecting, self.big, 30, "the daemon's info")
 
     def setup(self) -> None:
         import dermis_krita.controller as controller_mod
