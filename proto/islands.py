@@ -151,7 +151,7 @@ class Part:
     """One job's share of a selection, in the coordinates of the area the plug-in read."""
 
     box: tuple[int, int, int, int]  # x, y, w, h: the pixels to send (the selected part plus padding)
-    mask: bytes | None  # box-sized 8-bit coverage; None = no selection (the whole box counts)
+    mask: bytes | bytearray | None  # box-sized 8-bit coverage; None = no selection (the whole box counts)
     label: str  # "island 2 of 3", "face 1 of 2", "" for the only part
 
 
