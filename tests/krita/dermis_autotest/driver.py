@@ -113,6 +113,7 @@ class Driver:
 
         self.ctl = controller_mod.instance()
         self.ctl.settings.scale, self.ctl.settings.seed, self.ctl.settings.overrides = 1.0, self.spec["seed"], {}
+        self.heart.start()
         self.ctl.refresh()
         self.wait_for(lambda: self.ctl.server_ok and not self.ctl.connecting, self.big, 30, "the daemon's info")
 
