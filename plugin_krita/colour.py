@@ -70,8 +70,8 @@ def convert_steps(data: bytes | bytearray | memoryview, w: int, h: int, src: Spa
     for a caller converting many pieces; by default one is made and closed here."""
     view = memoryview(data).cast("B")
     in_row = len(view) // max(1, h)
-    out = bytearray(pixel_bytes(dst) * w * h)
-    out_row = len(out) // max(1, h)
+    out = bytearray()  # grows a strip at a time: bytearray(n) would zero all of it in one call
+    out_row = pixel_bytes(dst) * w
     own = conv is None
     conv = conv or Converter(src, dst, w)
     try:
@@ -81,7 +81,7 @@ def convert_steps(data: bytes | bytearray | memoryview, w: int, h: int, src: Spa
             piece = conv.strip(bytes(view[top * in_row:(top + n) * in_row]), w, n)
             if len(piece) != n * out_row:
                 raise ConversionError(f"Krita gave {len(piece)} bytes for {w}x{n} {'/'.join(dst)} pixels.")
-            out[top * out_row:(top + n) * out_row] = piece
+            out += piece
             if top + n < h:
                 yield
     finally:

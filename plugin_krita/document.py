@@ -189,35 +189,31 @@ STRIP_BYTES = 8 << 20  # per step on the UI thread, at most: 4096-wide images in
 def _read_steps(src: Source, read: Callable[..., Any], space: Space, name: str) -> Iterator[None]:
     """Read ``src``'s pixels a strip per step (each ~0.1 s at most); when the layer is not sRGB RGBA
     8/16-bit, each strip is converted into the wire format right after it is read, in steps of
-    its own (colour.py). The strips go into one bytearray made for them: a final join or
-    ``bytes()`` of a 4096x4096 16-bit image would stop the UI for 0.1-0.2 s."""
+    its own (colour.py). The strips are appended to one bytearray: a final join or ``bytes()`` of a
+    4096x4096 16-bit image would stop the UI for 0.1-0.2 s."""
     x, y, w, h = src.target.x, src.target.y, src.width, src.height
     rows = max(1, STRIP_BYTES // (16 * w))  # 16 bytes: the widest pixel (RGBA, 32-bit float)
     wire = src.target.wire_space
     conv = None if wire == space else _converter(space, wire, w)
-    out: bytearray | None = None
-    row_bytes = 0
+    out = bytearray()  # grows a strip at a time: bytearray(n) would zero all of it in one call
     try:
         for top in range(0, h, rows):
             n = min(rows, h - top)
             with uitime.timed("pixelData strip"):
-                strip = bytes(read(x, y + top, w, n))
+                strip: bytes | bytearray = bytes(read(x, y + top, w, n))
             if not strip:
                 raise DocumentError(f"Krita returned no pixels for '{name}'.")
             if conv is not None:
                 yield
                 strip = yield from converted(strip, w, n, space, wire, conv)
-            if out is None:
-                row_bytes = len(strip) // n
-                out = bytearray(row_bytes * h)
-            out[top * row_bytes:(top + n) * row_bytes] = strip
+            out += strip
             yield
     finally:
         if conv is not None:
             conv.close()
     if conv is not None:
         src.notes.append(f"converted from {'/'.join(space)} to sRGB {wire[1]} for the daemon")
-    src.pixels = out if out is not None else bytearray()
+    src.pixels = out
     src.reader = None
 
 
