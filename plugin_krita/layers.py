@@ -152,8 +152,10 @@ def _group(doc: Any, name: str, items: list[Item], layers: list[Any]) -> Any:
     return top
 
 
-def open_result_document(target: Target, result: Any) -> Placed:
-    """A larger (scale > 1) full-image result opens as a new document; the original stays as it is."""
+def open_result_document(target: Target, result: Any, data: Any = None) -> Steps:
+    """A larger (scale > 1) full-image result opens as a new document; the original stays as it is.
+    ``data``: the result in Krita's byte order (prepare.layer_bytes, off the UI thread), written a
+    strip per step; the generator's value is a Placed."""
     _check_result(target, result, want_canvas=None)
     app = Krita.instance()
     model, depth, profile = target.wire_space
@@ -161,8 +163,8 @@ def open_result_document(target: Target, result: Any) -> Placed:
                              _resolution(target.document))
     layer = doc.rootNode().childNodes()[0]
     layer.setName(result.layer_name)
-    layer.setPixelData(pixels.swap_red_blue(result.pixels, result.bit_depth), 0, 0,
-                       result.width, result.height)
+    data = data if data is not None else pixels.swap_red_blue(result.pixels, result.bit_depth)
+    yield from _write(layer, data, 0, 0, result.width, result.height)
     notes = []
     if document.is_open(target.document):
         dst = document.space_of(target.document)

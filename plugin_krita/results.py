@@ -39,7 +39,10 @@ def outcome(run: Run) -> layers.Steps:
         return ("" if failed else next((j.status_text for j in run.jobs if j.status_text), "Cancelled")), error, []
     try:
         if done[0].request.output == "full":
-            placed = [layers.open_result_document(run.target, j.result) for j in done]
+            placed = []
+            for j in done:
+                data = (run.layers or {}).get(j.id, (None, None))[0]
+                placed.append((yield from layers.open_result_document(run.target, j.result, data)))
             name = ", ".join(p.name for p in placed)
             notes += [n for p in placed for n in p.notes]
         else:
@@ -57,9 +60,10 @@ def outcome(run: Run) -> layers.Steps:
 
 
 def layer_bytes(run: Run) -> dict[str, tuple[bytes, bytes | None]]:
-    """Each done job's layer in Krita's byte order (worker thread: no Krita calls)."""
-    return {j.id: prepare.layer_bytes(j.result, j.context.has_mask) for j in run.done()
-            if j.request.output == "layer"}
+    """Each done job's layer (or new document's pixels) in Krita's byte order (worker thread: no
+    Krita calls)."""
+    return {j.id: prepare.layer_bytes(j.result, j.context.has_mask and j.request.output == "layer")
+            for j in run.done()}
 
 
 def _items(run: Run, done: list[Job]) -> list[layers.Item]:
