@@ -197,8 +197,9 @@ def _srgb(linear: np.ndarray) -> np.ndarray:
 
 
 def test_4096_squared_linear_document_is_converted_both_ways_in_strips(gui):
-    """The strips (every 7th row written out by the driver, so every strip's seams are among them):
-    what the daemon got is the sRGB encoding of the linear source, and what landed is the source again."""
+    """Every 7th row (written out by the driver: rows of every 32-row strip, so a strip out of place
+    shows): what the daemon got is the sRGB encoding of the linear source, and what landed is the
+    source again."""
     b, out = gui[0]["big"], gui[1]
     rows = b["rows"]
     assert rows["wire"] == ["RGBA", "U16", "sRGB-elle-V2-srgbtrc.icc"]
