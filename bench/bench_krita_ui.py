@@ -10,14 +10,17 @@ the UI thread's CPU time, plugin_krita/uitime.py). ``srgb``: the pixels go as th
 (sRGB-elle-V2-g10): converted to 16-bit sRGB and back, a 1 MiB strip per step. Prints the longest
 gaps, the steps and the load average: on a shared machine the gaps grow with the load.
 
-Measured once (2-core AMD EPYC VM, CPU, shared with other jobs, load average 3.6-4.7):
+Measured (2-core AMD EPYC VM, CPU, shared with other jobs), heartbeat max gap while the plugin
+read, converted, prepared and inserted; the slowest plugin step by the UI thread's CPU time:
 
-    srgb    run 15.6 s; heartbeat max gap 0.483 s while the plugin read/inserted (0.508 s over the
-            whole run, while the daemon worked); steps: max CPU 0.077 s (tick), add layer 0.52 s
-            wall / 0.05 s CPU
-    linear  run 18.9 s; heartbeat max gap 0.301 s (0.301 s over the whole run); 384 strips of 1 MiB
-            converted (7.1 s in all, max 0.18 s wall / 0.08 s CPU each); add layer 3.9 s wall /
-            0.36 s CPU, the heartbeat ticking meanwhile (Krita runs its event loop while it waits)
+    load 1.7-2.6  srgb    0.278 s (run 9.9 s); steps <= 0.064 s CPU; add layer 0.42 s wall
+                  linear  0.183 s (run 21.7 s); 384 strips of 1 MiB converted, 9.0 s in all,
+                          <= 0.20 s wall / 0.10 s CPU each; add layer 2.4 s wall / 0.31 s CPU
+    load 3.6-4.7  srgb    0.483 s (run 15.6 s)
+                  linear  0.301 s (run 18.9 s)
+
+addChildNode ("add layer") waits inside Krita while Krita's threads composite the whole canvas, and
+Krita runs its event loop meanwhile: the heartbeat keeps ticking through its seconds.
 """
 
 from __future__ import annotations
