@@ -12,7 +12,6 @@ call (progress, layers) stays on that thread.
 
 from __future__ import annotations
 
-import os
 import sys
 import traceback
 
@@ -159,10 +158,6 @@ def _run(procedure, run_mode, image, drawables, config):
 
     for piece, result in zip(pieces, results, strict=True):
         piece.result = result
-    if os.environ.get("DERMIS_GIMP_TEST_DELETE_LAYER") == layer.get_name():
-        # test hook (tests/test_gimp_workflow.py): the user deletes the source layer while the
-        # daemon works; a batch session cannot do that while this procedure runs
-        image.remove_layer(layer)
     try:
         top, placed_notes = layers.insert(image, layer, source, pieces, scale=settings.scale,
                                           detail=settings.output == editors.MODE_DETAIL,
