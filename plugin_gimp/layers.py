@@ -53,13 +53,15 @@ def group_name(pieces: list[Piece]) -> str:
 
 
 def insert(image: Gimp.Image, source_layer: Gimp.Layer, source: Source, pieces: list[Piece], *,
-           scale: float, detail: bool, strength: int) -> tuple[Gimp.Layer, list[str]]:
+           scale: float, detail: bool, strength: int, closed: bool = False) -> tuple[Gimp.Layer, list[str]]:
     """Insert ``pieces`` directly above ``source_layer`` (see the module's doc); returns the top
-    item (layer or group) and notes for the user. A closed ``image`` gets a new one (module doc)."""
+    item (layer or group) and notes for the user. ``closed``: the user closed ``image`` meanwhile
+    (GIMP keeps it valid until the plug-in returns, then frees it), so the result goes into a new
+    image (module doc), as it does for an image GIMP already reports as gone."""
     for p in pieces:
         check_result(p.result, source)
     notes = []
-    reopened = not image.is_valid()
+    reopened = closed or not image.is_valid()
     if reopened:
         image, source_layer = _image_like(source)
     image.undo_group_start()

@@ -63,15 +63,15 @@ def gui(tmp_path_factory):
 def _run_session(root, work, daemon) -> dict:
     lite = {"preset": "lite", "seed": 7, "scale": 1.0, "server": daemon.address}
 
-    def one(name, title, **extra):
+    def one(name, title, selection=ELLIPSE, **extra):
         return case(name, [layer_spec(work, name, "Background", SRC)], size=(W, H), args=lite,
-                    selection=ELLIPSE, display=True, title=title, **extra)
+                    selection=selection, display=True, title=title, **extra)
 
     out = f"{work.inside}/out"
     cases = [
         case("deleted", [layer_spec(work, "deleted", "Background", SRC), layer_spec(work, "deleted", "Doomed", SRC)],
              size=(W, H), source=1, args=lite, selection=ELLIPSE, display=True, title="dermis-deleted"),
-        one("closed", "dermis-closed", clean=True),
+        one("closed", "dermis-closed", clean=True, other_image=True),
         one("group_undo", "dermis-group-undo", undo="undo-group", selection=TWO_ISLANDS),
         one("layer_undo", "dermis-layer-undo", undo="undo-layer"),
         one("no_undo_group", "dermis-no-undo-group", undo="undo-control", insert_without_undo_group=True,
@@ -138,6 +138,7 @@ def test_a_closed_image_gets_the_result_in_a_new_one(gui):
     work, results = gui
     rec = results["closed"]
     assert rec["image_closed"] and rec["status"] == "success", rec.get("error")
+    assert "new_image" in rec, ({k: v for k, v in rec.items() if k != "_log"}, rec["_log"][-3000:])
     new = rec["new_image"]
     assert new["size"] == [W, H] and new["dirty"], new
     names = [e["name"] for e in new["layers"]]

@@ -139,7 +139,16 @@ def run_case(case):
     # a window for the image when GIMP has a GUI, as when a user runs the filter from the menu
     if case.get("title"):  # so press_keys.sh can find the image window by its title
         img.set_file(Gio.File.new_for_path(f"/tmp/{case['title']}.xcf"))
+    other = None
+    if case.get("other_image"):  # another image open in its own window, as a retoucher has them
+        other = Gimp.Image.new(64, 48, Gimp.ImageBaseType.RGB)
+        other.insert_layer(Gimp.Layer.new(other, "other", 64, 48, Gimp.ImageType.RGB_IMAGE, 100.0,
+                                          Gimp.LayerMode.NORMAL), None, 0)
+        other.clean_all()
+        other = Gimp.Display.new(other)
     display = Gimp.Display.new(img) if case.get("display") else None
+    if display is not None and other is not None:
+        display.present()  # the user works on this one
     if case.get("clean"):  # as if just saved: closing the window asks nothing
         img.clean_all()
     if case.get("insert_without_undo_group"):
@@ -166,6 +175,8 @@ def run_case(case):
         elif res.index(0) != Gimp.PDBStatusType.SUCCESS and res.length() > 1:
             rec["error"] = res.index(1)
     rec["image_closed"] = not img.is_valid()
+    if other is not None:
+        other.delete()
     if rec["image_closed"]:
         return rec
     rec["image_size"] = [img.get_width(), img.get_height()]
@@ -203,8 +214,9 @@ def run_case(case):
         rec["composite_after_undo"] = dump(case["name"] + ".after_undo", read(dup.flatten(), fmt))
         dup.delete()
     if display is not None:
-        display.delete()
-    img.delete()
+        display.delete()  # and the image with it, its last display
+    if img.is_valid():
+        img.delete()
     return rec
 
 
