@@ -50,7 +50,8 @@ def gui(tmp_path_factory):
     """Every case in one GIMP GUI session: (workdir, results by case name)."""
     root = g.ensure_chroot()
     with g.mounted(root):
-        daemon = g.serve_on_tcp(tmp_path_factory.mktemp("daemon-state"), presets={"lite-blocker": BLOCKER_PRESET})
+        daemon = g.serve_on_tcp(tmp_path_factory.mktemp("daemon-state"),
+                                presets={"lite-blocker": BLOCKER_PRESET})
         work = g.Workdir(root)
         try:
             g.install_plugin(work, g.gimp_python_version(root))
@@ -71,7 +72,7 @@ def _run_session(root, work, daemon) -> dict:
 
     out = f"{work.inside}/out"
     cases = [
-        case("deleted", [layer_spec(work, "deleted", "Background", SRC), layer_spec(work, "deleted", "Doomed", SRC)],
+        case("deleted", [layer_spec(work, "deleted", name, SRC) for name in ("Background", "Doomed")],
              size=(W, H), source=1, args=lite, selection=ELLIPSE, display=True, title="dermis-deleted"),
         one("closed", "dermis-closed", clean=True, other_image=True),
         one("group_undo", "dermis-group-undo", undo="undo-group", selection=TWO_ISLANDS),
@@ -93,10 +94,12 @@ def _run_session(root, work, daemon) -> dict:
         try:
             seen: set[str] = set()
             for trigger, done in (("delete-now", "deleted"), ("close-now", "closed")):
-                job = wait_for(lambda: _queued_gimp_job(c, seen), WAIT, f"the GIMP job before {trigger}")
+                job = wait_for(lambda: _queued_gimp_job(c, seen), WAIT, f"the GIMP job before {trigger}",
+                               poll=0.2)
                 seen.add(job)
                 (work.host / "out" / trigger).touch()
-                wait_for(lambda done=done: (work.host / "out" / done).exists(), WAIT, f"press_keys: {done}")
+                wait_for(lambda done=done: (work.host / "out" / done).exists(), WAIT, f"press_keys: {done}",
+                         poll=0.2)
                 assert _state(c, job) == "queued"  # the plug-in is still waiting: the user acted mid-run
                 # the next blocker queues behind the plug-in's job, which starts now
                 following = None if trigger == "close-now" else \
