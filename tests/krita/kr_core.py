@@ -207,15 +207,15 @@ def run_case(case: dict, out_dir: Path, ctl) -> dict:
         node = _find_layer(top, run.layer_name(job))
         x, y = t.x + job.context.box[0] + r.offset_x, t.y + job.context.box[1] + r.offset_y
         unit = node.parentNode()
-        entry = {"name": node.name(), "rect": [x, y, r.width, r.height], "inherit_alpha": node.inheritAlpha(),
+        entry = {"name": node.name(), "rect": [x, y, r.width, r.height], "type": node.type(),
                  "space": [node.colorModel(), node.colorDepth(), node.colorProfile()], "job": k,
-                 "unit": [unit.name(), unit.type(), unit.visible(),
-                          [(c.name(), c.type(), c.inheritAlpha()) for c in unit.childNodes()]]}
+                 "children": [(c.name(), c.type()) for c in node.childNodes()],
+                 "unit": [unit.name(), unit.type(), unit.visible(), [(c.name(), c.type()) for c in unit.childNodes()]]}
         (out_dir / f"{name}.{k}.layer.raw").write_bytes(bytes(node.pixelData(x, y, r.width, r.height)))
-        coverage = [c for c in unit.childNodes() if c.name() == "Selection"] if node.inheritAlpha() else []
-        if coverage:  # the editable selection the result inherits its alpha from
-            (out_dir / f"{name}.{k}.mask.raw").write_bytes(bytes(coverage[0].pixelData(x, y, r.width, r.height)))
-        entry["mask"] = bool(coverage)
+        mask = [c for c in node.childNodes() if c.type() == "transparencymask"]
+        if mask:  # the editable selection: 1 byte a pixel
+            (out_dir / f"{name}.{k}.mask.raw").write_bytes(bytes(mask[0].pixelData(x, y, r.width, r.height)))
+        entry["mask"] = bool(mask)
         (out_dir / f"{name}.{k}.source_after.raw").write_bytes(bytes(source.pixelData(x, y, r.width, r.height)))
         res["layers"].append(entry)
     res["inserted"] = {"name": top.name(), "same_document": any(d == doc for d in app.documents())}
@@ -227,6 +227,10 @@ def run_case(case: dict, out_dir: Path, ctl) -> dict:
         elif state == "normal_mode":
             top.setOpacity(255)
             top.setBlendingMode("normal")
+        elif state in ("mask_zero", "mask_full"):  # what painting the whole mask black / white does
+            mask = next(c for c in top.childNodes() if c.type() == "transparencymask")
+            lx, ly, lw, lh = res["layers"][0]["rect"]
+            mask.setPixelData(bytes([0 if state == "mask_zero" else 255]) * (lw * lh), lx, ly, lw, lh)
         doc.refreshProjection()
         doc.waitForDone()
         (out_dir / f"{name}.composite_{state}.raw").write_bytes(bytes(doc.pixelData(0, 0, w, h)))
