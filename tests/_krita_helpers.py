@@ -46,7 +46,9 @@ def profile_env(root: Path, state_home: Path) -> dict[str, str]:
     runtime = root / "xdg-runtime"
     runtime.mkdir(parents=True, exist_ok=True)
     runtime.chmod(0o700)
-    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_DATA_HOME=str(home / ".local/share"),
+    tmp = root / "tmp"  # Krita's and the plugin's temp files (the mask template): checked for leftovers
+    tmp.mkdir(parents=True, exist_ok=True)
+    env.update(TMPDIR=str(tmp), HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_DATA_HOME=str(home / ".local/share"),
                XDG_CACHE_HOME=str(home / ".cache"), XDG_RUNTIME_DIR=str(runtime),
                XDG_STATE_HOME=str(state_home),  # where the client finds the daemon's runtime file
                LANG="C.UTF-8")

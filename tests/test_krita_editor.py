@@ -178,6 +178,14 @@ def test_u8_soft_selection_gives_an_opaque_layer_with_the_selection_as_its_trans
     m = kh.coverage_of(out, "u8_soft_selection", 0, layer)
     assert m[80 - ly, 95 - lx] == 255 and m[5 - ly, 5 - lx] == 0  # the feathered selection
     assert ((m > 0) & (m < 255)).sum() > 500  # feathered, not a hard edge
+    # check_layer held the mask to the library's alpha within 1/255; negative control: the same
+    # coverage 2 px off misses that bound
+    _, _, want_alpha = kh.expected_layer(out, "u8_soft_selection", 0, res["sent"][0], SEED, {})
+    want_m = np.rint(want_alpha * 255).astype(int)
+    assert np.abs(m - want_m).max() <= 1 and np.abs(np.roll(m, 2, axis=1) - want_m).max() > 1
+    # the template document was closed and its file deleted
+    assert res["documents_after"] == res["documents_before"]
+    assert res["template_files"] == []
 
 
 def test_the_transparency_mask_drives_the_composite_and_painting_it_changes_it(core):

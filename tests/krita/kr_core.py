@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -105,6 +106,7 @@ def run_case(case: dict, out_dir: Path, ctl) -> dict:
     doc, bg, source = build(case, out_dir)
     res: dict = {}
     source_before = bytes(source.pixelData(0, 0, w, h))
+    res["documents_before"] = len(app.documents())
     res["layers_before"] = names(doc)
     if case.get("whole_image"):
         (out_dir / f"{name}.merged.raw").write_bytes(bytes(doc.pixelData(0, 0, w, h)))
@@ -219,6 +221,9 @@ def run_case(case: dict, out_dir: Path, ctl) -> dict:
         (out_dir / f"{name}.{k}.source_after.raw").write_bytes(bytes(source.pixelData(x, y, r.width, r.height)))
         res["layers"].append(entry)
     res["inserted"] = {"name": top.name(), "same_document": any(d == doc for d in app.documents())}
+    # the mask template (template.py) was closed and deleted: no extra document, no file left
+    res["documents_after"] = len(app.documents())
+    res["template_files"] = sorted(p.name for p in Path(tempfile.gettempdir()).glob("dermis-*.kra"))
     res["source_unchanged"] = bytes(source.pixelData(0, 0, w, h)) == source_before
     res["source_space"] = [source.colorModel(), source.colorDepth(), source.colorProfile()]
     for state in case.get("composites", ()):  # the image as Krita composites it, in several states
