@@ -2,7 +2,8 @@
 
 A test-only plugin (tests/krita/dermis_autotest) clicks what a user clicks: the menu entry three times
 (three runs queued, none refused), one job's own Cancel, then Cancel all once a preview shows; then a
-run with two variations to its end, and Undo; then a 4096x4096 16-bit document, the whole way through.
+run with two variations to its end, and Undo; a detail layer (Grain Merge) and one Undo
+(tests/krita/dermis_autotest/issue17.py); then a 4096x4096 16-bit document, the whole way through.
 A 20 ms heartbeat timer measures how long the UI thread was ever busy. Krita exits 0 whatever Python
 does inside it, so the driver writes a JSON report this test reads (and exits 3 on failure).
 """

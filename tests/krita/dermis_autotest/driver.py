@@ -267,7 +267,7 @@ class Driver:
             self.step("undo", action_text=text, layers=self.layer_names(), before=self.undo_before,
                       after=undo.text(), source_unchanged=self.source_unchanged(),
                       redo_text=app.action("edit_redo").text())
-            self.later(100, lambda: issue17.detail_and_preview(self, self.after_issue17))
+            self.later(100, lambda: issue17.detail_undo(self, self.after_issue17))
 
         self.later(300, check)
 

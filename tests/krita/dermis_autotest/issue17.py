@@ -1,20 +1,15 @@
-"""GUI steps for issue 17's Krita gaps, run by driver.py after the variations run and its Undo.
-
-- the detail layer (Grain Merge) is one undo step: one Undo removes it and leaves the history's top
-  as it was before the run. Negative control: ``setBlendingMode`` on a detached node of the image
-  does add a step (what Dermis avoids through its template), seen by the same measurement;
-- the optional preview layer: shown, locked, while a slow run sends previews; no undo step; gone
-  after the result, and after a Cancel.
+"""GUI step for issue 17, run by driver.py after the variations run and its Undo: the detail layer
+(Grain Merge) is one undo step. One Undo removes it (with its mask) and leaves the history's top as
+it was before the run. Negative control: ``setBlendingMode`` on a detached node of the image does add
+a step (what Dermis avoids through its template), seen by the same measurement.
 """
 
 from __future__ import annotations
 
-import time
-
 from krita import Krita
 
 
-def detail_and_preview(drv, then) -> None:
+def detail_undo(drv, then) -> None:
     app = Krita.instance()
     undo, redo = app.action("edit_undo"), app.action("edit_redo")
     out: dict = {"undo_before": undo.text(), "layers_before": drv.layer_names()}
@@ -53,6 +48,3 @@ def detail_and_preview(drv, then) -> None:
         drv.later(200, then)
 
     drv.wait_for(lambda: len(ctl.runs) > before or ctl.last_error, queued, 30, "the detail run to be queued")
-
-
-_ = time  # (kept for the preview steps' timing)
