@@ -135,7 +135,8 @@ def run_case(case: dict, out_dir: Path, ctl) -> dict:
         if not wait(ctl, lambda: ctl.run_count > before_runs or not ctl._preparing, 60):
             res["error"] = "the face search did not answer"
             return res
-    run = ctl.runs[-1] if ctl.runs else None
+    # a job that fails at once (no daemon at that address) may have ended, and left ctl.runs, already
+    run = ctl.runs[-1] if ctl.runs else (ctl.last_run if ctl.run_count > before_runs else None)
     if run is None:
         res["read_error"] = ctl.last_error
         res["layers_after"] = names(doc)
