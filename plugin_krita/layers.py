@@ -13,7 +13,8 @@ Call only on Krita's UI thread. What a run inserts:
   inserted (layer or group).
 
 One undo step: everything is built detached from the document, children and masks attached with
-``setChildNodes`` (which Krita does not record), the blending mode set through the template (Krita
+``setChildNodes`` on nodes that have no children yet (Krita does not record it; on a node with
+children, 5.1.5's ``setChildNodes`` removes only the first one before appending), the blending mode set through the template (Krita
 records a blend-mode change as a step of its own, on the image of the ``Node`` object it is called
 on), and only the top node is added (recorded as one "Add Layer").
 """
