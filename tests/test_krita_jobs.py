@@ -284,10 +284,13 @@ def test_swap_red_blue_8_and_16_bit():
     assert pixels.is_blank_mask(b"\0\0\0") and not pixels.is_blank_mask(b"\0\1\0")
 
 
-def test_split_alpha_makes_pixels_opaque_and_keeps_the_coverage_as_white():
-    opaque, white = pixels.split_alpha(bytes([1, 2, 3, 40, 5, 6, 7, 0]), 8)
-    assert opaque == bytes([1, 2, 3, 255, 5, 6, 7, 255]) and white == bytes([255, 255, 255, 40, 255, 255, 255, 0])
-    px = struct.pack("<8H", 1, 2, 3, 0x8001, 4, 5, 6, 0xFFFF)
-    opaque, white = pixels.split_alpha(px, 16)
-    assert struct.unpack("<8H", opaque) == (1, 2, 3, 0xFFFF, 4, 5, 6, 0xFFFF)
-    assert struct.unpack("<8H", white) == (0xFFFF,) * 3 + (0x8001,) + (0xFFFF,) * 4
+def test_split_alpha_makes_pixels_opaque_and_keeps_the_coverage_as_one_byte_a_pixel():
+    opaque, alpha = pixels.split_alpha(bytes([1, 2, 3, 40, 5, 6, 7, 0]), 8)
+    assert opaque == bytes([1, 2, 3, 255, 5, 6, 7, 255]) and alpha == bytes([40, 0])
+    px = struct.pack("<12H", 1, 2, 3, 0x8001, 4, 5, 6, 0xFFFF, 7, 8, 9, 0x00FF)
+    opaque, alpha = pixels.split_alpha(px, 16)
+    assert struct.unpack("<12H", opaque) == (1, 2, 3, 0xFFFF, 4, 5, 6, 0xFFFF, 7, 8, 9, 0xFFFF)
+    assert alpha == bytes([0x80, 0xFF, 0x00])  # the high byte: within 1/255 of a/257 (128.5, 255, 0.99)
+    # many steps: every pixel's alpha, in order
+    big = bytes(range(256)) * (3 * pixels.CHUNK // 256)
+    assert pixels.split_alpha(big, 8)[1] == big[3::4]
