@@ -5,7 +5,8 @@ controller do what the menu entry does on many documents: read region + mask, sp
 jobs (islands, faces, seeds), run them through the vendored client, insert the layer or group. Each
 new layer is checked pixel by pixel against ``pipeline.run`` on the very pixels the plugin sent, and
 what was sent against the document. Krita's GUI (menu entries, Cancel, queueing, undo, previews, UI
-responsiveness) is test_krita_gui.py. kritarunner exits 0 whatever Python does inside it, so the
+responsiveness) is test_krita_gui.py; Krita closed mid-run and a plugin without gRPC are
+test_krita_restart.py. kritarunner exits 0 whatever Python does inside it, so the
 driver writes a JSON report the tests read.
 """
 
@@ -297,22 +298,6 @@ def test_deleted_source_puts_the_result_on_top_and_says_so(core):
     assert "was deleted" in res["message"]
 
 
-def test_plugin_without_grpc_explains_itself(base, tmp_path):
-    """Installed with --no-vendor into a Krita whose Python lacks grpcio: a message, not a crash."""
-    target = tmp_path / "pykrita"
-    kh.install_plugin(target, "--no-vendor")
-    env = kh.profile_env(base / "core-profile", tmp_path / "state")
-    out = tmp_path / "nogrpc.json"
-    proc = kh.run_kritarunner(env, [kh.KRITA_TESTS, target], "kr_core", "no_grpc", str(out))
-    assert out.exists(), proc.stderr[-3000:]
-    report = json.loads(out.read_text())
-    assert "crash" not in report, report["crash"]
-    assert not report["grpc_importable"]
-    assert report["job"]["phase"] == "failed" and report["job"]["code"] == "dependency_missing"
-    assert "grpc" in report["job"]["error"].lower()
-    assert report["info"]["code"] == "dependency_missing"
-
-
 def test_scale_above_1_opens_the_whole_image_as_a_new_document(core):
     res = _case(core, "scale_2_opens_a_new_document")
     assert res["job"]["phase"] == "done", res["job"]
@@ -428,33 +413,3 @@ def test_each_detected_face_becomes_a_job(core):
     assert res["tree"][1][0] == "Dermis (lite, 7)" and len(res["tree"][1][3]) == 2
     for k in range(2):
         _check_layer(core, "two_faces", k=k)
-
-
-def test_krita_closed_mid_run_inserts_the_result_once_when_the_image_is_opened_again(base, daemon, pykrita):
-    """Two Krita processes on one profile: the first starts a run on a saved image and closes while
-    the daemon works; the second opens the image, finds the job through ListJobs, inserts it once."""
-    out = base / "restart"
-    out.mkdir()
-    (out / "u8.raw").write_bytes(kh.bgra_bytes(kh.input_image("U8", W, H)))
-    spec = out / "spec.json"
-    spec.write_text(json.dumps({"out": str(out), "image": str(out / "u8.raw"), "width": W, "height": H,
-                                "selection": [60, 40, 60, 50], "preset": "lite-slow", "kra": str(out / "restart.kra")}))
-    env = kh.profile_env(base / "restart-profile", daemon.state)
-    reports = {}
-    for step in ("first", "second"):
-        proc = kh.run_kritarunner(env, [kh.KRITA_TESTS, pykrita], "kr_restart", step, str(spec), timeout=240)
-        f = out / f"{step}.json"
-        assert f.exists(), f"{step}: no report (rc {proc.returncode}):\n{proc.stderr[-3000:]}"
-        reports[step] = json.loads(f.read_text())
-        assert "crash" not in reports[step], reports[step]["crash"]
-    a, b = reports["first"], reports["second"]
-    assert a["saved"] and a["started"] and a["remembered"] and a["fraction"] < 1.0
-    assert a["phase_at_exit"] == "running" and not a["cancel_requested"]  # left to the daemon, not cancelled
-    assert len(a["pending"]) == 1 and a["pending"][0]["jobs"][0]["job_id"] == a["job_id"]
-    assert b["client_id"] == a["client_id"] and b["pending_before"] == 1
-    assert b["layers_opened"] == ["Background", "Selection Mask"]  # the .kra keeps the selection
-    assert b["resumed"] and b["error"] == "" and b["run"]["ids"] == [a["job_id"]] and b["run"]["phases"] == ["done"]
-    assert b["layers_after"] == ["Background", "Dermis (lite-slow, 7)", "Selection Mask"]
-    assert b["pending_after"] == 0 and b["runs_again"] == 0 and b["layers_again"] == b["layers_after"]
-    assert b["top_children"] == [["Selection", "transparencymask"]]
-    assert b["inside_max_diff"] <= 1  # the composite shows the inserted result
