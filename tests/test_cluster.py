@@ -30,7 +30,7 @@ def ray_cluster():
 
 @pytest.fixture(scope="module")
 def daemon(ray_cluster):
-    with cluster_daemon(ray_cluster.address) as d:
+    with cluster_daemon(ray_cluster.address, workers=2) as d:  # workers = 0 would grow onto nodes tests add
         yield d
 
 

@@ -39,7 +39,7 @@ def ray_cluster():
 
 @pytest.fixture(scope="module")
 def daemon(ray_cluster):
-    with cluster_daemon(ray_cluster.address) as d:
+    with cluster_daemon(ray_cluster.address, workers=2) as d:  # workers = 0 would grow onto nodes tests add
         yield d
 
 
@@ -123,6 +123,30 @@ def test_a_worker_whose_node_died_restarts_on_a_node_that_joins(daemon, ray_clus
     assert slot.last["node"] in {n.node_id for n in ray_cluster.nodes}
 
 
+def test_with_workers_0_a_node_that_joins_gets_a_worker(ray_cluster, test_presets, capsys, monkeypatch):
+    nodes = [ray_cluster.add_worker_node()]
+    try:
+        with cluster_daemon(ray_cluster.address, workers=0, start_timeout_s=60) as d:  # one per free unit
+            assert [s.name for s in d.executor.pool.live()] == ["worker-1"]
+            time.sleep(3.0)  # negative control: no free unit, no new worker
+            assert len(d.executor.pool.slots) == 1
+            t0 = time.monotonic()
+            nodes.append(ray_cluster.add_worker_node())
+            wait_for(lambda: len(d.executor.pool.live()) == 2, RESTART_BOUND_S, "a worker on the new node")
+            print(f"\nworker-2 in the pool {time.monotonic() - t0:.1f} s after its node joined")
+            assert d.executor.pool.slots[1].last["node"] == nodes[1].node_id
+            assert "cluster workers (2 of 2 in the pool)" in _status(d, capsys, monkeypatch)
+            with client(d) as c:
+                ids = [c.submit(request(raw_image(160, 160, seed=i), preset="tiles", seed=i, priority="batch"))
+                       for i in range(2)]
+                for i in ids:
+                    assert c.fetch_result(i).width == 160
+            assert _hosts([d.queue.get(i) for i in ids]) == {"worker-1", "worker-2"}
+    finally:
+        for n in nodes:
+            ray_cluster.kill_node(n)
+
+
 BROKEN_PRESET = """
 name = "{name}"
 scale = 1.0
@@ -202,9 +226,14 @@ def test_models_that_fail_to_load_take_their_worker_out_of_the_pool(ray_cluster,
                 job = wait_for(lambda: d.queue.get(job_id).finished and d.queue.get(job_id), 60, "the job")
                 assert job.error_code == "wrong_weights" and "the only worker in the pool" in job.message
                 assert len(pool.live()) == 1
+            # the removed worker holds its unit, idle; when its node dies it is not restarted elsewhere
+            assert not removed[0].killed
+            ray_cluster.kill_node(nodes[0])
+            wait_for(lambda: removed[0].killed, 30, "the removed worker's actor to be let go")
     finally:
         for n in nodes:
-            ray_cluster.kill_node(n)
+            if n in ray_cluster.nodes:
+                ray_cluster.kill_node(n)
 
 
 def test_losing_every_worker_fails_jobs_naming_the_cluster_until_one_is_back(ray_cluster, test_presets):

@@ -46,7 +46,7 @@ from .settings import ClusterSettings
 log = logging.getLogger("dermis.cluster")
 
 MONITOR_S = 0.05  # how often cancels and editor jobs are looked for
-NODES_S = 1.0  # how often the monitor asks the cluster which nodes are alive
+NODES_S = 1.0  # how often the monitor asks the cluster which nodes are alive and whether a unit is free
 
 
 def connect(settings: ClusterSettings, queue: JobQueue, config: pipeline.Config, recipes: list[pipeline.Recipe], *,
@@ -78,11 +78,15 @@ class ClusterExecutor:
 
     def start(self) -> None:
         for slot in self.pool.live():
-            t = threading.Thread(target=self._loop, args=(slot,), name=f"dermis-{slot.name}", daemon=True)
-            self._threads.append(t)
-        self._threads.append(threading.Thread(target=self._monitor, name="dermis-cluster-monitor", daemon=True))
-        for t in self._threads:
-            t.start()
+            self._start_thread(slot)
+        self._start_thread(None)
+
+    def _start_thread(self, slot: Slot | None) -> None:
+        """A worker's dispatch thread, or (None) the monitor."""
+        target, args, name = (self._monitor, (), "monitor") if slot is None else (self._loop, (slot,), slot.name)
+        t = threading.Thread(target=target, args=args, name=f"dermis-cluster-{name}", daemon=True)
+        self._threads.append(t)
+        t.start()
 
     @property
     def busy(self) -> bool:
@@ -292,8 +296,13 @@ class ClusterExecutor:
             if time.monotonic() >= nodes_due:
                 nodes_due = time.monotonic() + NODES_S
                 for slot in self.pool.on_dead_node():
-                    if not slot.job:  # a running job's own call fails and says so (_worker_died)
+                    if slot.removed:
+                        self.pool.kill(slot)
+                    elif not slot.job:  # a running job's own call fails and says so (_worker_died)
                         self._idle_node_died(slot)
+                new = self.pool.grow() if not self.queue.closed else None
+                if new is not None:
+                    self._start_thread(new)
             with self._lock:
                 running = list(self._running.values())
             for slot, job in running:

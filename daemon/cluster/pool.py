@@ -79,6 +79,7 @@ class WorkerPool:
         self._config, self._device, self._budget = config, device, budget
         self._owns_ray = False  # this pool connected (another pool in the process may share it)
         self._recipes: list[pipeline.Recipe] = []  # the preload presets, checked again after a restart
+        self._free_seen = 0  # grow() calls in a row that saw a free unit
 
     def start(self, recipes: list[pipeline.Recipe]) -> None:
         """Connect, start the workers and check their weights for ``recipes`` (bounded in time)."""
@@ -91,20 +92,17 @@ class WorkerPool:
                 ray.init(address=s.address, namespace="dermis", include_dashboard=False, log_to_driver=False,
                          logging_level=logging.WARNING)
             offered = int(ray.cluster_resources().get(s.resource, 0))
+            free = self.free_units()
         except (OSError, RuntimeError, ray_errors.RaySystemError) as e:  # ConnectionError is an OSError
             raise ClusterUnavailable(f"cannot connect to the Ray cluster at {s.address} ({e}); start it with "
                                      "`ray start --head` (docs/cluster.md) or check the address.") from None
-        count = s.workers or offered
+        count = s.workers or free  # 0: one per unit nobody else (another daemon or watcher) holds
         if count <= 0:
-            raise ClusterUnavailable(f"the Ray cluster at {s.address} offers no {s.resource!r} resource, so no "
-                                     "worker can start; give the nodes GPUs or set [cluster] resource.")
-        need = {"num_gpus": 1} if s.resource == "GPU" else {"resources": {s.resource: 1}}
-        for i in range(count):
-            # max_restarts: Ray starts the actor again on a node with a free unit when its node dies;
-            # max_task_retries 0: a job is never run again by Ray, only by the executor (one outcome per job)
-            actor = RemoteWorker.options(num_cpus=0, max_concurrency=4, max_restarts=-1, max_task_retries=0,
-                                         **need).remote(self._config, self._device, self._budget)
-            self.slots.append(Slot(f"worker-{i + 1}", actor))
+            raise ClusterUnavailable(f"the Ray cluster at {s.address} offers no free {s.resource!r} resource "
+                                     f"({offered} in all), so no worker can start; give the nodes GPUs or set "
+                                     "[cluster] resource.")
+        for _ in range(count):
+            self.add()
         checks = {slot.name: slot.actor.preflight.remote(recipes) for slot in self.slots}
         for slot in self.slots:
             try:
@@ -115,12 +113,48 @@ class WorkerPool:
             except ray_errors.RayError as e:
                 self.remove(slot, f"failed to start: {str(e).splitlines()[0]}", kill=True)
         if not any(s.alive for s in self.slots):
+            for slot in self.slots:  # the removed ones hold their units
+                self._kill(slot)
             raise ClusterUnavailable("no cluster worker could start: " +
                                      "; ".join(f"{s.name}: {s.removed}" for s in self.slots))
 
+    def add(self) -> Slot:
+        """One more worker, starting (``await_ready`` admits it once Ray has placed it and its check passed)."""
+        # max_restarts: Ray starts the actor again on a node with a free unit when its node dies;
+        # max_task_retries 0: a job is never run again by Ray, only by the executor (one outcome per job)
+        s = self.settings
+        need = {"num_gpus": 1} if s.resource == "GPU" else {"resources": {s.resource: 1}}
+        actor = RemoteWorker.options(num_cpus=0, max_concurrency=4, max_restarts=-1, max_task_retries=0,
+                                     **need).remote(self._config, self._device, self._budget)
+        slot = Slot(f"worker-{len(self.slots) + 1}", actor)
+        with self._lock:
+            self.slots.append(slot)
+        return slot
+
+    def free_units(self) -> int:
+        """Units of the worker resource that no actor holds now."""
+        return int(ray.available_resources().get(self.settings.resource, 0))
+
+    def grow(self) -> Slot | None:
+        """With ``workers = 0`` (one per unit): a new worker for a unit that came free, a node that joined;
+        one at a time, and only while no worker waits for a restart (that one takes the unit first). The
+        unit must be seen free twice in a row: the cluster's view of what is held lags behind by a moment."""
+        if self.settings.workers or any(s.waiting and not s.killed for s in self.slots):
+            return None
+        try:
+            self._free_seen = self._free_seen + 1 if self.free_units() >= 1 else 0
+        except (ray_errors.RayError, OSError):
+            self._free_seen = 0
+        if self._free_seen < 2:
+            return None
+        self._free_seen = 0
+        log.info("a free unit of %r in the cluster: starting another worker", self.settings.resource)
+        return self.add()
+
     def refresh(self, slot: Slot) -> dict[str, Any]:
-        """Ask a live worker what it holds now; its last answer when it does not answer in time."""
-        if slot.alive:
+        """Ask a worker what it holds now (one removed but idle on its node too); its last answer when it
+        does not answer in time or is (re)starting."""
+        if not slot.killed and not slot.waiting:
             try:
                 slot.last = ray.get(slot.actor.describe.remote(), timeout=DESCRIBE_TIMEOUT_S)
                 slot.node = slot.last.get("host", slot.node)
@@ -130,11 +164,10 @@ class WorkerPool:
 
     def _admit(self, slot: Slot, reason: str) -> None:
         """The worker's weight check answered: in the pool when it passed, else removed with the reason."""
+        slot.waiting = ""
+        self.refresh(slot)  # where it runs, also for a removed one (on_dead_node)
         if reason:
             self.remove(slot, f"its models failed to load: {reason}")
-            return
-        slot.waiting = ""
-        self.refresh(slot)
 
     def await_ready(self, slot: Slot) -> bool:
         """Wait up to ``READY_POLL_S`` for a starting or restarting worker: True once it is in the pool
@@ -184,13 +217,19 @@ class WorkerPool:
             pass
 
     def on_dead_node(self) -> list[Slot]:
-        """Workers in the pool whose node the cluster has declared dead. Ray restarts such an actor once a
-        node has a free unit and holds calls to it until then, so a job sent to it would wait for that."""
+        """Workers in the pool, or removed ones still holding their unit, whose node the cluster has declared
+        dead. Ray restarts such an actor once a node has a free unit and holds calls to it until then, so a
+        job sent to it would wait for that."""
         try:
             alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
         except (ray_errors.RayError, OSError):  # the head does not answer: the workers' calls will say more
             return []
-        return [s for s in self.live() if s.last.get("node") and s.last["node"] not in alive]
+        return [s for s in self.slots if not s.killed and not s.waiting and s.last.get("node")
+                and s.last["node"] not in alive]
+
+    def kill(self, slot: Slot) -> None:
+        """A removed worker whose node died: Ray would restart it, idle, on a unit another worker could use."""
+        self._kill(slot)
 
     def live(self) -> list[Slot]:
         return [s for s in self.slots if s.alive]
