@@ -48,10 +48,11 @@ class LoopbackCluster:
     def address(self) -> str:
         return self.cluster.address
 
-    def add_worker_node(self, env: dict[str, str] | None = None) -> Any:
-        """One more node with one unit of the worker resource; ``env`` is its raylet's environment (its
-        workers inherit it), as `ray start` on a machine of its own would pass its shell's."""
-        node = self.cluster.add_node(num_cpus=1, resources={RESOURCE: 1}, node_ip_address=LOOPBACK,
+    def add_worker_node(self, env: dict[str, str] | None = None, resource: str = RESOURCE) -> Any:
+        """One more node with one unit of the worker resource (another name keeps a test's nodes to its own
+        daemon); ``env`` is its raylet's environment (its workers inherit it), as `ray start` on a machine
+        of its own would pass its shell's."""
+        node = self.cluster.add_node(num_cpus=1, resources={resource: 1}, node_ip_address=LOOPBACK,
                                      **({"env_vars": env} if env else {}))
         self.nodes.append(node)
         return node
@@ -102,7 +103,7 @@ def cluster_daemon(address: str, preload: tuple[str, ...] = (), config: Any = No
     import pipeline
 
     folder = Path(tempfile.mkdtemp(prefix="dc-", dir="/tmp"))
-    settings = ClusterSettings(address=address, resource=RESOURCE, **kw)
+    settings = ClusterSettings(address=address, **{"resource": RESOURCE, **kw})
     daemon = start_server(ServerConfig(listen=f"unix:{folder / 'd.sock'}", token=TOKEN, device="cpu",
                                        cluster=settings, preload=preload,
                                        pipeline=config if config is not None else pipeline.Config()))[1]

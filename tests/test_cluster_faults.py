@@ -2,8 +2,9 @@
 worker that Ray restarts on a node that joins, model files that fail to load on one node (or on all),
 losing every worker with and without local_fallback, and a cluster that cannot be reached at start.
 
-Tests that need workers of their own add nodes and kill them when done; the module's daemon keeps two
-workers on the first two nodes (its third test puts one back on a fresh node)."""
+Tests that need workers of their own add nodes offering a resource of their own (so only their daemon's
+workers go there) and kill them when done; the module's daemon keeps two workers on the first two
+nodes (its second test puts one back on a fresh node)."""
 
 from __future__ import annotations
 
@@ -124,14 +125,15 @@ def test_a_worker_whose_node_died_restarts_on_a_node_that_joins(daemon, ray_clus
 
 
 def test_with_workers_0_a_node_that_joins_gets_a_worker(ray_cluster, test_presets, capsys, monkeypatch):
-    nodes = [ray_cluster.add_worker_node()]
+    nodes = [ray_cluster.add_worker_node(resource="dermis_grow")]
     try:
-        with cluster_daemon(ray_cluster.address, workers=0, start_timeout_s=60) as d:  # one per free unit
+        # workers = 0: one per free unit
+        with cluster_daemon(ray_cluster.address, resource="dermis_grow", workers=0, start_timeout_s=60) as d:
             assert [s.name for s in d.executor.pool.live()] == ["worker-1"]
             time.sleep(3.0)  # negative control: no free unit, no new worker
             assert len(d.executor.pool.slots) == 1
             t0 = time.monotonic()
-            nodes.append(ray_cluster.add_worker_node())
+            nodes.append(ray_cluster.add_worker_node(resource="dermis_grow"))
             wait_for(lambda: len(d.executor.pool.live()) == 2, RESTART_BOUND_S, "a worker on the new node")
             print(f"\nworker-2 in the pool {time.monotonic() - t0:.1f} s after its node joined")
             assert d.executor.pool.slots[1].last["node"] == nodes[1].node_id
@@ -174,11 +176,13 @@ def test_models_that_fail_to_load_take_their_worker_out_of_the_pool(ray_cluster,
     # "tiles-node": the model by its place in a models folder, so each node finds its own copy
     for name, model in (("tiles-node", "upscale_models/4x-tiny-Compact.pth"), ("tiles-broken", broken)):
         (user_presets_dir() / f"{name}.toml").write_text(BROKEN_PRESET.format(name=name, model=model))
-    nodes = [ray_cluster.add_worker_node(env={"DERMIS_COMFY_MODELS": str(tmp_path / "broken")}),
-             ray_cluster.add_worker_node()]
+    # two nodes; the first one's copy of the model is damaged
+    nodes = [ray_cluster.add_worker_node(env={"DERMIS_COMFY_MODELS": str(tmp_path / "broken")},
+                                         resource="dermis_models"),
+             ray_cluster.add_worker_node(resource="dermis_models")]
     try:
-        with cluster_daemon(ray_cluster.address, config=pipeline.Config(comfy_models=(tiny_models,)), workers=2,
-                            start_timeout_s=60) as d:
+        with cluster_daemon(ray_cluster.address, resource="dermis_models", workers=2, start_timeout_s=60,
+                            config=pipeline.Config(comfy_models=(tiny_models,))) as d:
             pool = d.executor.pool
             assert len(pool.live()) == 2
             with client(d) as c:
@@ -193,20 +197,21 @@ def test_models_that_fail_to_load_take_their_worker_out_of_the_pool(ray_cluster,
 
                 # damaged on one node only: its worker leaves the pool, the job runs again on the other one
                 runs = []  # (job, image, seed)
-                for attempt in range(3):  # two at once, so each worker takes one
+                for attempt in range(3):  # two at once, long enough (~120 tiles) that each worker takes one
                     for i in range(2):
-                        a = raw_image(160, 160, seed=10 + 2 * attempt + i)
+                        a = raw_image(256, 256, seed=10 + 2 * attempt + i)
                         job_id = c.submit(request(a, preset="tiles-node", seed=i, priority="batch", output="full"))
                         runs.append((d.queue.get(job_id), a, i))
                     wait_for(lambda: all(j.finished for j, _, _ in runs), 120, "the jobs")
                     if len(pool.live()) < 2:
                         break
+                print(f"\nthe damaged node's worker left the pool after {len(runs)} jobs")
                 jobs = [j for j, _, _ in runs]
                 assert all(j.state.value == "done" for j in jobs), [(j.state, j.message) for j in jobs]
                 for j, a, seed in runs:  # the same as a local run with the undamaged file
                     assert np.array_equal(result_array(c.fetch_result(j.id)), _direct("tiles", a, seed))
                 removed = [s for s in pool.slots if s.removed]
-                assert len(removed) == 1 and pool.live() != removed
+                assert len(removed) == 1 and pool.live() != removed, [(s.name, s.out) for s in pool.slots]
                 assert removed[0].last["node"] == nodes[0].node_id, "the worker on the damaged node left"
                 assert removed[0].removed.startswith("its models failed to load: ")
                 assert f"{broken}: cannot be read as model weights" in removed[0].removed
@@ -237,9 +242,9 @@ def test_models_that_fail_to_load_take_their_worker_out_of_the_pool(ray_cluster,
 
 
 def test_losing_every_worker_fails_jobs_naming_the_cluster_until_one_is_back(ray_cluster, test_presets):
-    node = ray_cluster.add_worker_node()
+    node = ray_cluster.add_worker_node(resource="dermis_lost")
     try:
-        with cluster_daemon(ray_cluster.address, workers=1, start_timeout_s=60) as d:
+        with cluster_daemon(ray_cluster.address, resource="dermis_lost", workers=1, start_timeout_s=60) as d:
             slot = d.executor.pool.slots[0]
             ray_cluster.kill_node(node)  # its worker is idle: the monitor notices the node is gone
             wait_for(lambda: slot.waiting, 30, "the worker to leave the pool")
@@ -250,7 +255,8 @@ def test_losing_every_worker_fails_jobs_naming_the_cluster_until_one_is_back(ray
                 assert f"lost its Ray cluster at {ray_cluster.address}: no worker is left" in job.message
                 assert "worker-1: restarting: its node" in job.message
                 assert c.info().workers[0].removed.startswith("restarting"), "the daemon still answers"
-                node = ray_cluster.add_worker_node()  # a node comes back: jobs run on the cluster again
+                # a node comes back: jobs run on the cluster again
+                node = ray_cluster.add_worker_node(resource="dermis_lost")
                 wait_for(lambda: slot.alive, RESTART_BOUND_S, "the worker back in the pool")
                 arr = raw_image(32, 32, seed=2)
                 res = c.run(request(arr, preset="lite", seed=1, output="full"))
@@ -263,10 +269,11 @@ def test_losing_every_worker_fails_jobs_naming_the_cluster_until_one_is_back(ray
 def test_workers_lacking_a_preload_presets_weights_leave_the_pool(ray_cluster, test_presets):
     from daemon.cluster.pool import ClusterUnavailable
 
-    node = ray_cluster.add_worker_node()
+    node = ray_cluster.add_worker_node(resource="dermis_preload")
     try:
-        with pytest.raises(ClusterUnavailable) as e, cluster_daemon(ray_cluster.address, preload=("needs-weights",),
-                                                                    workers=1, start_timeout_s=60):
+        with pytest.raises(ClusterUnavailable) as e, cluster_daemon(
+                ray_cluster.address, resource="dermis_preload", preload=("needs-weights",), workers=1,
+                start_timeout_s=60):
             pass
     finally:
         ray_cluster.kill_node(node)
@@ -276,8 +283,9 @@ def test_workers_lacking_a_preload_presets_weights_leave_the_pool(ray_cluster, t
 
 def test_losing_the_cluster_hands_jobs_to_the_local_device_when_configured(ray_cluster, portrait):
     arr = images.to_array(portrait)[:64, :64]
-    node = ray_cluster.add_worker_node()
-    with cluster_daemon(ray_cluster.address, local_fallback=True, workers=1, start_timeout_s=60) as d:
+    node = ray_cluster.add_worker_node(resource="dermis_fallback")
+    with cluster_daemon(ray_cluster.address, resource="dermis_fallback", local_fallback=True, workers=1,
+                        start_timeout_s=60) as d:
         assert len(d.executor.pool.live()) == 1
         ray_cluster.kill_node(node)
         wait_for(lambda: not d.executor.pool.live(), 30, "the worker to leave the pool")

@@ -35,6 +35,7 @@ from .worker import DermisWorker
 log = logging.getLogger("dermis.cluster")
 
 DESCRIBE_TIMEOUT_S = 3.0
+FIRST_DESCRIBE_S = 30.0  # a worker that just started answers its first describe slowly on a loaded machine
 CONNECT_TIMEOUT_S = 5.0  # for the head's GCS port to answer; ray.init itself retries for minutes
 READY_POLL_S = 0.5  # how long one wait for a (re)starting worker lasts before the caller looks again
 RemoteWorker = ray.remote(DermisWorker)
@@ -151,12 +152,12 @@ class WorkerPool:
         log.info("a free unit of %r in the cluster: starting another worker", self.settings.resource)
         return self.add()
 
-    def refresh(self, slot: Slot) -> dict[str, Any]:
+    def refresh(self, slot: Slot, timeout: float = DESCRIBE_TIMEOUT_S) -> dict[str, Any]:
         """Ask a worker what it holds now (one removed but idle on its node too); its last answer when it
         does not answer in time or is (re)starting."""
         if not slot.killed and not slot.waiting:
             try:
-                slot.last = ray.get(slot.actor.describe.remote(), timeout=DESCRIBE_TIMEOUT_S)
+                slot.last = ray.get(slot.actor.describe.remote(), timeout=timeout)
                 slot.node = slot.last.get("host", slot.node)
             except ray_errors.RayError:
                 pass
@@ -165,7 +166,7 @@ class WorkerPool:
     def _admit(self, slot: Slot, reason: str) -> None:
         """The worker's weight check answered: in the pool when it passed, else removed with the reason."""
         slot.waiting = ""
-        self.refresh(slot)  # where it runs, also for a removed one (on_dead_node)
+        self.refresh(slot, FIRST_DESCRIBE_S)  # where it runs, also for a removed one (on_dead_node)
         if reason:
             self.remove(slot, f"its models failed to load: {reason}")
 
