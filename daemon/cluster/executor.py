@@ -142,7 +142,8 @@ class ClusterExecutor:
                 slot.job = job.id
             try:
                 if not slot.alive or slot in self.pool.on_dead_node():  # its node died while it was idle
-                    self._idle_node_died(slot)
+                    if slot.alive:
+                        self._idle_node_died(slot)
                     self.queue.requeue(job, "Its cluster worker's node died before the job started; it runs on "
                                             "another worker.")
                     continue
@@ -284,8 +285,9 @@ class ClusterExecutor:
             if job is None:
                 if self.queue.closed:
                     return
-            elif self.pool.live():  # a worker came back meanwhile
+            elif self.pool.live():  # a worker came back meanwhile (its thread clears _lost in a moment)
                 self.queue.requeue(job, "A cluster worker is back; the job runs on it.")
+                return
             else:
                 self.queue.finish_failed(job, error.code, str(error))
 
