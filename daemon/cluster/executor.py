@@ -141,9 +141,7 @@ class ClusterExecutor:
                 self._running[slot.name] = (slot, job)
                 slot.job = job.id
             try:
-                if not slot.alive or slot in self.pool.on_dead_node():  # its node died while it was idle
-                    if slot.alive:
-                        self._idle_node_died(slot)
+                if not slot.alive:  # the monitor saw its node die while this thread waited for a job
                     self.queue.requeue(job, "Its cluster worker's node died before the job started; it runs on "
                                             "another worker.")
                     continue

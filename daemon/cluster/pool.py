@@ -219,8 +219,8 @@ class WorkerPool:
 
     def on_dead_node(self) -> list[Slot]:
         """Workers in the pool, or removed ones still holding their unit, whose node the cluster has declared
-        dead. Ray restarts such an actor once a node has a free unit and holds calls to it until then, so a
-        job sent to it would wait for that."""
+        dead. Ray restarts such an actor once a node has a free unit; until then a call to it fails
+        (ActorUnavailableError), so a job sent there would count a retry without having run."""
         try:
             alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
         except (ray_errors.RayError, OSError):  # the head does not answer: the workers' calls will say more
