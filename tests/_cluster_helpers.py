@@ -69,6 +69,15 @@ class LoopbackCluster:
         self.cluster.shutdown()
 
 
+def local_run(preset: str, arr: Any, seed: int, **kw: Any) -> Any:
+    """The same job run by pipeline.run in this process (what a cluster result must equal), as an array."""
+    import pipeline
+    from pipeline import images
+
+    r = pipeline.run(pipeline.build(preset), images.from_array(arr), seed=seed, device="cpu", **kw)
+    return images.to_array(r.image)
+
+
 def journal_run_intervals(journal: Path) -> list[tuple[str, float, float]]:
     """Per input of a watch folder's journal: (name, when its last run started, when it was recorded
     done), from the journal's own timestamps."""

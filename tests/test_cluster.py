@@ -14,18 +14,11 @@ from daemon.jobs.executor import ProgressPublisher
 from pipeline import images
 from proto.events import EventKind
 
-from ._cluster_helpers import LoopbackCluster, cluster_daemon, journal_run_intervals, overlapping
+from ._cluster_helpers import cluster_daemon, journal_run_intervals, local_run, overlapping
 from ._daemon_helpers import TOKEN, client, raw_image, request, result_array
 from .conftest import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    c = LoopbackCluster(workers=2)
-    yield c
-    c.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -34,19 +27,14 @@ def daemon(ray_cluster):
         yield d
 
 
-def _direct(preset: str, arr: np.ndarray, seed: int, **kw) -> np.ndarray:
-    r = pipeline.run(pipeline.build(preset), images.from_array(arr), seed=seed, device="cpu", **kw)
-    return images.to_array(r.image)
-
-
 def test_round_trip_equals_a_local_run_pixel_for_pixel(daemon, portrait):
     arr = images.to_array(portrait)
     with client(daemon) as c:
         res = c.run(request(arr, preset="lite", seed=11, output="full", client_name="test"))
     assert (res.width, res.height, res.seed, res.preset) == (1024, 1024, 11, "lite")
-    got, want = result_array(res), _direct("lite", arr, 11)
+    got, want = result_array(res), local_run("lite", arr, 11)
     assert np.array_equal(got, want)
-    assert not np.array_equal(got, _direct("lite", arr, 12)), "negative control: another seed differs"
+    assert not np.array_equal(got, local_run("lite", arr, 12)), "negative control: another seed differs"
 
 
 def test_a_detail_layer_job_returns_the_detail_layer(daemon):
@@ -54,8 +42,8 @@ def test_a_detail_layer_job_returns_the_detail_layer(daemon):
     with client(daemon) as c:
         res = c.run(request(arr, preset="lite", seed=3, output="full", content="detail", detail_sigma=4.0))
     got = result_array(res)
-    assert np.array_equal(got, _direct("lite", arr, 3, content="detail", detail_sigma=4.0))
-    assert not np.array_equal(got, _direct("lite", arr, 3)), "negative control: the refined pixels differ"
+    assert np.array_equal(got, local_run("lite", arr, 3, content="detail", detail_sigma=4.0))
+    assert not np.array_equal(got, local_run("lite", arr, 3)), "negative control: the refined pixels differ"
 
 
 def test_two_workers_run_two_jobs_at_once_on_two_nodes(daemon, test_presets):
@@ -90,7 +78,7 @@ def test_progress_events_in_order_ending_with_the_result(daemon, test_presets, m
     assert seqs == sorted(set(seqs))
     progress = [e for e in events if e.kind is EventKind.progress]
     assert len(progress) >= 9 and [p.step for p in progress] == list(range(1, len(progress) + 1))
-    assert np.array_equal(result_array(res), _direct("tiles", arr, 1))
+    assert np.array_equal(result_array(res), local_run("tiles", arr, 1))
 
 
 def test_cancel_reaches_a_running_remote_job_at_its_next_step(daemon, test_presets, monkeypatch):
@@ -138,7 +126,7 @@ def test_an_editor_job_overtakes_batch_jobs_across_the_cluster(daemon, test_pres
     assert len(yielded) == 1, "exactly one batch job gave its worker up"
     assert editor_s < 30
     i = yielded[0]  # restarted from the beginning, it gives the same result as a run of its own
-    assert np.array_equal(result_array(results[i]), _direct("tiles", arrs[i], 2))
+    assert np.array_equal(result_array(results[i]), local_run("tiles", arrs[i], 2))
 
 
 def test_status_lists_both_workers(daemon, capsys, monkeypatch):

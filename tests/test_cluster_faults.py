@@ -22,8 +22,16 @@ import pipeline
 from pipeline import images
 from proto.events import EventKind
 
-from ._cluster_helpers import LoopbackCluster, cluster_daemon
-from ._daemon_helpers import TOKEN, client, raw_image, request, result_array, user_presets_dir
+from ._cluster_helpers import cluster_daemon, local_run
+from ._daemon_helpers import (
+    TILES_PRESET,
+    TOKEN,
+    client,
+    raw_image,
+    request,
+    result_array,
+    user_presets_dir,
+)
 from .conftest import REPO, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -32,21 +40,9 @@ RESTART_BOUND_S = 60  # a worker is back in the pool this long after a node with
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    c = LoopbackCluster(workers=2)
-    yield c
-    c.shutdown()
-
-
-@pytest.fixture(scope="module")
 def daemon(ray_cluster):
     with cluster_daemon(ray_cluster.address, workers=2) as d:  # workers = 0 would grow onto nodes tests add
         yield d
-
-
-def _direct(preset: str, arr: np.ndarray, seed: int, **kw) -> np.ndarray:
-    r = pipeline.run(pipeline.build(preset), images.from_array(arr), seed=seed, device="cpu", **kw)
-    return images.to_array(r.image)
 
 
 def _messages(job) -> list[str]:
@@ -119,7 +115,7 @@ def test_a_worker_whose_node_died_restarts_on_a_node_that_joins(daemon, ray_clus
                for i in range(2)]
         arrs = {i: raw_image(160, 160, seed=n) for n, i in enumerate(ids)}
         for n, i in enumerate(ids):
-            assert np.array_equal(result_array(c.fetch_result(i)), _direct("tiles", arrs[i], n))
+            assert np.array_equal(result_array(c.fetch_result(i)), local_run("tiles", arrs[i], n))
     assert _hosts([daemon.queue.get(i) for i in ids]) == {"worker-1", "worker-2"}
     assert slot.last["node"] in {n.node_id for n in ray_cluster.nodes}
 
@@ -149,19 +145,6 @@ def test_with_workers_0_a_node_that_joins_gets_a_worker(ray_cluster, test_preset
             ray_cluster.kill_node(n)
 
 
-BROKEN_PRESET = """
-name = "{name}"
-scale = 1.0
-
-[[stage]]
-id = "upscale"
-kind = "upscale_model"
-model = "{model}"
-tile = 32
-overlap = 8
-"""
-
-
 def _broken_models(tiny_models: Path, folder: Path) -> Path:
     """A models folder like tiny_models whose Compact model is cut in half (a damaged copy on one node)."""
     shutil.copytree(tiny_models / "upscale_models", folder / "upscale_models")
@@ -175,7 +158,7 @@ def test_models_that_fail_to_load_take_their_worker_out_of_the_pool(ray_cluster,
     broken = _broken_models(tiny_models, tmp_path / "broken")
     # "tiles-node": the model by its place in a models folder, so each node finds its own copy
     for name, model in (("tiles-node", "upscale_models/4x-tiny-Compact.pth"), ("tiles-broken", broken)):
-        (user_presets_dir() / f"{name}.toml").write_text(BROKEN_PRESET.format(name=name, model=model))
+        (user_presets_dir() / f"{name}.toml").write_text(TILES_PRESET.format(name=name, model=model))
     # two nodes; the first one's copy of the model is damaged
     nodes = [ray_cluster.add_worker_node(env={"DERMIS_COMFY_MODELS": str(tmp_path / "broken")},
                                          resource="dermis_models"),
@@ -209,7 +192,7 @@ def test_models_that_fail_to_load_take_their_worker_out_of_the_pool(ray_cluster,
                 jobs = [j for j, _, _ in runs]
                 assert all(j.state.value == "done" for j in jobs), [(j.state, j.message) for j in jobs]
                 for j, a, seed in runs:  # the same as a local run with the undamaged file
-                    assert np.array_equal(result_array(c.fetch_result(j.id)), _direct("tiles", a, seed))
+                    assert np.array_equal(result_array(c.fetch_result(j.id)), local_run("tiles", a, seed))
                 removed = [s for s in pool.slots if s.removed]
                 assert len(removed) == 1 and pool.live() != removed, [(s.name, s.out) for s in pool.slots]
                 assert removed[0].last["node"] == nodes[0].node_id, "the worker on the damaged node left"
@@ -260,7 +243,7 @@ def test_losing_every_worker_fails_jobs_naming_the_cluster_until_one_is_back(ray
                 wait_for(lambda: slot.alive, RESTART_BOUND_S, "the worker back in the pool")
                 arr = raw_image(32, 32, seed=2)
                 res = c.run(request(arr, preset="lite", seed=1, output="full"))
-                assert np.array_equal(result_array(res), _direct("lite", arr, 1))
+                assert np.array_equal(result_array(res), local_run("lite", arr, 1))
     finally:
         if node in ray_cluster.nodes:
             ray_cluster.kill_node(node)
@@ -291,7 +274,7 @@ def test_losing_the_cluster_hands_jobs_to_the_local_device_when_configured(ray_c
         wait_for(lambda: not d.executor.pool.live(), 30, "the worker to leave the pool")
         with client(d) as c:
             res = c.run(request(arr, preset="lite", seed=3, output="full"))
-        assert np.array_equal(result_array(res), _direct("lite", arr, 3))
+        assert np.array_equal(result_array(res), local_run("lite", arr, 3))
         assert d.executor.fallback.busy is False
         job = d.queue.jobs(include_finished=True)[0]
         assert not any(m.startswith("running on cluster") for m in _messages(job)), "it ran on this machine"
@@ -327,7 +310,7 @@ def test_an_unreachable_cluster_with_local_fallback_serves_local_jobs(tmp_path, 
         with serve.client(timeout=30.0) as c:
             res = c.run(request(arr, preset="lite", seed=2, output="full"))
             assert not c.info().workers
-        assert np.array_equal(result_array(res), _direct("lite", arr, 2))
+        assert np.array_equal(result_array(res), local_run("lite", arr, 2))
         log = serve.tail(20000)
         assert f"cannot connect to the Ray cluster at {address}" in log
         assert "local_fallback is set, so this daemon runs every job on this machine" in log
