@@ -196,6 +196,7 @@ def test_a_daemon_watch_folder_keeps_one_job_per_worker_in_flight(daemon, test_p
 # two fresh worker nodes for standalone watchers of their own (the node faults: test_cluster_faults.py)
 def test_dermis_watch_ray_runs_two_files_at_once_and_a_kill_loses_none(ray_cluster, daemon, test_presets, tmp_path):
     import os
+    import sqlite3
     import subprocess
     import sys
 
@@ -224,8 +225,12 @@ def test_dermis_watch_ray_runs_two_files_at_once_and_a_kill_loses_none(ray_clust
         def two_running() -> bool:
             if proc.poll() is not None:
                 raise AssertionError(f"the watcher exited ({proc.returncode}): {proc.stderr.read()[-2000:]}")
-            return find_journal(inbox) is not None and \
-                sum(1 for r in journal_rows(inbox) if r[1] == "running") == 2
+            if find_journal(inbox) is None:
+                return False
+            try:
+                return sum(1 for r in journal_rows(inbox) if r[1] == "running") == 2
+            except sqlite3.OperationalError:  # the watcher has created the file, not yet its tables
+                return False
         wait_for(two_running, 120, "two files running at once in the first watcher")
     finally:
         proc.kill()
