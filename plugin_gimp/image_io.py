@@ -17,6 +17,7 @@ back); indexed images are refused with a message, a palette cannot hold the resu
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import gi
 
@@ -54,9 +55,19 @@ class Source:
     crop_y: int
     pixel_format: str  # babl name the pixels are in (with the image's colour space)
     icc_profile: bytes | None
-    layer_name: str = ""  # the source layer's name and place when it was read (for a layer that
-    layer_x: int = 0  # is deleted while the daemon works)
+    # The source layer and its image as they were when read: what the result needs when the layer is
+    # deleted (it goes on top, where the layer was) or the image is closed while the daemon works
+    # (it goes into a new image like the old one; layers.py).
+    layer_name: str = ""
+    layer_x: int = 0
     layer_y: int = 0
+    layer_width: int = 0
+    layer_height: int = 0
+    image_name: str = ""
+    image_width: int = 0
+    image_height: int = 0
+    gray: bool = False
+    precision: Any = None  # Gimp.Precision of the image
 
     def part(self, box: tuple[int, int, int, int]) -> bytes:
         """The pixels of ``box`` (x, y, w, h within the area read)."""
@@ -121,7 +132,10 @@ def read_source(image: Gimp.Image, layer: Gimp.Layer, padding: int = CONTEXT_PAD
     _, lx, ly = layer.get_offsets()
     return Source(pixels=pixels, width=cw, height=ch, channels=4 if has_alpha else 3, bit_depth=bits,
                   mask=mask, crop_x=cx, crop_y=cy, pixel_format=fmt, icc_profile=icc or None,
-                  layer_name=layer.get_name(), layer_x=lx, layer_y=ly)
+                  layer_name=layer.get_name(), layer_x=lx, layer_y=ly, layer_width=lw, layer_height=lh,
+                  image_name=image.get_name(), image_width=image.get_width(),
+                  image_height=image.get_height(), gray=image.get_base_type() == Gimp.ImageBaseType.GRAY,
+                  precision=image.get_precision())
 
 
 def face_picture(layer: Gimp.Layer, source: Source) -> tuple[bytes, int, int, float]:

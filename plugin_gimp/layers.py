@@ -6,8 +6,11 @@ becomes one layer, as before; several become a group named after the run ('Dermi
 seed's layers are visible. The output (normal pixels or the detail layer in Grain Merge) and the
 strength (opacity) are set on what is inserted at the top: the layer, or the group, whose children
 stay Normal at 100 %, as in Krita. The source layer is only read; when it was deleted while the
-daemon worked, the result goes on top of the image and a note says so (as the Krita plug-in does);
-a closed image is an error that names what was not inserted.
+daemon worked, the result goes on top of the image and a note says so (as the Krita plug-in does).
+When the image itself was closed meanwhile, the result is not dropped: it goes into a new image
+like the closed one (size, mode, precision, colour profile), over a layer holding the part of the
+source that was read, and GIMP shows that image, unsaved, as it shows any new image: the user can
+copy the result back into a reopened original or save it, and closing it asks first.
 """
 
 from __future__ import annotations
@@ -34,10 +37,6 @@ class Piece:
     visible: bool  # the first seed's results show, the other variations are inserted hidden
 
 
-class ImageClosed(ValueError):
-    """The image the run came from was closed before its results arrived."""
-
-
 def layer_name(piece: Piece, several_parts: bool) -> str:
     name = piece.result.layer_name
     return f"{name} {piece.label}" if several_parts and piece.label else name
@@ -54,16 +53,17 @@ def group_name(pieces: list[Piece]) -> str:
 
 
 def insert(image: Gimp.Image, source_layer: Gimp.Layer, source: Source, pieces: list[Piece], *,
-           scale: float, detail: bool, strength: int) -> tuple[Gimp.Layer, list[str]]:
+           scale: float, detail: bool, strength: int, closed: bool = False) -> tuple[Gimp.Layer, list[str]]:
     """Insert ``pieces`` directly above ``source_layer`` (see the module's doc); returns the top
-    item (layer or group) and notes for the user."""
-    if not image.is_valid():
-        names = ", ".join(p.result.layer_name for p in pieces)
-        raise ImageClosed(f"The image this job came from was closed; the result ({names}) was not "
-                          "inserted. Run it again on the open image.")
+    item (layer or group) and notes for the user. ``closed``: the user closed ``image`` meanwhile
+    (GIMP keeps it valid until the plug-in returns, then frees it), so the result goes into a new
+    image (module doc), as it does for an image GIMP already reports as gone."""
     for p in pieces:
         check_result(p.result, source)
     notes = []
+    reopened = closed or not image.is_valid()
+    if reopened:
+        image, source_layer = _image_like(source)
     image.undo_group_start()
     try:
         if scale != 1.0:
@@ -95,8 +95,41 @@ def insert(image: Gimp.Image, source_layer: Gimp.Layer, source: Source, pieces: 
         image.set_selected_layers([top])
     finally:
         image.undo_group_end()
+    if reopened:
+        shown = _show(image)
+        notes.append(f"The image '{source.image_name}' was closed while Dermis worked. The result is in a "
+                     f"new image, '{image.get_name()}', over the part of '{source.layer_name}' it was made "
+                     f"from{'' if shown else ' (GIMP has no window to show it in: it is open in this session)'}"
+                     "; it is not saved yet.")
     Gimp.displays_flush()
     return top, notes
+
+
+def _image_like(source: Source) -> tuple[Gimp.Image, Gimp.Layer]:
+    """A new image like the closed one, holding the source layer as far as it was read (the rest
+    transparent) at its old place: the result is inserted over it exactly as into the original."""
+    base = Gimp.ImageBaseType.GRAY if source.gray else Gimp.ImageBaseType.RGB
+    image = Gimp.Image.new_with_precision(source.image_width, source.image_height, base, source.precision)
+    if source.icc_profile:
+        image.set_color_profile(Gimp.ColorProfile.new_from_icc_profile(source.icc_profile))
+    kind = Gimp.ImageType.GRAYA_IMAGE if source.gray else Gimp.ImageType.RGBA_IMAGE
+    layer = Gimp.Layer.new(image, f"{source.layer_name} (what Dermis read)", source.layer_width,
+                           source.layer_height, kind, 100.0, Gimp.LayerMode.NORMAL)
+    image.insert_layer(layer, None, 0)
+    layer.set_offsets(source.layer_x, source.layer_y)
+    buf = layer.get_buffer()
+    buf.set(Gegl.Rectangle.new(source.crop_x, source.crop_y, source.width, source.height),
+            pixel_format(layer, with_alpha=source.channels == 4)[0], source.pixels)
+    buf.flush()
+    return image, layer
+
+
+def _show(image: Gimp.Image) -> bool:
+    """Open a window on ``image``; False where GIMP runs without a UI (batch, gimp-console)."""
+    try:
+        return Gimp.Display.new(image) is not None
+    except Exception:  # gimp-display-new is an execution error without a UI
+        return False
 
 
 def _layer(image: Gimp.Image, piece: Piece, name: str) -> Gimp.Layer:

@@ -12,7 +12,6 @@ call (progress, layers) stays on that thread.
 
 from __future__ import annotations
 
-import os
 import sys
 import traceback
 
@@ -143,6 +142,10 @@ def _run(procedure, run_mode, image, drawables, config):
     except client.ClientError as e:
         return error_return(procedure, job.explain(e))
 
+    # the window the run came from (None from a script): GIMP 3 keeps a closed image alive for the
+    # running plug-in, so only that window going away tells the plug-in the image was closed
+    window = Gimp.default_display()
+    window = window if window is not None and window.is_valid() else None
     Gimp.progress_init("Dermis: sending the image to the daemon")
     reporter = job.Reporter(Gimp.progress_set_text, Gimp.progress_update)
     try:
@@ -159,14 +162,11 @@ def _run(procedure, run_mode, image, drawables, config):
 
     for piece, result in zip(pieces, results, strict=True):
         piece.result = result
-    if os.environ.get("DERMIS_GIMP_TEST_DELETE_LAYER") == layer.get_name():
-        # test hook (tests/test_gimp_workflow.py): the user deletes the source layer while the
-        # daemon works; a batch session cannot do that while this procedure runs
-        image.remove_layer(layer)
     try:
+        closed = not image.is_valid() or (window is not None and not window.is_valid())
         top, placed_notes = layers.insert(image, layer, source, pieces, scale=settings.scale,
                                           detail=settings.output == editors.MODE_DETAIL,
-                                          strength=settings.strength)
+                                          strength=settings.strength, closed=closed)
     except ValueError as e:
         return error_return(procedure, f"Dermis: {e}")
     notes += placed_notes + reporter.messages

@@ -1,23 +1,22 @@
 """Writing results into Krita: a run's layers (or group), and larger results as a new document.
 
 Call only on Krita's UI thread. What a run inserts:
-- one result of a selection: a group "Dermis (preset, seed)" directly above the source layer, holding
-  the result as a paint layer that is opaque over the processed rectangle, and under it a layer
-  "Selection" holding the feathered selection (white, its coverage as alpha). The result layer
-  inherits that alpha, so painting "Selection" (brush to add, eraser to remove) takes the effect in
-  or out. Krita 5.1's scripting API cannot fill a transparency mask (a new one has no pixels to
-  write: measured, ``pixelData`` returns 0 bytes and ``setPixelData`` is ignored), which is why the
-  coverage is a layer the result clips to; the composite is the same. Without a selection, the result
-  keeps its own alpha and is a plain layer;
-- several parts (islands, faces) or seeds (variations): one group holding a layer per part, or a
-  sub-group per seed holding the parts; only the first seed is visible;
+- one result of a selection: a paint layer "Dermis (preset, seed)" directly above the source layer,
+  opaque over the processed rectangle, with a child transparency mask "Selection" holding the
+  feathered selection; painting the mask (white to add, black to remove) takes the effect in or out.
+  Krita 5.1's scripting API cannot fill a new transparency mask, so the mask is a copy of one from a
+  tiny .kra file Dermis writes and opens (template.py). Without a selection, the result keeps its
+  own alpha and has no mask;
+- several parts (islands, faces) or seeds (variations): one group holding a layer per part (each with
+  its own mask), or a sub-group per seed holding the parts; only the first seed is visible;
 - the detail layer (content "detail") in Grain Merge mode; the strength is the opacity of what is
   inserted (layer or group).
 
-One undo step: everything is built detached from the document, children attached with
-``setChildNodes`` (which Krita does not record), and only the top node is added (recorded as one
-"Add Layer"). Krita 5.1 records a blend-mode change as a step of its own even on a detached node,
-so a detail result leaves one more, invisible "Composition Mode Change" step below it.
+One undo step: everything is built detached from the document, children and masks attached with
+``setChildNodes`` on nodes that have no children yet (Krita does not record it; on a node with
+children, 5.1.5's ``setChildNodes`` removes only the first one before appending), the blending mode set through the template (Krita
+records a blend-mode change as a step of its own, on the image of the ``Node`` object it is called
+on), and only the top node is added (recorded as one "Add Layer").
 """
 
 from __future__ import annotations
@@ -28,11 +27,11 @@ from typing import Any
 
 from krita import Krita
 
-from . import document, pixels, prepare
+from . import document, pixels, prepare, template
 from .document import DocumentError, Target
 
 GRAIN_MERGE = "grain_merge"  # Krita's id of the Grain Merge blending mode
-SELECTION_LAYER = "Selection"  # the editable coverage under a result
+MASK_NAME = "Selection"  # the result's transparency mask: the feathered selection, to paint
 
 
 @dataclass
@@ -73,18 +72,19 @@ def insert(target: Target, items: list[Item], *, group: str, detail: bool, stren
     if (doc.width(), doc.height()) != target.canvas:
         notes.append("The canvas was resized while Dermis worked: the result sits where the "
                      "selection was when the job started.")
-    layers = []
-    for item in items:
-        layers.append((yield from _layer(doc, target, item)))
-    if not document.is_open(doc):
-        raise DocumentError("The image this job came from was closed while the result was being inserted.")
-    if len(layers) == 1:
-        top, name = layers[0], items[0].name
-    else:
-        top, name = _group(doc, group, items, layers), group
-    top.setOpacity(round(strength * 255 / 100))
-    if detail:
-        top.setBlendingMode(GRAIN_MERGE)  # before it is added: Krita records this as a step of its own
+    with template.Template() as tpl:
+        layers = []
+        for item in items:
+            layers.append((yield from _layer(doc, target, item, tpl)))
+        if not document.is_open(doc):
+            raise DocumentError("The image this job came from was closed while the result was being inserted.")
+        if len(layers) == 1:
+            top, name = layers[0], items[0].name
+        else:
+            top, name = _group(doc, group, items, layers), group
+        top.setOpacity(round(strength * 255 / 100))
+        if detail:
+            tpl.set_blending_mode(top, GRAIN_MERGE)  # not recorded in this document's history
     source = find_node(doc.rootNode(), target.node_id) if target.node_id is not None else None
     if source is not None:
         source.parentNode().addChildNode(top, source)  # the one visible undo step: "Add Layer"
@@ -99,26 +99,21 @@ def insert(target: Target, items: list[Item], *, group: str, detail: bool, stren
     return Placed(name, doc, notes)
 
 
-def _layer(doc: Any, target: Target, item: Item) -> Steps:
-    """The result as a layer, or with a selection as a group {coverage, result inheriting its alpha}."""
+def _layer(doc: Any, target: Target, item: Item, tpl: template.Template) -> Steps:
+    """The result as a paint layer; with a selection, opaque, its coverage in a child transparency mask."""
     r = item.result
     _check_result(target, r, want_canvas=(item.box[2], item.box[3]))
     x, y = target.x + item.box[0] + r.offset_x, target.y + item.box[1] + r.offset_y
     node = doc.createNode(item.name, "paintlayer")
-    layer, white = item.data or prepare.layer_bytes(r, item.has_mask)
+    layer, coverage = item.data or prepare.layer_bytes(r, item.has_mask)
     layer = yield from _to_document_space(doc, target.wire_space, r, layer)
     yield from _write(node, layer, x, y, r.width, r.height)
-    if white is None:
-        node.setVisible(item.visible)
-        return node
-    node.setInheritAlpha(True)  # shows only where "Selection" below it has coverage
-    coverage = doc.createNode(SELECTION_LAYER, "paintlayer")
-    white = yield from _to_document_space(doc, target.wire_space, r, white)
-    yield from _write(coverage, white, x, y, r.width, r.height)
-    unit = doc.createGroupLayer(item.name)
-    unit.setChildNodes([coverage, node])  # attached without an undo step (nothing is in the image yet)
-    unit.setVisible(item.visible)
-    return unit
+    if coverage is not None:
+        mask = tpl.mask(MASK_NAME)
+        yield from _write(mask, coverage, x, y, r.width, r.height)  # 1 byte a pixel at any depth
+        node.setChildNodes([mask])  # attached without an undo step (nothing is in the image yet)
+    node.setVisible(item.visible)
+    return node
 
 
 def _write(node: Any, data: bytes, x: int, y: int, w: int, h: int) -> Steps:

@@ -52,20 +52,21 @@ def is_blank_mask(mask: bytes) -> bool:
 
 
 def split_alpha(data: bytes | bytearray | memoryview, bit_depth: int) -> tuple[bytearray, bytearray]:
-    """4-channel pixels (alpha last) -> (the same pixels made opaque, white pixels with their alpha).
+    """4-channel pixels (alpha last) -> (the same pixels made opaque, their alpha as 1 byte a pixel).
 
-    The second is what Dermis puts under a result as its editable coverage (see layers.py). In 1 MiB
-    steps, like ``swap_red_blue``."""
+    The second fills the result's transparency mask (see layers.py), which Krita keeps at 8 bits
+    whatever the document's depth: a 16-bit alpha gives its high byte, within 1/255 of a/257. In
+    1 MiB steps, like ``swap_red_blue``: the outputs grow a step at a time (a whole-size bytearray
+    is zeroed in one call that holds Python's lock) and are returned without a final copy."""
     size = _pixel_size(data, bit_depth)
-    opaque, white = bytearray(), bytearray()
+    opaque, alpha = bytearray(), bytearray()
     step = CHUNK - CHUNK % size
-    full, ones = b"\xff" * (step // size), b"\xff" * step
+    full = b"\xff" * (step // size)
     for start in range(0, len(data), step):
         end = min(len(data), start + step)
         n = (end - start) // size
         opaque += data[start:end]
-        white += ones[:end - start]
         for byte in range(size - bit_depth // 8, size):  # the alpha channel's byte(s)
             opaque[start + byte:end:size] = full[:n]
-            white[start + byte:end:size] = data[start + byte:end:size]
-    return opaque, white
+        alpha += data[start + size - 1:end:size]  # alpha's (high) byte
+    return opaque, alpha

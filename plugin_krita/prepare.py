@@ -1,6 +1,6 @@
 """The byte work around a run, on worker threads (``jobs.Call``), so Krita's UI thread only calls
 Krita: before the jobs, the face search, B,G,R,A -> R,G,B,A and the split into parts; after them,
-each result back to Krita's order and split into the opaque layer and its coverage. No Krita calls
+each result back to Krita's order and split into the opaque layer and its coverage (the mask). No Krita calls
 here; every loop works in 1 MiB steps (pixels.py), so the UI thread gets its turn in between.
 """
 
@@ -67,7 +67,7 @@ def parts(src: Any, ask: Any, connect: Callable[[], Any]) -> Parts:
 
 def layer_bytes(result: Any, has_mask: bool) -> tuple[bytes, bytes | None]:
     """A result in Krita's B,G,R,A: (the layer, None) or, with a selection, (the layer made opaque,
-    white with the selection's coverage as alpha) (see layers.py)."""
+    the selection's coverage, 1 byte a pixel, for its transparency mask) (see layers.py)."""
     bgra = pixels.swap_red_blue(result.pixels, result.bit_depth)
     if not has_mask:
         return bgra, None

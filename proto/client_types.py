@@ -247,7 +247,7 @@ class WorkerInfo:
     vram_total: int
     loaded_models: dict[str, int]
     job_id: str = ""  # "" when idle
-    removed: str = ""  # why it left the pool; "" while in it
+    removed: str = ""  # why it takes no jobs ("removed: …", starting, "restarting: …"); "" in the pool
 
 
 @dataclass

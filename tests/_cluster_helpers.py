@@ -48,8 +48,12 @@ class LoopbackCluster:
     def address(self) -> str:
         return self.cluster.address
 
-    def add_worker_node(self) -> Any:
-        node = self.cluster.add_node(num_cpus=1, resources={RESOURCE: 1}, node_ip_address=LOOPBACK)
+    def add_worker_node(self, env: dict[str, str] | None = None, resource: str = RESOURCE) -> Any:
+        """One more node with one unit of the worker resource (another name keeps a test's nodes to its own
+        daemon); ``env`` is its raylet's environment (its workers inherit it), as `ray start` on a machine
+        of its own would pass its shell's."""
+        node = self.cluster.add_node(num_cpus=1, resources={resource: 1}, node_ip_address=LOOPBACK,
+                                     **({"env_vars": env} if env else {}))
         self.nodes.append(node)
         return node
 
@@ -63,6 +67,15 @@ class LoopbackCluster:
 
         ray.shutdown()
         self.cluster.shutdown()
+
+
+def local_run(preset: str, arr: Any, seed: int, **kw: Any) -> Any:
+    """The same job run by pipeline.run in this process (what a cluster result must equal), as an array."""
+    import pipeline
+    from pipeline import images
+
+    r = pipeline.run(pipeline.build(preset), images.from_array(arr), seed=seed, device="cpu", **kw)
+    return images.to_array(r.image)
 
 
 def journal_run_intervals(journal: Path) -> list[tuple[str, float, float]]:
@@ -93,12 +106,16 @@ def overlapping(intervals: list[tuple[str, float, float]]) -> list[tuple[str, st
 
 
 @contextmanager
-def cluster_daemon(address: str, preload: tuple[str, ...] = (), **kw: Any) -> Iterator[Any]:
-    """A daemon (real gRPC server and queue) whose jobs run on the cluster's workers."""
+def cluster_daemon(address: str, preload: tuple[str, ...] = (), config: Any = None, **kw: Any) -> Iterator[Any]:
+    """A daemon (real gRPC server and queue) whose jobs run on the cluster's workers; ``config`` is its
+    pipeline.Config (sent to the workers), ``kw`` its ClusterSettings."""
+    import pipeline
+
     folder = Path(tempfile.mkdtemp(prefix="dc-", dir="/tmp"))
-    settings = ClusterSettings(address=address, resource=RESOURCE, **kw)
+    settings = ClusterSettings(address=address, **{"resource": RESOURCE, **kw})
     daemon = start_server(ServerConfig(listen=f"unix:{folder / 'd.sock'}", token=TOKEN, device="cpu",
-                                       cluster=settings, preload=preload))[1]
+                                       cluster=settings, preload=preload,
+                                       pipeline=config if config is not None else pipeline.Config()))[1]
     try:
         yield daemon
     finally:

@@ -33,10 +33,10 @@ id = "resample"
 kind = "resample"
 """
 
-# a real multi-step job: the tiny Compact model over 32 px tiles, one tile per step
+# a real multi-step job: the tiny Compact model over 32 px tiles, one tile per step (format name and model)
 TILES_PRESET = """
-name = "tiles"
-label = "tiles"
+name = "{name}"
+label = "{name}"
 description = "test: tiny Compact model over 32 px tiles, one tile per step"
 scale = 1.0
 
@@ -70,7 +70,7 @@ def write_test_presets(tiny_models: Path) -> dict[str, Path]:
     folder = user_presets_dir()
     folder.mkdir(parents=True, exist_ok=True)
     model = tiny_models / "upscale_models" / "4x-tiny-Compact.pth"
-    files = {"identity": IDENTITY_PRESET, "tiles": TILES_PRESET.format(model=model),
+    files = {"identity": IDENTITY_PRESET, "tiles": TILES_PRESET.format(name="tiles", model=model),
              "needs-weights": NEEDS_WEIGHTS_PRESET}
     written = {}
     for name, text in files.items():

@@ -192,7 +192,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve_on_tcp(state_dir: Path) -> ServeProcess:
+def serve_on_tcp(state_dir: Path, presets: dict[str, str] | None = None) -> ServeProcess:
     """`dermis serve` on 127.0.0.1 (a port the OS picks), with its own state folder, runtime file and
-    token: what GIMP's plug-in (in the chroot) reaches over TCP."""
-    return ServeProcess(state_dir, "--listen", "127.0.0.1:0", timeout=60)
+    token: what GIMP's plug-in (in the chroot) reaches over TCP. ``presets``: name -> TOML text of
+    user presets it loads besides the built-in ones."""
+    env = None
+    if presets:
+        config = state_dir / "config"
+        for name, text in presets.items():
+            path = config / "dermis" / "presets" / f"{name}.toml"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        env = {**os.environ, "XDG_CONFIG_HOME": str(config)}
+    return ServeProcess(state_dir, "--listen", "127.0.0.1:0", env=env, timeout=60)
+
+
+def set_shortcuts(work: Workdir, shortcuts: dict[str, str]) -> None:
+    """Keyboard shortcuts in the chroot user's GIMP profile (shortcutsrc, as Edit → Keyboard
+    Shortcuts saves them): action name -> accelerator such as '<Primary><Shift>F9'."""
+    path = work.host / "home" / ".config" / "GIMP" / "3.0" / "shortcutsrc"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("(file-version 1)\n" + "".join(f'(action "{a}" "{k}")\n' for a, k in shortcuts.items()))

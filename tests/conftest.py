@@ -92,6 +92,17 @@ def daemon(short_tmp: Path, test_presets: dict[str, Path]) -> Iterator[Any]:
     d.stop(grace=5.0)
 
 
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[Any]:
+    """A real Ray cluster on loopback for one cluster test module: a head and two worker nodes, each
+    offering one unit of the custom resource ``dermis_worker`` (tests/_cluster_helpers.py)."""
+    from ._cluster_helpers import LoopbackCluster
+
+    c = LoopbackCluster(workers=2)
+    yield c
+    c.shutdown()
+
+
 @pytest.fixture
 def hub(tmp_path, monkeypatch):
     """The stand-in, a catalogue of its files, the demo presets, and huggingface_hub pointed at it (online)."""

@@ -106,3 +106,15 @@ class FakeDaemonClient(dc.DaemonClient):
 
     def close(self) -> None:
         self.closed = True
+
+
+def poll_until(job: Any, until: Any = lambda j: j.finished, seen: Any = lambda j: j.phase,
+               timeout: float = 5.0) -> list[Any]:
+    """Poll a plugin Job as the docker's timer does until ``until(job)``; ``seen(job)`` at each change."""
+    out, t0 = [], time.monotonic()
+    while not until(job):
+        if job.poll():
+            out.append(seen(job))
+        assert time.monotonic() - t0 < timeout, f"stuck in {job.phase}"
+        time.sleep(0.005)
+    return out

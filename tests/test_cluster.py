@@ -14,7 +14,7 @@ from daemon.jobs.executor import ProgressPublisher
 from pipeline import images
 from proto.events import EventKind
 
-from ._cluster_helpers import LoopbackCluster, cluster_daemon, journal_run_intervals, overlapping
+from ._cluster_helpers import cluster_daemon, journal_run_intervals, local_run, overlapping
 from ._daemon_helpers import TOKEN, client, raw_image, request, result_array
 from .conftest import wait_for
 
@@ -22,21 +22,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    c = LoopbackCluster(workers=2)
-    yield c
-    c.shutdown()
-
-
-@pytest.fixture(scope="module")
 def daemon(ray_cluster):
-    with cluster_daemon(ray_cluster.address) as d:
+    with cluster_daemon(ray_cluster.address, workers=2) as d:  # workers = 0 would grow onto nodes tests add
         yield d
-
-
-def _direct(preset: str, arr: np.ndarray, seed: int, **kw) -> np.ndarray:
-    r = pipeline.run(pipeline.build(preset), images.from_array(arr), seed=seed, device="cpu", **kw)
-    return images.to_array(r.image)
 
 
 def test_round_trip_equals_a_local_run_pixel_for_pixel(daemon, portrait):
@@ -44,9 +32,9 @@ def test_round_trip_equals_a_local_run_pixel_for_pixel(daemon, portrait):
     with client(daemon) as c:
         res = c.run(request(arr, preset="lite", seed=11, output="full", client_name="test"))
     assert (res.width, res.height, res.seed, res.preset) == (1024, 1024, 11, "lite")
-    got, want = result_array(res), _direct("lite", arr, 11)
+    got, want = result_array(res), local_run("lite", arr, 11)
     assert np.array_equal(got, want)
-    assert not np.array_equal(got, _direct("lite", arr, 12)), "negative control: another seed differs"
+    assert not np.array_equal(got, local_run("lite", arr, 12)), "negative control: another seed differs"
 
 
 def test_a_detail_layer_job_returns_the_detail_layer(daemon):
@@ -54,8 +42,8 @@ def test_a_detail_layer_job_returns_the_detail_layer(daemon):
     with client(daemon) as c:
         res = c.run(request(arr, preset="lite", seed=3, output="full", content="detail", detail_sigma=4.0))
     got = result_array(res)
-    assert np.array_equal(got, _direct("lite", arr, 3, content="detail", detail_sigma=4.0))
-    assert not np.array_equal(got, _direct("lite", arr, 3)), "negative control: the refined pixels differ"
+    assert np.array_equal(got, local_run("lite", arr, 3, content="detail", detail_sigma=4.0))
+    assert not np.array_equal(got, local_run("lite", arr, 3)), "negative control: the refined pixels differ"
 
 
 def test_two_workers_run_two_jobs_at_once_on_two_nodes(daemon, test_presets):
@@ -90,7 +78,7 @@ def test_progress_events_in_order_ending_with_the_result(daemon, test_presets, m
     assert seqs == sorted(set(seqs))
     progress = [e for e in events if e.kind is EventKind.progress]
     assert len(progress) >= 9 and [p.step for p in progress] == list(range(1, len(progress) + 1))
-    assert np.array_equal(result_array(res), _direct("tiles", arr, 1))
+    assert np.array_equal(result_array(res), local_run("tiles", arr, 1))
 
 
 def test_cancel_reaches_a_running_remote_job_at_its_next_step(daemon, test_presets, monkeypatch):
@@ -138,7 +126,7 @@ def test_an_editor_job_overtakes_batch_jobs_across_the_cluster(daemon, test_pres
     assert len(yielded) == 1, "exactly one batch job gave its worker up"
     assert editor_s < 30
     i = yielded[0]  # restarted from the beginning, it gives the same result as a run of its own
-    assert np.array_equal(result_array(results[i]), _direct("tiles", arrs[i], 2))
+    assert np.array_equal(result_array(results[i]), local_run("tiles", arrs[i], 2))
 
 
 def test_status_lists_both_workers(daemon, capsys, monkeypatch):
@@ -205,69 +193,10 @@ def test_a_daemon_watch_folder_keeps_one_job_per_worker_in_flight(daemon, test_p
     assert len(intervals) == 3 and overlapping(intervals) == [], intervals
 
 
-# last in this module: it kills one of the two worker nodes
-def test_killing_a_node_mid_batch_leaves_one_outcome_per_file(daemon, ray_cluster, test_presets, tmp_path):
-    from daemon.watch.service import QueueRunner
-    from daemon.watch.settings import base_settings
-
-    from ._watch_helpers import FAST, Watcher, assert_accounted, expected_output, png_bytes
-
-    inbox, out = tmp_path / "in", tmp_path / "out"
-    inbox.mkdir()
-    good = {f"p{i:02d}.png": png_bytes(i, size=128) for i in range(12)}
-    # the folder keeps one job per live worker in flight, as a daemon [[watch]] folder on a cluster does
-    runner = QueueRunner(daemon.queue, pipeline.Config(), lambda: daemon.executor.capacity)
-    with Watcher(inbox, out, preset="tiles", options=FAST, runner=runner) as w:
-        for name, data in good.items():
-            (inbox / name).write_bytes(data)
-        # the 4th job, once it has made progress: kill the node its worker runs on
-        running = wait_for(lambda: next((j for j in daemon.queue.jobs() if j.state.value == "running" and
-                                         j.number >= 4 and j.fraction > 0), None), 120, "a job mid-run")
-        slot = next(s for s in daemon.executor.pool.slots if s.job == running.id)
-        node = next(n for n in ray_cluster.nodes if n.node_id == slot.last["node"])
-        ray_cluster.kill_node(node)
-        w.wait_finished(12, timeout=180)
-    texts = [e.message for e in running.events_after(0) if e.kind is EventKind.message]
-    assert any("died; the job runs again on another worker (retry 1 of 2)" in t for t in texts), texts
-    assert running.state.value == "done"
-    assert slot.removed.startswith("died while running a job")
-    settings = base_settings("tiles")
-    assert_accounted(inbox, out, good, expected={n: expected_output(d, settings) for n, d in good.items()})
-    with client(daemon) as c:
-        workers = c.info().workers
-    assert sum(1 for x in workers if x.removed) == 1 and len(workers) == 2
-
-
-def test_workers_lacking_a_preload_presets_weights_leave_the_pool(ray_cluster, test_presets):
-    from daemon.cluster.pool import ClusterUnavailable
-
-    ray_cluster.add_worker_node()  # the module's daemon holds the other worker node
-    with pytest.raises(ClusterUnavailable) as e, cluster_daemon(ray_cluster.address, preload=("needs-weights",),
-                                                                workers=1, start_timeout_s=60):
-        pass
-    assert "no cluster worker could start" in str(e.value)
-    assert "worker-1: its models failed to load:" in str(e.value) and "skin_detail" in str(e.value)
-
-
-def test_losing_the_cluster_hands_jobs_to_the_local_device_when_configured(ray_cluster, portrait):
-    arr = images.to_array(portrait)[:64, :64]
-    # the worker node the previous test added (its worker was killed): this daemon's only worker
-    with cluster_daemon(ray_cluster.address, local_fallback=True, workers=1, start_timeout_s=60) as d:
-        assert len(d.executor.pool.live()) == 1
-        node = next(n for n in ray_cluster.nodes if n.node_id == d.executor.pool.slots[0].last["node"])
-        ray_cluster.kill_node(node)
-        with client(d) as c:
-            res = c.run(request(arr, preset="lite", seed=3, output="full"))
-        assert np.array_equal(result_array(res), _direct("lite", arr, 3))
-        assert d.executor.pool.live() == [] and d.executor.fallback.busy is False
-        job = d.queue.jobs(include_finished=True)[0]
-        texts = [e.message for e in job.events_after(0) if e.kind is EventKind.message]
-        assert any("died; the job runs again" in t for t in texts), texts
-
-
-# after the node kills above: two fresh worker nodes for standalone watchers of their own
+# two fresh worker nodes for standalone watchers of their own (the node faults: test_cluster_faults.py)
 def test_dermis_watch_ray_runs_two_files_at_once_and_a_kill_loses_none(ray_cluster, daemon, test_presets, tmp_path):
     import os
+    import sqlite3
     import subprocess
     import sys
 
@@ -296,8 +225,12 @@ def test_dermis_watch_ray_runs_two_files_at_once_and_a_kill_loses_none(ray_clust
         def two_running() -> bool:
             if proc.poll() is not None:
                 raise AssertionError(f"the watcher exited ({proc.returncode}): {proc.stderr.read()[-2000:]}")
-            return find_journal(inbox) is not None and \
-                sum(1 for r in journal_rows(inbox) if r[1] == "running") == 2
+            if find_journal(inbox) is None:
+                return False
+            try:
+                return sum(1 for r in journal_rows(inbox) if r[1] == "running") == 2
+            except sqlite3.OperationalError:  # the watcher has created the file, not yet its tables
+                return False
         wait_for(two_running, 120, "two files running at once in the first watcher")
     finally:
         proc.kill()

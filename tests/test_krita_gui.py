@@ -2,7 +2,8 @@
 
 A test-only plugin (tests/krita/dermis_autotest) clicks what a user clicks: the menu entry three times
 (three runs queued, none refused), one job's own Cancel, then Cancel all once a preview shows; then a
-run with two variations to its end, and Undo; then a 4096x4096 16-bit document, the whole way through.
+run with two variations to its end, and Undo; a detail layer (Grain Merge) and one Undo
+(tests/krita/dermis_autotest/issue17.py); then a 4096x4096 16-bit document, the whole way through.
 A 20 ms heartbeat timer measures how long the UI thread was ever busy. Krita exits 0 whatever Python
 does inside it, so the driver writes a JSON report this test reads (and exits 3 on failure).
 """
@@ -132,8 +133,9 @@ def test_variations_land_as_one_group_with_a_layer_per_seed_and_undo_removes_it(
     assert run["layers"] == ["Background", "Dermis (lite-slow, seeds 7, 8)", "Selection Mask"]
     assert [c[0] for c in run["children"]] == ["Dermis (lite-slow, 7)", "Dermis (lite-slow, 8)"]
     assert [c[2] for c in run["children"]] == [True, False]  # only the first seed is visible
-    # each one: the feathered selection as a layer, and the opaque result clipped to it
-    assert run["first_children"] == [["Selection", "paintlayer", False], ["Dermis (lite-slow, 7)", "paintlayer", True]]
+    # each one: the opaque result with the feathered selection as its transparency mask
+    assert run["first"] == ["Dermis (lite-slow, 7)", "paintlayer"]
+    assert run["first_children"] == [["Selection", "transparencymask"]]
     print("composite vs first seed's layer inside the selection: max diff", run["inside_max_diff"],
           "/255; vs the background", run["inside_background_diff"], "/255")
     assert run["inside_max_diff"] <= 1 and run["composite_same_outside"]
@@ -148,6 +150,20 @@ def test_variations_land_as_one_group_with_a_layer_per_seed_and_undo_removes_it(
     u = gui[0]["undo"]
     assert u["action_text"] == "Undo Add Layer"  # the whole group is one step, and the last one
     assert u["layers"] == ["Background", "Selection Mask"] and u["source_unchanged"]
+    # that one Undo took the group, its layers and their masks, and nothing else: the history's top
+    # is what it was before the run, and Redo would bring the whole insert back
+    assert u["after"] == u["before"] and u["redo_text"] == "Redo Add Layer"
+
+
+def test_detail_layer_is_one_undo_step_without_a_blend_mode_step(gui):
+    d = gui[0]["detail"]
+    assert d["phases"] == ["done"] and d["error"] == "", d
+    assert d["top"] == ["paintlayer", "grain_merge", ["transparencymask"]]
+    assert d["undo_after_insert"] == "Undo Add Layer"
+    assert d["layers_after_undo"] == d["layers_before"] and d["undo_after_undo"] == d["undo_before"]
+    assert d["redo_after_undo"] == "Redo Add Layer"
+    # negative control: the blend-mode call on a node of the image is a step the measurement sees
+    assert d["control_undo"] != d["undo_before"] and d["control_undo"].startswith("Undo ")
 
 
 def test_screenshot_of_the_window_with_the_docker(gui):

@@ -18,29 +18,18 @@ from plugin_krita.jobs import Call, Job, Phase
 from plugin_krita.runs import Piece, Run, Scheduler
 from proto import client as dc
 
-from .fake_daemon import PROGRESS, FakeDaemonClient, result_for
+from .fake_daemon import PROGRESS, FakeDaemonClient, poll_until, result_for
 
 
 def _request() -> dc.JobRequest:
     return dc.JobRequest(pixels=b"\0" * 16, width=2, height=2, channels=4, client_name="krita")
 
 
-def _run_until(job: Job, cond, timeout: float = 5.0) -> list[Phase]:
-    seen = []
-    t0 = time.monotonic()
-    while not cond(job):
-        if job.poll():
-            seen.append(job.phase)
-        assert time.monotonic() - t0 < timeout, f"stuck in {job.phase}"
-        time.sleep(0.005)
-    return seen
-
-
 def test_job_runs_to_done_on_a_worker_thread():
     fake = FakeDaemonClient(PROGRESS)
     job = Job(_request(), lambda: fake, context="target").start()
     assert job.id and fake is not None
-    phases = _run_until(job, lambda j: j.finished)
+    phases = poll_until(job)
     assert job.phase == Phase.done and job.result.layer_name == "Dermis (lite, 7)"
     assert job.context == "target" and job.fraction == 1.0
     assert Phase.done in phases and job.messages == ["skin_detail: skipped, weights not found"]
@@ -67,7 +56,7 @@ def test_progress_is_reported_in_order():
 
 def test_job_error_event_becomes_message_and_code():
     job = Job(_request(), lambda: FakeDaemonClient(PROGRESS[:2], end_with="error")).start()
-    _run_until(job, lambda j: j.finished)
+    poll_until(job)
     assert job.phase == Phase.failed
     assert job.error == "supir: weights not found" and job.error_code == "missing_weights"
 
@@ -82,13 +71,13 @@ def test_client_errors_become_readable_failures(exc, code):
         raise exc
 
     job = Job(_request(), connect).start()
-    _run_until(job, lambda j: j.finished)
+    poll_until(job)
     assert job.phase == Phase.failed and job.error == str(exc) and job.error_code == code
 
 
 def test_a_bug_in_the_worker_is_reported_not_swallowed(capsys):
     job = Job(_request(), lambda: FakeDaemonClient(submit_error=KeyError("boom"))).start()
-    _run_until(job, lambda j: j.finished)
+    poll_until(job)
     assert job.phase == Phase.failed and "Unexpected error (KeyError)" in job.error
     assert "Traceback" in capsys.readouterr().err
 
@@ -101,7 +90,7 @@ def test_cancel_during_upload_is_sent_right_after_submit():
     job.cancel()  # the upload has not returned: nothing to send yet, and no blocking
     assert time.monotonic() - t0 < 0.05 and job.phase == Phase.cancelling
     gate.set()
-    _run_until(job, lambda j: j.finished)
+    poll_until(job)
     assert job.phase == Phase.cancelled and job.result is None
     assert fake.cancel_threads == [fake.watch_thread]  # the worker sent it
 
@@ -109,12 +98,12 @@ def test_cancel_during_upload_is_sent_right_after_submit():
 def test_cancel_while_watching_uses_another_thread_and_never_blocks():
     fake = FakeDaemonClient(PROGRESS * 20, step_s=0.02)
     job = Job(_request(), lambda: fake).start()
-    _run_until(job, lambda j: j.phase == Phase.running)
+    poll_until(job, lambda j: j.phase == Phase.running)
     t0 = time.monotonic()
     job.cancel()
     job.cancel()  # a second press does nothing
     assert time.monotonic() - t0 < 0.05
-    _run_until(job, lambda j: j.finished)
+    poll_until(job)
     assert job.phase == Phase.cancelled and job.status_text == "Cancelled"
     assert len(fake.cancel_threads) == 1 and fake.cancel_threads[0] != fake.watch_thread
 
@@ -135,7 +124,7 @@ def test_poll_never_waits_for_the_network():
         job.poll()
     assert time.monotonic() - t0 < 0.05 and job.phase == Phase.submitting
     gate.set()
-    _run_until(job, lambda j: j.finished)
+    poll_until(job)
 
 
 def test_call_runs_off_thread_and_reports_errors():
@@ -200,7 +189,7 @@ def test_runs_queue_and_a_few_jobs_talk_to_the_daemon_at_once():
 def test_cancelling_a_run_stops_its_running_and_its_waiting_jobs():
     run = _run(1, [1, 2, 3, 4], 1, lambda: FakeDaemonClient(PROGRESS * 50, step_s=0.02))
     Scheduler(limit=2).start_more([run])
-    _run_until(run.jobs[0], lambda j: j.phase == Phase.running)
+    poll_until(run.jobs[0], lambda j: j.phase == Phase.running)
     run.cancel()
     deadline = time.monotonic() + 10
     while not run.finished:
@@ -284,13 +273,16 @@ def test_swap_red_blue_8_and_16_bit():
     assert pixels.is_blank_mask(b"\0\0\0") and not pixels.is_blank_mask(b"\0\1\0")
 
 
-def test_split_alpha_makes_pixels_opaque_and_keeps_the_coverage_as_white():
-    opaque, white = pixels.split_alpha(bytes([1, 2, 3, 40, 5, 6, 7, 0]), 8)
-    assert opaque == bytes([1, 2, 3, 255, 5, 6, 7, 255]) and white == bytes([255, 255, 255, 40, 255, 255, 255, 0])
-    px = struct.pack("<8H", 1, 2, 3, 0x8001, 4, 5, 6, 0xFFFF)
-    opaque, white = pixels.split_alpha(px, 16)
-    assert struct.unpack("<8H", opaque) == (1, 2, 3, 0xFFFF, 4, 5, 6, 0xFFFF)
-    assert struct.unpack("<8H", white) == (0xFFFF,) * 3 + (0x8001,) + (0xFFFF,) * 4
+def test_split_alpha_makes_pixels_opaque_and_keeps_the_coverage_as_one_byte_a_pixel():
+    opaque, alpha = pixels.split_alpha(bytes([1, 2, 3, 40, 5, 6, 7, 0]), 8)
+    assert opaque == bytes([1, 2, 3, 255, 5, 6, 7, 255]) and alpha == bytes([40, 0])
+    px = struct.pack("<12H", 1, 2, 3, 0x8001, 4, 5, 6, 0xFFFF, 7, 8, 9, 0x00FF)
+    opaque, alpha = pixels.split_alpha(px, 16)
+    assert struct.unpack("<12H", opaque) == (1, 2, 3, 0xFFFF, 4, 5, 6, 0xFFFF, 7, 8, 9, 0xFFFF)
+    assert alpha == bytes([0x80, 0xFF, 0x00])  # the high byte: within 1/255 of a/257 (128.5, 255, 0.99)
+    # many steps: every pixel's alpha, in order
+    big = bytes(range(256)) * (3 * pixels.CHUNK // 256)
+    assert pixels.split_alpha(big, 8)[1] == big[3::4]
 
 
 def test_step_times_tell_the_ui_threads_own_work_from_waiting():

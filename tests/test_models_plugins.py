@@ -13,7 +13,7 @@ from plugin_krita.jobs import Job, Phase
 from proto import client as dc
 from proto import editors
 
-from .fake_daemon import FakeDaemonClient
+from .fake_daemon import FakeDaemonClient, poll_until
 
 K = dc.EventKind
 DOWNLOAD = [
@@ -36,21 +36,11 @@ PLAN = dc.ModelPlan(
     licences_to_accept=["1x-ITF-SkinDiffDetail-Lite-v1.pth (skin_detail): CC-BY-NC-SA-4.0; https://…"])
 
 
-def _wait(job: Job, timeout: float = 5.0) -> list[str]:
-    texts, t0 = [], time.monotonic()
-    while not job.finished:
-        if job.poll():
-            texts.append(job.status_text)
-        assert time.monotonic() - t0 < timeout, f"stuck in {job.phase}"
-        time.sleep(0.005)
-    return texts
-
-
 def test_krita_download_job_follows_the_daemons_words_on_a_worker_thread():
     fake = FakeDaemonClient(DOWNLOAD, step_s=0.03)  # events apart, so each poll sees one
     job = Job.download("supir-srpo", lambda: fake, accept_licences=True).start()
     assert job.status_text == "Asking the daemon to download…"
-    texts = _wait(job)
+    texts = poll_until(job, seen=lambda j: j.status_text)
     assert job.phase == Phase.done and fake.closed
     assert fake.fetch_requests == [dict(preset="supir-srpo", roles=[], variant="", accept_licences=True,
                                         client_name="krita")]
@@ -68,14 +58,14 @@ def test_krita_download_cancel_never_blocks_and_ends_cancelled():
     t0 = time.monotonic()
     job.cancel()
     assert time.monotonic() - t0 < 0.05  # the cancel RPC is sent from its own thread
-    _wait(job)
+    poll_until(job, seen=lambda j: j.status_text)
     assert job.phase == Phase.cancelled and fake.cancel_threads and fake.cancel_threads[0] != "MainThread"
 
 
 def test_krita_download_failure_gets_the_dockers_hint():
     fake = FakeDaemonClient(DOWNLOAD[:2], end_with="error")  # the fake's error is missing_weights
     job = Job.download("", lambda: fake, accept_licences=True).start()
-    _wait(job)
+    poll_until(job, seen=lambda j: j.status_text)
     assert job.phase == Phase.failed and job.error_code == "missing_weights"
     hint = editors.hint("missing_weights", "krita")
     assert "Download missing models…" in hint and "dermis" not in hint  # no command a Krita user cannot run

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         for w in info.workers:
             mem = f", {_mib(w.vram_free)} free of {_mib(w.vram_total)}" if w.vram_total else ""
             models = ", ".join(f"{k} ({_mib(n)})" for k, n in w.loaded_models.items()) or "none"
-            state = f"REMOVED: {w.removed}" if w.removed else (f"running {w.job_id}" if w.job_id else "idle")
+            state = f"NOT IN THE POOL, {w.removed}" if w.removed else (f"running {w.job_id}" if w.job_id else "idle")
             print(f"  {w.name} on {w.host or '?'}: {w.device or '?'}{mem}; models {models}; {state}")
     print("presets:")
     for p in info.presets:

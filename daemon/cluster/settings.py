@@ -3,9 +3,9 @@
     [cluster]
     address = "auto"          # or "10.0.0.1:6379"; --ray on the command line wins
     resource = "GPU"          # what one worker needs one unit of (tests use a custom resource on CPU nodes)
-    workers = 0               # 0 = one per unit of the resource the cluster offers
-    local_fallback = false    # when the cluster is lost, run jobs on this machine's device instead
-    retries = 2               # re-runs of a job whose worker died, before it fails naming the nodes
+    workers = 0               # 0 = one per free unit of the resource, one more for each unit that joins
+    local_fallback = false    # when the cluster is lost (or unreachable at start), run jobs on this machine
+    retries = 2               # re-runs of a job whose worker died or could not load its models
     preload = ["supir-srpo"]  # presets whose weights every worker must have: checked at start, a worker
                               # lacking them leaves the pool with the reason (`dermis status`)
 """
@@ -24,7 +24,7 @@ _KEYS = {"address", "resource", "workers", "local_fallback", "retries", "preload
 class ClusterSettings:
     address: str  # "auto" or host:port of the head node's GCS
     resource: str = "GPU"
-    workers: int = 0  # 0 = as many as the cluster offers units of ``resource``
+    workers: int = 0  # 0 = one per free unit of ``resource``, growing as nodes join
     local_fallback: bool = False
     retries: int = 2
     start_timeout_s: float = 120.0  # for the workers to start and check their models

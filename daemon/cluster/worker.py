@@ -6,6 +6,16 @@ generator: it yields, in order, ``("progress", Progress)`` items while the job r
 policy's notes are progress messages too), then exactly one terminal item:
 
     ("done", RunResult) | ("cancelled", reason) | ("failed", code, sentence, stage) | ("preempted",)
+    | ("load_failed", code, sentence, stage)
+
+``load_failed`` is a model file that this node cannot load (missing here, or truncated, corrupt or the
+wrong file: ``MissingWeights`` / ``WrongWeights``), as opposed to ``failed``, an error of the job itself
+(a bad parameter or input) that any worker would give. The driver takes a worker whose models fail to
+load out of the pool and runs the job on another one (executor.py).
+
+A node whose models live in another folder than the driver's config says starts its raylet with
+``DERMIS_COMFY_MODELS`` set (``ray start`` passes its environment to the workers); those folders are
+searched first.
 
 The actor is threaded (pool.py gives it ``max_concurrency``), so ``cancel`` and ``preempt`` run while a
 job does: they set flags that the job's ``CancelToken`` reads at its next step or tile boundary, the
@@ -15,6 +25,7 @@ same boundaries a local job stops or yields at. The class is plain Python; pool.
 
 from __future__ import annotations
 
+import os
 import queue
 import socket
 import threading
@@ -25,20 +36,28 @@ import numpy as np
 
 import pipeline
 from pipeline import Cancelled, CancelToken, DermisError, Image, Recipe, Region
+from pipeline.config import COMFY_ENV
 from pipeline.device import describe, select_device
-from pipeline.errors import ErrorCode
+from pipeline.errors import ErrorCode, MissingWeights, WrongWeights
 from pipeline.run import Content, OutputMode
 from pipeline.stages import resolve
 
 from ..errors import Preempted
 from ..jobs.residency import Residency, default_budget
 
-_END = ("done", "cancelled", "failed", "preempted")
+_END = ("done", "cancelled", "failed", "preempted", "load_failed")
+LOAD_ERRORS = (MissingWeights, WrongWeights)  # the node's model files, not the job
+
+
+def node_config(config: pipeline.Config) -> pipeline.Config:
+    """The driver's config, with this node's own model folders (``DERMIS_COMFY_MODELS``) searched first."""
+    local = [d for d in os.environ.get(COMFY_ENV, "").split(os.pathsep) if d]
+    return config.with_comfy_models(local) if local else config
 
 
 class DermisWorker:
     def __init__(self, config: pipeline.Config, device: str | None = None, budget: int | None = None) -> None:
-        self.config = config
+        self.config = node_config(config)
         self.device, self.dtype = select_device(device or config.device)
         self.residency = Residency(budget if budget is not None else default_budget(self.device))
         self._tokens: dict[str, CancelToken] = {}
@@ -123,6 +142,8 @@ class DermisWorker:
             return ("preempted",)
         except Cancelled as e:
             return ("cancelled", str(e))
+        except LOAD_ERRORS as e:
+            return ("load_failed", e.code.value, str(e), stage)
         except DermisError as e:
             return ("failed", e.code.value, str(e), stage)
         except Exception as e:  # a bug fails the job, never the worker

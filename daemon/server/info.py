@@ -76,7 +76,7 @@ def worker_pb(slot: Any, state: dict[str, Any]) -> Any:
         name=slot.name, host=state.get("host", slot.node), device=state.get("device", ""),
         vram_free=int(state.get("vram_free", 0)), vram_total=int(state.get("vram_total", 0)),
         loaded_models=[pb.LoadedModel(key=k, bytes=n) for k, n in state.get("loaded", [])],
-        job_id=slot.job if slot.alive else "", removed=slot.removed)
+        job_id=slot.job if slot.alive else "", removed=slot.out)
 
 
 def _preset(r: pipeline.Recipe) -> Any:

@@ -147,7 +147,8 @@ def start_server(config: ServerConfig) -> tuple[grpc.Server, Daemon]:
         queue = JobQueue(max_queued=config.max_queue, max_queued_bytes=config.max_queue_bytes,
                          result_ttl=config.result_ttl)
         local = Executor(queue, residency, config=config.pipeline, device=str(device[0]))
-        executor = local if config.cluster is None else _cluster_executor(config, config.cluster, queue, local)
+        executor = local if config.cluster is None else _cluster_executor(config, config.cluster, queue, local,
+                                                                          warnings)
         fetcher = ModelFetcher(queue, config.pipeline)
         # bad [[watch]] tables: refuse to start; on a cluster, each folder keeps one job per live worker in flight
         watch = WatchService.from_config(config.pipeline, queue, capacity=lambda: executor.capacity)
@@ -209,13 +210,22 @@ def start_server(config: ServerConfig) -> tuple[grpc.Server, Daemon]:
 
 
 def _cluster_executor(config: ServerConfig, settings: ClusterSettings, queue: JobQueue,
-                      local: Executor) -> ClusterExecutor:
-    """Connect to the Ray cluster and start its workers (the only place the daemon imports Ray)."""
+                      local: Executor, warnings: list[str]) -> ClusterExecutor | Executor:
+    """Connect to the Ray cluster and start its workers (the only place the daemon imports Ray). A cluster
+    that cannot be reached stops the start, or with ``local_fallback`` leaves every job to ``local``."""
     from ..cluster.executor import connect
+    from ..cluster.pool import ClusterUnavailable
 
-    return connect(settings, queue, config.pipeline, [pipeline.build(name) for name in config.preload],
-                   device=config.device, budget=config.vram_budget,
-                   fallback=local if settings.local_fallback else None)
+    try:
+        return connect(settings, queue, config.pipeline, [pipeline.build(name) for name in config.preload],
+                       device=config.device, budget=config.vram_budget,
+                       fallback=local if settings.local_fallback else None)
+    except ClusterUnavailable as e:
+        if not settings.local_fallback:
+            raise
+        warnings.append(f"WARNING: {e} [cluster] local_fallback is set, so this daemon runs every job on this "
+                        "machine; restart it once the cluster is up.")
+        return local
 
 
 def _bind(server: grpc.Server, listen: runtime.ListenAddress) -> int:

@@ -93,11 +93,39 @@ def describe(case, layer, key):
     return entry
 
 
+def insert_without_undo_group(img, source):
+    """The negative control of the one-undo-step checks: what the plug-in inserts for two islands (a
+    group, a layer per island, each with its layer mask), step by step as layers.py does it, but
+    without undo_group_start/end around it."""
+    group = Gimp.GroupLayer.new(img, "Dermis (no undo group)")
+    img.insert_layer(group, None, img.get_item_position(source))
+    for i in range(2):
+        layer = Gimp.Layer.new(img, f"island {i + 1}", 16, 16, Gimp.ImageType.RGBA_IMAGE, 100.0,
+                               Gimp.LayerMode.NORMAL)
+        img.insert_layer(layer, group, i)
+        layer.set_offsets(8 + 40 * i, 8)
+        layer.add_mask(layer.create_mask(Gimp.AddMaskType.ALPHA_TRANSFER))
+    img.set_selected_layers([group])
+    return group
+
+
+def describe_new_image(case, image):
+    """A new image the plug-in made (the case's own was closed): its layers, all of them dumped."""
+    key = case["name"] + ".new"
+    out = {"name": image.get_name(), "size": [image.get_width(), image.get_height()],
+           "dirty": image.is_dirty(), "layers": [describe(case, ly, f"{key}.{i}")
+                                                  for i, ly in enumerate(image.get_layers())]}
+    for i, (entry, layer) in enumerate(zip(out["layers"], image.get_layers(), strict=True)):
+        if "pixels" not in entry and not layer.is_group():
+            entry["pixels"] = dump(f"{key}.{i}.all", read(layer, case["result_format"]))
+    return out
+
+
 def run_case(case):
     img, layers = build(case)
     source = layers[case["source"]]
     fmt = case["read_format"]
-    rec = {"name": case["name"]}
+    rec = {"name": case["name"], "title": case.get("title")}
     before = {ly.get_name(): read(ly, fmt) for ly in layers} if not case.get("indexed") else {}
     rec["selection"] = dump(case["name"] + ".selection", bytes(img.get_selection().get_buffer().get(
         rect(0, 0, img.get_width(), img.get_height()), 1.0, "Y u8", Gegl.AbyssPolicy.NONE)))
@@ -111,25 +139,49 @@ def run_case(case):
     # a window for the image when GIMP has a GUI, as when a user runs the filter from the menu
     if case.get("title"):  # so press_keys.sh can find the image window by its title
         img.set_file(Gio.File.new_for_path(f"/tmp/{case['title']}.xcf"))
+    other = None
+    if case.get("other_image"):  # another image open in its own window, as a retoucher has them
+        other = Gimp.Image.new(64, 48, Gimp.ImageBaseType.RGB)
+        other.insert_layer(Gimp.Layer.new(other, "other", 64, 48, Gimp.ImageType.RGB_IMAGE, 100.0,
+                                          Gimp.LayerMode.NORMAL), None, 0)
+        other.clean_all()
+        other = Gimp.Display.new(other)
     display = Gimp.Display.new(img) if case.get("display") else None
-    cfg = proc.create_config()
-    cfg.set_property("run-mode", RUN_MODE[case.get("run_mode", "noninteractive")])
-    cfg.set_property("image", img)
-    cfg.set_core_object_array("drawables", [source])
-    for key, value in case["args"].items():
-        cfg.set_property(key, value)
-    t0 = time.monotonic()
-    res = proc.run(cfg)
-    rec["seconds"] = round(time.monotonic() - t0, 3)
-    rec["status"] = res.index(0).value_nick
-    if res.index(0) == Gimp.PDBStatusType.SUCCESS and res.length() > 1:
-        returned = res.index(1)
-        rec["returned_layer"] = returned.get_name() if returned is not None else None
-    elif res.index(0) != Gimp.PDBStatusType.SUCCESS and res.length() > 1:
-        rec["error"] = res.index(1)
+    if display is not None and other is not None:
+        display.present()  # the user works on this one
+    if case.get("clean"):  # as if just saved: closing the window asks nothing
+        img.clean_all()
+    if case.get("insert_without_undo_group"):
+        rec["status"] = "success"
+        rec["returned_layer"] = insert_without_undo_group(img, source).get_name()
+        res = None
+    else:
+        cfg = proc.create_config()
+        cfg.set_property("run-mode", RUN_MODE[case.get("run_mode", "noninteractive")])
+        cfg.set_property("image", img)
+        cfg.set_core_object_array("drawables", [source])
+        for key, value in case["args"].items():
+            cfg.set_property(key, value)
+        t0 = time.monotonic()
+        res = proc.run(cfg)
+        rec["seconds"] = round(time.monotonic() - t0, 3)
+        rec["status"] = res.index(0).value_nick
+        if res.index(0) == Gimp.PDBStatusType.SUCCESS and res.length() > 1:
+            returned = res.index(1)
+            rec["returned_layer"] = returned.get_name() if returned is not None else None
+            if returned is not None and not img.is_valid():
+                rec["new_image"] = describe_new_image(case, returned.get_image())
+                returned.get_image().delete()
+        elif res.index(0) != Gimp.PDBStatusType.SUCCESS and res.length() > 1:
+            rec["error"] = res.index(1)
+    rec["image_closed"] = not img.is_valid()
+    if other is not None:
+        other.delete()
+    if rec["image_closed"]:
+        return rec
     rec["image_size"] = [img.get_width(), img.get_height()]
     rec["layers"] = [describe(case, layer, f"{case['name']}.{i}") for i, layer in enumerate(img.get_layers())]
-    if case.get("composite") and res.index(0) == Gimp.PDBStatusType.SUCCESS:
+    if case.get("composite") and res is not None and res.index(0) == Gimp.PDBStatusType.SUCCESS:
         # the image as GIMP composites it, with the returned layer (or group) at each opacity and
         # mode ("" = as inserted); the layer is put back as it was afterwards
         top = res.index(1)
@@ -151,18 +203,26 @@ def run_case(case):
         # press_keys.sh now presses ctrl+z in the image window, as a user would; one press must
         # take the whole result away (the plug-in works inside one undo group)
         open(os.path.join(OUT, case["undo"]), "w").close()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + case.get("undo_wait", 30)
         while len(img.get_layers()) != len(layers) and time.monotonic() < deadline:
             time.sleep(0.1)
         time.sleep(0.5)  # a second, unwanted undo step would show up here
         rec["after_undo"] = [ly.get_name() for ly in img.get_layers()]
         rec["masks_after_undo"] = [ly.get_mask() is not None for ly in img.get_layers()]
+        rec["children_after_undo"] = sum(len(ly.get_children()) for ly in img.get_layers() if ly.is_group())
+        dup = img.duplicate()  # the image as GIMP composites it now: the one before the run?
+        rec["composite_after_undo"] = dump(case["name"] + ".after_undo", read(dup.flatten(), fmt))
+        dup.delete()
     if display is not None:
-        display.delete()
-    img.delete()
+        display.delete()  # and the image with it, its last display
+    if img.is_valid():
+        img.delete()
     return rec
 
 
+if SPEC.get("console_messages"):
+    # Gimp.message() to GIMP's terminal (the test's log) instead of a message box in the GUI
+    Gimp.message_set_handler(Gimp.MessageHandlerType.CONSOLE)
 results = []
 for case in SPEC["cases"]:
     try:

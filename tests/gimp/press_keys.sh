@@ -4,6 +4,8 @@
 #                       (xdotool key names: Escape, alt+o, ...), wait for it to close
 #   file:PATH           wait until PATH exists (the driver says it is ready for the next step)
 #   window:TITLE:KEY    focus the visible window whose title contains TITLE and press KEY
+#   done:PATH           tell the test the steps so far are done: write PATH (a second after the
+#                       last key, so that GIMP has acted on it)
 #   shown:PATH          wait for the dialog, then write its geometry (xdotool's shell form) to PATH
 #                       (tools/gimp_screenshot.py takes its picture then)
 # Each wait gives up after 60 s with a message; the test then fails on the driver's results.
@@ -27,6 +29,10 @@ for step in "$@"; do
         ;;
     file:*)
         wait_for test -e "${step#file:}" || { echo "press_keys: no ${step#file:}" >&2; exit 1; }
+        ;;
+    done:*)
+        sleep 1
+        touch "${step#done:}"
         ;;
     shown:*)
         wait_for find_win --name "$title" || { echo "press_keys: no dialog to show" >&2; exit 1; }

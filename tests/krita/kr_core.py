@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -105,6 +106,7 @@ def run_case(case: dict, out_dir: Path, ctl) -> dict:
     doc, bg, source = build(case, out_dir)
     res: dict = {}
     source_before = bytes(source.pixelData(0, 0, w, h))
+    res["documents_before"] = len(app.documents())
     res["layers_before"] = names(doc)
     if case.get("whole_image"):
         (out_dir / f"{name}.merged.raw").write_bytes(bytes(doc.pixelData(0, 0, w, h)))
@@ -208,18 +210,21 @@ def run_case(case: dict, out_dir: Path, ctl) -> dict:
         node = _find_layer(top, run.layer_name(job))
         x, y = t.x + job.context.box[0] + r.offset_x, t.y + job.context.box[1] + r.offset_y
         unit = node.parentNode()
-        entry = {"name": node.name(), "rect": [x, y, r.width, r.height], "inherit_alpha": node.inheritAlpha(),
+        entry = {"name": node.name(), "rect": [x, y, r.width, r.height], "type": node.type(),
                  "space": [node.colorModel(), node.colorDepth(), node.colorProfile()], "job": k,
-                 "unit": [unit.name(), unit.type(), unit.visible(),
-                          [(c.name(), c.type(), c.inheritAlpha()) for c in unit.childNodes()]]}
+                 "children": [(c.name(), c.type()) for c in node.childNodes()],
+                 "unit": [unit.name(), unit.type(), unit.visible(), [(c.name(), c.type()) for c in unit.childNodes()]]}
         (out_dir / f"{name}.{k}.layer.raw").write_bytes(bytes(node.pixelData(x, y, r.width, r.height)))
-        coverage = [c for c in unit.childNodes() if c.name() == "Selection"] if node.inheritAlpha() else []
-        if coverage:  # the editable selection the result inherits its alpha from
-            (out_dir / f"{name}.{k}.mask.raw").write_bytes(bytes(coverage[0].pixelData(x, y, r.width, r.height)))
-        entry["mask"] = bool(coverage)
+        mask = [c for c in node.childNodes() if c.type() == "transparencymask"]
+        if mask:  # the editable selection: 1 byte a pixel
+            (out_dir / f"{name}.{k}.mask.raw").write_bytes(bytes(mask[0].pixelData(x, y, r.width, r.height)))
+        entry["mask"] = bool(mask)
         (out_dir / f"{name}.{k}.source_after.raw").write_bytes(bytes(source.pixelData(x, y, r.width, r.height)))
         res["layers"].append(entry)
     res["inserted"] = {"name": top.name(), "same_document": any(d == doc for d in app.documents())}
+    # the mask template (template.py) was closed and deleted: no extra document, no file left
+    res["documents_after"] = len(app.documents())
+    res["template_files"] = sorted(p.name for p in Path(tempfile.gettempdir()).glob("dermis-*.kra"))
     res["source_unchanged"] = bytes(source.pixelData(0, 0, w, h)) == source_before
     res["source_space"] = [source.colorModel(), source.colorDepth(), source.colorProfile()]
     for state in case.get("composites", ()):  # the image as Krita composites it, in several states
@@ -228,6 +233,10 @@ def run_case(case: dict, out_dir: Path, ctl) -> dict:
         elif state == "normal_mode":
             top.setOpacity(255)
             top.setBlendingMode("normal")
+        elif state in ("mask_zero", "mask_full"):  # what painting the whole mask black / white does
+            mask = next(c for c in top.childNodes() if c.type() == "transparencymask")
+            lx, ly, lw, lh = res["layers"][0]["rect"]
+            mask.setPixelData(bytes([0 if state == "mask_zero" else 255]) * (lw * lh), lx, ly, lw, lh)
         doc.refreshProjection()
         doc.waitForDone()
         (out_dir / f"{name}.composite_{state}.raw").write_bytes(bytes(doc.pixelData(0, 0, w, h)))

@@ -110,7 +110,8 @@ def second(args: list) -> None:
         top = next((n for n in doc.rootNode().childNodes() if n.name().startswith("Dermis (")), None)
         if top is not None:
             x, y, sw, sh = spec["selection"]
-            result = next((c for c in top.childNodes() if c.inheritAlpha()), None)  # under it: "Selection"
+            result = top if top.type() == "paintlayer" else None  # the result, its mask its child
+            report["top_children"] = [[c.name(), c.type()] for c in top.childNodes()]
             m = 16  # inside the feathered edge, the composite is the result
             doc.refreshProjection()
             if result is not None:

@@ -18,7 +18,7 @@ import traceback
 from krita import Krita, Selection
 from PyQt5.QtCore import QTimer
 
-from . import rows
+from . import issue17, rows
 
 _driver = None
 
@@ -210,6 +210,7 @@ class Driver:
     def run_to_the_end(self) -> None:
         """Two variations: a group of two layers named by seed, only the first visible; one undo."""
         self.ctl.settings.variations = 2
+        self.undo_before = Krita.instance().action("edit_undo").text()  # the history's top before the run
         ticks0, t0 = self.ticks, time.monotonic()
         self.max_gap, self.last_beat = 0.0, t0
         self.action.trigger()
@@ -238,9 +239,10 @@ class Driver:
                 data["children"] = [[c.name(), c.type(), c.visible()] for c in reversed(top.childNodes())]
                 first = next((c for c in top.childNodes() if c.visible()), None)
                 if first is not None:
-                    data["first_children"] = [[c.name(), c.type(), c.inheritAlpha()] for c in first.childNodes()]
+                    data["first"] = [first.name(), first.type()]
+                    data["first_children"] = [[c.name(), c.type()] for c in first.childNodes()]
                 x, y, w, h = self.spec["selection"]
-                result = next((c for c in first.childNodes() if c.inheritAlpha()), None) if first else None
+                result = first if first is not None and first.type() == "paintlayer" else None
                 m = 16  # inside the feathered edge, the composite is the first seed's result
                 self.doc.refreshProjection()
                 self.doc.waitForDone()
@@ -272,11 +274,15 @@ class Driver:
         self.doc.waitForDone()
 
         def check() -> None:
-            self.step("undo", action_text=text, layers=self.layer_names(),
-                      source_unchanged=self.source_unchanged())
-            self.later(100, self.big) if self.spec.get("big") else self.finish(None)
+            self.step("undo", action_text=text, layers=self.layer_names(), before=self.undo_before,
+                      after=undo.text(), source_unchanged=self.source_unchanged(),
+                      redo_text=app.action("edit_redo").text())
+            self.later(100, lambda: issue17.detail_undo(self, self.after_issue17))
 
         self.later(300, check)
+
+    def after_issue17(self) -> None:
+        self.later(100, self.big) if self.spec.get("big") else self.finish(None)
 
     def big(self) -> None:
         """A 4096x4096 16-bit document: reading, sending and inserting it must leave the UI ticking."""
