@@ -16,7 +16,7 @@ from typing import Any
 
 from PyQt5.QtCore import QObject, QTimer, pyqtSignal
 
-from . import document, layers, options, prepare, results, resume
+from . import document, layers, options, prepare, results, resume, uitime
 from .jobs import Call, Job, Phase
 from .runs import Ask, Piece, Run, Scheduler
 from .thin_client import client as dc
@@ -127,7 +127,10 @@ class Controller(QObject):
     def refine_on(self, doc: Any, node: Any, *, whole_image: bool = False, ask: Ask | None = None) -> bool:
         """Read ``node`` of ``doc`` (or the merged image) and queue a run; False when refused (see
         ``last_error``). ``ask`` defaults to the docker's settings."""
-        ask = ask or self.ask()
+        with uitime.timed("press"):
+            return self._refine_on(doc, node, whole_image, ask or self.ask())
+
+    def _refine_on(self, doc: Any, node: Any, whole_image: bool, ask: Ask) -> bool:
         if ask.content == editors.MODE_DETAIL and ask.scale != 1.0:
             self._error("The detail layer goes over your layer, so it needs scale 1×; a larger scale opens a new "
                         "document. Choose 1× or the normal output.")
@@ -226,6 +229,9 @@ class Controller(QObject):
 
     # -- the UI-thread pump -------------------------------------------------------------------------
     def _tick(self) -> None:
+        uitime.timed_tick(self._tick_timed)  # how long the plugin holds Krita's UI thread per tick
+
+    def _tick_timed(self) -> None:
         changed = False
         try:
             changed = self._poll_calls() or changed
@@ -279,15 +285,15 @@ class Controller(QObject):
                 if found.error:
                     self._error(editors.with_hint(found.error, found.error_code, EDITOR))
                 else:
-                    self._start_run(src, ask, found.value)
+                    with uitime.timed("start run"):
+                        self._start_run(src, ask, found.value)
         return changed
 
     def _poll_runs(self) -> bool:
         changed = False
         for run in self.runs:
             changed = run.poll() or changed
-        if self.scheduler.start_more(self.runs):
-            changed = True
+        changed = self.scheduler.start_more(self.runs) > 0 or changed
         latest = max((j for r in self.runs for j in r.jobs if j.preview is not None and not j.finished),
                      key=lambda j: j.fraction, default=None)
         if latest is not None and latest.preview is not self.preview:
@@ -303,11 +309,7 @@ class Controller(QObject):
                 # guarded: Krita calls while inserting may run the event loop, and so this tick again
                 self._applying = True
                 try:
-                    run.inserting = run.inserting or results.outcome(run)
-                    ended, value = prepare.advance(run.inserting)
-                except Exception as exc:  # a bug: said in the docker, and the run ends
-                    traceback.print_exc()
-                    ended, value = True, ("", f"Unexpected error ({type(exc).__name__}): {exc}", [])
+                    ended, value = results.insert_some(run)
                 finally:
                     self._applying = False
                 if ended:
@@ -317,8 +319,7 @@ class Controller(QObject):
                     self.last_run = run
                     self.runs.remove(run)
                     changed = True
-        if not self.runs:
-            self.preview = None
+        self.preview = self.preview if self.runs else None
         return changed
 
     def _got_info(self, call: Call) -> None:

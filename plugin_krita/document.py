@@ -8,22 +8,22 @@ Call them only on Krita's UI thread. Rules they keep:
 - Pixels go to the daemon as R,G,B,A in 8 or 16 bits with the sRGB transfer curve, which is what
   the models expect. RGBA U8/U16 layers with an sRGB profile go as they are (16-bit stays 16-bit);
   anything else (linear or wide-gamut profiles, float depths, grey, CMYK, Lab) is converted on a
-  copy to 16-bit sRGB, and the result is converted back to the document's colour space (colours
-  outside sRGB's gamut are clipped on the way). A layer without a profile is taken to be sRGB.
+  copy, a strip at a time (colour.py), to 16-bit sRGB, and the result is converted back to the
+  document's colour space (colours outside sRGB's gamut are clipped on the way). A layer without a profile is taken to be sRGB.
 - Where results go is recorded when the run starts (``Target``): later edits to the document do not
   misplace them, and a closed document or a deleted source layer is reported instead of guessed around.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from krita import Krita
 from PyQt5.QtGui import QIcon
 
-from . import pixels
+from . import colour, pixels, uitime
 
 SRGB = "sRGB-elle-V2-srgbtrc.icc"  # Krita's bundled sRGB profile (sRGB primaries and curve)
 _SRGB_NAMES = {"srgb-elle-v2-srgbtrc.icc", "srgb-elle-v4-srgbtrc.icc", "srgb built-in",
@@ -59,7 +59,7 @@ class Source:
     """The area read for a run: every part of the selection, with its padding."""
 
     target: Target
-    pixels: bytes  # Krita's B,G,R,A interleaved, little-endian uint16 when bit_depth is 16 (prepare.py swaps)
+    pixels: bytes | bytearray  # Krita's B,G,R,A interleaved, little-endian uint16 when bit_depth is 16 (prepare.py swaps)
     width: int
     height: int
     bit_depth: int
@@ -187,22 +187,41 @@ STRIP_BYTES = 8 << 20  # per step on the UI thread, at most: 4096-wide images in
 
 
 def _read_steps(src: Source, read: Callable[..., Any], space: Space, name: str) -> Iterator[None]:
-    """Read ``src``'s pixels a strip at a time (each step ~0.1 s at most), then, when the layer is not
-    sRGB RGBA 8/16-bit, convert them on a copy (in one go) into the wire format."""
+    """Read ``src``'s pixels a strip per step (each ~0.1 s at most); when the layer is not sRGB RGBA
+    8/16-bit, each strip is converted into the wire format right after it is read, in steps of
+    its own (colour.py). The strips are appended to one bytearray: a final join or ``bytes()`` of a
+    4096x4096 16-bit image would stop the UI for 0.1-0.2 s."""
     x, y, w, h = src.target.x, src.target.y, src.width, src.height
     rows = max(1, STRIP_BYTES // (16 * w))  # 16 bytes: the widest pixel (RGBA, 32-bit float)
-    buf = bytearray()
-    for top in range(0, h, rows):
-        buf += bytes(read(x, y + top, w, min(rows, h - top)))
-        yield
-    if not buf:
-        raise DocumentError(f"Krita returned no pixels for '{name}'.")
-    raw = bytes(buf)
-    if src.target.wire_space != space:
-        raw = convert(raw, w, h, space, src.target.wire_space)
-        src.notes.append(f"converted from {'/'.join(space)} to sRGB {src.target.wire_space[1]} for the daemon")
-    src.pixels = raw
+    wire = src.target.wire_space
+    conv = None if wire == space else _converter(space, wire, w)
+    out = bytearray()  # grows a strip at a time: bytearray(n) would zero all of it in one call
+    try:
+        for top in range(0, h, rows):
+            n = min(rows, h - top)
+            with uitime.timed("pixelData strip"):
+                strip: bytes | bytearray = bytes(read(x, y + top, w, n))
+            if not strip:
+                raise DocumentError(f"Krita returned no pixels for '{name}'.")
+            if conv is not None:
+                yield
+                strip = yield from converted(strip, w, n, space, wire, conv)
+            out += strip
+            yield
+    finally:
+        if conv is not None:
+            conv.close()
+    if conv is not None:
+        src.notes.append(f"converted from {'/'.join(space)} to sRGB {wire[1]} for the daemon")
+    src.pixels = out
     src.reader = None
+
+
+def _converter(src: Space, dst: Space, w: int) -> colour.Converter:
+    try:
+        return colour.Converter(src, dst, w)
+    except colour.ConversionError as e:
+        raise DocumentError(str(e)) from None
 
 
 def wire_space(space: Space) -> Space:
@@ -220,22 +239,14 @@ def is_srgb(profile: str) -> bool:
     return low in _SRGB_NAMES or (low.startswith("srgb") and "srgbtrc" in low)
 
 
-def convert(data: bytes, w: int, h: int, src: Space, dst: Space) -> bytes:
-    """Convert Krita-native pixel bytes between colour spaces in a throw-away document."""
-    app = Krita.instance()
-    tmp = app.createDocument(w, h, "Dermis colour conversion", src[0], src[1], src[2], 72.0)
-    if tmp is None:
-        raise DocumentError(f"Krita cannot create a {'/'.join(src)} image to convert the pixels.")
+def converted(data: bytes | bytearray | memoryview, w: int, h: int, src: Space, dst: Space,
+              conv: colour.Converter | None = None) -> Generator[None, None, bytearray]:
+    """Krita-native pixels converted from ``src`` to ``dst`` in a throw-away document, a strip per
+    step (colour.py); the generator's value is the converted pixels."""
     try:
-        layer = tmp.rootNode().childNodes()[0]
-        layer.setPixelData(data, 0, 0, w, h)
-        if not tmp.setColorSpace(*dst):
-            raise DocumentError(f"Krita cannot convert {'/'.join(src)} to {'/'.join(dst)}.")
-        tmp.waitForDone()
-        return bytes(layer.pixelData(0, 0, w, h))
-    finally:
-        tmp.setModified(False)
-        tmp.close()
+        return (yield from colour.convert_steps(data, w, h, src, dst, conv))
+    except colour.ConversionError as e:
+        raise DocumentError(str(e)) from None
 
 
 # -- helpers ----------------------------------------------------------------------------------

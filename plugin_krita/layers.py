@@ -106,7 +106,8 @@ def _layer(doc: Any, target: Target, item: Item, tpl: template.Template) -> Step
     x, y = target.x + item.box[0] + r.offset_x, target.y + item.box[1] + r.offset_y
     node = doc.createNode(item.name, "paintlayer")
     layer, coverage = item.data or prepare.layer_bytes(r, item.has_mask)
-    yield from _write(node, _to_document_space(doc, target.wire_space, r, layer), x, y, r.width, r.height)
+    layer = yield from _to_document_space(doc, target.wire_space, r, layer)
+    yield from _write(node, layer, x, y, r.width, r.height)
     if coverage is not None:
         mask = tpl.mask(MASK_NAME)
         yield from _write(mask, coverage, x, y, r.width, r.height)  # 1 byte a pixel at any depth
@@ -146,8 +147,10 @@ def _group(doc: Any, name: str, items: list[Item], layers: list[Any]) -> Any:
     return top
 
 
-def open_result_document(target: Target, result: Any) -> Placed:
-    """A larger (scale > 1) full-image result opens as a new document; the original stays as it is."""
+def open_result_document(target: Target, result: Any, data: Any = None) -> Steps:
+    """A larger (scale > 1) full-image result opens as a new document; the original stays as it is.
+    ``data``: the result in Krita's byte order (prepare.layer_bytes, off the UI thread), written a
+    strip per step; the generator's value is a Placed."""
     _check_result(target, result, want_canvas=None)
     app = Krita.instance()
     model, depth, profile = target.wire_space
@@ -155,8 +158,8 @@ def open_result_document(target: Target, result: Any) -> Placed:
                              _resolution(target.document))
     layer = doc.rootNode().childNodes()[0]
     layer.setName(result.layer_name)
-    layer.setPixelData(pixels.swap_red_blue(result.pixels, result.bit_depth), 0, 0,
-                       result.width, result.height)
+    data = data if data is not None else pixels.swap_red_blue(result.pixels, result.bit_depth)
+    yield from _write(layer, data, 0, 0, result.width, result.height)
     notes = []
     if document.is_open(target.document):
         dst = document.space_of(target.document)
@@ -197,11 +200,12 @@ def _check_result(target: Target, result: Any, want_canvas: tuple[int, int] | No
                 f"of {cw}x{ch}) does not fit the {want_canvas[0]}x{want_canvas[1]} area that was sent.")
 
 
-def _to_document_space(doc: Any, wire: document.Space, result: Any, data: bytes) -> bytes:
-    """Krita-ordered pixels of ``result`` in the document's colour space (converted when it differs)."""
+def _to_document_space(doc: Any, wire: document.Space, result: Any, data: Any) -> Steps:
+    """Krita-ordered pixels of ``result`` in the document's colour space (converted, a strip per
+    step, when it differs); the generator's value is the pixels."""
     dst = document.space_of(doc)  # now, not at submit: the user may have converted the image meanwhile
     if dst != wire:
-        data = document.convert(data, result.width, result.height, wire, dst)
+        data = yield from document.converted(data, result.width, result.height, wire, dst)
     return data
 
 

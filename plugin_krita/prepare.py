@@ -11,7 +11,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
-from . import pixels
+from . import pixels, uitime
 from .thin_client import islands
 
 
@@ -30,17 +30,21 @@ def read_some(src: Any) -> None:
     """UI thread: read strips of ``src`` for about ``STEP_S`` (its reader is None when all are read)."""
     t0 = time.monotonic()
     while src.reader is not None and time.monotonic() - t0 < STEP_S:
-        next(src.reader, None)
+        with uitime.timed("read step"):
+            next(src.reader, None)
 
 
 def advance(steps: Generator[None, None, Any]) -> tuple[bool, Any]:
     """UI thread: run ``steps`` for about ``STEP_S``; (True, its value) once it has ended."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < STEP_S:
+        start = uitime.clock()
         try:
             next(steps)
         except StopIteration as end:
+            uitime.record(uitime.ADD_STEP, start)
             return True, end.value
+        uitime.record("insert step", start)
     return False, None
 
 

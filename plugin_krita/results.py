@@ -3,12 +3,26 @@ message and error the docker shows. Call on Krita's UI thread."""
 
 from __future__ import annotations
 
+import traceback
+from typing import Any
+
 from . import document, layers, prepare
 from .jobs import Job, Phase
 from .runs import Run
 from .thin_client import editors
 
 EDITOR = "krita"
+
+
+def insert_some(run: Run) -> tuple[bool, Any]:
+    """Insert the results of ``run`` for one timer tick (``prepare.advance``); (True, outcome's value)
+    once done. A bug ends the run with its message (never Krita's exception dialog)."""
+    try:
+        run.inserting = run.inserting or outcome(run)
+        return prepare.advance(run.inserting)
+    except Exception as exc:
+        traceback.print_exc()
+        return True, ("", f"Unexpected error ({type(exc).__name__}): {exc}", [])
 
 
 def outcome(run: Run) -> layers.Steps:
@@ -25,7 +39,10 @@ def outcome(run: Run) -> layers.Steps:
         return ("" if failed else next((j.status_text for j in run.jobs if j.status_text), "Cancelled")), error, []
     try:
         if done[0].request.output == "full":
-            placed = [layers.open_result_document(run.target, j.result) for j in done]
+            placed = []
+            for j in done:
+                data = (run.layers or {}).get(j.id, (None, None))[0]
+                placed.append((yield from layers.open_result_document(run.target, j.result, data)))
             name = ", ".join(p.name for p in placed)
             notes += [n for p in placed for n in p.notes]
         else:
@@ -43,9 +60,10 @@ def outcome(run: Run) -> layers.Steps:
 
 
 def layer_bytes(run: Run) -> dict[str, tuple[bytes, bytes | None]]:
-    """Each done job's layer in Krita's byte order (worker thread: no Krita calls)."""
-    return {j.id: prepare.layer_bytes(j.result, j.context.has_mask) for j in run.done()
-            if j.request.output == "layer"}
+    """Each done job's layer (or new document's pixels) in Krita's byte order (worker thread: no
+    Krita calls)."""
+    return {j.id: prepare.layer_bytes(j.result, j.context.has_mask and j.request.output == "layer")
+            for j in run.done()}
 
 
 def _items(run: Run, done: list[Job]) -> list[layers.Item]:

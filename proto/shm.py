@@ -14,7 +14,6 @@ Standard library only and Python 3.10 syntax: the plug-ins run this in the edito
 
 from __future__ import annotations
 
-import mmap
 import os
 import re
 import secrets
@@ -25,6 +24,7 @@ from pathlib import Path
 SHM_ID = re.compile(r"[0-9a-f]{32}")
 MIN_BYTES = 1 << 20  # smaller images stream: one chunk costs less than a file
 _WRITE_STEP = 256 << 20  # os.write moves at most ~2 GiB per call; stay far below
+_READ_STEP = 1 << 30  # the same for os.read (one call up to 1 GiB: a larger result joins its parts)
 
 
 class SharedMemoryError(OSError):
@@ -103,10 +103,18 @@ def read_and_remove(folder: Path, shm_id: str, size: int) -> bytes:
         check_file(fd, size)
         if size == 0:
             return b""
-        # one copy out of a mapping whose pages are all mapped at once (MAP_POPULATE, Linux)
-        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-        with mmap.mmap(fd, size, flags=flags, prot=mmap.PROT_READ) as mapped:
-            return mapped[:]
+        # os.read copies in the kernel with Python's lock released: a copy out of a mapping
+        # (``mapped[:]``) holds it for the whole copy, 0.1-0.2 s at 128 MiB, and an editor's UI
+        # thread (Krita's plugin waits on a worker thread) stands still that long
+        parts = []
+        done = 0
+        while done < size:
+            part = os.read(fd, min(size - done, _READ_STEP))
+            if not part:
+                raise SharedMemoryError(f"shared-memory file {shm_id} ended after {done} of {size} bytes")
+            parts.append(part)
+            done += len(part)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
     finally:
         os.close(fd)
         remove(folder, shm_id)

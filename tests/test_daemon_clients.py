@@ -229,3 +229,19 @@ def test_folders_of_killed_daemons_are_removed_at_the_next_start(tmp_path):
             (orphan / ("0" * 32)).unlink()
             orphan.rmdir()
 
+
+
+@pytest.mark.parametrize("step", [1 << 30, 1000])
+def test_a_result_file_is_read_whole_and_removed(tmp_path, monkeypatch, step):
+    """os.read copies with Python's lock released (an editor's UI thread runs meanwhile); a file larger
+    than one read (here: 1000-byte reads) comes back joined, in order."""
+    monkeypatch.setattr(shm, "_READ_STEP", step)
+    folder = tmp_path / "shm"
+    folder.mkdir(mode=0o700)
+    data = np.random.default_rng(3).integers(0, 256, 12_345, dtype=np.uint8).tobytes()
+    shm_id = shm.write_new(folder, [data[:5000], bytearray(data[5000:])])
+    assert shm.read_and_remove(folder, shm_id, len(data)) == data
+    assert list(folder.iterdir()) == []
+    shm_id = shm.write_new(folder, [data])
+    with pytest.raises(shm.SharedMemoryError):
+        shm.read_and_remove(folder, shm_id, len(data) + 1)  # the size is checked first

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 
 from proto import client as dc
@@ -132,6 +133,18 @@ def test_crop_takes_rows_of_any_pixel_size():
     data = bytes(random.Random(1).randrange(256) for _ in range(w * h * 8))
     got = islands.crop(data, w, (2, 1, 3, 2), pixel_bytes=8)
     assert got == data[(1 * w + 2) * 8 : (1 * w + 5) * 8] + data[(2 * w + 2) * 8 : (2 * w + 5) * 8]
+
+
+def test_a_large_crop_goes_row_by_row_and_the_whole_picture_is_not_copied():
+    w, h, px = 1024, 700, 8  # 5.5 MiB: over the one-copy size, so the row-by-row path
+    data = bytearray(np.random.default_rng(2).integers(0, 256, w * h * px, dtype=np.uint8).tobytes())
+    ref = np.frombuffer(data, np.uint8).reshape(h, w * px)
+    for box in [(0, 3, w, h - 5), (5, 2, w - 9, h - 4)]:
+        x, y, bw, bh = box
+        got = islands.crop(data, w, box, pixel_bytes=px)
+        assert bytes(got) == ref[y:y + bh, x * px:(x + bw) * px].tobytes()
+    assert islands.crop(data, w, (0, 0, w, h), pixel_bytes=px) is data
+    assert bytes(islands.crop(data, w, (1, 0, w - 1, h), pixel_bytes=px)) != bytes(data[:(w - 1) * h * px])
 
 
 # ---------------------------------------------------------------------------- text and defaults

@@ -11,6 +11,7 @@ does inside it, so the driver writes a JSON report this test reads (and exits 3 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 from pathlib import Path
@@ -24,10 +25,16 @@ pytestmark = pytest.mark.editor
 
 SEED = 7
 BIG = 4096
-# one cheap stage, so the 4096x4096 case measures the plugin's side, not the daemon's
+# one cheap stage that gives back its input (grain at strength 0), so the 4096x4096 case measures
+# the plugin's side, not the daemon's, and what lands must equal the source after two conversions
 FAST_PRESET = "\n".join(['name = "lite-fast"', 'label = "lite-fast"', 'description = "test: one grain stage"',
                          "scale = 1.0", "context = 32", "feather = 8",
-                         '[[stage]]\nid = "grain"\nkind = "grain"\nstrength = 0.01'])
+                         '[[stage]]\nid = "grain"\nkind = "grain"\nstrength = 0.0'])
+# a linear-light document: Krita converts its pixels to 16-bit sRGB for the daemon and the result back
+LINEAR = "sRGB-elle-V2-g10.icc"
+ROWS_EVERY = 7  # rows of the 4096x4096 run written out for the comparisons (every 7th: 18 MiB a file)
+# the issue's bound on how long Dermis may freeze Krita, applied to the plugin's own UI-thread steps
+UI_STEP_LIMIT_S = 0.5
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +49,17 @@ def gui(tmp_path_factory):
 
 
 def _run_gui(base: Path, daemon) -> tuple[dict, Path]:
+    profile, env, rgba = gui_profile(base, daemon)
+    out = profile / "gui.json"
+    spec = {"out": str(out), "image": str(profile / "image.raw"), "width": rgba.shape[1], "height": rgba.shape[0],
+            "selection": [150, 100, 220, 260], "preset": "lite-slow", "seed": SEED, "hard_timeout_s": 420,
+            "screenshot": str(profile / "after-run.png"), "big": big_spec(profile, LINEAR)}
+    return run_spec(profile, env, spec), profile
+
+
+def gui_profile(base: Path, daemon) -> tuple[Path, dict[str, str], np.ndarray]:
+    """A Krita profile with Dermis installed the way a user does it and the test driver next to it,
+    the small image and the 4096x4096 one written as raw files: (profile, environment, small RGBA)."""
     profile = base / "gui-profile"
     env = kh.profile_env(profile, daemon.state)
     # installed the way a user does it: default folder of this profile, switched on in its kritarc
@@ -62,21 +80,27 @@ def _run_gui(base: Path, daemon) -> tuple[dict, Path]:
     (profile / "image.raw").write_bytes(kh.bgra_bytes(rgba))
     big = np.tile(rgba.astype(np.uint16) * 257, (BIG // 512, BIG // 512, 1))
     (profile / "big.raw").write_bytes(kh.bgra_bytes(big))
-    del big
-    out = profile / "gui.json"
-    spec = {"out": str(out), "image": str(profile / "image.raw"), "width": rgba.shape[1], "height": rgba.shape[0],
-            "selection": [150, 100, 220, 260], "preset": "lite-slow", "seed": SEED, "hard_timeout_s": 420,
-            "screenshot": str(profile / "after-run.png"),
-            "big": {"image": str(profile / "big.raw"), "size": BIG, "profile": "sRGB-elle-V2-srgbtrc.icc",
-                    "selection": [16, 16, BIG - 32, BIG - 32], "preset": "lite-fast", "timeout_s": 300}}
+    return profile, env, rgba
+
+
+def big_spec(profile: Path, icc: str) -> dict:
+    """The driver's 4096x4096 16-bit run, in a document with the profile ``icc``."""
+    return {"image": str(profile / "big.raw"), "size": BIG, "profile": icc,
+            "selection": [16, 16, BIG - 32, BIG - 32], "preset": "lite-fast", "timeout_s": 300,
+            "rows_out": str(profile / "big"), "rows_every": ROWS_EVERY}
+
+
+def run_spec(profile: Path, env: dict[str, str], spec: dict) -> dict:
+    """Krita's window under Xvfb, driven by ``spec``; the driver's report."""
     (profile / "spec.json").write_text(json.dumps(spec))
-    env["DERMIS_AUTOTEST_SPEC"] = str(profile / "spec.json")
+    env = dict(env, DERMIS_AUTOTEST_SPEC=str(profile / "spec.json"))
+    out = Path(spec["out"])
     proc = kh.run_krita_gui(env, timeout=480)
     assert out.exists(), f"Krita wrote no report (rc {proc.returncode}):\n{proc.stderr[-3000:]}"
     r = json.loads(out.read_text())
     assert r["error"] is None and not r["exceptions"], json.dumps(r, indent=1)[:4000]
     assert proc.returncode == 0
-    return r, profile
+    return r
 
 
 def test_docker_and_menu_entry_with_feather_and_context_from_the_daemon(gui):
@@ -150,15 +174,62 @@ def test_screenshot_of_the_window_with_the_docker(gui):
     assert width >= 800 and height >= 600 and len(shot) > 10_000
 
 
-def test_4096_squared_16_bit_read_and_insert_keep_the_ui_responsive(gui):
-    """The gaps that count are those while the plugin reads, prepares and inserts pixels; while the
-    daemon computes, the plugin only polls, and gaps then come from the daemon (on the same 2 cores)
-    and whatever else runs on the machine: printed, not asserted."""
+def test_4096_squared_16_bit_read_convert_and_insert_keep_the_ui_responsive(gui):
+    """A linear-light 4096x4096 16-bit document, the whole way: read, converted to sRGB, sent,
+    converted back and inserted. The issue's bound (no freeze over 0.5 s) is asserted on the plugin's
+    own UI-thread steps, timed inside the plugin around each step (plugin_krita/uitime.py) by the UI
+    thread's CPU time: that is the work the plugin does there. A 2-core VM shared with the daemon and
+    other jobs stretches what the wall clock and the heartbeat see by whatever else runs (gaps up to
+    0.8 s were seen while the plugin only polled). The one step that is Krita's alone, addChildNode
+    (it composites the whole canvas again), runs Krita's event loop while it waits, so neither of its
+    times is a freeze: the heartbeat's gaps, printed, are what a user feels on this machine now."""
     b = gui[0]["big"]
-    print(f"Krita 4096x4096 RGBA U16: UI heartbeat max gap {b['plugin_gap_s']:.3f} s while Dermis read, "
-          f"prepared and inserted the pixels; {b['max_gap_s']:.3f} s over the whole {b['seconds']:.1f} s "
+    print(f"Krita 4096x4096 RGBA U16 linear: UI heartbeat max gap {b['plugin_gap_s']:.3f} s while Dermis read, "
+          f"converted, prepared and inserted the pixels; {b['max_gap_s']:.3f} s over the whole {b['seconds']:.1f} s "
           f"({b['ticks']} ticks of 20 ms, daemon on the same machine); press returned after {b['trigger_s']:.3f} s")
     print("gaps over 0.25 s (s, what was going on):", b["gaps"])
+    steps = b["ui_steps"]  # {name: [count, max s, max CPU s, total s]}
+    print("plugin UI-thread steps {name: [count, max s, max CPU s, total s]}:", steps, "load average:",
+          os.getloadavg())
     assert b["phases"] == ["done"] and b["error"] == "", b
     assert b["layers"] == ["Background", "Dermis (lite-fast, 7)", "Selection Mask"]
-    # timings are figures, not test verdicts (the machine running the tests may be busy): see the print
+    assert b["space"] == ["RGBA", "U16", LINEAR]
+    assert steps["convert strip"][0] >= 2 * BIG * BIG * 8 // (1 << 20)  # both ways, in 1 MiB strips
+    assert steps["add layer"][0] == 1 and steps["read step"][0] >= 32 and steps["insert step"][0] >= 32
+    for name, (_count, _wall, cpu, _total) in steps.items():
+        if name not in ("add layer", "tick adding a layer"):
+            assert cpu <= UI_STEP_LIMIT_S, f"one '{name}' step took {cpu:.3f} s of Krita's UI thread"
+
+
+# 16-bit LSBs (of 65535): Krita's elle profiles give the sRGB curve as a parametric curve and
+# littlecms converts through its own 16-bit precision; measured 1.2 LSB off the formula (in the
+# dark one linear step is 12.9 sRGB steps), unconverted pixels are ~19000 LSB off
+SRGB_BOUND = 8
+ROUND_TRIP_BOUND = 4  # linear -> sRGB -> linear, as tests/test_krita_editor.py's linear case
+
+
+def _srgb(linear: np.ndarray) -> np.ndarray:
+    return np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * np.power(linear, 1 / 2.4) - 0.055)
+
+
+def test_4096_squared_linear_document_is_converted_both_ways_in_strips(gui):
+    """Every 7th row (written out by the driver: rows of every 32-row strip, so a strip out of place
+    shows): what the daemon got is the sRGB encoding of the linear source, and what landed is the
+    source again."""
+    b, out = gui[0]["big"], gui[1]
+    rows = b["rows"]
+    assert rows["wire"] == ["RGBA", "U16", "sRGB-elle-V2-srgbtrc.icc"]
+    assert any(n.startswith("converted from RGBA/U16/" + LINEAR) for n in rows["notes"])
+    shape = (rows["rows"], rows["box"][2], 4)
+    source = kh.read_raw(out, "big.source.raw", shape, 16).astype(np.float64)  # B,G,R,A, linear
+    sent = kh.read_raw(out, "big.sent.raw", shape, 16).astype(np.float64)  # R,G,B,A, sRGB
+    layer = kh.read_raw(out, "big.layer.raw", shape, 16).astype(np.float64)  # B,G,R,A, linear again
+    expected = _srgb(source[..., [2, 1, 0]] / 65535) * 65535
+    err, unconverted = np.abs(sent[..., :3] - expected).max(), np.abs(source[..., [2, 1, 0]] - expected).max()
+    round_trip = np.abs(layer - source).max()
+    not_back = np.abs(sent[..., [2, 1, 0, 3]] - source).max()  # had the result not been converted back
+    print(f"sent vs sRGB formula: max {err:.1f} LSB (unconverted: {unconverted:.0f}); layer vs source: max "
+          f"{round_trip:.0f} LSB (not converted back: {not_back:.0f}) over {rows['rows']} rows")
+    assert np.array_equal(sent[..., 3], source[..., 3])
+    assert err <= SRGB_BOUND < unconverted  # the negative control: no conversion misses the bound
+    assert round_trip <= ROUND_TRIP_BOUND < not_back

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from plugin_krita import options, pixels
+from plugin_krita import options, pixels, uitime
 from plugin_krita.jobs import Call, Job, Phase
 from plugin_krita.runs import Piece, Run, Scheduler
 from proto import client as dc
@@ -283,3 +283,22 @@ def test_split_alpha_makes_pixels_opaque_and_keeps_the_coverage_as_one_byte_a_pi
     # many steps: every pixel's alpha, in order
     big = bytes(range(256)) * (3 * pixels.CHUNK // 256)
     assert pixels.split_alpha(big, 8)[1] == big[3::4]
+
+
+def test_step_times_tell_the_ui_threads_own_work_from_waiting():
+    """The GUI test bounds the UI thread's CPU time per step: a step that works shows it, a step
+    that waits (as Krita's own waits do) does not; the wall clock sees both."""
+    uitime.reset()
+    with uitime.timed("works"):
+        end = time.thread_time() + 0.08
+        while time.thread_time() < end:
+            pass
+    with uitime.timed("waits"):
+        time.sleep(0.08)
+    uitime.timed_tick(lambda: uitime.record(uitime.ADD_STEP, uitime.clock()))
+    r = uitime.report()
+    assert r["works"][2] >= 0.075 and r["works"][1] >= 0.075
+    assert r["waits"][2] < 0.02 and r["waits"][1] >= 0.075
+    assert r["tick adding a layer"][0] == 1 and "tick" not in r and uitime.count(uitime.ADD_STEP) == 1
+    uitime.reset()
+    assert uitime.report() == {}

@@ -135,8 +135,8 @@ def run_case(case: dict, out_dir: Path, ctl) -> dict:
         if not wait(ctl, lambda: ctl.run_count > before_runs or not ctl._preparing, 60):
             res["error"] = "the face search did not answer"
             return res
-    # a job that fails at once (no daemon at that address) may have ended, and left ctl.runs, already
-    run = ctl.runs[-1] if ctl.runs else (ctl.last_run if ctl.run_count > before_runs else None)
+    # a job that fails at once (no daemon) may end its run within the tick that started it
+    run = next((r for r in [*ctl.runs, ctl.last_run] if r is not None and r.number > before_runs), None)
     if run is None:
         res["read_error"] = ctl.last_error
         res["layers_after"] = names(doc)

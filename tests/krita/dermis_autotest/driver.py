@@ -18,7 +18,7 @@ import traceback
 from krita import Krita, Selection
 from PyQt5.QtCore import QTimer
 
-from . import issue17
+from . import issue17, rows
 
 _driver = None
 
@@ -105,7 +105,17 @@ class Driver:
     # -- the test -------------------------------------------------------------------------------
     def start(self) -> None:
         self.later(int(self.spec.get("hard_timeout_s", 150) * 1000), lambda: self.finish("hard timeout"))
-        self.later(300, self.setup)
+        self.later(300, self.setup if not self.spec.get("only_big") else self.only_big)
+
+    def only_big(self) -> None:
+        """bench/bench_krita_ui.py: the 4096x4096 run alone."""
+        import dermis_krita.controller as controller_mod
+
+        self.ctl = controller_mod.instance()
+        self.ctl.settings.scale, self.ctl.settings.seed, self.ctl.settings.overrides = 1.0, self.spec["seed"], {}
+        self.heart.start()
+        self.ctl.refresh()
+        self.wait_for(lambda: self.ctl.server_ok and not self.ctl.connecting, self.big, 30, "the daemon's info")
 
     def setup(self) -> None:
         import dermis_krita.controller as controller_mod
@@ -282,7 +292,11 @@ class Driver:
         self.ctl.settings.variations = 1
         self.ctl.settings.preset = b["preset"]
 
+        import dermis_krita.uitime as uitime
+
         def go() -> None:
+            uitime.reset()  # the plugin's own UI-thread steps, timed inside it, from here
+            self.out["long_gaps"] = []  # those while the document was built do not count
             self.max_gap, self.plugin_gap, self.last_beat = 0.0, 0.0, time.monotonic()
             ticks0, t0 = self.ticks, time.monotonic()
             self.ctl.refine_on(doc, bg)
@@ -301,7 +315,9 @@ class Driver:
                           max_gap_s=self.max_gap, plugin_gap_s=self.plugin_gap,
                           gaps=self.out.get("long_gaps", [])[-60:], phases=[j.phase.value for j in run.jobs],
                           layers=[c.name() for c in doc.rootNode().childNodes()], error=self.ctl.last_error,
-                          space=[doc.colorModel(), doc.colorDepth(), doc.colorProfile()])
+                          space=[doc.colorModel(), doc.colorDepth(), doc.colorProfile()],
+                          ui_steps=uitime.report(),
+                          rows=rows.dump_rows(b, doc, bg, run))
                 self.finish(None)
 
             self.wait_for(lambda: run.handled, landed, b.get("timeout_s", 240), "the 4096x4096 run")
