@@ -107,6 +107,7 @@ def run_case(case: dict, out_dir: Path, ctl) -> dict:
     res: dict = {}
     source_before = bytes(source.pixelData(0, 0, w, h))
     res["documents_before"] = len(app.documents())
+    res["space_before"] = [doc.colorModel(), doc.colorDepth(), doc.colorProfile()]
     res["layers_before"] = names(doc)
     if case.get("whole_image"):
         (out_dir / f"{name}.merged.raw").write_bytes(bytes(doc.pixelData(0, 0, w, h)))
@@ -182,8 +183,10 @@ def run_case(case: dict, out_dir: Path, ctl) -> dict:
                       for j in done]
     if done:
         res["result"] = res["results"][0]
-    if edit == "close_document" or not done:
+    if not done:
         return res
+    if edit == "close_document":  # the result went into a new document: dump that one as below
+        doc, source, source_before = closed_case(res, out_dir, name, ctl, run)
     if case.get("scale", 1.0) != 1.0:
         r = done[0].result
         new_doc = ctl.last_placed[0].document
@@ -225,7 +228,8 @@ def run_case(case: dict, out_dir: Path, ctl) -> dict:
     # the mask template (template.py) was closed and deleted: no extra document, no file left
     res["documents_after"] = len(app.documents())
     res["template_files"] = sorted(p.name for p in Path(tempfile.gettempdir()).glob("dermis-*.kra"))
-    res["source_unchanged"] = bytes(source.pixelData(0, 0, w, h)) == source_before
+    # a closed case: its "source" is the new document's layer of what was read, checked by the test
+    res["source_unchanged"] = None if source_before is None else bytes(source.pixelData(0, 0, w, h)) == source_before
     res["source_space"] = [source.colorModel(), source.colorDepth(), source.colorProfile()]
     for state in case.get("composites", ()):  # the image as Krita composites it, in several states
         if state == "opacity0":
@@ -241,6 +245,29 @@ def run_case(case: dict, out_dir: Path, ctl) -> dict:
         doc.waitForDone()
         (out_dir / f"{name}.composite_{state}.raw").write_bytes(bytes(doc.pixelData(0, 0, w, h)))
     return res
+
+
+def closed_case(res: dict, out_dir: Path, name: str, ctl, run) -> tuple:
+    """The new document a closed document's result went to: its facts, the layer of what was read
+    (the whole canvas), and what the daemon returned for each job (R,G,B,A as it came)."""
+    from krita import Krita
+
+    new = ctl.last_placed[0].document if ctl.last_placed else None
+    if new is None:
+        raise RuntimeError(f"no new document: {ctl.last_error}")
+    new.waitForDone()
+    w, h = new.width(), new.height()
+    res["new_document"] = {"open": any(d == new for d in Krita.instance().documents()), "size": [w, h],
+                           "space": [new.colorModel(), new.colorDepth(), new.colorProfile()],
+                           "resolution": new.resolution(), "name": new.name(), "file": new.fileName(),
+                           "modified": new.modified(), "layers": names(new)}
+    read = next((n for n in new.rootNode().childNodes() if n.name().endswith("(what Dermis read)")), None)
+    if read is not None:
+        (out_dir / f"{name}.read_layer.raw").write_bytes(bytes(read.pixelData(0, 0, w, h)))
+    for k, job in enumerate(run.jobs):
+        if job.result is not None:
+            (out_dir / f"{name}.{k}.result.raw").write_bytes(job.result.pixels)
+    return new, read, None
 
 
 def _find_layer(top, name: str):
