@@ -75,6 +75,8 @@ CASES = [
          meanwhile="close_document"),
     dict(name="closed_linear_islands_seeds", depth="U16", profile="", overrides=IDENTITY, variations=2,
          selection={"rect": [0, 0, W, H], "mask": "two_islands.raw"}, padding=16, meanwhile="close_document"),
+    dict(name="closed_while_inserting", depth="U8", profile="", variations=2, selection={"rect": [60, 40, 50, 50]},
+         padding=16, meanwhile="close_while_inserting"),
     dict(name="closed_detail_layer", depth="U8", profile="", selection={"rect": [60, 40, 50, 50]},
          content="detail", strength=60, meanwhile="close_document"),
     dict(name="source_deleted_meanwhile", depth="U8", profile="", selection={"rect": [60, 40, 50, 50]},
@@ -516,3 +518,16 @@ def test_each_detected_face_becomes_a_job(core):
     assert res["tree"][1][0] == "Dermis (lite, 7)" and len(res["tree"][1][3]) == 2
     for k in range(2):
         _check_layer(core, "two_faces", k=k)
+
+
+def test_document_closed_while_the_result_is_being_inserted_gets_it_in_a_new_document(core):
+    """Closed between two of the insertion's steps (the layers half filled, detached): the insertion
+    starts again in a new document, and each variation there is byte for byte the daemon's."""
+    name = "closed_while_inserting"
+    res = _closed(core, name)
+    assert res["closed_after_steps"]["before_close"] == 3 and res["closed_after_steps"]["after_close"] > 0  # mid-way
+    assert [(c[0], c[2]) for c in reversed(res["tree"][1][3])] == [("Dermis (lite, 7)", True), ("Dermis (lite, 8)", False)]
+    got, want = _read_layer(core, name, res)
+    assert np.array_equal(got, want)
+    for k in range(2):
+        _as_the_daemon_sent_it(core, name, res, k)

@@ -167,6 +167,8 @@ def run_case(case: dict, out_dir: Path, ctl) -> dict:
         doc.close()
     elif edit == "delete_source":
         source.remove()
+    elif edit == "close_while_inserting":
+        res["closed_after_steps"] = close_while_inserting(ctl, run, doc)
     t0 = time.monotonic()
     if not wait(ctl, lambda: run.handled, 180):
         res["job_error"] = "the run did not finish within 180 s"
@@ -185,7 +187,7 @@ def run_case(case: dict, out_dir: Path, ctl) -> dict:
         res["result"] = res["results"][0]
     if not done:
         return res
-    if edit == "close_document":  # the result went into a new document: dump that one as below
+    if edit in ("close_document", "close_while_inserting"):  # the result is in a new document: dump that one
         doc, source, source_before = closed_case(res, out_dir, name, ctl, run)
     if case.get("scale", 1.0) != 1.0:
         r = done[0].result
@@ -245,6 +247,34 @@ def run_case(case: dict, out_dir: Path, ctl) -> dict:
         doc.waitForDone()
         (out_dir / f"{name}.composite_{state}.raw").write_bytes(bytes(doc.pixelData(0, 0, w, h)))
     return res
+
+
+def close_while_inserting(ctl, run, doc, after: int = 3) -> dict:
+    """Make the run's insertion close ``doc`` after its ``after``-th step (two variations: the first
+    layer and its mask are filled, the second layer half made, all detached); returns a dict that
+    counts the steps taken before and after."""
+    from dermis_krita import results
+
+    taken = {"before_close": 0, "after_close": 0}
+
+    def closing():  # results.outcome's steps, as insert_some would run them (it takes these instead)
+        steps = results.outcome(run)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as end:
+                return end.value
+            if taken["before_close"] < after:
+                taken["before_close"] += 1
+                if taken["before_close"] == after:
+                    doc.setModified(False)
+                    doc.close()
+            else:
+                taken["after_close"] += 1
+            yield
+
+    run.inserting = closing()
+    return taken
 
 
 def closed_case(res: dict, out_dir: Path, name: str, ctl, run) -> tuple:
