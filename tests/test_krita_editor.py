@@ -77,6 +77,8 @@ CASES = [
          selection={"rect": [0, 0, W, H], "mask": "two_islands.raw"}, padding=16, meanwhile="close_document"),
     dict(name="closed_while_inserting", depth="U8", profile="", variations=2, selection={"rect": [60, 40, 50, 50]},
          padding=16, meanwhile="close_while_inserting"),
+    dict(name="closed_resumed_run", depth="U8", profile="", selection={"rect": [60, 40, 50, 50]},
+         meanwhile="close_document_of_a_resumed_run"),
     dict(name="closed_detail_layer", depth="U8", profile="", selection={"rect": [60, 40, 50, 50]},
          content="detail", strength=60, meanwhile="close_document"),
     dict(name="source_deleted_meanwhile", depth="U8", profile="", selection={"rect": [60, 40, 50, 50]},
@@ -292,18 +294,21 @@ def test_result_lands_above_its_source_after_edits(core):
     assert res["layers_after"] == ["Background", "Dermis (lite, 7)", "Meanwhile", "Selection Mask"]
 
 
-def _closed(core, name: str) -> dict:
+def _closed(core, name: str, read: bool = True) -> dict:
     """A case whose document was closed mid-run: the result is in a new, unsaved document like it
-    (size, colour space, resolution), shown with a message naming both documents."""
+    (size, colour space, resolution), shown with a message naming both documents; ``read``: over a
+    layer of what was read."""
     res = _case(core, name)
     assert all(j["phase"] == "done" for j in res["jobs"]) and res["error"] == "", (res["jobs"], res["error"])
     nd = res["new_document"]
     assert nd["open"] and nd["size"] == [W, H] and nd["space"] == res["space_before"] and nd["resolution"] == 72
     assert nd["file"] == "" and nd["modified"]  # not saved: Krita asks before closing it
-    assert nd["name"] == f"{name} (Dermis)" and nd["layers"][0] == "Background (what Dermis read)"
-    assert len(nd["layers"]) == 2 and nd["layers"][1] == res["top"]["name"]  # the result right above it
+    assert nd["name"] == f"{name} (Dermis)"
+    assert nd["layers"] == (["Background (what Dermis read)"] if read else []) + [res["top"]["name"]]  # right above it
+    under = ("over the part of 'Background' it was made from" if read else
+             "without the pixels of 'Background' it was made from (a run resumed after Krita restarted")
     assert (f"The image '{name}' was closed while Dermis worked. The result is in a new image, '{name} (Dermis)', "
-            "over the part of 'Background' it was made from") in res["message"], res["message"]
+            f"{under}") in res["message"], res["message"]
     assert "not saved yet" in res["message"] and "no window to show it in" in res["message"]  # kritarunner
     assert all(e["space"] == nd["space"] for e in res["layers"])
     return res
@@ -531,3 +536,12 @@ def test_document_closed_while_the_result_is_being_inserted_gets_it_in_a_new_doc
     assert np.array_equal(got, want)
     for k in range(2):
         _as_the_daemon_sent_it(core, name, res, k)
+
+
+def test_closed_document_of_a_resumed_run_gets_the_result_alone(core):
+    """A run restored after a restart of Krita has not got the pixels it sent: the new document holds
+    the result alone, byte for byte the daemon's, and the message says why."""
+    name = "closed_resumed_run"
+    res = _closed(core, name, read=False)
+    assert res["tree"] == [["Dermis (lite, 7)", "paintlayer", True, [["Selection", "transparencymask", True, []]]]]
+    _as_the_daemon_sent_it(core, name, res, 0)

@@ -169,6 +169,8 @@ def run_case(case: dict, out_dir: Path, ctl) -> dict:
         source.remove()
     elif edit == "close_while_inserting":
         res["closed_after_steps"] = close_while_inserting(ctl, run, doc)
+    elif edit == "close_document_of_a_resumed_run":
+        res["closed_after_steps"] = close_while_inserting(ctl, run, doc, after=0, resumed=True)
     t0 = time.monotonic()
     if not wait(ctl, lambda: run.handled, 180):
         res["job_error"] = "the run did not finish within 180 s"
@@ -187,7 +189,7 @@ def run_case(case: dict, out_dir: Path, ctl) -> dict:
         res["result"] = res["results"][0]
     if not done:
         return res
-    if edit in ("close_document", "close_while_inserting"):  # the result is in a new document: dump that one
+    if edit in ("close_document", "close_while_inserting", "close_document_of_a_resumed_run"):  # the result is in a new document: dump that one
         doc, source, source_before = closed_case(res, out_dir, name, ctl, run)
     if case.get("scale", 1.0) != 1.0:
         r = done[0].result
@@ -224,7 +226,8 @@ def run_case(case: dict, out_dir: Path, ctl) -> dict:
         if mask:  # the editable selection: 1 byte a pixel
             (out_dir / f"{name}.{k}.mask.raw").write_bytes(bytes(mask[0].pixelData(x, y, r.width, r.height)))
         entry["mask"] = bool(mask)
-        (out_dir / f"{name}.{k}.source_after.raw").write_bytes(bytes(source.pixelData(x, y, r.width, r.height)))
+        if source is not None:  # None: a closed case whose new document has no layer of what was read
+            (out_dir / f"{name}.{k}.source_after.raw").write_bytes(bytes(source.pixelData(x, y, r.width, r.height)))
         res["layers"].append(entry)
     res["inserted"] = {"name": top.name(), "same_document": any(d == doc for d in app.documents())}
     # the mask template (template.py) was closed and deleted: no extra document, no file left
@@ -232,7 +235,7 @@ def run_case(case: dict, out_dir: Path, ctl) -> dict:
     res["template_files"] = sorted(p.name for p in Path(tempfile.gettempdir()).glob("dermis-*.kra"))
     # a closed case: its "source" is the new document's layer of what was read, checked by the test
     res["source_unchanged"] = None if source_before is None else bytes(source.pixelData(0, 0, w, h)) == source_before
-    res["source_space"] = [source.colorModel(), source.colorDepth(), source.colorProfile()]
+    res["source_space"] = [source.colorModel(), source.colorDepth(), source.colorProfile()] if source else None
     for state in case.get("composites", ()):  # the image as Krita composites it, in several states
         if state == "opacity0":
             top.setOpacity(0)
@@ -249,15 +252,22 @@ def run_case(case: dict, out_dir: Path, ctl) -> dict:
     return res
 
 
-def close_while_inserting(ctl, run, doc, after: int = 3) -> dict:
+def close_while_inserting(ctl, run, doc, after: int = 3, resumed: bool = False) -> dict:
     """Make the run's insertion close ``doc`` after its ``after``-th step (two variations: the first
     layer and its mask are filled, the second layer half made, all detached); returns a dict that
-    counts the steps taken before and after."""
-    from dermis_krita import results
+    counts the steps taken before and after. ``resumed``: when the insertion begins, the jobs' requests
+    become what a run restored after a restart of Krita holds (resume.Resumed: no pixels)."""
+    from dermis_krita import results, resume
 
     taken = {"before_close": 0, "after_close": 0}
 
     def closing():  # results.outcome's steps, as insert_some would run them (it takes these instead)
+        if resumed:
+            for job in run.jobs:
+                job.request = resume.Resumed(job.id)
+        if after == 0:
+            doc.setModified(False)
+            doc.close()
         steps = results.outcome(run)
         while True:
             try:
