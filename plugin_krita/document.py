@@ -11,9 +11,9 @@ Call them only on Krita's UI thread. Rules they keep:
   copy, a strip at a time (colour.py), to 16-bit sRGB, and the result is converted back to the
   document's colour space (colours outside sRGB's gamut are clipped on the way). A layer without a profile is taken to be sRGB.
 - Where results go is recorded when the run starts (``Target``): later edits to the document do not
-  misplace them, a deleted source layer is reported instead of guessed around, and a closed document
-  can be made again (its size, colour space, resolution and name are recorded too: a closed
-  ``Document`` answers nothing any more).
+  misplace them, a deleted source layer is reported instead of guessed around, and the result of a
+  closed document goes into a new one like it (its size, colour space, resolution and name are
+  recorded too: a closed ``Document`` answers nothing any more).
 """
 
 from __future__ import annotations
