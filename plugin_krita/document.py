@@ -11,7 +11,9 @@ Call them only on Krita's UI thread. Rules they keep:
   copy, a strip at a time (colour.py), to 16-bit sRGB, and the result is converted back to the
   document's colour space (colours outside sRGB's gamut are clipped on the way). A layer without a profile is taken to be sRGB.
 - Where results go is recorded when the run starts (``Target``): later edits to the document do not
-  misplace them, and a closed document or a deleted source layer is reported instead of guessed around.
+  misplace them, a deleted source layer is reported instead of guessed around, and the result of a
+  closed document goes into a new one like it (its size, colour space, resolution and name are
+  recorded too: a closed ``Document`` answers nothing any more).
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ class Target:
     canvas: tuple[int, int]  # document size when the job started
     wire_space: Space  # colour space of the pixels sent
     description: str  # "selection (96x80) on 'Background'", for the docker
+    space: Space  # the document's colour space when the job started
+    resolution: float  # its pixels per inch
+    document_name: str  # how the user knows it: its file's name, else its title
 
 
 @dataclass
@@ -177,6 +182,9 @@ def read_source(doc: Any, node: Any, *, whole_image: bool = False, padding: int 
         canvas=(cw, ch),
         wire_space=wire,
         description=what,
+        space=space_of(doc),
+        resolution=resolution(doc),
+        document_name=title(doc),
     )
     src = Source(target, b"", w, h, bits, mask)
     src.reader = _read_steps(src, read, space, source_name)
@@ -194,7 +202,7 @@ def _read_steps(src: Source, read: Callable[..., Any], space: Space, name: str) 
     x, y, w, h = src.target.x, src.target.y, src.width, src.height
     rows = max(1, STRIP_BYTES // (16 * w))  # 16 bytes: the widest pixel (RGBA, 32-bit float)
     wire = src.target.wire_space
-    conv = None if wire == space else _converter(space, wire, w)
+    conv = None if wire == space else converter(space, wire, w)
     out = bytearray()  # grows a strip at a time: bytearray(n) would zero all of it in one call
     try:
         for top in range(0, h, rows):
@@ -217,7 +225,8 @@ def _read_steps(src: Source, read: Callable[..., Any], space: Space, name: str) 
     src.reader = None
 
 
-def _converter(src: Space, dst: Space, w: int) -> colour.Converter:
+def converter(src: Space, dst: Space, w: int) -> colour.Converter:
+    """A colour.Converter (close it after), its failure a DocumentError."""
     try:
         return colour.Converter(src, dst, w)
     except colour.ConversionError as e:
@@ -253,6 +262,20 @@ def converted(data: bytes | bytearray | memoryview, w: int, h: int, src: Space, 
 def space_of(obj: Any) -> Space:
     """(colour model, depth, profile) of a document or node."""
     return (obj.colorModel(), obj.colorDepth(), obj.colorProfile())
+
+
+def resolution(doc: Any) -> float:
+    """The document's pixels per inch (72 when Krita cannot say)."""
+    try:
+        return float(doc.resolution()) or 72.0
+    except Exception:
+        return 72.0
+
+
+def title(doc: Any) -> str:
+    """The name the user knows the document by: its file's name, or its title while unsaved."""
+    path = doc.fileName() or ""
+    return path.replace("\\", "/").rsplit("/", 1)[-1] or doc.name() or "Untitled"
 
 
 def _rect(r: Any) -> tuple[int, int, int, int]:

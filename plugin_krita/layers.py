@@ -17,6 +17,14 @@ One undo step: everything is built detached from the document, children and mask
 children, 5.1.5's ``setChildNodes`` removes only the first one before appending), the blending mode set through the template (Krita
 records a blend-mode change as a step of its own, on the image of the ``Node`` object it is called
 on), and only the top node is added (recorded as one "Add Layer").
+
+When the image the job came from was closed meanwhile (before or while the result is inserted),
+the result is not dropped: it goes into a new image like the closed one (its size, colour model,
+depth, profile and resolution, recorded when the job started), over a bottom layer
+"<layer> (what Dermis read)" holding the pixels that were sent (the jobs keep them anyway; a run
+resumed after a restart of Krita has not got them, and then that layer is left out), built by the
+same code as above. Krita shows it in a new view when it has a window; it is not saved, and
+Krita asks before closing it. The message names both images.
 """
 
 from __future__ import annotations
@@ -54,6 +62,7 @@ class Item:
     visible: bool = True
     seed: int = 0
     data: tuple[bytes, bytes | None] | None = None  # prepare.layer_bytes, done off the UI thread
+    sent: bytes | bytearray | None = None  # the part's pixels as sent (R,G,B,A); None after a restart
 
 Steps = Generator[None, None, Any]  # UI-thread work in steps: the caller resumes it from a timer
 STRIP_BYTES = 8 << 20  # pixels written per step into a detached layer
@@ -61,30 +70,24 @@ STRIP_BYTES = 8 << 20  # pixels written per step into a detached layer
 
 def insert(target: Target, items: list[Item], *, group: str, detail: bool, strength: int) -> Steps:
     """Insert a run's results above the source layer in one undo step (see the module's doc); the
-    pixels go into the still detached layers a strip per step, so the UI keeps running. Returns
-    (as the generator's value) a Placed."""
+    pixels go into the still detached layers a strip per step, so the UI keeps running. When the
+    image was closed, the result goes into a new one (module doc). Returns (as the generator's
+    value) a Placed."""
     doc = target.document
     if not document.is_open(doc):
-        names = ", ".join(i.name for i in items)
-        raise DocumentError(f"The image this job came from was closed; the result ({names}) was not inserted. "
-                            "Run it again on the open image.")
+        return (yield from _into_new_document(target, items, group=group, detail=detail, strength=strength))
+    try:
+        top, name = yield from _build(doc, target, items, group=group, detail=detail, strength=strength)
+    except Exception:
+        if document.is_open(doc):
+            raise
+        top = None  # closed between two steps: Krita's calls on it failed
+    if top is None or not document.is_open(doc):
+        return (yield from _into_new_document(target, items, group=group, detail=detail, strength=strength))
     notes = []
     if (doc.width(), doc.height()) != target.canvas:
         notes.append("The canvas was resized while Dermis worked: the result sits where the "
                      "selection was when the job started.")
-    with template.Template() as tpl:
-        layers = []
-        for item in items:
-            layers.append((yield from _layer(doc, target, item, tpl)))
-        if not document.is_open(doc):
-            raise DocumentError("The image this job came from was closed while the result was being inserted.")
-        if len(layers) == 1:
-            top, name = layers[0], items[0].name
-        else:
-            top, name = _group(doc, group, items, layers), group
-        top.setOpacity(round(strength * 255 / 100))
-        if detail:
-            tpl.set_blending_mode(top, GRAIN_MERGE)  # not recorded in this document's history
     source = find_node(doc.rootNode(), target.node_id) if target.node_id is not None else None
     if source is not None:
         source.parentNode().addChildNode(top, source)  # the one visible undo step: "Add Layer"
@@ -97,6 +100,91 @@ def insert(target: Target, items: list[Item], *, group: str, detail: bool, stren
     # no refreshProjection(): it waits for the whole image to be composited again (over a second at
     # 4096² on the UI thread); adding the node already updates its area, in Krita's own threads
     return Placed(name, doc, notes)
+
+
+def _build(doc: Any, target: Target, items: list[Item], *, group: str, detail: bool, strength: int) -> Steps:
+    """The run's layer (or group) for ``doc``, detached, its opacity and blending mode set; the
+    generator's value is (the node, its name), or (None, "") when ``doc`` was closed meanwhile."""
+    with template.Template() as tpl:
+        layers = []
+        for item in items:
+            if not document.is_open(doc):
+                return None, ""
+            layers.append((yield from _layer(doc, target, item, tpl)))
+        if not document.is_open(doc):
+            return None, ""
+        if len(layers) == 1:
+            top, name = layers[0], items[0].name
+        else:
+            top, name = _group(doc, group, items, layers), group
+        top.setOpacity(round(strength * 255 / 100))
+        if detail:
+            tpl.set_blending_mode(top, GRAIN_MERGE)  # not recorded in this document's history
+    return top, name
+
+
+def _into_new_document(target: Target, items: list[Item], *, group: str, detail: bool, strength: int) -> Steps:
+    """The image was closed: a new one like it, the pixels that were sent at the bottom, the result
+    above them (module doc); the generator's value is a Placed."""
+    app = Krita.instance()
+    (w, h), space = target.canvas, target.space
+    title = f"{target.document_name} (Dermis)"
+    doc = app.createDocument(w, h, title, *space, target.resolution)
+    if doc is None:
+        raise DocumentError(
+            f"The image '{target.document_name}' was closed while Dermis worked, and Krita could not make "
+            f"a new {w}x{h} {'/'.join(space)} image for the result ({', '.join(i.name for i in items)}). "
+            "Run it again on the open image.")
+    root = doc.rootNode()
+    blank = root.childNodes()  # createDocument's empty layer: what follows takes its place
+    sent = {i.box: i.sent for i in items if i.sent is not None}  # one copy a part, whatever the seeds
+    below = None
+    if sent:
+        below = doc.createNode(f"{target.node_name} (what Dermis read)", "paintlayer")
+        yield from _write_sent(below, target, sent, document.space_of(doc))  # detached: no redraw
+    top, name = yield from _build(doc, target, items, group=group, detail=detail, strength=strength)
+    if top is None:
+        raise DocumentError(f"The new image '{title}' was closed before the result was in it; run it again.")
+    anchor = below if below is not None else (blank[-1] if blank else None)
+    if below is not None:
+        root.addChildNode(below, blank[-1] if blank else None)
+    root.addChildNode(top, anchor)
+    for node in blank:
+        node.remove()
+    doc.setModified(True)  # not saved: Krita asks before closing it
+    window = app.activeWindow()
+    if window is not None:
+        window.addView(doc)  # the view keeps the document open (the caller's reference does too)
+    under = (f"over the part of '{target.node_name}' it was made from" if sent else
+             f"without the pixels of '{target.node_name}' it was made from (a run resumed after Krita "
+             "restarted does not keep them)")
+    where = "" if window is not None else " (Krita has no window to show it in: it is open in this session)"
+    note = (f"The image '{target.document_name}' was closed while Dermis worked. The result is in a new "
+            f"image, '{title}', {under}{where}; it is not saved yet.")
+    return Placed(name, doc, [note])
+
+
+def _write_sent(node: Any, target: Target, sent: dict[tuple[int, int, int, int], Any], dst: document.Space) -> Steps:
+    """The pixels that were sent (R,G,B,A in the wire space), each part at its place in ``node``, in
+    Krita's order and ``dst``: a strip per step, swapped (and converted) on the way."""
+    wire = target.wire_space
+    bits = document.DEPTH_BITS[wire[1]]
+    for (bx, by, w, h), data in sent.items():
+        conv = None if dst == wire else document.converter(wire, dst, w)
+        try:
+            row = len(data) // max(1, h)
+            rows = max(1, STRIP_BYTES // max(1, row))
+            for top in range(0, h, rows):
+                n = min(rows, h - top)
+                strip = pixels.swap_red_blue(data[top * row:(top + n) * row], bits)  # to Krita's B,G,R,A
+                if conv is not None:
+                    yield
+                    strip = yield from document.converted(strip, w, n, wire, dst, conv)
+                node.setPixelData(strip, target.x + bx, target.y + by + top, w, n)
+                yield
+        finally:
+            if conv is not None:
+                conv.close()
 
 
 def _layer(doc: Any, target: Target, item: Item, tpl: template.Template) -> Steps:
@@ -155,7 +243,7 @@ def open_result_document(target: Target, result: Any, data: Any = None) -> Steps
     app = Krita.instance()
     model, depth, profile = target.wire_space
     doc = app.createDocument(result.width, result.height, result.layer_name, model, depth, profile,
-                             _resolution(target.document))
+                             target.resolution)
     layer = doc.rootNode().childNodes()[0]
     layer.setName(result.layer_name)
     data = data if data is not None else pixels.swap_red_blue(result.pixels, result.bit_depth)
@@ -208,9 +296,3 @@ def _to_document_space(doc: Any, wire: document.Space, result: Any, data: Any) -
         data = yield from document.converted(data, result.width, result.height, wire, dst)
     return data
 
-
-def _resolution(doc: Any) -> float:
-    try:
-        return float(doc.resolution()) if document.is_open(doc) else 72.0
-    except Exception:
-        return 72.0

@@ -67,6 +67,9 @@ def layer_bytes(run: Run) -> dict[str, tuple[bytes, bytes | None]]:
 
 
 def _items(run: Run, done: list[Job]) -> list[layers.Item]:
+    # sent: the pixels the job uploaded, which it keeps anyway (a resumed job's request has none);
+    # they are only used when the image was closed (layers.insert)
     return [layers.Item(j.context.box, j.result, run.layer_name(j), j.context.has_mask,
-                        visible=j.context.first_seed, seed=j.context.seed, data=(run.layers or {}).get(j.id))
+                        visible=j.context.first_seed, seed=j.context.seed, data=(run.layers or {}).get(j.id),
+                        sent=getattr(j.request, "pixels", None))
             for j in done]

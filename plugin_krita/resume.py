@@ -21,6 +21,7 @@ from typing import Any
 from krita import Krita
 from PyQt5.QtCore import QStandardPaths
 
+from . import document
 from .document import Target
 from .jobs import Job, Phase
 from .runs import Piece, Run
@@ -129,7 +130,9 @@ def restore(record: dict, known: set[str], connect: Any, number: int) -> Run | N
     node = _find(doc, record["node_id"], record["node_name"])
     target = Target(doc, node.uniqueId() if node is not None else (None if not record["node_id"] else "gone"),
                     record["node_name"], record["x"], record["y"], record["width"], record["height"],
-                    tuple(record["canvas"]), tuple(record["wire_space"]), record["description"])
+                    tuple(record["canvas"]), tuple(record["wire_space"]), record["description"],
+                    space=document.space_of(doc), resolution=document.resolution(doc),
+                    document_name=document.title(doc))
     jobs = []
     for j in record["jobs"]:
         piece = Piece(tuple(j["box"]), j["has_mask"], j["label"], j["seed"], j["first_seed"])

@@ -5,7 +5,8 @@ controller do what the menu entry does on many documents: read region + mask, sp
 jobs (islands, faces, seeds), run them through the vendored client, insert the layer or group. Each
 new layer is checked pixel by pixel against ``pipeline.run`` on the very pixels the plugin sent, and
 what was sent against the document. Krita's GUI (menu entries, Cancel, queueing, undo, previews, UI
-responsiveness) is test_krita_gui.py; Krita closed mid-run and a plugin without gRPC are
+responsiveness) is test_krita_gui.py; an image closed mid-run is test_krita_closed.py (with these
+fixtures); Krita closed mid-run and a plugin without gRPC are
 test_krita_restart.py. kritarunner exits 0 whatever Python does inside it, so the
 driver writes a JSON report the tests read.
 """
@@ -71,8 +72,6 @@ CASES = [
          image="grey.raw", selection={"rect": [60, 40, 70, 60]}),
     dict(name="edited_meanwhile", depth="U8", profile="", selection={"rect": [60, 40, 50, 50]},
          meanwhile="add_layer_above_and_new_document"),
-    dict(name="document_closed_meanwhile", depth="U8", profile="", selection={"rect": [60, 40, 50, 50]},
-         meanwhile="close_document"),
     dict(name="source_deleted_meanwhile", depth="U8", profile="", selection={"rect": [60, 40, 50, 50]},
          meanwhile="delete_source"),
     dict(name="scale_2_opens_a_new_document", depth="U8", profile="", scale=2.0,
@@ -97,8 +96,9 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def core(base, daemon, pykrita):
-    """One kritarunner process running every case; returns (report, folder of dumps, inputs)."""
+def core(request, base, daemon, pykrita):
+    """One kritarunner process running every case of the module (``CASES``: this one's, or
+    test_krita_closed.py's, which imports these fixtures); returns (report, folder of dumps, inputs)."""
     out = base / "core"
     out.mkdir()
     u8, u16 = kh.input_image("U8", W, H), kh.input_image("U16", W, H)
@@ -117,7 +117,7 @@ def core(base, daemon, pykrita):
     faces = kh.two_faces()
     (out / "two_faces.raw").write_bytes(kh.bgra_bytes(faces))
     cases = []
-    for c in CASES:
+    for c in request.module.CASES:
         c = dict(c, preset="lite", seed=SEED)
         c.setdefault("width", W)
         c.setdefault("height", H)
@@ -286,11 +286,6 @@ def test_result_lands_above_its_source_after_edits(core):
     assert res["layers_after"] == ["Background", "Dermis (lite, 7)", "Meanwhile", "Selection Mask"]
 
 
-def test_closed_document_is_reported_not_guessed(core):
-    res = _case(core, "document_closed_meanwhile")
-    assert res["job"]["phase"] == "done" and "was closed" in res["error"]
-
-
 def test_deleted_source_puts_the_result_on_top_and_says_so(core):
     res = _case(core, "source_deleted_meanwhile")
     assert res["job"]["phase"] == "done"
@@ -413,3 +408,4 @@ def test_each_detected_face_becomes_a_job(core):
     assert res["tree"][1][0] == "Dermis (lite, 7)" and len(res["tree"][1][3]) == 2
     for k in range(2):
         _check_layer(core, "two_faces", k=k)
+

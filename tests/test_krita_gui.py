@@ -166,6 +166,20 @@ def test_detail_layer_is_one_undo_step_without_a_blend_mode_step(gui):
     assert d["control_undo"] != d["undo_before"] and d["control_undo"].startswith("Undo ")
 
 
+def test_closed_document_result_opens_in_a_new_view_of_the_window(gui):
+    """The image closed mid-run: its result opens in a new, unsaved document shown in Krita's window
+    (its pixels are checked in test_krita_editor.py, under kritarunner, which has no window)."""
+    c = gui[0]["closed"]
+    assert c["phases_at_close"] != ["done"] and c["phases"] == ["done"] and c["error"] == "", c
+    assert "dermis-closed" in c["views_before"] and "dermis-closed" not in c["views_after"]
+    assert c["new_name"] == "dermis-closed (Dermis)" and c["new_file"] == "" and c["new_modified"]
+    assert c["views_after"].count("dermis-closed (Dermis)") == 1 and c["active_view"] == "dermis-closed (Dermis)"
+    assert c["new_layers"] == ["Background (what Dermis read)", "Dermis (lite-fast, 7)"]
+    assert ("The image 'dermis-closed' was closed while Dermis worked. The result is in a new image, "
+            "'dermis-closed (Dermis)', over the part of 'Background' it was made from; it is not saved yet."
+            ) in c["message"], c["message"]
+
+
 def test_screenshot_of_the_window_with_the_docker(gui):
     """docs/images/krita-docker.png is one of these (copied by hand when the docker changes)."""
     shot = (gui[1] / "after-run.png").read_bytes()

@@ -107,6 +107,7 @@ def run_case(case: dict, out_dir: Path, ctl) -> dict:
     res: dict = {}
     source_before = bytes(source.pixelData(0, 0, w, h))
     res["documents_before"] = len(app.documents())
+    res["space_before"] = [doc.colorModel(), doc.colorDepth(), doc.colorProfile()]
     res["layers_before"] = names(doc)
     if case.get("whole_image"):
         (out_dir / f"{name}.merged.raw").write_bytes(bytes(doc.pixelData(0, 0, w, h)))
@@ -166,6 +167,10 @@ def run_case(case: dict, out_dir: Path, ctl) -> dict:
         doc.close()
     elif edit == "delete_source":
         source.remove()
+    elif edit == "close_while_inserting":
+        res["closed_after_steps"] = close_while_inserting(ctl, run, doc)
+    elif edit == "close_document_of_a_resumed_run":
+        res["closed_after_steps"] = close_while_inserting(ctl, run, doc, after=0, resumed=True)
     t0 = time.monotonic()
     if not wait(ctl, lambda: run.handled, 180):
         res["job_error"] = "the run did not finish within 180 s"
@@ -182,8 +187,10 @@ def run_case(case: dict, out_dir: Path, ctl) -> dict:
                       for j in done]
     if done:
         res["result"] = res["results"][0]
-    if edit == "close_document" or not done:
+    if not done:
         return res
+    if edit in ("close_document", "close_while_inserting", "close_document_of_a_resumed_run"):  # the result is in a new document: dump that one
+        doc, source, source_before = closed_case(res, out_dir, name, ctl, run)
     if case.get("scale", 1.0) != 1.0:
         r = done[0].result
         new_doc = ctl.last_placed[0].document
@@ -219,14 +226,16 @@ def run_case(case: dict, out_dir: Path, ctl) -> dict:
         if mask:  # the editable selection: 1 byte a pixel
             (out_dir / f"{name}.{k}.mask.raw").write_bytes(bytes(mask[0].pixelData(x, y, r.width, r.height)))
         entry["mask"] = bool(mask)
-        (out_dir / f"{name}.{k}.source_after.raw").write_bytes(bytes(source.pixelData(x, y, r.width, r.height)))
+        if source is not None:  # None: a closed case whose new document has no layer of what was read
+            (out_dir / f"{name}.{k}.source_after.raw").write_bytes(bytes(source.pixelData(x, y, r.width, r.height)))
         res["layers"].append(entry)
     res["inserted"] = {"name": top.name(), "same_document": any(d == doc for d in app.documents())}
     # the mask template (template.py) was closed and deleted: no extra document, no file left
     res["documents_after"] = len(app.documents())
     res["template_files"] = sorted(p.name for p in Path(tempfile.gettempdir()).glob("dermis-*.kra"))
-    res["source_unchanged"] = bytes(source.pixelData(0, 0, w, h)) == source_before
-    res["source_space"] = [source.colorModel(), source.colorDepth(), source.colorProfile()]
+    # a closed case: its "source" is the new document's layer of what was read, checked by the test
+    res["source_unchanged"] = None if source_before is None else bytes(source.pixelData(0, 0, w, h)) == source_before
+    res["source_space"] = [source.colorModel(), source.colorDepth(), source.colorProfile()] if source else None
     for state in case.get("composites", ()):  # the image as Krita composites it, in several states
         if state == "opacity0":
             top.setOpacity(0)
@@ -241,6 +250,64 @@ def run_case(case: dict, out_dir: Path, ctl) -> dict:
         doc.waitForDone()
         (out_dir / f"{name}.composite_{state}.raw").write_bytes(bytes(doc.pixelData(0, 0, w, h)))
     return res
+
+
+def close_while_inserting(ctl, run, doc, after: int = 3, resumed: bool = False) -> dict:
+    """Make the run's insertion close ``doc`` after its ``after``-th step (two variations: the first
+    layer and its mask are filled, the second layer half made, all detached); returns a dict that
+    counts the steps taken before and after. ``resumed``: when the insertion begins, the jobs' requests
+    become what a run restored after a restart of Krita holds (resume.Resumed: no pixels)."""
+    from dermis_krita import results, resume
+
+    taken = {"before_close": 0, "after_close": 0}
+
+    def closing():  # results.outcome's steps, as insert_some would run them (it takes these instead)
+        if resumed:
+            for job in run.jobs:
+                job.request = resume.Resumed(job.id)
+        if after == 0:
+            doc.setModified(False)
+            doc.close()
+        steps = results.outcome(run)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as end:
+                return end.value
+            if taken["before_close"] < after:
+                taken["before_close"] += 1
+                if taken["before_close"] == after:
+                    doc.setModified(False)
+                    doc.close()
+            else:
+                taken["after_close"] += 1
+            yield
+
+    run.inserting = closing()
+    return taken
+
+
+def closed_case(res: dict, out_dir: Path, name: str, ctl, run) -> tuple:
+    """The new document a closed document's result went to: its facts, the layer of what was read
+    (the whole canvas), and what the daemon returned for each job (R,G,B,A as it came)."""
+    from krita import Krita
+
+    new = ctl.last_placed[0].document if ctl.last_placed else None
+    if new is None:
+        raise RuntimeError(f"no new document: {ctl.last_error}")
+    new.waitForDone()
+    w, h = new.width(), new.height()
+    res["new_document"] = {"open": any(d == new for d in Krita.instance().documents()), "size": [w, h],
+                           "space": [new.colorModel(), new.colorDepth(), new.colorProfile()],
+                           "resolution": new.resolution(), "name": new.name(), "file": new.fileName(),
+                           "modified": new.modified(), "layers": names(new)}
+    read = next((n for n in new.rootNode().childNodes() if n.name().endswith("(what Dermis read)")), None)
+    if read is not None:
+        (out_dir / f"{name}.read_layer.raw").write_bytes(bytes(read.pixelData(0, 0, w, h)))
+    for k, job in enumerate(run.jobs):
+        if job.result is not None:
+            (out_dir / f"{name}.{k}.result.raw").write_bytes(job.result.pixels)
+    return new, read, None
 
 
 def _find_layer(top, name: str):

@@ -18,7 +18,7 @@ import traceback
 from krita import Krita, Selection
 from PyQt5.QtCore import QTimer
 
-from . import issue17, rows
+from . import closed, issue17, rows
 
 _driver = None
 
@@ -277,7 +277,8 @@ class Driver:
             self.step("undo", action_text=text, layers=self.layer_names(), before=self.undo_before,
                       after=undo.text(), source_unchanged=self.source_unchanged(),
                       redo_text=app.action("edit_redo").text())
-            self.later(100, lambda: issue17.detail_undo(self, self.after_issue17))
+            self.later(100, lambda: issue17.detail_undo(
+                self, lambda: closed.closed_in_window(self, self.after_issue17)))
 
         self.later(300, check)
 
