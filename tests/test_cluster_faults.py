@@ -8,6 +8,7 @@ nodes (its second test puts one back on a fresh node)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -280,14 +281,20 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-def test_an_unreachable_cluster_at_start_stops_serve_with_a_clear_error(tmp_path):
+@pytest.mark.parametrize("auto", [False, True], ids=["address", "auto_stale"])
+def test_an_unreachable_cluster_at_start_stops_serve_with_a_clear_error(tmp_path, auto):
+    """An address nobody answers at, given or found by "auto" (RAY_ADDRESS here; a stale address of the
+    last cluster on this machine is the same case), stops serve in seconds, not Ray's minutes."""
     address = f"127.0.0.1:{_closed_port()}"
+    env = {**os.environ, "RAY_ADDRESS": address} if auto else None
     t0 = time.monotonic()
-    run = subprocess.run([sys.executable, "-m", "daemon", "serve", "--ray", address, "--listen",
-                          f"unix:{tmp_path / 'd.sock'}"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    run = subprocess.run([sys.executable, "-m", "daemon", "serve", "--ray", "auto" if auto else address, "--listen",
+                          f"unix:{tmp_path / 'd.sock'}"], cwd=REPO, capture_output=True, text=True, timeout=120,
+                         env=env)
     took = time.monotonic() - t0
     assert run.returncode != 0 and not (tmp_path / "d.sock").exists()
-    assert f"cannot connect to the Ray cluster at {address} (" in run.stderr, run.stderr[-2000:]
+    said = "cannot connect to the Ray cluster at " + ("auto (auto is " if auto else f"{address} (")
+    assert said in run.stderr, run.stderr[-2000:]
     assert "Connection refused" in run.stderr
     assert took < 60, f"serve took {took:.0f} s to give up"
 

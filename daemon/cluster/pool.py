@@ -244,9 +244,28 @@ class WorkerPool:
 
 def _check_reachable(address: str) -> None:
     """Fail within ``CONNECT_TIMEOUT_S`` when nothing answers at host:port (ray.init would retry for a
-    minute or more); "auto" is left to Ray, which finds a running cluster or says there is none."""
-    host, sep, port = address.rpartition(":")
+    minute or more). "auto" is first resolved as Ray resolves it (RAY_ADDRESS, else the address of the
+    last cluster started on this machine, which may be stale); with none found it is left to Ray, which
+    says at once that no cluster runs."""
+    resolved = _auto_address() if address == "auto" else address
+    host, sep, port = resolved.rpartition(":")
     if not sep or not port.isdigit():
         return
-    with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
-        pass
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as e:
+        if resolved == address:
+            raise
+        raise OSError(f"{address} is {resolved} here: {e}") from None
+
+
+def _auto_address() -> str:
+    """Ray's own lookup of "auto" (a private function: when a Ray release moves it, "" leaves the
+    address to ray.init as before)."""
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+
+        return canonicalize_bootstrap_address("auto") or ""
+    except Exception:  # any failure here only skips the early check
+        return ""
