@@ -33,7 +33,7 @@ _SRGB_NAMES = {"srgb-elle-v2-srgbtrc.icc", "srgb-elle-v4-srgbtrc.icc", "srgb bui
 DEPTH_BITS = {"U8": 8, "U16": 16}
 MASK_TYPES = ("transparencymask", "filtermask", "selectionmask", "colorizemask", "transformmask")
 
-Space = tuple[str, str, str]  # (colour model, depth, profile) as Krita names them
+Space = colour.Space  # (colour model, depth, profile) as Krita names them
 
 
 class DocumentError(Exception):

@@ -264,6 +264,7 @@ def test_losing_the_cluster_hands_jobs_to_the_local_device_when_configured(ray_c
     node = ray_cluster.add_worker_node(resource="dermis_fallback")
     with cluster_daemon(ray_cluster.address, resource="dermis_fallback", local_fallback=True, workers=1,
                         start_timeout_s=60) as d:
+        assert hasattr(d.executor, "pool"), f"the cluster did not start: {d.warnings}"
         assert len(d.executor.pool.live()) == 1
         ray_cluster.kill_node(node)
         wait_for(lambda: not d.executor.pool.live(), 30, "the worker to leave the pool")

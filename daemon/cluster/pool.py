@@ -115,7 +115,7 @@ class WorkerPool:
                 self.remove(slot, f"failed to start: {str(e).splitlines()[0]}", kill=True)
         if not any(s.alive for s in self.slots):
             for slot in self.slots:  # the removed ones hold their units
-                self._kill(slot)
+                self.kill(slot)
             raise ClusterUnavailable("no cluster worker could start: " +
                                      "; ".join(f"{s.name}: {s.removed}" for s in self.slots))
 
@@ -156,17 +156,22 @@ class WorkerPool:
         """Ask a worker what it holds now (one removed but idle on its node too); its last answer when it
         does not answer in time or is (re)starting."""
         if not slot.killed and not slot.waiting:
-            try:
-                slot.last = ray.get(slot.actor.describe.remote(), timeout=timeout)
-                slot.node = slot.last.get("host", slot.node)
-            except ray_errors.RayError:
-                pass
+            self._describe(slot, timeout)
         return slot.last
 
+    def _describe(self, slot: Slot, timeout: float) -> None:
+        try:
+            slot.last = ray.get(slot.actor.describe.remote(), timeout=timeout)
+            slot.node = slot.last.get("host", slot.node)
+        except ray_errors.RayError:
+            pass
+
     def _admit(self, slot: Slot, reason: str) -> None:
-        """The worker's weight check answered: in the pool when it passed, else removed with the reason."""
+        """The worker's weight check answered: in the pool when it passed, else removed with the reason.
+        It is described first (where it runs, also for a removed one: on_dead_node), so no worker is in
+        the pool, or in `dermis status`, without its node."""
+        self._describe(slot, FIRST_DESCRIBE_S)
         slot.waiting = ""
-        self.refresh(slot, FIRST_DESCRIBE_S)  # where it runs, also for a removed one (on_dead_node)
         if reason:
             self.remove(slot, f"its models failed to load: {reason}")
 
@@ -200,7 +205,7 @@ class WorkerPool:
             slot.removed = reason
         log.warning("cluster worker %s (%s) leaves the pool: %s", slot.name, slot.node or "?", reason)
         if kill:
-            self._kill(slot)
+            self.kill(slot)
 
     def readmit(self, slot: Slot) -> None:
         """Back into the pool: it was removed for a load failure that turned out not to be its node's."""
@@ -210,7 +215,9 @@ class WorkerPool:
             slot.removed = ""
         log.warning("cluster worker %s (%s) is back in the pool", slot.name, slot.node or "?")
 
-    def _kill(self, slot: Slot) -> None:
+    def kill(self, slot: Slot) -> None:
+        """Its actor gone for good, without a restart (also a removed worker whose node died: Ray would
+        restart it, idle, on a unit another worker could use)."""
         slot.killed = True
         try:
             ray.kill(slot.actor, no_restart=True)
@@ -228,16 +235,12 @@ class WorkerPool:
         return [s for s in self.slots if not s.killed and not s.waiting and s.last.get("node")
                 and s.last["node"] not in alive]
 
-    def kill(self, slot: Slot) -> None:
-        """A removed worker whose node died: Ray would restart it, idle, on a unit another worker could use."""
-        self._kill(slot)
-
     def live(self) -> list[Slot]:
         return [s for s in self.slots if s.alive]
 
     def shutdown(self) -> None:
         for slot in self.slots:
-            self._kill(slot)
+            self.kill(slot)
         if self._owns_ray:
             ray.shutdown()
 
