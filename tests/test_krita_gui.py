@@ -174,7 +174,7 @@ def test_closed_document_result_opens_in_a_new_view_of_the_window(gui):
     assert "dermis-closed" in c["views_before"] and "dermis-closed" not in c["views_after"]
     assert c["new_name"] == "dermis-closed (Dermis)" and c["new_file"] == "" and c["new_modified"]
     assert c["views_after"].count("dermis-closed (Dermis)") == 1 and c["active_view"] == "dermis-closed (Dermis)"
-    assert c["new_layers"] == ["Background (what Dermis read)", "Dermis (lite-fast, 7)"]
+    assert c["new_layers"] == ["Background (what Dermis read)", "Dermis (lite-slow, 7)"]
     assert ("The image 'dermis-closed' was closed while Dermis worked. The result is in a new image, "
             "'dermis-closed (Dermis)', over the part of 'Background' it was made from; it is not saved yet."
             ) in c["message"], c["message"]

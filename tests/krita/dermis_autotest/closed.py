@@ -17,7 +17,7 @@ def closed_in_window(drv, then) -> None:
     window = app.activeWindow()
     out: dict = {"views_before": [v.document().name() for v in window.views()]}
     ctl.settings.variations, ctl.settings.content = 1, "normal"
-    ctl.settings.preset = s["big"]["preset"] if s.get("big") else s["preset"]
+    ctl.settings.preset = s["preset"]  # lite-slow: still running when the image closes (lite-fast may be done)
     before = len(ctl.runs)
     ctl.refine_on(doc, bg)
 
